@@ -1,0 +1,163 @@
+"""Firebase glue for the entry points: clients, token checks, and the one error mapping."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import firebase_admin
+from firebase_admin import auth
+from firebase_functions import https_fn, logger
+from flask import Request, Response
+from google.cloud import firestore
+
+from tally.config import Settings
+from tally.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TallyError,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from tally.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
+from tally.recording import Caller
+from tally.store import FirestoreStore
+
+
+@functools.cache
+def firestore_client() -> firestore.Client:
+    """Create the Firestore client on first use (never at import time)."""
+    project = os.environ.get("GCLOUD_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    return firestore.Client(project=project)
+
+
+@functools.cache
+def settings() -> Settings:
+    """Read Tally's settings from the environment once per instance."""
+    return Settings.from_env()
+
+
+def store() -> FirestoreStore:
+    """Return the Firestore store with the configured shard count."""
+    return FirestoreStore(firestore_client(), shards=settings().aggregate_shards)
+
+
+@functools.cache
+def _admin_app() -> firebase_admin.App:
+    try:
+        return firebase_admin.get_app()
+    except ValueError:
+        return firebase_admin.initialize_app()
+
+
+def caller_from_claims(claims: dict[str, Any]) -> Caller:
+    """Build the caller from verified token claims (a claim counts only when exactly true)."""
+    return Caller(
+        uid=str(claims["uid"]),
+        admin=claims.get("admin") is True,
+        recorder=claims.get("recorder") is True,
+    )
+
+
+def verify_bearer(header: str | None) -> Caller:
+    """Verify `Authorization: Bearer <Firebase ID token>` and return the caller."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization: Bearer <Firebase ID token> is required")
+    try:
+        claims = auth.verify_id_token(token.strip(), app=_admin_app())
+    except auth.ExpiredIdTokenError:
+        raise Unauthenticated("the ID token has expired") from None
+    except auth.RevokedIdTokenError:
+        raise Unauthenticated("the ID token has been revoked") from None
+    except (auth.InvalidIdTokenError, ValueError):
+        raise Unauthenticated("the ID token is not valid") from None
+    return caller_from_claims(claims)
+
+
+# The one mapping from Tally errors to callable error codes.
+_CALLABLE_CODES: dict[type[TallyError], https_fn.FunctionsErrorCode] = {
+    InvalidArgument: https_fn.FunctionsErrorCode.INVALID_ARGUMENT,
+    Unauthenticated: https_fn.FunctionsErrorCode.UNAUTHENTICATED,
+    PermissionDenied: https_fn.FunctionsErrorCode.PERMISSION_DENIED,
+    NotFound: https_fn.FunctionsErrorCode.NOT_FOUND,
+    FailedPrecondition: https_fn.FunctionsErrorCode.FAILED_PRECONDITION,
+    Unavailable: https_fn.FunctionsErrorCode.UNAVAILABLE,
+    PayloadTooLarge: https_fn.FunctionsErrorCode.INVALID_ARGUMENT,
+    UnsupportedMediaType: https_fn.FunctionsErrorCode.INVALID_ARGUMENT,
+    MethodNotAllowed: https_fn.FunctionsErrorCode.INVALID_ARGUMENT,
+}
+
+
+def to_https_error(err: TallyError) -> https_fn.HttpsError:
+    """Map a Tally error to the callable protocol's error."""
+    code = _CALLABLE_CODES.get(type(err), https_fn.FunctionsErrorCode.INTERNAL)
+    details = [{"field": d.field, "problem": d.problem} for d in err.details] or None
+    return https_fn.HttpsError(code, err.message, details)
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """Return a JSON response."""
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+def require_post(req: Request) -> None:
+    """Accept only POST (OPTIONS preflights are answered by the CORS layer)."""
+    if req.method != "POST":
+        raise MethodNotAllowed(f"method {req.method} is not allowed; use POST")
+
+
+def read_json(req: Request) -> dict[str, Any]:
+    """Check the type and size of a JSON body, then parse it strictly."""
+    check_content_type(req.headers.get("Content-Type"))
+    check_declared_length(req.content_length)
+    return parse_json_body(req.stream.read(MAX_BODY_BYTES + 1))
+
+
+def http_endpoint(name: str, handler: Callable[[Request], dict[str, Any]]) -> Callable[[Request], Response]:
+    """Wrap a handler: JSON 200 on success, the SPEC's error body on any error."""
+
+    def run(req: Request) -> Response:
+        try:
+            return json_response(200, handler(req))
+        except TallyError as err:
+            logger.warn(f"{name} rejected", function=name, status=err.status, reason=err.message)
+            headers = {"Allow": "POST, OPTIONS"} if isinstance(err, MethodNotAllowed) else None
+            return json_response(err.http_status, err.body(), headers)
+        except Exception as exc:  # noqa: BLE001 - anything unexpected becomes INTERNAL
+            logger.error(f"{name} failed", function=name, error=repr(exc))
+            return json_response(500, Internal().body())
+
+    return run
+
+
+def callable_endpoint(
+    name: str, handler: Callable[[https_fn.CallableRequest[Any]], Any]
+) -> Callable[[https_fn.CallableRequest[Any]], Any]:
+    """Wrap a callable handler: Tally errors become HttpsErrors, anything else INTERNAL."""
+
+    def run(req: https_fn.CallableRequest[Any]) -> Any:
+        try:
+            return handler(req)
+        except TallyError as err:
+            logger.warn(f"{name} rejected", function=name, status=err.status, reason=err.message)
+            raise to_https_error(err) from None
+        except Exception as exc:  # noqa: BLE001
+            logger.error(f"{name} failed", function=name, error=repr(exc))
+            raise https_fn.HttpsError(https_fn.FunctionsErrorCode.INTERNAL, "internal error") from None
+
+    return run

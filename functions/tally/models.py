@@ -1,0 +1,326 @@
+"""Request models and validation at the edge: pydantic in, frozen domain values out."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tally.errors import FieldProblem, InvalidArgument
+from tally.money import MoneyError, usd_to_nanos
+from tally.timeutil import TimeError, check_step_time, parse_instant
+
+MAX_STEPS = 100
+MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 10
+_INT64 = (-(2**63), 2**63 - 1)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:/]{1,100}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
+_USER_ID_RE = re.compile(r"^[A-Za-z0-9_\-.:@+]{1,128}$")
+_RESERVED_KEY_RE = re.compile(r"^__.*__$")
+
+
+class UsageType(StrEnum):
+    """The two kinds of paid call."""
+
+    AI = "AI"
+    API = "API"
+
+
+_USAGE_TYPES = {
+    "ai": UsageType.AI,
+    "aiusage": UsageType.AI,
+    "api": UsageType.API,
+    "apiusage": UsageType.API,
+}
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("tally", message)
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("must be a string")
+    if not _NAME_RE.match(value):
+        raise _fail("must be 1-100 characters of letters, digits and _ - . : /")
+    return value
+
+
+def _identifier(value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("must be a string")
+    if not _ID_RE.match(value):
+        raise _fail("must be 1-128 characters of letters, digits and _ - .")
+    if value in {".", ".."} or _RESERVED_KEY_RE.match(value):
+        raise _fail("is a reserved id")
+    return value
+
+
+def _user_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail("must be a string")
+    if not _USER_ID_RE.match(value) or value in {".", ".."} or _RESERVED_KEY_RE.match(value):
+        raise _fail("must be a Firebase Auth uid (1-128 characters, no / or spaces)")
+    return value
+
+
+def _usage_type(value: object) -> UsageType:
+    if isinstance(value, str) and value.lower() in _USAGE_TYPES:
+        return _USAGE_TYPES[value.lower()]
+    raise _fail("must be AI or API (also accepted: ai, AIUsage, api, Api, ApiUsage, APIUsage)")
+
+
+def _cost(value: object) -> int:
+    try:
+        return usd_to_nanos(value)
+    except MoneyError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _strict_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _fail("must be true or false")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(_name)]
+Identifier = Annotated[str, BeforeValidator(_identifier)]
+UserId = Annotated[str, BeforeValidator(_user_id)]
+StrictFlag = Annotated[bool, BeforeValidator(_strict_bool)]
+
+
+def clean_metadata(value: object) -> dict[str, Any]:
+    """Validate step metadata and return it in a form Firestore stores as given."""
+    if not isinstance(value, dict):
+        raise _fail("must be a JSON object")
+    cleaned = _clean_value(value, depth=1, in_array=False)
+    assert isinstance(cleaned, dict)
+    size = len(_compact_json(cleaned).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise _fail(f"must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})")
+    return cleaned
+
+
+def _compact_json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail("must not contain unpaired surrogates") from None
+
+
+def _clean_value(value: Any, *, depth: int, in_array: bool) -> Any:
+    if depth > MAX_METADATA_DEPTH:
+        raise _fail(f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise _fail("integers must fit in 64 bits")
+        return value
+    if isinstance(value, Decimal | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise _fail("numbers must be finite")
+        return number
+    if isinstance(value, str):
+        _check_text(value)
+        return value
+    if isinstance(value, list):
+        if in_array:
+            raise _fail("arrays must not directly contain arrays")
+        return [_clean_value(item, depth=depth + 1, in_array=True) for item in value]
+    if isinstance(value, dict):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not key or len(key) > 256 or _RESERVED_KEY_RE.match(key):
+                raise _fail("keys must be 1-256 characters and not of the form __name__")
+            _check_text(key)
+            result[key] = _clean_value(item, depth=depth + 1, in_array=False)
+        return result
+    raise _fail("must hold only JSON values")
+
+
+class _Edge(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class SessionIn(_Edge):
+    """The `session` object of a `record_steps` request."""
+
+    id: Identifier
+    feature: Name | None = None
+    complete: StrictFlag = False
+
+
+class StepIn(_Edge):
+    """One step of a `record_steps` request."""
+
+    operation_id: Identifier = Field(alias="operationId")
+    usage_type: Annotated[UsageType, BeforeValidator(_usage_type)] = Field(alias="usageType")
+    feature: Name
+    provider: Name
+    cost_nanos: Annotated[int, BeforeValidator(_cost)] = Field(alias="cost")
+    is_billable_run: StrictFlag = Field(default=False, alias="isBillableRun")
+    timestamp: datetime | None = None
+    metadata: Annotated[dict[str, Any], BeforeValidator(clean_metadata)] = Field(default_factory=dict)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        now = (info.context or {})["now"]
+        try:
+            return check_step_time(parse_instant(value), now=now)
+        except TimeError as exc:
+            raise _fail(str(exc)) from None
+
+
+class RecordStepsIn(_Edge):
+    """The body of a `record_steps` request."""
+
+    user_id: UserId | None = Field(default=None, alias="userId")
+    session: SessionIn | None = None
+    steps: list[StepIn]
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_is_list(cls, value: object) -> object:
+        if not isinstance(value, list):
+            raise _fail("must be an array of steps")
+        if len(value) > MAX_STEPS:
+            raise _fail(f"must hold at most {MAX_STEPS} steps (got {len(value)})")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> RecordStepsIn:
+        if not self.steps and not (self.session and self.session.complete):
+            raise InvalidArgument.field("steps", "must hold 1-100 steps (0 only with session.complete true)")
+        seen: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            if step.operation_id in seen:
+                raise InvalidArgument.field(
+                    f"steps[{index}].operationId",
+                    f"repeats steps[{seen[step.operation_id]}].operationId",
+                )
+            seen[step.operation_id] = index
+        return self
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated step: cost in nano-USD, time aware UTC."""
+
+    operation_id: str
+    usage_type: UsageType
+    feature: str
+    provider: str
+    cost_nanos: int
+    is_billable_run: bool
+    timestamp: datetime
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What a request asks of its session."""
+
+    session_id: str
+    feature: str | None
+    complete: bool
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """A validated `record_steps` request, before authorization."""
+
+    user_id: str | None
+    session: SessionRequest | None
+    steps: tuple[Step, ...]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+_PROBLEMS = {
+    "missing": "is required",
+    "extra_forbidden": "is not an accepted field",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be an array",
+}
+
+
+def problems_of(error: ValidationError) -> list[FieldProblem]:
+    """Translate pydantic errors into field problems with plain messages."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        problem = _PROBLEMS.get(item["type"], item["msg"])
+        if item["type"] == "tally":
+            problem = item["msg"]
+        if item["type"] in {"model_type", "model_attributes_type"} and not loc:
+            problem = "must be a JSON object"
+        problems.append(FieldProblem(_field_path(loc), problem))
+    return problems
+
+
+def parse_record_request(body: dict[str, Any], *, now: datetime) -> RecordRequest:
+    """Validate a `record_steps` body; raise InvalidArgument naming every bad field."""
+    try:
+        parsed = RecordStepsIn.model_validate(body, context={"now": now})
+    except ValidationError as exc:
+        raise InvalidArgument.of(problems_of(exc)) from None
+    session = parsed.session
+    return RecordRequest(
+        user_id=parsed.user_id,
+        session=(
+            SessionRequest(session_id=session.id, feature=session.feature, complete=session.complete)
+            if session
+            else None
+        ),
+        steps=tuple(
+            Step(
+                operation_id=s.operation_id,
+                usage_type=s.usage_type,
+                feature=s.feature,
+                provider=s.provider,
+                cost_nanos=s.cost_nanos,
+                is_billable_run=s.is_billable_run,
+                timestamp=s.timestamp or now,
+                metadata=s.metadata,
+            )
+            for s in parsed.steps
+        ),
+    )

@@ -1,0 +1,49 @@
+"""Money: USD amounts as exact integer nano-USD."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+NANOS_PER_USD = 1_000_000_000
+MAX_STEP_COST_USD = Decimal(1000)
+_NANO = Decimal("1e-9")
+
+
+class MoneyError(ValueError):
+    """A value that is not an acceptable USD amount."""
+
+
+def usd_to_nanos(value: object) -> int:
+    """Convert a JSON number or decimal string in USD to integer nano-USD.
+
+    Accepts int, Decimal (how the strict JSON parser reads numbers), float and
+    decimal strings. Rounds half-even to the nearest nano-USD (9 decimals).
+    """
+    if isinstance(value, bool):
+        raise MoneyError("must be a number or a decimal string")
+    if isinstance(value, int | Decimal):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        amount = Decimal(repr(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            raise MoneyError('must be a decimal string like "0.017"')
+        try:
+            amount = Decimal(text)
+        except InvalidOperation:
+            raise MoneyError('must be a decimal string like "0.017"') from None
+    else:
+        raise MoneyError("must be a number or a decimal string")
+    if not amount.is_finite():
+        raise MoneyError("must be finite")
+    if amount < 0:
+        raise MoneyError("must be >= 0")
+    if amount > MAX_STEP_COST_USD:
+        raise MoneyError(f"must be <= {MAX_STEP_COST_USD}")
+    return int(amount.quantize(_NANO, rounding=ROUND_HALF_EVEN) * NANOS_PER_USD)
+
+
+def nanos_to_usd(nanos: int) -> float:
+    """Return nano-USD as a USD number rounded to 9 decimals (for responses only)."""
+    return round(nanos / NANOS_PER_USD, 9)

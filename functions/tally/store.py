@@ -1,0 +1,354 @@
+"""The Firestore store: document layout, reads, and atomic commits with preconditions.
+
+Layout (Tally-owned unless noted):
+- `users/{uid}`: the app's document; Tally writes only its `usage` map.
+- `SessionUsage/{uid}/sessions/{sessionId}`: one session, with running `stats`.
+- `SessionUsage/{uid}/steps/{operationId}`: one accepted step, never rewritten.
+- `TallyUserMonths/{YYYY-MM}_{uid}`: a user's month totals (for top-user queries).
+- `TallyPlatformMonths/{YYYY-MM}-s{NN}`: one shard of the platform's month: totals,
+  by type, feature, provider and day, and the set of active users.
+
+The write path reads nothing shared. Step documents are created with an
+exists=false precondition (the idempotency check happens at commit), the session
+document is written with an update-time precondition from a plain read, and every
+aggregate is a blind server-side increment. A commit whose precondition fails is
+rolled back whole and re-planned; a commit is never applied twice, because a
+replay fails on the step documents it already created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from tally.models import Step
+from tally.timeutil import day_key, month_key
+from tally.usage import Counts, MonthDelta, aggregate, total
+
+USERS = "users"
+SESSION_USAGE = "SessionUsage"
+SESSIONS = "sessions"
+STEPS = "steps"
+USER_MONTHS = "TallyUserMonths"
+PLATFORM_MONTHS = "TallyPlatformMonths"
+
+_RETRYABLE = (
+    gexc.AlreadyExists,
+    gexc.Conflict,
+    gexc.FailedPrecondition,
+    gexc.NotFound,
+    gexc.Aborted,
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+)
+
+
+class Contention(Exception):
+    """A commit lost a race (or hit a transient fault) and was not applied."""
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What the write path needs to know of a stored session."""
+
+    status: str
+    created_at: datetime
+    first_step_at: datetime | None
+    last_step_at: datetime | None
+    version: Any  # the document's update time, for the commit's precondition
+
+
+@dataclass(frozen=True)
+class RecordingState:
+    """A plain (lock-free) read of what a request touches."""
+
+    session: SessionState | None
+    existing_steps: Mapping[str, str | None]  # operationId -> requestId that wrote it
+
+
+@dataclass(frozen=True)
+class RecordingCommit:
+    """Everything one request writes, applied in one atomic commit."""
+
+    user_id: str
+    request_id: str
+    now: datetime
+    steps: tuple[Step, ...]
+    session_id: str | None = None
+    session_feature: str | None = None
+    session_base: SessionState | None = None  # None with a session_id: create it
+    complete: bool = False
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """Return the platform shard a user's writes go to (stable per user)."""
+    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
+def _increments(counts: Counts) -> dict[str, Any]:
+    return {name: firestore.Increment(value) for name, value in counts.fields().items()}
+
+
+def _increment_map(counters: Mapping[str, Counts]) -> dict[str, Any]:
+    return {name: _increments(counts) for name, counts in counters.items()}
+
+
+def _path(*parts: str) -> str:
+    """Return a quoted field path: a dot inside a part is part of the name."""
+    return FieldPath(*parts).to_api_repr()
+
+
+def _flat_increments(prefix: tuple[str, ...], counters: Mapping[str, Counts]) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    for name, counts in counters.items():
+        for field, value in counts.fields().items():
+            updates[_path(*prefix, name, field)] = firestore.Increment(value)
+    return updates
+
+
+class FirestoreStore:
+    """Tally's documents in one Firestore database."""
+
+    def __init__(self, client: firestore.Client, *, shards: int) -> None:
+        self._db = client
+        self._shards = shards
+
+    # References
+
+    def user_ref(self, user_id: str) -> firestore.DocumentReference:
+        """Return `users/{uid}`."""
+        return self._db.collection(USERS).document(user_id)
+
+    def session_ref(self, user_id: str, session_id: str) -> firestore.DocumentReference:
+        """Return `SessionUsage/{uid}/sessions/{sessionId}`."""
+        return self._db.collection(SESSION_USAGE, user_id, SESSIONS).document(session_id)
+
+    def step_ref(self, user_id: str, operation_id: str) -> firestore.DocumentReference:
+        """Return `SessionUsage/{uid}/steps/{operationId}`."""
+        return self._db.collection(SESSION_USAGE, user_id, STEPS).document(operation_id)
+
+    def user_month_ref(self, user_id: str, month: str) -> firestore.DocumentReference:
+        """Return the user's month document."""
+        return self._db.collection(USER_MONTHS).document(f"{month}_{user_id}")
+
+    def platform_month_ref(self, month: str, shard: int) -> firestore.DocumentReference:
+        """Return one shard of the platform's month."""
+        return self._db.collection(PLATFORM_MONTHS).document(f"{month}-s{shard:02d}")
+
+    # Recording
+
+    def load_recording_state(
+        self, *, user_id: str, session_id: str | None, operation_ids: Sequence[str]
+    ) -> RecordingState:
+        """Read the session and the step documents of a request in one round trip."""
+        refs = [self.step_ref(user_id, op) for op in operation_ids]
+        session_ref = self.session_ref(user_id, session_id) if session_id else None
+        if session_ref is not None:
+            refs.append(session_ref)
+        existing: dict[str, str | None] = {}
+        session: SessionState | None = None
+        for snap in self._db.get_all(refs) if refs else []:
+            if not snap.exists:
+                continue
+            data = snap.to_dict() or {}
+            if session_ref is not None and snap.reference.path == session_ref.path:
+                stats = data.get("stats") or {}
+                session = SessionState(
+                    status=data["status"],
+                    created_at=data["createdAt"],
+                    first_step_at=stats.get("firstStepAt"),
+                    last_step_at=stats.get("lastStepAt"),
+                    version=snap.update_time,
+                )
+            else:
+                existing[snap.id] = data.get("requestId")
+        return RecordingState(session=session, existing_steps=existing)
+
+    def commit_recording(self, commit: RecordingCommit) -> None:
+        """Apply one request atomically; raise Contention if a precondition failed."""
+        batch = self._db.batch()
+        for step in commit.steps:
+            batch.create(self.step_ref(commit.user_id, step.operation_id), self._step_doc(commit, step))
+        session_created = commit.session_id is not None and commit.session_base is None
+        if commit.session_id is not None:
+            self._write_session(batch, commit)
+        months = aggregate(commit.steps)
+        if session_created:
+            months.setdefault(month_key(commit.now), MonthDelta())
+        if commit.steps or session_created:
+            self._write_user(batch, commit, months, session_created=session_created)
+            self._write_platform(batch, commit, months, session_created=session_created)
+        try:
+            batch.commit()
+        except _RETRYABLE as exc:
+            raise Contention(type(exc).__name__) from exc
+
+    def _step_doc(self, commit: RecordingCommit, step: Step) -> dict[str, Any]:
+        return {
+            "userId": commit.user_id,
+            "sessionId": commit.session_id,
+            "operationId": step.operation_id,
+            "usageType": step.usage_type.value,
+            "feature": step.feature,
+            "provider": step.provider,
+            "costNanos": step.cost_nanos,
+            "isBillableRun": step.is_billable_run,
+            "timestamp": step.timestamp,
+            "month": month_key(step.timestamp),
+            "day": day_key(step.timestamp),
+            "metadata": step.metadata,
+            "recordedAt": commit.now,
+            "requestId": commit.request_id,
+        }
+
+    def _write_session(self, batch: firestore.WriteBatch, commit: RecordingCommit) -> None:
+        assert commit.session_id is not None
+        ref = self.session_ref(commit.user_id, commit.session_id)
+        counts = total(commit.steps)
+        features = _by(commit.steps, lambda s: s.feature)
+        providers = _by(commit.steps, lambda s: s.provider)
+        times = [s.timestamp for s in commit.steps]
+        base = commit.session_base
+        if base is None:
+            batch.create(
+                ref,
+                {
+                    "userId": commit.user_id,
+                    "sessionId": commit.session_id,
+                    "feature": commit.session_feature,
+                    "status": "completed" if commit.complete else "active",
+                    "createdAt": commit.now,
+                    "lastUpdatedAt": commit.now,
+                    "completedAt": commit.now if commit.complete else None,
+                    "completedBy": "client" if commit.complete else None,
+                    "finalizedAt": None,
+                    "summary": None,
+                    "stats": {
+                        "stepCount": counts.api_calls,
+                        "costNanos": counts.cost_nanos,
+                        "billableRuns": counts.billable_runs,
+                        "features": {name: c.fields() for name, c in features.items()},
+                        "providers": {name: c.fields() for name, c in providers.items()},
+                        "firstStepAt": min(times, default=None),
+                        "lastStepAt": max(times, default=None),
+                    },
+                },
+            )
+            return
+        updates: dict[str, Any] = {"lastUpdatedAt": commit.now}
+        if commit.steps:
+            updates.update(
+                {
+                    "stats.stepCount": firestore.Increment(counts.api_calls),
+                    "stats.costNanos": firestore.Increment(counts.cost_nanos),
+                    "stats.billableRuns": firestore.Increment(counts.billable_runs),
+                    "stats.firstStepAt": min([*times, *_present(base.first_step_at)]),
+                    "stats.lastStepAt": max([*times, *_present(base.last_step_at)]),
+                }
+            )
+            updates.update(_flat_increments(("stats", "features"), features))
+            updates.update(_flat_increments(("stats", "providers"), providers))
+        if commit.complete:
+            updates.update({"status": "completed", "completedAt": commit.now, "completedBy": "client"})
+        batch.update(ref, updates, option=self._db.write_option(last_update_time=base.version))
+
+    def _write_user(
+        self,
+        batch: firestore.WriteBatch,
+        commit: RecordingCommit,
+        months: Mapping[str, MonthDelta],
+        *,
+        session_created: bool,
+    ) -> None:
+        usage: dict[str, Any] = {
+            "months": {
+                month: {
+                    **_increments(delta.total),
+                    "byType": _increment_map(delta.by_type),
+                    "features": _increment_map(delta.features),
+                    "providers": _increment_map(delta.providers),
+                }
+                for month, delta in months.items()
+            },
+            "updatedAt": commit.now,
+        }
+        if commit.steps:
+            usage["lifetime"] = _increments(total(commit.steps))
+        if session_created:
+            usage["sessions"] = {"active": firestore.Increment(1)}
+        # merge=True writes only these leaves: every other field of users/{uid} is untouched.
+        batch.set(self.user_ref(commit.user_id), {"usage": usage}, merge=True)
+        for month, delta in months.items():
+            batch.set(
+                self.user_month_ref(commit.user_id, month),
+                {
+                    "userId": commit.user_id,
+                    "month": month,
+                    "updatedAt": commit.now,
+                    **_increments(delta.total),
+                },
+                merge=True,
+            )
+
+    def _write_platform(
+        self,
+        batch: firestore.WriteBatch,
+        commit: RecordingCommit,
+        months: Mapping[str, MonthDelta],
+        *,
+        session_created: bool,
+    ) -> None:
+        shard = shard_of(commit.user_id, self._shards)
+        created_month = month_key(commit.now)
+        for month, delta in months.items():
+            doc: dict[str, Any] = {
+                "month": month,
+                "shard": shard,
+                "updatedAt": commit.now,
+                **_increments(delta.total),
+                "byType": _increment_map(delta.by_type),
+                "features": _increment_map(delta.features),
+                "providers": _increment_map(delta.providers),
+                "days": _increment_map(delta.days),
+            }
+            if delta.total.api_calls:
+                doc["users"] = {commit.user_id: True}
+            if session_created and month == created_month:
+                doc["sessions"] = {"active": firestore.Increment(1)}
+            batch.set(self.platform_month_ref(month, shard), doc, merge=True)
+
+    def read_outcome(
+        self, *, user_id: str, session_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Read the user's `usage` map and the session after a commit, in one round trip."""
+        refs = [self.user_ref(user_id)]
+        if session_id:
+            refs.append(self.session_ref(user_id, session_id))
+        usage: dict[str, Any] = {}
+        session: dict[str, Any] | None = None
+        for snap in self._db.get_all(refs):
+            data = (snap.to_dict() or {}) if snap.exists else {}
+            if snap.reference.path == refs[0].path:
+                usage = data.get("usage") or {}
+            elif snap.exists:
+                session = data
+        return usage, session
+
+
+def _present(value: datetime | None) -> list[datetime]:
+    return [value] if value is not None else []
+
+
+def _by(steps: Iterable[Step], key: Any) -> dict[str, Counts]:
+    result: dict[str, Counts] = {}
+    for step in steps:
+        result.setdefault(key(step), Counts()).add(step)
+    return result

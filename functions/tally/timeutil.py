@@ -1,0 +1,72 @@
+"""Time: timezone-aware UTC instants and the UTC day and month buckets."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+MAX_FUTURE = timedelta(minutes=5)
+MAX_AGE = timedelta(days=35)
+_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# Epoch milliseconds that datetime can represent (years 1..9999), checked before converting.
+_MIN_MS = -62_135_596_800_000
+_MAX_MS = 253_402_300_799_999
+
+
+class TimeError(ValueError):
+    """A value that is not an acceptable step timestamp or month."""
+
+
+def utc_now() -> datetime:
+    """Return the current instant, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def parse_instant(value: object) -> datetime:
+    """Parse an ISO-8601 string with an offset or `Z`, or epoch milliseconds, to UTC."""
+    if isinstance(value, bool):
+        raise TimeError("must be an ISO-8601 string or epoch milliseconds")
+    if isinstance(value, int):
+        if not _MIN_MS <= value <= _MAX_MS:
+            raise TimeError("is out of range")
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise TimeError("must be an ISO-8601 string or epoch milliseconds")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise TimeError("must be an ISO-8601 timestamp like 2026-11-14T10:04:09.794Z") from None
+        if parsed.tzinfo is None:
+            raise TimeError("must include a UTC offset or Z")
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise TimeError("is out of range") from None
+    raise TimeError("must be an ISO-8601 string or epoch milliseconds")
+
+
+def check_step_time(instant: datetime, *, now: datetime) -> datetime:
+    """Reject a step time more than 5 minutes ahead of `now` or older than 35 days."""
+    if instant > now + MAX_FUTURE:
+        raise TimeError("must not be more than 5 minutes in the future")
+    if instant < now - MAX_AGE:
+        raise TimeError("must not be older than 35 days")
+    return instant
+
+
+def month_key(instant: datetime) -> str:
+    """Return the UTC month bucket `YYYY-MM` of an aware instant."""
+    return instant.astimezone(UTC).strftime("%Y-%m")
+
+
+def day_key(instant: datetime) -> str:
+    """Return the UTC day bucket `YYYY-MM-DD` of an aware instant."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def parse_month(value: str) -> str:
+    """Validate a `YYYY-MM` month key."""
+    if not _MONTH_RE.match(value):
+        raise TimeError("must be a month like 2026-11")
+    return value

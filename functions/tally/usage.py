@@ -1,0 +1,135 @@
+"""Usage arithmetic: counters per month, type, feature, provider and day; limits status."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tally.models import Step
+from tally.money import nanos_to_usd
+from tally.timeutil import day_key, month_key
+
+WARNING_FRACTION = (4, 5)  # 80 %
+
+
+@dataclass
+class Counts:
+    """Cost in nano-USD, calls and billable runs."""
+
+    cost_nanos: int = 0
+    api_calls: int = 0
+    billable_runs: int = 0
+
+    def add(self, step: Step) -> None:
+        """Count one step."""
+        self.cost_nanos += step.cost_nanos
+        self.api_calls += 1
+        self.billable_runs += int(step.is_billable_run)
+
+    def fields(self) -> dict[str, int]:
+        """Return the stored field names and values."""
+        return {
+            "costNanos": self.cost_nanos,
+            "apiCalls": self.api_calls,
+            "billableRuns": self.billable_runs,
+        }
+
+    def usd(self) -> dict[str, float | int]:
+        """Return the response form (cost in USD)."""
+        return {
+            "cost": nanos_to_usd(self.cost_nanos),
+            "apiCalls": self.api_calls,
+            "billableRuns": self.billable_runs,
+        }
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any] | None) -> Counts:
+        """Read stored counters; absent means zero."""
+        data = data or {}
+        return cls(
+            cost_nanos=int(data.get("costNanos", 0)),
+            api_calls=int(data.get("apiCalls", 0)),
+            billable_runs=int(data.get("billableRuns", 0)),
+        )
+
+
+def _counts_map() -> defaultdict[str, Counts]:
+    return defaultdict(Counts)
+
+
+@dataclass
+class MonthDelta:
+    """What a set of steps adds to one UTC month."""
+
+    total: Counts = field(default_factory=Counts)
+    by_type: defaultdict[str, Counts] = field(default_factory=_counts_map)
+    features: defaultdict[str, Counts] = field(default_factory=_counts_map)
+    providers: defaultdict[str, Counts] = field(default_factory=_counts_map)
+    days: defaultdict[str, Counts] = field(default_factory=_counts_map)
+
+    def add(self, step: Step) -> None:
+        """Count one step in every breakdown."""
+        self.total.add(step)
+        self.by_type[step.usage_type.value].add(step)
+        self.features[step.feature].add(step)
+        self.providers[step.provider].add(step)
+        self.days[day_key(step.timestamp)].add(step)
+
+
+def aggregate(steps: Iterable[Step]) -> dict[str, MonthDelta]:
+    """Group steps by the UTC month of their own timestamps."""
+    months: dict[str, MonthDelta] = {}
+    for step in steps:
+        months.setdefault(month_key(step.timestamp), MonthDelta()).add(step)
+    return months
+
+
+def total(steps: Iterable[Step]) -> Counts:
+    """Sum steps into one counter."""
+    counts = Counts()
+    for step in steps:
+        counts.add(step)
+    return counts
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A user's monthly budget."""
+
+    monthly_cost_limit_nanos: int
+    monthly_free_runs: int
+
+
+def _at_least_warning(used: int, limit: int) -> bool:
+    num, den = WARNING_FRACTION
+    return used * den >= limit * num if limit > 0 else used > 0
+
+
+def limits_status(used: Counts, limits: Limits) -> dict[str, Any]:
+    """Return the SPEC's `limits` object for one month's usage."""
+    cost_limit, free_runs = limits.monthly_cost_limit_nanos, limits.monthly_free_runs
+    return {
+        "monthlyCostLimit": nanos_to_usd(cost_limit),
+        "costRemaining": nanos_to_usd(max(0, cost_limit - used.cost_nanos)),
+        "monthlyFreeRuns": free_runs,
+        "freeRunsRemaining": max(0, free_runs - used.billable_runs),
+        "exceeded": used.cost_nanos > cost_limit or used.billable_runs > free_runs,
+        "warning": _at_least_warning(used.cost_nanos, cost_limit)
+        or _at_least_warning(used.billable_runs, free_runs),
+    }
+
+
+def limit_percent(used: Counts, limits: Limits) -> float:
+    """Return the larger share of either limit used, in percent (0 limit: 0 or 100)."""
+
+    def share(value: int, limit: int) -> float:
+        if limit > 0:
+            return 100.0 * value / limit
+        return 100.0 if value > 0 else 0.0
+
+    return max(
+        share(used.cost_nanos, limits.monthly_cost_limit_nanos),
+        share(used.billable_runs, limits.monthly_free_runs),
+    )
