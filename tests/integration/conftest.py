@@ -1,0 +1,25 @@
+from collections.abc import Iterator
+
+import pytest
+import requests
+from google.cloud import firestore
+
+import support
+
+
+@pytest.fixture(autouse=True)
+def _clean_emulators() -> None:
+    """Start every test from an empty database and no Auth users."""
+    support.wipe()
+
+
+@pytest.fixture
+def db() -> firestore.Client:
+    client: firestore.Client = support.db()
+    return client
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session

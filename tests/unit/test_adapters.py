@@ -1,0 +1,97 @@
+import json
+
+import pytest
+from firebase_functions import https_fn
+from flask import Flask, Request
+
+import adapters
+from tally.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TallyError,
+    Unauthenticated,
+    Unavailable,
+)
+
+app = Flask(__name__)
+
+
+def call(handler: object, method: str = "POST") -> tuple[int, dict[str, object]]:
+    with app.test_request_context("/", method=method):
+        from flask import request
+
+        response = adapters.http_endpoint("test", handler)(request)  # type: ignore[arg-type]
+    return response.status_code, json.loads(response.get_data())
+
+
+def test_success_is_json_200() -> None:
+    status, body = call(lambda req: {"ok": True})
+
+    assert (status, body) == (200, {"ok": True})
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidArgument.field("steps[0].cost", "must be >= 0"), 400),
+        (Unauthenticated("no token"), 401),
+        (PermissionDenied("no"), 403),
+        (NotFound("no session"), 404),
+        (FailedPrecondition("completed"), 409),
+        (Unavailable("busy"), 503),
+    ],
+)
+def test_tally_errors_map_to_their_status_and_body(error: TallyError, status: int) -> None:
+    def handler(req: Request) -> dict[str, object]:
+        raise error
+
+    got_status, body = call(handler)
+
+    assert got_status == status
+    assert body == error.body()
+
+
+def test_unexpected_errors_are_internal_with_nothing_leaked() -> None:
+    def handler(req: Request) -> dict[str, object]:
+        raise RuntimeError("secret path /var/lib/db at 10.0.0.7")
+
+    status, body = call(handler)
+
+    assert status == 500
+    assert body == {"error": {"status": "INTERNAL", "message": "internal error"}}
+
+
+def test_method_check_gives_405() -> None:
+    def handler(req: Request) -> dict[str, object]:
+        adapters.require_post(req)
+        return {}
+
+    status, body = call(handler, method="PUT")
+
+    assert status == 405
+    assert body["error"] == {"status": "METHOD_NOT_ALLOWED", "message": "method PUT is not allowed; use POST"}
+
+
+def test_callable_error_codes() -> None:
+    error = adapters.to_https_error(InvalidArgument.field("month", "must be a month like 2026-11"))
+
+    assert error.code is https_fn.FunctionsErrorCode.INVALID_ARGUMENT
+    assert error.message == "month: must be a month like 2026-11"
+    assert error.details == [{"field": "month", "problem": "must be a month like 2026-11"}]
+    assert (
+        adapters.to_https_error(PermissionDenied("x")).code is https_fn.FunctionsErrorCode.PERMISSION_DENIED
+    )
+
+
+def test_claims_count_only_when_exactly_true() -> None:
+    caller = adapters.caller_from_claims({"uid": "u1", "admin": "true", "recorder": True})
+
+    assert (caller.uid, caller.admin, caller.recorder) == ("u1", False, True)
+
+
+def test_missing_bearer_is_unauthenticated() -> None:
+    for header in (None, "", "Basic abc", "Bearer "):
+        with pytest.raises(Unauthenticated):
+            adapters.verify_bearer(header)
