@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import firebase_admin
 import requests
 from firebase_admin import auth
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 PROJECT = os.environ.get("GCLOUD_PROJECT", "demo-tally")
+T = TypeVar("T")
 
 
 def env(name: str) -> str:
@@ -93,3 +97,31 @@ def functions_url(name: str) -> str:
 def unique(prefix: str) -> str:
     """Return a unique id with a readable prefix."""
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll until `predicate` returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def unfinalized_sessions() -> int:
+    """Count completed sessions the trigger has not finalized yet."""
+    query = (
+        db()
+        .collection_group("sessions")
+        .where(filter=FieldFilter("status", "==", "completed"))
+        .where(filter=FieldFilter("finalizedAt", "==", None))
+    )
+    return len(list(query.stream()))
+
+
+def wait_for_finalizations(timeout: float = 60.0) -> None:
+    """Wait until every completed session is finalized, so no trigger writes after a test."""
+    wait_until(lambda: unfinalized_sessions() == 0 or None, timeout=timeout, interval=0.2)

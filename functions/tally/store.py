@@ -19,6 +19,7 @@ replay fails on the step documents it already created.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,10 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.bulk_writer import BulkWriteFailure
 from google.cloud.firestore_v1.field_path import FieldPath
+from google.rpc import code_pb2
 
 from tally.models import Step
 from tally.timeutil import day_key, month_key
@@ -85,6 +89,52 @@ class RecordingCommit:
     session_feature: str | None = None
     session_base: SessionState | None = None  # None with a session_id: create it
     complete: bool = False
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A stored session: its fields and the version a conditional write builds on."""
+
+    user_id: str
+    session_id: str
+    data: Mapping[str, Any]
+    version: Any
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """The finalizer's summary of one completed session."""
+
+    step_count: int
+    cost_nanos: int
+    billable_runs: int
+    duration_ms: int
+    features: Mapping[str, Mapping[str, Any]]
+    providers: Mapping[str, Mapping[str, Any]]
+    created_month: str
+    completed_month: str
+
+    def document(self) -> dict[str, Any]:
+        """Return the stored `summary` map (`*Nanos` authoritative, USD for display)."""
+        return {
+            "stepCount": self.step_count,
+            "totalCostNanos": self.cost_nanos,
+            "totalCost": round(self.cost_nanos / 10**9, 9),
+            "billableRuns": self.billable_runs,
+            "durationSeconds": self.duration_ms / 1000,
+            "features": dict(self.features),
+            "providers": dict(self.providers),
+        }
+
+
+@dataclass(frozen=True)
+class IdleSession:
+    """One result of the idle-session query."""
+
+    path: str
+    owned: bool  # False: a collection named `sessions` that is not Tally's
+    version: Any
+    cursor: Any
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -341,6 +391,102 @@ class FirestoreStore:
             elif snap.exists:
                 session = data
         return usage, session
+
+    # Session lifecycle
+
+    def read_session(self, *, user_id: str, session_id: str) -> SessionRecord | None:
+        """Read a session document (plain read) with its version."""
+        snap = self.session_ref(user_id, session_id).get()
+        if not snap.exists:
+            return None
+        return SessionRecord(user_id, session_id, snap.to_dict() or {}, snap.update_time)
+
+    def commit_finalization(self, *, record: SessionRecord, summary: SessionSummary, now: datetime) -> None:
+        """Write the summary and count the session, only if the session is unchanged since read."""
+        batch = self._db.batch()
+        batch.update(
+            self.session_ref(record.user_id, record.session_id),
+            {"summary": summary.document(), "finalizedAt": now},
+            option=self._db.write_option(last_update_time=record.version),
+        )
+        batch.set(
+            self.user_ref(record.user_id),
+            {"usage": {"sessions": {"active": firestore.Increment(-1), "completed": firestore.Increment(1)}}},
+            merge=True,
+        )
+        shard = shard_of(record.user_id, self._shards)
+        completed = {
+            "completed": firestore.Increment(1),
+            "stepCount": firestore.Increment(summary.step_count),
+            "costNanos": firestore.Increment(summary.cost_nanos),
+            "durationMs": firestore.Increment(summary.duration_ms),
+        }
+        per_month: dict[str, dict[str, Any]] = {summary.completed_month: completed}
+        per_month.setdefault(summary.created_month, {})["active"] = firestore.Increment(-1)
+        for month, sessions in per_month.items():
+            batch.set(
+                self.platform_month_ref(month, shard),
+                {"month": month, "shard": shard, "sessions": sessions},
+                merge=True,
+            )
+        try:
+            batch.commit()
+        except _RETRYABLE as exc:
+            raise Contention(type(exc).__name__) from exc
+
+    def idle_sessions(self, *, cutoff: datetime, limit: int, after: Any | None) -> list[IdleSession]:
+        """Return one page of active sessions last updated before `cutoff`, oldest first."""
+        query = (
+            self._db.collection_group(SESSIONS)
+            .where(filter=FieldFilter("status", "==", "active"))
+            .where(filter=FieldFilter("lastUpdatedAt", "<", cutoff))
+            .order_by("lastUpdatedAt")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after(after)
+        return [
+            IdleSession(
+                path=snap.reference.path,
+                owned=_is_tally_session(snap.reference.path),
+                version=snap.update_time,
+                cursor=snap,
+            )
+            for snap in query.stream()
+        ]
+
+    def complete_sessions(self, sessions: list[IdleSession], *, now: datetime) -> int:
+        """Complete sessions by timeout, each only if unchanged since read; return how many."""
+        applied = 0
+        lock = threading.Lock()
+
+        def on_result(*_: Any) -> None:
+            nonlocal applied
+            with lock:
+                applied += 1
+
+        def on_error(failure: BulkWriteFailure, _: Any) -> bool:
+            lost_race = failure.code in {code_pb2.FAILED_PRECONDITION, code_pb2.NOT_FOUND}
+            return not lost_race and failure.attempts < 5
+
+        writer = self._db.bulk_writer()
+        writer.on_write_result(on_result)
+        writer.on_write_error(on_error)
+        for session in sessions:
+            if not session.owned:
+                continue
+            writer.update(
+                self._db.document(session.path),
+                {"status": "completed", "completedAt": now, "completedBy": "timeout"},
+                option=self._db.write_option(last_update_time=session.version),
+            )
+        writer.close()  # type: ignore[no-untyped-call]  # waits for every write
+        return applied
+
+
+def _is_tally_session(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) == 4 and parts[0] == SESSION_USAGE and parts[2] == SESSIONS
 
 
 def _present(value: datetime | None) -> list[datetime]:

@@ -8,9 +8,11 @@ import support
 
 
 @pytest.fixture(autouse=True)
-def _clean_emulators() -> None:
-    """Start every test from an empty database and no Auth users."""
+def _clean_emulators() -> Iterator[None]:
+    """Start every test from an empty database and no Auth users; let its triggers finish."""
     support.wipe()
+    yield
+    support.wait_for_finalizations()
 
 
 @pytest.fixture
