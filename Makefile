@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 .PHONY: help setup lint unit integration test sweep clean
+SWEEP_ARGS ?=
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +43,9 @@ integration: setup ## Integration tests against the emulator suite
 	./scripts/with-emulators $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 test: lint unit integration ## Lint, unit tests, integration tests
+
+sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
+	cd functions && ../$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
 
 clean: ## Remove installed tools and caches
 	rm -rf $(VENV) $(FUNCS_VENV) node_modules .emulators .mypy_cache .ruff_cache .pytest_cache
