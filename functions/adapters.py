@@ -52,7 +52,8 @@ def store() -> FirestoreStore:
 
 
 @functools.cache
-def _admin_app() -> firebase_admin.App:
+def admin_app() -> firebase_admin.App:
+    """Return the default Admin SDK app, initializing it on first use."""
     try:
         return firebase_admin.get_app()
     except ValueError:
@@ -68,13 +69,20 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
     )
 
 
+def caller_from_auth(auth_data: https_fn.AuthData | None) -> Caller | None:
+    """Return the caller of a callable (its token was verified by the SDK), or None."""
+    if auth_data is None:
+        return None
+    return caller_from_claims({**auth_data.token, "uid": auth_data.uid})
+
+
 def verify_bearer(header: str | None) -> Caller:
     """Verify `Authorization: Bearer <Firebase ID token>` and return the caller."""
     scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Authorization: Bearer <Firebase ID token> is required")
     try:
-        claims = auth.verify_id_token(token.strip(), app=_admin_app())
+        claims = auth.verify_id_token(token.strip(), app=admin_app())
     except auth.ExpiredIdTokenError:
         raise Unauthenticated("the ID token has expired") from None
     except auth.RevokedIdTokenError:

@@ -11,6 +11,7 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 import adapters
+from tally import analytics
 from tally.models import parse_record_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
@@ -18,6 +19,10 @@ from tally.sessions import sweep_idle_sessions
 from tally.timeutil import utc_now
 
 options.set_global_options(region="us-central1")
+
+# The SDK verifies callable ID tokens with the default Admin app before any init hook runs,
+# so it must exist at import. This makes no network call; the Firestore client stays lazy.
+adapters.admin_app()
 
 
 def _record_steps(req: Request) -> dict[str, Any]:
@@ -43,6 +48,44 @@ def _record_steps(req: Request) -> dict[str, Any]:
 def record_steps(req: Request) -> Response:
     """Record usage steps for a user (HTTPS POST, JSON)."""
     return adapters.http_endpoint("record_steps", _record_steps)(req)
+
+
+def _callable(name: str, service: analytics.CallableService) -> Any:
+    """Build a callable entry point: the caller from the verified token, data to the service."""
+
+    def handle(req: https_fn.CallableRequest[Any]) -> Any:
+        return service(
+            store=adapters.store(),
+            caller=adapters.caller_from_auth(req.auth),
+            data=req.data,
+            settings=adapters.settings(),
+            now=utc_now(),
+        )
+
+    return adapters.callable_endpoint(name, handle)
+
+
+_usage_analytics = _callable("usage_analytics", analytics.usage_analytics)
+_my_usage = _callable("my_usage", analytics.my_usage)
+_set_limits = _callable("set_limits", analytics.set_limits)
+
+
+@https_fn.on_call()
+def usage_analytics(req: https_fn.CallableRequest[Any]) -> Any:
+    """Return the platform's usage for a month (admin)."""
+    return _usage_analytics(req)
+
+
+@https_fn.on_call()
+def my_usage(req: https_fn.CallableRequest[Any]) -> Any:
+    """Return the caller's own usage for a month."""
+    return _my_usage(req)
+
+
+@https_fn.on_call()
+def set_limits(req: https_fn.CallableRequest[Any]) -> Any:
+    """Set a user's monthly cost limit and free runs (admin)."""
+    return _set_limits(req)
 
 
 @firestore_fn.on_document_written(document="SessionUsage/{userId}/sessions/{sessionId}")

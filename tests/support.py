@@ -125,3 +125,13 @@ def unfinalized_sessions() -> int:
 def wait_for_finalizations(timeout: float = 60.0) -> None:
     """Wait until every completed session is finalized, so no trigger writes after a test."""
     wait_until(lambda: unfinalized_sessions() == 0 or None, timeout=timeout, interval=0.2)
+
+
+def call(name: str, user: User | None, data: Any = None) -> tuple[int, dict[str, Any]]:
+    """Call a callable function over HTTP with the callable protocol; return status and body."""
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        headers["Authorization"] = f"Bearer {user.token}"
+    response = requests.post(functions_url(name), json={"data": data}, headers=headers, timeout=120)
+    body: dict[str, Any] = response.json()
+    return response.status_code, body

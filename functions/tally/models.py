@@ -51,52 +51,53 @@ _USAGE_TYPES = {
 }
 
 
-def _fail(message: str) -> PydanticCustomError:
+def field_error(message: str) -> PydanticCustomError:
+    """Return a validation error whose message is shown as the field's problem."""
     return PydanticCustomError("tally", message)
 
 
 def _name(value: object) -> str:
     if not isinstance(value, str):
-        raise _fail("must be a string")
+        raise field_error("must be a string")
     if not _NAME_RE.match(value):
-        raise _fail("must be 1-100 characters of letters, digits and _ - . : /")
+        raise field_error("must be 1-100 characters of letters, digits and _ - . : /")
     return value
 
 
 def _identifier(value: object) -> str:
     if not isinstance(value, str):
-        raise _fail("must be a string")
+        raise field_error("must be a string")
     if not _ID_RE.match(value):
-        raise _fail("must be 1-128 characters of letters, digits and _ - .")
+        raise field_error("must be 1-128 characters of letters, digits and _ - .")
     if value in {".", ".."} or _RESERVED_KEY_RE.match(value):
-        raise _fail("is a reserved id")
+        raise field_error("is a reserved id")
     return value
 
 
 def _user_id(value: object) -> str:
     if not isinstance(value, str):
-        raise _fail("must be a string")
+        raise field_error("must be a string")
     if not _USER_ID_RE.match(value) or value in {".", ".."} or _RESERVED_KEY_RE.match(value):
-        raise _fail("must be a Firebase Auth uid (1-128 characters, no / or spaces)")
+        raise field_error("must be a Firebase Auth uid (1-128 characters, no / or spaces)")
     return value
 
 
 def _usage_type(value: object) -> UsageType:
     if isinstance(value, str) and value.lower() in _USAGE_TYPES:
         return _USAGE_TYPES[value.lower()]
-    raise _fail("must be AI or API (also accepted: ai, AIUsage, api, Api, ApiUsage, APIUsage)")
+    raise field_error("must be AI or API (also accepted: ai, AIUsage, api, Api, ApiUsage, APIUsage)")
 
 
 def _cost(value: object) -> int:
     try:
         return usd_to_nanos(value)
     except MoneyError as exc:
-        raise _fail(str(exc)) from None
+        raise field_error(str(exc)) from None
 
 
 def _strict_bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise _fail("must be true or false")
+        raise field_error("must be true or false")
     return value
 
 
@@ -109,12 +110,12 @@ StrictFlag = Annotated[bool, BeforeValidator(_strict_bool)]
 def clean_metadata(value: object) -> dict[str, Any]:
     """Validate step metadata and return it in a form Firestore stores as given."""
     if not isinstance(value, dict):
-        raise _fail("must be a JSON object")
+        raise field_error("must be a JSON object")
     cleaned = _clean_value(value, depth=1, in_array=False)
     assert isinstance(cleaned, dict)
     size = len(_compact_json(cleaned).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
-        raise _fail(f"must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})")
+        raise field_error(f"must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})")
     return cleaned
 
 
@@ -128,46 +129,48 @@ def _check_text(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _fail("must not contain unpaired surrogates") from None
+        raise field_error("must not contain unpaired surrogates") from None
 
 
 def _clean_value(value: Any, *, depth: int, in_array: bool) -> Any:
     if depth > MAX_METADATA_DEPTH:
-        raise _fail(f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
+        raise field_error(f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not _INT64[0] <= value <= _INT64[1]:
-            raise _fail("integers must fit in 64 bits")
+            raise field_error("integers must fit in 64 bits")
         return value
     if isinstance(value, Decimal | float):
         number = float(value)
         if not math.isfinite(number):
-            raise _fail("numbers must be finite")
+            raise field_error("numbers must be finite")
         return number
     if isinstance(value, str):
         _check_text(value)
         return value
     if isinstance(value, list):
         if in_array:
-            raise _fail("arrays must not directly contain arrays")
+            raise field_error("arrays must not directly contain arrays")
         return [_clean_value(item, depth=depth + 1, in_array=True) for item in value]
     if isinstance(value, dict):
         result: dict[str, Any] = {}
         for key, item in value.items():
             if not key or len(key) > 256 or _RESERVED_KEY_RE.match(key):
-                raise _fail("keys must be 1-256 characters and not of the form __name__")
+                raise field_error("keys must be 1-256 characters and not of the form __name__")
             _check_text(key)
             result[key] = _clean_value(item, depth=depth + 1, in_array=False)
         return result
-    raise _fail("must hold only JSON values")
+    raise field_error("must hold only JSON values")
 
 
-class _Edge(BaseModel):
+class EdgeModel(BaseModel):
+    """Base of the models at the edge: unknown fields are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
 
-class SessionIn(_Edge):
+class SessionIn(EdgeModel):
     """The `session` object of a `record_steps` request."""
 
     id: Identifier
@@ -175,7 +178,7 @@ class SessionIn(_Edge):
     complete: StrictFlag = False
 
 
-class StepIn(_Edge):
+class StepIn(EdgeModel):
     """One step of a `record_steps` request."""
 
     operation_id: Identifier = Field(alias="operationId")
@@ -196,10 +199,10 @@ class StepIn(_Edge):
         try:
             return check_step_time(parse_instant(value), now=now)
         except TimeError as exc:
-            raise _fail(str(exc)) from None
+            raise field_error(str(exc)) from None
 
 
-class RecordStepsIn(_Edge):
+class RecordStepsIn(EdgeModel):
     """The body of a `record_steps` request."""
 
     user_id: UserId | None = Field(default=None, alias="userId")
@@ -210,9 +213,9 @@ class RecordStepsIn(_Edge):
     @classmethod
     def _steps_is_list(cls, value: object) -> object:
         if not isinstance(value, list):
-            raise _fail("must be an array of steps")
+            raise field_error("must be an array of steps")
         if len(value) > MAX_STEPS:
-            raise _fail(f"must hold at most {MAX_STEPS} steps (got {len(value)})")
+            raise field_error(f"must hold at most {MAX_STEPS} steps (got {len(value)})")
         return value
 
     @model_validator(mode="after")

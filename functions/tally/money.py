@@ -13,7 +13,7 @@ class MoneyError(ValueError):
     """A value that is not an acceptable USD amount."""
 
 
-def usd_to_nanos(value: object) -> int:
+def usd_to_nanos(value: object, *, maximum: Decimal = MAX_STEP_COST_USD) -> int:
     """Convert a JSON number or decimal string in USD to integer nano-USD.
 
     Accepts int, Decimal (how the strict JSON parser reads numbers), float and
@@ -39,8 +39,8 @@ def usd_to_nanos(value: object) -> int:
         raise MoneyError("must be finite")
     if amount < 0:
         raise MoneyError("must be >= 0")
-    if amount > MAX_STEP_COST_USD:
-        raise MoneyError(f"must be <= {MAX_STEP_COST_USD}")
+    if amount > maximum:
+        raise MoneyError(f"must be <= {maximum}")
     return int(amount.quantize(_NANO, rounding=ROUND_HALF_EVEN) * NANOS_PER_USD)
 
 

@@ -16,7 +16,7 @@ from tally.models import RecordRequest
 from tally.money import nanos_to_usd
 from tally.store import Contention, RecordingCommit, RecordingState
 from tally.timeutil import month_key
-from tally.usage import Counts, Limits, limits_status
+from tally.usage import WARNING_PERCENT, Counts, Limits, limit_percent, limits_status
 
 MAX_ATTEMPTS = 12
 
@@ -42,6 +42,8 @@ class RecordingStore(Protocol):
     def read_outcome(
         self, *, user_id: str, session_id: str | None
     ) -> tuple[dict[str, Any], dict[str, Any] | None]: ...
+
+    def raise_limit_percent(self, *, user_id: str, month: str, percent: float, limits: Limits) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,12 @@ def record_steps(
                 raise Unavailable("too much contention on this session; retry the request") from None
             sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
     usage, session = store.read_outcome(user_id=user_id, session_id=session_id)
+    limits = limits_of(usage, settings)
+    # Keep the free-tier table's entry current (also on a retry, which repairs a lost write).
+    for touched in sorted({month_key(s.timestamp) for s in request.steps}):
+        percent = limit_percent(month_usage(usage, touched), limits)
+        if percent >= WARNING_PERCENT:
+            store.raise_limit_percent(user_id=user_id, month=touched, percent=percent, limits=limits)
     month = month_key(now)
     used = month_usage(usage, month)
     body = {
@@ -163,7 +171,7 @@ def record_steps(
             "totalCost": nanos_to_usd(used.cost_nanos),
             "apiCalls": used.api_calls,
             "billableRuns": used.billable_runs,
-            "limits": limits_status(used, limits_of(usage, settings)),
+            "limits": limits_status(used, limits),
         },
     }
     return RecordOutcome(body=body, attempts=attempt)

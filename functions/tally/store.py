@@ -34,7 +34,7 @@ from google.rpc import code_pb2
 
 from tally.models import Step
 from tally.timeutil import day_key, month_key
-from tally.usage import Counts, MonthDelta, aggregate, total
+from tally.usage import Counts, Limits, MonthDelta, aggregate, total
 
 USERS = "users"
 SESSION_USAGE = "SessionUsage"
@@ -149,6 +149,18 @@ def _increments(counts: Counts) -> dict[str, Any]:
 
 def _increment_map(counters: Mapping[str, Counts]) -> dict[str, Any]:
     return {name: _increments(counts) for name, counts in counters.items()}
+
+
+def _merge_payload(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop empty maps from a merge write: `set(merge=True)` would replace a stored map with `{}`."""
+    payload: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            value = _merge_payload(value)
+            if not value:
+                continue
+        payload[key] = value
+    return payload
 
 
 def _path(*parts: str) -> str:
@@ -335,7 +347,7 @@ class FirestoreStore:
         if session_created:
             usage["sessions"] = {"active": firestore.Increment(1)}
         # merge=True writes only these leaves: every other field of users/{uid} is untouched.
-        batch.set(self.user_ref(commit.user_id), {"usage": usage}, merge=True)
+        batch.set(self.user_ref(commit.user_id), _merge_payload({"usage": usage}), merge=True)
         for month, delta in months.items():
             batch.set(
                 self.user_month_ref(commit.user_id, month),
@@ -373,7 +385,7 @@ class FirestoreStore:
                 doc["users"] = {commit.user_id: True}
             if session_created and month == created_month:
                 doc["sessions"] = {"active": firestore.Increment(1)}
-            batch.set(self.platform_month_ref(month, shard), doc, merge=True)
+            batch.set(self.platform_month_ref(month, shard), _merge_payload(doc), merge=True)
 
     def read_outcome(
         self, *, user_id: str, session_id: str | None
@@ -391,6 +403,81 @@ class FirestoreStore:
             elif snap.exists:
                 session = data
         return usage, session
+
+    # Limits and analytics
+
+    def user_usage(self, *, user_id: str) -> dict[str, Any]:
+        """Read a user's `usage` map (empty if none)."""
+        snap = self.user_ref(user_id).get(field_paths=["usage"])
+        usage: dict[str, Any] = ((snap.to_dict() or {}) if snap.exists else {}).get("usage") or {}
+        return usage
+
+    def write_limits(self, *, user_id: str, limits: Limits) -> None:
+        """Store a user's limits in `usage.limits` (other fields untouched)."""
+        self.user_ref(user_id).set({"usage": {"limits": _limits_fields(limits)}}, merge=True)
+
+    def set_limit_percent(self, *, user_id: str, month: str, percent: float, limits: Limits) -> None:
+        """Overwrite the share of their limits a user has used in a month (after a limits change)."""
+        self.user_month_ref(user_id, month).set(
+            {"userId": user_id, "month": month, "limitPercent": percent, **_limits_fields(limits)}, merge=True
+        )
+
+    def raise_limit_percent(self, *, user_id: str, month: str, percent: float, limits: Limits) -> None:
+        """Raise the stored share of limits used; usage only grows, so the largest reading is the latest."""
+        self.user_month_ref(user_id, month).set(
+            {
+                "userId": user_id,
+                "month": month,
+                "limitPercent": firestore.Maximum(percent),
+                **_limits_fields(limits),
+            },
+            merge=True,
+        )
+
+    def platform_months(
+        self, *, month: str, history: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """Read every shard of `month` whole and of the `history` months' totals only.
+
+        Shards are read by id, so the count read is fixed: months x shards (a
+        missing document is billed as a read too, and counted here).
+        """
+        current_refs = [self.platform_month_ref(month, n) for n in range(self._shards)]
+        history_refs = [self.platform_month_ref(m, n) for m in history for n in range(self._shards)]
+        current = [snap.to_dict() or {} for snap in self._db.get_all(current_refs) if snap.exists]
+        past = (
+            [
+                snap.to_dict() or {}
+                for snap in self._db.get_all(history_refs, field_paths=["month", "costNanos", "apiCalls"])
+                if snap.exists
+            ]
+            if history_refs
+            else []
+        )
+        return current, past, len(current_refs) + len(history_refs)
+
+    def top_users(self, *, month: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Return the month's biggest spenders (indexed query: month, costNanos desc)."""
+        query = (
+            self._db.collection(USER_MONTHS)
+            .where(filter=FieldFilter("month", "==", month))
+            .order_by("costNanos", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        docs = [snap.to_dict() or {} for snap in query.stream()]
+        return docs, max(1, len(docs))
+
+    def free_tier(self, *, month: str, min_percent: float, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Return users at or over `min_percent` of a limit (indexed: month, limitPercent desc)."""
+        query = (
+            self._db.collection(USER_MONTHS)
+            .where(filter=FieldFilter("month", "==", month))
+            .where(filter=FieldFilter("limitPercent", ">=", min_percent))
+            .order_by("limitPercent", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        docs = [snap.to_dict() or {} for snap in query.stream()]
+        return docs, max(1, len(docs))
 
     # Session lifecycle
 
@@ -482,6 +569,13 @@ class FirestoreStore:
             )
         writer.close()  # type: ignore[no-untyped-call]  # waits for every write
         return applied
+
+
+def _limits_fields(limits: Limits) -> dict[str, int]:
+    return {
+        "monthlyCostLimitNanos": limits.monthly_cost_limit_nanos,
+        "monthlyFreeRuns": limits.monthly_free_runs,
+    }
 
 
 def _is_tally_session(path: str) -> bool:

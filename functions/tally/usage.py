@@ -12,6 +12,7 @@ from tally.money import nanos_to_usd
 from tally.timeutil import day_key, month_key
 
 WARNING_FRACTION = (4, 5)  # 80 %
+WARNING_PERCENT = 80.0
 
 
 @dataclass
@@ -27,6 +28,12 @@ class Counts:
         self.cost_nanos += step.cost_nanos
         self.api_calls += 1
         self.billable_runs += int(step.is_billable_run)
+
+    def merge(self, other: Counts) -> None:
+        """Add another counter into this one."""
+        self.cost_nanos += other.cost_nanos
+        self.api_calls += other.api_calls
+        self.billable_runs += other.billable_runs
 
     def fields(self) -> dict[str, int]:
         """Return the stored field names and values."""

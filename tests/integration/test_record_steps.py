@@ -279,6 +279,29 @@ def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
     assert late_doc["month"] == previous_month
 
 
+def test_a_new_session_with_only_last_month_steps_keeps_this_months_breakdowns(
+    http: requests.Session, db: firestore.Client
+) -> None:
+    user = support.make_user()
+    now = datetime.now(UTC)
+    last_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    record(http, user, {"session": {"id": support.unique("s")}, "steps": [maps_step("details")]})
+
+    late = maps_step("nearby", timestamp=last_month.isoformat())
+    response = record(http, user, {"session": {"id": support.unique("s")}, "steps": [late]})
+
+    assert response.status_code == 200, response.text
+    month = usage_of(db, user.uid)["months"][this_month()]
+    assert month["byType"] == {"API": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}}
+    assert month["features"] == {
+        "google_maps_details": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
+    }
+    shards = [d.to_dict() or {} for d in db.collection("TallyPlatformMonths").stream()]
+    current = [shard for shard in shards if shard["month"] == this_month()]
+    assert [shard["byType"]["API"]["apiCalls"] for shard in current] == [1]
+    assert [shard["sessions"]["active"] for shard in current] == [2]
+
+
 def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: firestore.Client) -> None:
     user = support.make_user()
     step = {

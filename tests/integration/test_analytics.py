@@ -1,0 +1,419 @@
+"""usage_analytics, my_usage and set_limits through the callable protocol with real ID tokens."""
+
+from __future__ import annotations
+
+import calendar
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+
+import support
+
+FEATURES = [
+    ("claude-3.5-sonnet", "anthropic", "AI"),
+    ("gpt-4o.mini", "openai", "AIUsage"),
+    ("google_maps_autocomplete", "google_maps", "ApiUsage"),
+    ("google_maps_details", "google_maps", "API"),
+    ("property_lookup", "rentcast", "api"),
+]
+
+
+def nanos(usd: str) -> int:
+    return int(Decimal(usd) * 10**9)
+
+
+def usd(value: int) -> float:
+    return round(value / 10**9, 9)
+
+
+@dataclass
+class Sums:
+    """The test's own running sums: cost in nanos, calls, billable runs."""
+
+    cost: int = 0
+    calls: int = 0
+    billable: int = 0
+
+    def add(self, cost: int, billable: bool) -> None:
+        self.cost += cost
+        self.calls += 1
+        self.billable += int(billable)
+
+    def view(self) -> dict[str, Any]:
+        return {"cost": usd(self.cost), "apiCalls": self.calls, "billableRuns": self.billable}
+
+
+@dataclass
+class Expected:
+    """Independent totals of everything the workload sent, per month."""
+
+    total: Sums = field(default_factory=Sums)
+    by_type: defaultdict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    features: defaultdict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    providers: defaultdict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    days: defaultdict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    users: defaultdict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+
+
+def step_at(rng: random.Random, when: datetime) -> dict[str, Any]:
+    feature, provider, kind = rng.choice(FEATURES)
+    return {
+        "operationId": support.unique("op"),
+        "usageType": kind,
+        "feature": feature,
+        "provider": provider,
+        "cost": f"{rng.randint(1, 250_000) / 10**7:.7f}",
+        "isBillableRun": rng.random() < 0.3,
+        "timestamp": when.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def normalized_type(kind: str) -> str:
+    return "AI" if kind.lower().startswith("ai") else "API"
+
+
+def run_workload(rng: random.Random, users: list[support.User], sessions_each: int) -> dict[str, Any]:
+    """Send sessions of steps on different days through record_steps; return the expected numbers."""
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    earliest = now - timedelta(days=30)
+    per_month: defaultdict[str, Expected] = defaultdict(Expected)
+    sessions = {"completed": 0, "open": 0, "steps": 0, "cost": 0}
+    with requests.Session() as http:
+        for user in users:
+            for index in range(sessions_each):
+                sid = support.unique(f"s{index}")
+                complete = rng.random() < 0.6
+                requests_in_session = rng.randint(1, 3)
+                session_steps = session_cost = 0
+                for n in range(requests_in_session):
+                    when = earliest + (now - timedelta(minutes=1) - earliest) * rng.random()
+                    steps = [step_at(rng, when) for _ in range(rng.randint(1, 4))]
+                    last = n == requests_in_session - 1
+                    body = {"session": {"id": sid, "complete": complete and last}, "steps": steps}
+                    response = http.post(
+                        support.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
+                    )
+                    assert response.status_code == 200, response.text
+                    for step in steps:
+                        cost = nanos(step["cost"])
+                        stamp = datetime.fromisoformat(step["timestamp"])
+                        expected = per_month[stamp.strftime("%Y-%m")]
+                        billable = step["isBillableRun"]
+                        for sums in (
+                            expected.total,
+                            expected.by_type[normalized_type(step["usageType"])],
+                            expected.features[step["feature"]],
+                            expected.providers[step["provider"]],
+                            expected.days[stamp.strftime("%Y-%m-%d")],
+                            expected.users[user.uid],
+                        ):
+                            sums.add(cost, billable)
+                        session_steps += 1
+                        session_cost += cost
+                if complete:
+                    sessions["completed"] += 1
+                    sessions["steps"] += session_steps
+                    sessions["cost"] += session_cost
+                else:
+                    sessions["open"] += 1
+    return {"months": per_month, "sessions": sessions, "month_start": month_start}
+
+
+def ranked(named: dict[str, Sums]) -> list[dict[str, Any]]:
+    ordered = sorted(named.items(), key=lambda item: (-item[1].cost, item[0]))
+    return [{"name": name, **sums.view()} for name, sums in ordered]
+
+
+def this_month() -> str:
+    return datetime.now(UTC).strftime("%Y-%m")
+
+
+def analytics(admin: support.User, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    status, body = support.call("usage_analytics", admin, data or {})
+    assert status == 200, body
+    result: dict[str, Any] = body["result"]
+    return result
+
+
+def test_analytics_equal_the_workload_to_the_nano() -> None:
+    rng = random.Random(20261121)
+    admin = support.make_user(claims={"admin": True})
+    users = [support.make_user() for _ in range(6)]
+    workload = run_workload(rng, users, sessions_each=4)
+    tight = users[0]
+    status, _ = support.call("set_limits", admin, {"userId": tight.uid, "monthlyCostLimit": 0.01})
+    assert status == 200
+    support.wait_for_finalizations()
+    month = this_month()
+    expected: Expected = workload["months"][month]
+
+    result = analytics(admin, {"month": month, "top": 3})
+
+    assert result["month"] == month
+    totals = result["totals"]
+    assert {k: totals[k] for k in ("cost", "apiCalls", "billableRuns")} == expected.total.view()
+    assert totals["activeUsers"] == len(expected.users)
+    assert totals["byType"] == {kind: expected.by_type[kind].view() for kind in ("AI", "API")}
+    assert result["features"] == ranked(expected.features)
+    assert result["providers"] == ranked(expected.providers)
+    top = sorted(expected.users.items(), key=lambda item: (-item[1].cost, item[0]))[:3]
+    assert result["topUsers"] == [{"userId": uid, **sums.view()} for uid, sums in top]
+    year, number = (int(part) for part in month.split("-"))
+    days = [f"{month}-{d:02d}" for d in range(1, calendar.monthrange(year, number)[1] + 1)]
+    assert [d["date"] for d in result["daily"]] == days
+    assert result["daily"] == [{"date": day, **expected.days[day].view()} for day in days]
+    for part in ("features", "providers", "daily"):
+        assert sum(nanos(str(row["cost"])) for row in result[part]) == expected.total.cost
+        assert sum(row["apiCalls"] for row in result[part]) == expected.total.calls
+    sessions = workload["sessions"]
+    assert result["sessions"]["completed"] == sessions["completed"]
+    assert result["sessions"]["active"] == sessions["open"]
+    assert result["sessions"]["avgSteps"] == round(sessions["steps"] / sessions["completed"], 9)
+    assert result["sessions"]["avgCost"] == usd(round(sessions["cost"] / sessions["completed"]))
+    assert result["sessions"]["avgDurationSeconds"] >= 0
+    tight_used = expected.users[tight.uid]
+    assert result["freeTier"][0] == {
+        "userId": tight.uid,
+        "costUsed": usd(tight_used.cost),
+        "monthlyCostLimit": 0.01,
+        "runsUsed": tight_used.billable,
+        "monthlyFreeRuns": 100,
+        "percent": round(max(100 * tight_used.cost / nanos("0.01"), tight_used.billable), 2),
+    }
+    history = result["history"]
+    assert len(history) == 12
+    assert history[-1] == {
+        "month": month,
+        "cost": expected.total.view()["cost"],
+        "apiCalls": expected.total.calls,
+    }
+    previous = (workload["month_start"] - timedelta(days=1)).strftime("%Y-%m")
+    assert history[-2]["month"] == previous
+    before: Expected = workload["months"].get(previous, Expected())
+    assert history[-2]["apiCalls"] == before.total.calls
+    assert history[-2]["cost"] == usd(before.total.cost)
+    assert [h["month"] for h in history] == sorted(h["month"] for h in history)
+    assert result["meta"]["documentsRead"] > 0
+    assert datetime.fromisoformat(result["meta"]["generatedAt"]).tzinfo is not None
+
+
+def test_totals_are_live_as_soon_as_record_steps_answers() -> None:
+    admin = support.make_user(claims={"admin": True})
+    user = support.make_user()
+    before = analytics(admin)["totals"]["apiCalls"]
+
+    response = requests.post(
+        support.functions_url("record_steps"),
+        json={
+            "session": {"id": support.unique("open")},
+            "steps": [step_at(random.Random(1), datetime.now(UTC))],
+        },
+        headers=user.headers,
+        timeout=60,
+    )
+    after = analytics(admin)["totals"]
+
+    assert response.status_code == 200
+    assert (before, after["apiCalls"], after["activeUsers"]) == (0, 1, 1)
+
+
+def seed_users(count: int) -> list[support.User]:
+    users = [support.make_user() for _ in range(count)]
+    rng = random.Random(count)
+    with requests.Session() as http:
+        for user in users:
+            response = http.post(
+                support.functions_url("record_steps"),
+                json={"steps": [step_at(rng, datetime.now(UTC) - timedelta(minutes=1))]},
+                headers=user.headers,
+                timeout=60,
+            )
+            assert response.status_code == 200
+    return users
+
+
+def timed_analytics(admin: support.User) -> tuple[int, float]:
+    started = time.perf_counter()
+    result = analytics(admin, {"top": 5})
+    return result["meta"]["documentsRead"], time.perf_counter() - started
+
+
+def test_documents_read_do_not_grow_with_users(capsys: pytest.CaptureFixture[str]) -> None:
+    admin = support.make_user(claims={"admin": True})
+    seed_users(5)
+    small_reads, small_latency = timed_analytics(admin)
+
+    seed_users(95)
+    large_reads, large_latency = timed_analytics(admin)
+
+    assert small_reads == large_reads
+    with capsys.disabled():
+        print(
+            f"\n[measure] usage_analytics documentsRead: {small_reads} at 5 users, "
+            f"{large_reads} at 100 users; latency {small_latency * 1000:.0f} ms "
+            f"vs {large_latency * 1000:.0f} ms"
+        )
+
+
+def test_roles_of_usage_analytics() -> None:
+    user = support.make_user()
+    recorder = support.make_user(claims={"recorder": True})
+    admin = support.make_user(claims={"admin": True})
+
+    anonymous = support.call("usage_analytics", None, {})
+    signed_in = support.call("usage_analytics", user, {})
+    trusted_backend = support.call("usage_analytics", recorder, {})
+    allowed = support.call("usage_analytics", admin, {})
+
+    assert anonymous[0] == 401
+    assert anonymous[1]["error"]["status"] == "UNAUTHENTICATED"
+    assert signed_in[0] == 403
+    assert signed_in[1]["error"]["status"] == "PERMISSION_DENIED"
+    assert trusted_backend[0] == 403
+    assert allowed[0] == 200
+    assert allowed[1]["result"]["totals"]["cost"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"month": "2026-13"}, "month: must be a month like 2026-11"),
+        ({"month": 202611}, "month: must be a month like 2026-11"),
+        ({"top": 0}, "top: must be an integer from 1 to 100"),
+        ({"top": 101}, "top: must be an integer from 1 to 100"),
+        ({"top": "5"}, "top: must be an integer from 1 to 100"),
+        ({"top": 5, "user": "x"}, "user: is not an accepted field"),
+        ([1], "data: must be a JSON object"),
+    ],
+)
+def test_bad_analytics_input_is_invalid_argument(data: Any, message: str) -> None:
+    admin = support.make_user(claims={"admin": True})
+
+    status, body = support.call("usage_analytics", admin, data)
+
+    assert status == 400
+    assert body["error"]["status"] == "INVALID_ARGUMENT"
+    assert body["error"]["message"] == message
+
+
+def test_my_usage_shows_only_the_callers_own_month() -> None:
+    alice, bob = support.make_user(), support.make_user()
+    rng = random.Random(7)
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    alice_steps = [step_at(rng, now) for _ in range(3)]
+    with requests.Session() as http:
+        for user, steps in ((alice, alice_steps), (bob, [step_at(rng, now) for _ in range(5)])):
+            response = http.post(
+                support.functions_url("record_steps"),
+                json={"session": {"id": support.unique("s"), "complete": True}, "steps": steps},
+                headers=user.headers,
+                timeout=60,
+            )
+            assert response.status_code == 200
+    support.wait_for_finalizations()
+    mine = Sums()
+    for step in alice_steps:
+        mine.add(nanos(step["cost"]), step["isBillableRun"])
+
+    status, body = support.call("my_usage", alice, {})
+    other_status, other = support.call("my_usage", alice, {"userId": bob.uid})
+    anonymous_status, _ = support.call("my_usage", None, {})
+    old_status, old = support.call("my_usage", alice, {"month": "2020-01"})
+
+    assert status == 200
+    result = body["result"]
+    assert result["month"] == this_month()
+    assert {k: result[k] for k in ("apiCalls", "billableRuns")} == {
+        "apiCalls": 3,
+        "billableRuns": mine.billable,
+    }
+    assert result["totalCost"] == usd(mine.cost)
+    assert result["lifetime"] == mine.view()
+    assert result["sessions"] == {"active": 0, "completed": 1}
+    assert sum(f["apiCalls"] for f in result["features"]) == 3
+    assert sum(p["apiCalls"] for p in result["providers"]) == 3
+    assert result["byType"]["AI"]["apiCalls"] + result["byType"]["API"]["apiCalls"] == 3
+    assert result["limits"]["monthlyCostLimit"] == 5.0
+    assert (other_status, other["error"]["message"]) == (400, "userId: is not an accepted field")
+    assert anonymous_status == 401
+    assert (old_status, old["result"]["apiCalls"], old["result"]["lifetime"]["apiCalls"]) == (200, 0, 3)
+
+
+def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> None:
+    admin = support.make_user(claims={"admin": True})
+    user = support.make_user()
+    step = {
+        "operationId": support.unique("op"),
+        "usageType": "API",
+        "feature": "property_lookup",
+        "provider": "rentcast",
+        "cost": "0.5",
+        "isBillableRun": True,
+    }
+    first = http.post(
+        support.functions_url("record_steps"), json={"steps": [step]}, headers=user.headers, timeout=60
+    )
+    assert first.json()["usage"]["limits"]["warning"] is False
+
+    status, body = support.call(
+        "set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 0.6, "monthlyFreeRuns": 2}
+    )
+    step2 = step | {"operationId": support.unique("op"), "cost": "0.01", "isBillableRun": False}
+    second = http.post(
+        support.functions_url("record_steps"), json={"steps": [step2]}, headers=user.headers, timeout=60
+    )
+    mine = support.call("my_usage", user, {})[1]["result"]
+    table = analytics(admin)["freeTier"]
+
+    assert status == 200
+    assert body["result"]["limits"]["monthlyCostLimit"] == 0.6
+    assert body["result"]["limits"]["warning"] is True
+    limits = second.json()["usage"]["limits"]
+    assert limits == {
+        "monthlyCostLimit": 0.6,
+        "costRemaining": 0.09,
+        "monthlyFreeRuns": 2,
+        "freeRunsRemaining": 1,
+        "exceeded": False,
+        "warning": True,
+    }
+    assert mine["limits"] == limits
+    assert table == [
+        {
+            "userId": user.uid,
+            "costUsed": 0.51,
+            "monthlyCostLimit": 0.6,
+            "runsUsed": 1,
+            "monthlyFreeRuns": 2,
+            "percent": 85.0,
+        }
+    ]
+
+    support.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 100})
+    assert analytics(admin)["freeTier"] == []
+
+
+def test_set_limits_roles_and_input() -> None:
+    user = support.make_user()
+    admin = support.make_user(claims={"admin": True})
+
+    by_user = support.call("set_limits", user, {"userId": user.uid, "monthlyCostLimit": 1000})
+    negative = support.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": -1})
+    empty = support.call("set_limits", admin, {"userId": user.uid})
+    runs = support.call("set_limits", admin, {"userId": user.uid, "monthlyFreeRuns": 1.5})
+
+    assert by_user[0] == 403
+    assert (negative[0], negative[1]["error"]["message"]) == (400, "monthlyCostLimit: must be >= 0")
+    assert (empty[0], empty[1]["error"]["message"]) == (
+        400,
+        "data: give monthlyCostLimit, monthlyFreeRuns or both",
+    )
+    assert runs[1]["error"]["message"].startswith("monthlyFreeRuns: must be an integer")
