@@ -135,3 +135,12 @@ def call(name: str, user: User | None, data: Any = None) -> tuple[int, dict[str,
     response = requests.post(functions_url(name), json={"data": data}, headers=headers, timeout=120)
     body: dict[str, Any] = response.json()
     return response.status_code, body
+
+
+def wipe_documents() -> None:
+    """Delete every document (Auth users stay)."""
+    requests.delete(
+        f"http://{env('FIRESTORE_EMULATOR_HOST')}/emulator/v1/projects/{PROJECT}/databases/(default)/documents",
+        headers={"Authorization": "Bearer owner"},
+        timeout=30,
+    ).raise_for_status()

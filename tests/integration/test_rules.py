@@ -1,0 +1,198 @@
+"""Security rules: every actor x document kind x operation, over Firestore's REST API with real ID tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+import support
+
+OPS = ("get", "list", "create", "update", "delete")
+
+
+@dataclass(frozen=True)
+class World:
+    alice: support.User
+    bob: support.User
+    admin: support.User
+
+    def actor(self, name: str) -> support.User | None:
+        return None if name == "anonymous" else getattr(self, name)
+
+
+@pytest.fixture
+def world() -> World:
+    return World(
+        alice=support.make_user(uid=support.unique("alice")),
+        bob=support.make_user(uid=support.unique("bob")),
+        admin=support.make_user(uid=support.unique("admin"), claims={"admin": True}),
+    )
+
+
+def base() -> str:
+    return f"http://{support.env('FIRESTORE_EMULATOR_HOST')}/v1/projects/{support.PROJECT}/databases/(default)/documents"
+
+
+def fields(data: dict[str, Any]) -> dict[str, Any]:
+    def value(v: Any) -> dict[str, Any]:
+        if isinstance(v, dict):
+            return {"mapValue": {"fields": fields(v)}}
+        if isinstance(v, int):
+            return {"integerValue": str(v)}
+        return {"stringValue": str(v)}
+
+    return {key: value(v) for key, v in data.items()}
+
+
+def seed(path: str, data: dict[str, Any]) -> None:
+    response = requests.patch(
+        f"{base()}/{path}",
+        json={"fields": fields(data)},
+        headers={"Authorization": "Bearer owner"},
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+def attempt(user: support.User | None, op: str, path: str, data: dict[str, Any] | None = None) -> int:
+    """Perform one client operation on `path`; return the HTTP status."""
+    headers = user.headers if user else {}
+    collection, _, doc_id = path.rpartition("/")
+    body = {"fields": fields(data or {"note": "client write"})}
+    mask = "&".join(f"updateMask.fieldPaths={name}" for name in (data or {"note": ""}))
+    if op == "get":
+        response = requests.get(f"{base()}/{path}", headers=headers, timeout=30)
+    elif op == "list":
+        response = requests.get(f"{base()}/{collection}", headers=headers, timeout=30)
+    elif op == "create":
+        response = requests.post(
+            f"{base()}/{collection}?documentId={doc_id}", json=body, headers=headers, timeout=30
+        )
+    elif op == "update":
+        response = requests.patch(
+            f"{base()}/{path}?{mask}&currentDocument.exists=true", json=body, headers=headers, timeout=30
+        )
+    else:
+        response = requests.delete(f"{base()}/{path}", headers=headers, timeout=30)
+    assert response.status_code in {200, 403}, (op, path, response.status_code, response.text)
+    return response.status_code
+
+
+def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Document kinds: name -> (path of an existing document, path for a create, seed data)."""
+    a, b = world.alice.uid, world.bob.uid
+    usage = {"months": {"m": {"costNanos": 5}}}
+    return {
+        "own user doc": (f"users/{a}", f"users/{a}", {"name": "Alice", "usage": usage}),
+        "other user doc": (f"users/{b}", f"users/{b}", {"name": "Bob", "usage": usage}),
+        "own session": (
+            f"SessionUsage/{a}/sessions/s1",
+            f"SessionUsage/{a}/sessions/new",
+            {"status": "active"},
+        ),
+        "other session": (
+            f"SessionUsage/{b}/sessions/s1",
+            f"SessionUsage/{b}/sessions/new",
+            {"status": "active"},
+        ),
+        "own step": (f"SessionUsage/{a}/steps/op1", f"SessionUsage/{a}/steps/new", {"costNanos": 1}),
+        "other step": (f"SessionUsage/{b}/steps/op1", f"SessionUsage/{b}/steps/new", {"costNanos": 1}),
+        "user month aggregate": (f"TallyUserMonths/2026-11_{a}", "TallyUserMonths/new", {"costNanos": 1}),
+        "platform aggregate": (
+            "TallyPlatformMonths/2026-11-s00",
+            "TallyPlatformMonths/new",
+            {"costNanos": 1},
+        ),
+    }
+
+
+# Who may do what, from the SPEC. Alice is the signed-in user; "own" means hers.
+ALLOWED: dict[tuple[str, str], set[str]] = {
+    ("anonymous", kind): set() for kind in ("own user doc", "other user doc")
+}
+ALLOWED.update(
+    {
+        ("alice", "own user doc"): {"get", "create", "update"},  # update/create without touching usage
+        ("alice", "own session"): {"get", "list"},
+        ("alice", "own step"): {"get", "list"},
+        ("admin", "own user doc"): {"get", "list"},
+        ("admin", "other user doc"): {"get", "list"},
+        ("admin", "own session"): {"get", "list"},
+        ("admin", "other session"): {"get", "list"},
+        ("admin", "own step"): {"get", "list"},
+        ("admin", "other step"): {"get", "list"},
+        ("admin", "user month aggregate"): {"get", "list"},
+        ("admin", "platform aggregate"): {"get", "list"},
+    }
+)
+
+
+def test_the_full_access_matrix(world: World) -> None:
+    table = kinds(world)
+    mismatches: list[str] = []
+    cells = 0
+
+    for actor_name in ("anonymous", "alice", "bob", "admin"):
+        actor = world.actor(actor_name)
+        for kind, (path, create_path, _) in table.items():
+            for op in OPS:
+                support.wipe_documents()
+                for existing, _, seed_data in table.values():
+                    seed(existing, seed_data)
+                target = create_path if op == "create" else path
+                if op == "create" and target.startswith("users/"):
+                    requests.delete(
+                        f"{base()}/{target}", headers={"Authorization": "Bearer owner"}, timeout=30
+                    )
+                # bob's own documents are alice's "other" ones: his view mirrors hers.
+                role, effective = actor_name, kind
+                if actor_name == "bob":
+                    role = "alice"
+                    effective = kind.replace("own", "@").replace("other", "own").replace("@", "other")
+                allowed = op in ALLOWED.get((role, effective), set())
+                status = attempt(actor, op, target)
+                cells += 1
+                if (status == 200) != allowed:
+                    mismatches.append(f"{actor_name} {op} {kind}: got {status}, expected {allowed}")
+
+    assert mismatches == []
+    assert cells == 4 * 8 * 5
+
+
+def test_nobody_writes_usage_from_a_client(world: World) -> None:
+    path = f"users/{world.alice.uid}"
+    seed(path, {"name": "Alice", "usage": {"months": {"m": {"costNanos": 5}}}})
+    forged = {"usage": {"months": {"m": {"costNanos": 0}}}}
+
+    statuses = {
+        "alice update usage": attempt(world.alice, "update", path, forged),
+        "alice update usage and name": attempt(world.alice, "update", path, forged | {"name": "A"}),
+        "alice delete doc with usage": attempt(world.alice, "delete", path),
+        "admin update usage": attempt(world.admin, "update", path, forged),
+        "bob update usage": attempt(world.bob, "update", path, forged),
+    }
+    requests.delete(f"{base()}/{path}", headers={"Authorization": "Bearer owner"}, timeout=30)
+    statuses["alice create with usage"] = attempt(world.alice, "create", path, forged | {"name": "A"})
+    seed(path, {"name": "no usage yet"})
+    statuses["alice delete doc without usage"] = attempt(world.alice, "delete", path)
+
+    assert statuses == {
+        "alice update usage": 403,
+        "alice update usage and name": 403,
+        "alice delete doc with usage": 403,
+        "admin update usage": 403,
+        "bob update usage": 403,
+        "alice create with usage": 403,
+        "alice delete doc without usage": 200,
+    }
+
+
+def test_a_user_cannot_list_other_users(world: World) -> None:
+    seed(f"users/{world.alice.uid}", {"name": "Alice"})
+    seed(f"users/{world.bob.uid}", {"name": "Bob"})
+
+    assert attempt(world.alice, "list", f"users/{world.alice.uid}") == 403
+    assert attempt(world.admin, "list", f"users/{world.alice.uid}") == 200
