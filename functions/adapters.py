@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from tally.errors import (
 from tally.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
 from tally.recording import Caller
 from tally.store import FirestoreStore
+
+TOKEN_CLOCK_SKEW_SECONDS = 300
 
 
 @functools.cache
@@ -60,8 +63,18 @@ def admin_app() -> firebase_admin.App:
         return firebase_admin.initialize_app()
 
 
-def caller_from_claims(claims: dict[str, Any]) -> Caller:
-    """Build the caller from verified token claims (a claim counts only when exactly true)."""
+def caller_from_claims(claims: dict[str, Any], *, now: float | None = None) -> Caller:
+    """Build the caller from verified token claims (a claim counts only when exactly true).
+
+    Also checks `exp` and `iat` itself: production verification does too, but the Admin SDK
+    skips both for Auth-emulator tokens, and an expired token must be refused everywhere.
+    """
+    now = time.time() if now is None else now
+    expires, issued = claims.get("exp"), claims.get("iat")
+    if not isinstance(expires, int | float) or expires <= now:
+        raise Unauthenticated("the ID token has expired")
+    if isinstance(issued, int | float) and issued > now + TOKEN_CLOCK_SKEW_SECONDS:
+        raise Unauthenticated("the ID token is not valid yet")
     return Caller(
         uid=str(claims["uid"]),
         admin=claims.get("admin") is True,
@@ -71,7 +84,7 @@ def caller_from_claims(claims: dict[str, Any]) -> Caller:
 
 def caller_from_auth(auth_data: https_fn.AuthData | None) -> Caller | None:
     """Return the caller of a callable (its token was verified by the SDK), or None."""
-    if auth_data is None:
+    if auth_data is None or auth_data.uid is None:
         return None
     return caller_from_claims({**auth_data.token, "uid": auth_data.uid})
 

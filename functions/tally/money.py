@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
 
 NANOS_PER_USD = 1_000_000_000
 MAX_STEP_COST_USD = Decimal(1000)
 _NANO = Decimal("1e-9")
+# Plain decimal notation only (Decimal() alone would also take "1_000", "NaN", "Infinity").
+_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,4})?$")
 
 
 class MoneyError(ValueError):
@@ -27,12 +30,9 @@ def usd_to_nanos(value: object, *, maximum: Decimal = MAX_STEP_COST_USD) -> int:
         amount = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 64:
+        if len(text) > 64 or not _DECIMAL_RE.match(text):
             raise MoneyError('must be a decimal string like "0.017"')
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            raise MoneyError('must be a decimal string like "0.017"') from None
+        amount = Decimal(text)
     else:
         raise MoneyError("must be a number or a decimal string")
     if not amount.is_finite():

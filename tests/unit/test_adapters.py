@@ -86,9 +86,24 @@ def test_callable_error_codes() -> None:
 
 
 def test_claims_count_only_when_exactly_true() -> None:
-    caller = adapters.caller_from_claims({"uid": "u1", "admin": "true", "recorder": True})
+    caller = adapters.caller_from_claims(
+        {"uid": "u1", "admin": "true", "recorder": True, "exp": 200}, now=100
+    )
 
     assert (caller.uid, caller.admin, caller.recorder) == ("u1", False, True)
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"exp": 100}, "the ID token has expired"),
+        ({}, "the ID token has expired"),
+        ({"exp": 1000, "iat": 401}, "the ID token is not valid yet"),
+    ],
+)
+def test_token_times_are_checked(claims: dict[str, int], message: str) -> None:
+    with pytest.raises(Unauthenticated, match=message):
+        adapters.caller_from_claims({"uid": "u1", **claims}, now=100)
 
 
 def test_missing_bearer_is_unauthenticated() -> None:

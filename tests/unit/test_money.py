@@ -27,8 +27,11 @@ def test_usd_to_nanos_is_exact(value: object, nanos: int) -> None:
     [
         (Decimal("-0.01"), "must be >= 0"),
         ("1000.000000001", "must be <= 1000"),
-        ("NaN", "must be finite"),
-        ("Infinity", "must be finite"),
+        ("NaN", "must be a decimal string"),
+        ("Infinity", "must be a decimal string"),
+        ("1_000", "must be a decimal string"),
+        ("0x10", "must be a decimal string"),
+        (Decimal("NaN"), "must be finite"),
         (True, "must be a number or a decimal string"),
         (None, "must be a number or a decimal string"),
         ("12abc", "must be a decimal string"),
