@@ -72,8 +72,7 @@ BAD_FIELD = {
     "usageType": NOT_STR | st.sampled_from(["", "Gpu", "AIUsages", "a i", "\u0000", "API "]),
     "feature": NOT_STR | st.sampled_from(["", "a b", "x" * 101, "é", "a\nb", "💸", "a\\b"]),
     "provider": NOT_STR | st.sampled_from(["", "a b", "x" * 101, "\u202e", "a,b"]),
-    "cost": NASTY_NUMBER.filter(is_invalid_cost)
-    | st.sampled_from([True, None, [], {}]),
+    "cost": NASTY_NUMBER.filter(is_invalid_cost) | st.sampled_from([True, None, [], {}]),
     "isBillableRun": ANY_JSON.filter(lambda v: not isinstance(v, bool)),
     "timestamp": NASTY_TIME,
 }
