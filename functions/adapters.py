@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import firebase_admin
-from firebase_admin import auth
-from firebase_functions import https_fn, logger
+from firebase_admin import app_check, auth
+from firebase_functions import https_fn, logger, params
 from flask import Request, Response
 from google.cloud import firestore
 
@@ -34,6 +34,15 @@ from tally.recording import Caller
 from tally.store import FirestoreStore
 
 TOKEN_CLOCK_SKEW_SECONDS = 300
+APP_CHECK_HEADER = "X-Firebase-AppCheck"
+
+# Deployment option: set TALLY_ENFORCE_APP_CHECK=true in functions/.env.<project> to refuse
+# requests without a valid Firebase App Check token. Off by default (and in the emulator).
+ENFORCE_APP_CHECK = params.BoolParam(
+    "TALLY_ENFORCE_APP_CHECK",
+    default=False,
+    description="Refuse record_steps and callable requests without a valid Firebase App Check token",
+)
 
 
 @functools.cache
@@ -87,6 +96,24 @@ def caller_from_auth(auth_data: https_fn.AuthData | None) -> Caller | None:
     if auth_data is None or auth_data.uid is None:
         return None
     return caller_from_claims({**auth_data.token, "uid": auth_data.uid})
+
+
+def verify_app_check(token: str | None) -> None:
+    """When App Check is enforced, refuse a request without a valid App Check token."""
+    if not ENFORCE_APP_CHECK.value:
+        return
+    if not token:
+        raise Unauthenticated(f"an App Check token ({APP_CHECK_HEADER} header) is required")
+    try:
+        app_check.verify_token(token, app=admin_app())
+    except Exception:  # noqa: BLE001 - every verification failure means the same to the caller
+        raise Unauthenticated("the App Check token is not valid") from None
+
+
+def require_callable_app_check(app_data: https_fn.AppCheckData | None) -> None:
+    """When App Check is enforced, refuse a callable request the SDK found no valid App Check token in."""
+    if ENFORCE_APP_CHECK.value and app_data is None:
+        raise Unauthenticated("a valid App Check token is required")
 
 
 def verify_bearer(header: str | None) -> Caller:

@@ -27,6 +27,7 @@ adapters.admin_app()
 
 def _record_steps(req: Request) -> dict[str, Any]:
     adapters.require_post(req)
+    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
     caller = adapters.verify_bearer(req.headers.get("Authorization"))
     body = adapters.read_json(req)
     now = utc_now()
@@ -54,6 +55,7 @@ def _callable(name: str, service: analytics.CallableService) -> Any:
     """Build a callable entry point: the caller from the verified token, data to the service."""
 
     def handle(req: https_fn.CallableRequest[Any]) -> Any:
+        adapters.require_callable_app_check(req.app)
         return service(
             store=adapters.store(),
             caller=adapters.caller_from_auth(req.auth),

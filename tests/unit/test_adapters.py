@@ -110,3 +110,36 @@ def test_missing_bearer_is_unauthenticated() -> None:
     for header in (None, "", "Basic abc", "Bearer "):
         with pytest.raises(Unauthenticated):
             adapters.verify_bearer(header)
+
+
+def test_app_check_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TALLY_ENFORCE_APP_CHECK", raising=False)
+
+    adapters.verify_app_check(None)
+    adapters.require_callable_app_check(None)
+
+
+def test_app_check_when_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLY_ENFORCE_APP_CHECK", "true")
+
+    with pytest.raises(Unauthenticated, match="X-Firebase-AppCheck"):
+        adapters.verify_app_check(None)
+    with pytest.raises(Unauthenticated, match="App Check token is not valid"):
+        adapters.verify_app_check("not-a-token")
+    with pytest.raises(Unauthenticated, match="App Check token is required"):
+        adapters.require_callable_app_check(None)
+
+
+def test_record_steps_refuses_a_request_without_app_check_when_enforced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import main
+
+    monkeypatch.setenv("TALLY_ENFORCE_APP_CHECK", "true")
+    with app.test_request_context("/", method="POST", json={"steps": []}):
+        from flask import request
+
+        response = main.record_steps(request)
+
+    assert response.status_code == 401
+    assert json.loads(response.get_data())["error"]["message"].startswith("an App Check token")
