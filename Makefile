@@ -5,10 +5,13 @@ VENV := .venv
 FUNCS_VENV := functions/venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+SERVE ?= 1
+CHROMIUM ?= /usr/bin/chromium
+WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup lint unit integration test sweep clean
+.PHONY: help setup lint unit integration test sweep demo screenshot clean
 SWEEP_ARGS ?=
 
 help: ## List the commands
@@ -29,7 +32,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed ## Install everything (idempotent)
+$(WEB_BUNDLE): web/src/main.js node_modules/.installed
+	node_modules/.bin/esbuild web/src/main.js --bundle --format=esm --minify --target=es2022 --log-level=warning --outfile=$@
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium and set CHROMIUM=/path/to/chromium"; exit 2; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed $(WEB_BUNDLE) $(CHROMIUM) ## Install everything (idempotent)
 
 lint: $(BIN)/.installed ## ruff and mypy
 	$(BIN)/ruff check functions tests scripts
@@ -44,8 +55,14 @@ integration: setup ## Integration tests against the emulator suite
 
 test: lint unit integration ## Lint, unit tests, integration tests
 
+demo: setup ## Seed 30 days of traffic, print the report, serve the dashboard (SERVE=0: report only)
+	./scripts/with-emulators $(BIN)/python scripts/demo.py $(if $(filter 0,$(SERVE)),--no-serve,--serve)
+
+screenshot: setup ## Refresh docs/dashboard.png from the browser test
+	TALLY_SCREENSHOT=$(CURDIR)/docs/dashboard.png ./scripts/with-emulators $(BIN)/pytest tests/integration/test_dashboard.py -q
+
 sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
 	cd functions && ../$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
 
 clean: ## Remove installed tools and caches
-	rm -rf $(VENV) $(FUNCS_VENV) node_modules .emulators .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache

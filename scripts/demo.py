@@ -1,0 +1,431 @@
+"""Tally demo: simulate 30 days of client traffic through record_steps, sweep, and report.
+
+Run it with the emulator suite up (`make demo` does): creates an admin and a few dozen
+users in the Auth emulator, sends Google Maps sessions, LLM chat sessions priced from
+token counts and property-data lookups over HTTP, completes idle sessions with the sweep,
+then signs in as the admin, calls `usage_analytics` and prints the report. With --serve it
+keeps the dashboard at http://127.0.0.1:5000 until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "functions")]
+
+from google.cloud import firestore  # noqa: E402
+
+from tally.config import Settings  # noqa: E402
+from tally.sessions import sweep_idle_sessions  # noqa: E402
+from tally.store import FirestoreStore  # noqa: E402
+
+ADMIN_EMAIL = "admin@tally.demo"
+ADMIN_PASSWORD = "tally-demo-admin"  # noqa: S105 - emulator-only demo account
+USER_PASSWORD = "tally-demo-user"  # noqa: S105
+MAPS = {"autocomplete": Decimal("0.00283"), "details": Decimal("0.017"), "nearby": Decimal("0.032")}
+# USD per million tokens (input, output)
+LLM_PRICES = {
+    "claude-3.5-sonnet": ("anthropic", Decimal(3), Decimal(15)),
+    "gpt-4o-mini": ("openai", Decimal("0.15"), Decimal("0.6")),
+}
+PROPERTY_LOOKUP = Decimal("0.05")
+
+console = Console()
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        console.print(
+            f"[red]{name} is not set: run this through ./scripts/with-emulators (make demo does)[/]"
+        )
+        raise SystemExit(2)
+    return value
+
+
+@dataclass
+class Account:
+    uid: str
+    email: str
+    token: str
+    profile: str
+
+
+@dataclass
+class Session:
+    """One simulated client session: its requests, in order, all sent by one worker."""
+
+    user: Account
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+
+def auth_url(path: str) -> str:
+    return (
+        f"http://{env('FIREBASE_AUTH_EMULATOR_HOST')}/identitytoolkit.googleapis.com/v1/{path}?key=demo-key"
+    )
+
+
+def create_account(http: requests.Session, email: str, password: str, claims: dict[str, Any] | None) -> str:
+    """Create an Auth emulator user (with custom claims) and return its uid."""
+    owner = {"Authorization": "Bearer owner"}
+    project = env("GCLOUD_PROJECT")
+    created = http.post(auth_url("accounts:signUp"), json={"email": email, "password": password}, timeout=30)
+    created.raise_for_status()
+    uid: str = created.json()["localId"]
+    if claims:
+        http.post(
+            f"http://{env('FIREBASE_AUTH_EMULATOR_HOST')}/identitytoolkit.googleapis.com/v1/projects/{project}/accounts:update",
+            json={"localId": uid, "customAttributes": json.dumps(claims)},
+            headers=owner,
+            timeout=30,
+        ).raise_for_status()
+    return uid
+
+
+def sign_in(http: requests.Session, email: str, password: str) -> str:
+    response = http.post(
+        auth_url("accounts:signInWithPassword"),
+        json={"email": email, "password": password, "returnSecureToken": True},
+        timeout=30,
+    )
+    response.raise_for_status()
+    token: str = response.json()["idToken"]
+    return token
+
+
+def step(
+    op: str,
+    when: datetime,
+    feature: str,
+    provider: str,
+    kind: str,
+    cost: Decimal,
+    billable: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one step as a client sends it."""
+    return {
+        "operationId": op,
+        "usageType": kind,
+        "feature": feature,
+        "provider": provider,
+        "cost": str(cost),
+        "isBillableRun": billable,
+        "timestamp": when.isoformat().replace("+00:00", "Z"),
+        "metadata": metadata or {},
+    }
+
+
+def plan_traffic(rng: random.Random, users: list[Account], days: int, now: datetime) -> list[Session]:
+    """Plan every user's sessions over the last `days` days (a realistic, seeded mix)."""
+    sessions: list[Session] = []
+    serial = 0
+    intensity = {"light": 0.5, "regular": 1.3, "heavy": 3.5}
+    for user in users:
+        for day in range(days, -1, -1):
+            for _ in range(_poisson(rng, intensity[user.profile])):
+                serial += 1
+                start = now - timedelta(days=day, seconds=rng.randint(60, 86_000))
+                start = min(start, now - timedelta(minutes=10))
+                kind = rng.choices(["maps", "chat", "property"], weights=[5, 4, 1])[0]
+                sessions.append(_session(rng, user, kind, start, serial))
+    rng.shuffle(sessions)
+    return sessions
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, threshold, product = 0, pow(2.718281828, -mean), rng.random()
+    while product > threshold:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+def _session(rng: random.Random, user: Account, kind: str, start: datetime, serial: int) -> Session:
+    session = Session(user)
+    sid = f"session_{int(start.timestamp() * 1000)}_{serial:05d}"
+    left_idle = rng.random() < 0.15
+    when = start
+    steps: list[dict[str, Any]] = []
+    if kind == "property":  # standalone lookups, no session
+        for n in range(rng.randint(1, 2)):
+            steps.append(
+                step(
+                    f"op_{serial}_{n}",
+                    when,
+                    "property_lookup",
+                    "rentcast",
+                    "API",
+                    PROPERTY_LOOKUP,
+                    True,
+                    {"address": f"{rng.randint(1, 999)} Main St"},
+                )
+            )
+            when += timedelta(seconds=rng.randint(5, 60))
+        session.bodies.append({"steps": steps})
+        return session
+    if kind == "maps":
+        for n in range(rng.randint(1, 5)):
+            steps.append(
+                step(
+                    f"op_{serial}_a{n}",
+                    when,
+                    "google_maps_autocomplete",
+                    "google_maps",
+                    "ApiUsage",
+                    MAPS["autocomplete"],
+                    False,
+                    {"input": "55 cours"[: n + 2], "resultCount": 5},
+                )
+            )
+            when += timedelta(seconds=rng.randint(1, 4))
+        if rng.random() < 0.8:
+            steps.append(
+                step(
+                    f"op_{serial}_d", when, "google_maps_details", "google_maps", "ApiUsage", MAPS["details"]
+                )
+            )
+            when += timedelta(seconds=rng.randint(2, 20))
+        if rng.random() < 0.5:
+            steps.append(
+                step(
+                    f"op_{serial}_n",
+                    when,
+                    "google_maps_nearby",
+                    "google_maps",
+                    "ApiUsage",
+                    MAPS["nearby"],
+                    True,
+                )
+            )
+        feature = "google_maps"
+    else:
+        model = rng.choices(list(LLM_PRICES), weights=[2, 3])[0]
+        provider, price_in, price_out = LLM_PRICES[model]
+        for n in range(rng.randint(1, 6)):
+            tokens_in, tokens_out = rng.randint(200, 6000), rng.randint(50, 1500)
+            cost = (tokens_in * price_in + tokens_out * price_out) / 1_000_000
+            steps.append(
+                step(
+                    f"op_{serial}_t{n}",
+                    when,
+                    model,
+                    provider,
+                    "AIUsage",
+                    cost,
+                    n == 0,
+                    {"inputTokens": tokens_in, "outputTokens": tokens_out},
+                )
+            )
+            when += timedelta(seconds=rng.randint(10, 120))
+        feature = "llm_chat"
+    # Clients send a session's first step, then the rest; most complete it at the end.
+    session.bodies.append({"session": {"id": sid, "feature": feature}, "steps": steps[:1]})
+    if len(steps) > 1:
+        session.bodies.append({"session": {"id": sid, "complete": not left_idle}, "steps": steps[1:]})
+    elif not left_idle:
+        session.bodies.append({"session": {"id": sid, "complete": True}, "steps": []})
+    return session
+
+
+def send(http_pool: dict[int, requests.Session], session: Session, url: str) -> int:
+    """Send one session's requests in order; return how many were sent."""
+    http = http_pool.setdefault(threading.get_ident(), requests.Session())
+    sent = 0
+    for body in session.bodies:
+        response = http.post(
+            url, json=body, headers={"Authorization": f"Bearer {session.user.token}"}, timeout=60
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"record_steps answered {response.status_code}: {response.text}")
+        sent += 1
+    return sent
+
+
+def call(name: str, token: str, data: dict[str, Any]) -> dict[str, Any]:
+    response = requests.post(
+        f"{env('TALLY_FUNCTIONS_URL')}/{name}",
+        json={"data": data},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
+    body: dict[str, Any] = response.json()
+    if response.status_code != 200:
+        raise RuntimeError(f"{name} answered {response.status_code}: {body}")
+    result: dict[str, Any] = body["result"]
+    return result
+
+
+def wait_for_finalizations(db: firestore.Client, timeout: float = 300) -> None:
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    deadline = time.monotonic() + timeout
+    query = (
+        db.collection_group("sessions")
+        .where(filter=FieldFilter("status", "==", "completed"))
+        .where(filter=FieldFilter("finalizedAt", "==", None))
+    )
+    with console.status("waiting for finalize_session to summarize completed sessions...") as status:
+        while True:
+            left = sum(1 for _ in query.stream())
+            if left == 0 or time.monotonic() > deadline:
+                return
+            status.update(f"waiting for finalize_session: {left} completed sessions left to summarize")
+            time.sleep(0.5)
+
+
+def usd(value: float) -> str:
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def sparkline(values: list[float]) -> str:
+    blocks = "▁▂▃▄▅▆▇█"
+    top = max(values, default=0) or 1
+    return "".join(blocks[min(7, int(v / top * 7.999))] if v else " " for v in values)
+
+
+def named_table(title: str, rows: list[dict[str, Any]], key: str = "name", limit: int = 8) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column(key)
+    table.add_column("cost", justify="right")
+    table.add_column("calls", justify="right")
+    table.add_column("billable", justify="right")
+    for row in rows[:limit]:
+        table.add_row(str(row[key]), usd(row["cost"]), f"{row['apiCalls']:,}", f"{row['billableRuns']:,}")
+    return table
+
+
+def report(result: dict[str, Any], emails: dict[str, str]) -> None:
+    totals = result["totals"]
+    ai, api = totals["byType"]["AI"], totals["byType"]["API"]
+    console.rule(f"[bold]Tally: platform usage for {result['month']}")
+    console.print(
+        f"Total cost [bold]{usd(totals['cost'])}[/]   AI {usd(ai['cost'])} / API {usd(api['cost'])}   "
+        f"calls {totals['apiCalls']:,}   billable runs {totals['billableRuns']:,}   "
+        f"active users {totals['activeUsers']}"
+    )
+    console.print(named_table("Top features", result["features"]))
+    console.print(named_table("Providers", result["providers"]))
+    top_users = [{**row, "user": emails.get(row["userId"], row["userId"])} for row in result["topUsers"]]
+    console.print(named_table("Top users", top_users, key="user"))
+    free = Table(title="Free tier: users at or over 80% of a limit", title_justify="left")
+    for column in ("user", "cost used", "cost limit", "runs used", "free runs", "percent"):
+        free.add_column(column, justify="left" if column == "user" else "right")
+    for row in result["freeTier"][:10]:
+        free.add_row(
+            emails.get(row["userId"], row["userId"]),
+            usd(row["costUsed"]),
+            usd(row["monthlyCostLimit"]),
+            str(row["runsUsed"]),
+            str(row["monthlyFreeRuns"]),
+            f"{row['percent']:.0f}%",
+        )
+    console.print(free)
+    s = result["sessions"]
+    console.print(
+        f"Sessions: {s['completed']:,} completed, {s['active']} active; average cost {usd(s['avgCost'])}, "
+        f"{s['avgSteps']:.1f} steps, {s['avgDurationSeconds']:.0f} s"
+    )
+    daily = [d["cost"] for d in result["daily"]]
+    console.print(f"Daily cost {result['daily'][0]['date']} → {result['daily'][-1]['date']}:")
+    console.print(f"  [cyan]{sparkline(daily)}[/]  peak {usd(max(daily, default=0))}/day")
+    history = ", ".join(f"{h['month']} {usd(h['cost'])}" for h in result["history"] if h["cost"])
+    console.print(f"History: {history}")
+    meta = result["meta"]
+    console.print(f"[dim]documents read: {meta['documentsRead']}, generated {meta['generatedAt']}[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the dashboard up until Ctrl-C (default: yes)",
+    )
+    parser.add_argument("--users", type=int, default=36, help="number of simulated users (default 36)")
+    parser.add_argument("--days", type=int, default=30, help="days of traffic to simulate (max 34)")
+    parser.add_argument("--seed", type=int, default=2026, help="random seed")
+    args = parser.parse_args(argv)
+    if not 1 <= args.users <= 500 or not 1 <= args.days <= 34:
+        parser.error("--users must be 1-500 and --days 1-34")
+    started = time.monotonic()
+    rng = random.Random(args.seed)  # noqa: S311 - simulated traffic, not crypto
+    now = datetime.now(UTC)
+    url = f"{env('TALLY_FUNCTIONS_URL')}/record_steps"
+    db = firestore.Client(project=env("GCLOUD_PROJECT"))
+
+    with requests.Session() as http, console.status("creating the admin and users in the Auth emulator..."):
+        create_account(http, ADMIN_EMAIL, ADMIN_PASSWORD, {"admin": True})
+        admin_token = sign_in(http, ADMIN_EMAIL, ADMIN_PASSWORD)
+        profiles = ["heavy"] * 3 + ["regular"] * (args.users // 2) + ["light"] * args.users
+        users = []
+        for n in range(args.users):
+            email = f"user{n + 1:02d}@tally.demo"
+            uid = create_account(http, email, USER_PASSWORD, None)
+            users.append(Account(uid, email, sign_in(http, email, USER_PASSWORD), profiles[n]))
+    # Two users with their own budgets, so the free-tier table has something to show.
+    call("set_limits", admin_token, {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40})
+    call("set_limits", admin_token, {"userId": users[3].uid, "monthlyCostLimit": 0.5})
+    console.print(f"Created 1 admin and {len(users)} users ({ADMIN_EMAIL} is the admin).")
+
+    sessions = plan_traffic(rng, users, args.days, now)
+    total_requests = sum(len(s.bodies) for s in sessions)
+    columns = (TextColumn("[bold]record_steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    pool: dict[int, requests.Session] = {}
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(max_workers=8) as workers:
+        task = progress.add_task("seeding", total=total_requests)
+        futures = [workers.submit(send, pool, session, url) for session in sessions]
+        for future in as_completed(futures):
+            progress.advance(task, future.result())
+    console.print(f"Sent {total_requests:,} requests ({len(sessions):,} sessions) over {args.days} days.")
+
+    store = FirestoreStore(db, shards=Settings.from_env().aggregate_shards)
+    swept = sweep_idle_sessions(store=store, now=datetime.now(UTC) + timedelta(minutes=1), idle_minutes=0)
+    console.print(
+        f"Sweep: completed {swept.completed} idle sessions (demo threshold 0 minutes, since the "
+        f"simulated sessions were all recorded just now)."
+    )
+    wait_for_finalizations(db)
+    admin_token = sign_in(requests.Session(), ADMIN_EMAIL, ADMIN_PASSWORD)
+    result = call("usage_analytics", admin_token, {"top": 10})
+    report(result, {u.uid: u.email for u in users})
+    console.print(f"[dim]demo ready in {time.monotonic() - started:.0f} s[/]")
+
+    if args.serve:
+        hosting = os.environ.get("TALLY_HOSTING_URL", "http://127.0.0.1:5000")
+        console.print(
+            f"\n[bold green]Dashboard: {hosting}[/]  sign in as {ADMIN_EMAIL} / {ADMIN_PASSWORD}  "
+            "(a user account, e.g. user05@tally.demo / tally-demo-user, sees the permission message)"
+        )
+        console.print("Press Ctrl-C to stop the emulators.")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            console.print("stopping...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
