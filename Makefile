@@ -11,7 +11,8 @@ WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup lint unit integration test sweep demo screenshot clean
+.PHONY: help setup lint unit integration test sweep demo screenshot bench clean
+BENCH_ARGS ?=
 SWEEP_ARGS ?=
 
 help: ## List the commands
@@ -60,6 +61,9 @@ demo: setup ## Seed 30 days of traffic, print the report, serve the dashboard (S
 
 screenshot: setup ## Refresh docs/dashboard.png from the browser test
 	TALLY_SCREENSHOT=$(CURDIR)/docs/dashboard.png ./scripts/with-emulators $(BIN)/pytest tests/integration/test_dashboard.py -q
+
+bench: setup ## Benchmarks against the emulators; writes docs/benchmarks.md and .json
+	./scripts/with-emulators $(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
 	cd functions && ../$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
