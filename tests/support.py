@@ -38,13 +38,8 @@ def admin_app() -> firebase_admin.App:
 def wipe() -> None:
     """Delete every document and every Auth user in the emulators."""
     owner = {"Authorization": "Bearer owner"}
-    firestore_host = env("FIRESTORE_EMULATOR_HOST")
     auth_host = env("FIREBASE_AUTH_EMULATOR_HOST")
-    requests.delete(
-        f"http://{firestore_host}/emulator/v1/projects/{PROJECT}/databases/(default)/documents",
-        headers=owner,
-        timeout=30,
-    ).raise_for_status()
+    wipe_documents()
     requests.delete(
         f"http://{auth_host}/emulator/v1/projects/{PROJECT}/accounts", headers=owner, timeout=30
     ).raise_for_status()

@@ -294,11 +294,7 @@ def month_view(usage: Mapping[str, Any], month: str, settings: Settings) -> dict
         "features": _ranked(features),
         "providers": _ranked(providers),
         "limits": limits_status(used, limits_of(usage, settings)),
-        "lifetime": {
-            "cost": nanos_to_usd(Counts.from_fields(usage.get("lifetime")).cost_nanos),
-            "apiCalls": Counts.from_fields(usage.get("lifetime")).api_calls,
-            "billableRuns": Counts.from_fields(usage.get("lifetime")).billable_runs,
-        },
+        "lifetime": Counts.from_fields(usage.get("lifetime")).usd(),
         "sessions": {
             "active": max(0, int(sessions.get("active", 0))),
             "completed": int(sessions.get("completed", 0)),
