@@ -77,6 +77,14 @@ def month_totals(db: firestore.Client, uid: str) -> tuple[int, int]:
     return int(month.get("costNanos", 0)), int(month.get("apiCalls", 0))
 
 
+def run_clients(clients: int, client: Callable[[int], None]) -> float:
+    """Run `client(0..clients-1)` concurrently; return the wall time in seconds."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(client, range(clients)))
+    return time.perf_counter() - started
+
+
 # 1. Write path over HTTP
 
 
@@ -120,10 +128,7 @@ def throughput(
                     with lock:
                         failures += 1
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - started
+    elapsed = run_clients(clients, client)
     sent = clients * per_client
     lost = 0
     for user in users:
@@ -163,10 +168,7 @@ def tally_design(db: firestore.Client, clients: int, per_client: int) -> dict[st
             with lock:
                 attempts.append(outcome.attempts)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - started
+    elapsed = run_clients(clients, client)
     _, calls = month_totals(db, uid)
     return {
         "design": "tally (preconditions + blind increments)",
@@ -206,10 +208,7 @@ def rmw_baseline(db: firestore.Client, clients: int, per_client: int) -> dict[st
                 with lock:
                     failed += 1
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - started
+    elapsed = run_clients(clients, client)
     done = (ref.get().to_dict() or {})["apiCalls"]
     ops = clients * per_client
     return {

@@ -275,20 +275,11 @@ def call(name: str, token: str, data: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def wait_for_finalizations(db: firestore.Client, timeout: float = 300) -> None:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
+def wait_for_finalizations(store: FirestoreStore, timeout: float = 300) -> None:
+    """Wait until the trigger has summarized every completed session (or `timeout` passes)."""
     deadline = time.monotonic() + timeout
-    query = (
-        db.collection_group("sessions")
-        .where(filter=FieldFilter("status", "==", "completed"))
-        .where(filter=FieldFilter("finalizedAt", "==", None))
-    )
     with console.status("waiting for finalize_session to summarize completed sessions...") as status:
-        while True:
-            left = sum(1 for _ in query.stream())
-            if left == 0 or time.monotonic() > deadline:
-                return
+        while (left := store.unfinalized_sessions()) and time.monotonic() < deadline:
             status.update(f"waiting for finalize_session: {left} completed sessions left to summarize")
             time.sleep(0.5)
 
@@ -407,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Sweep: completed {swept.completed} idle sessions (demo threshold 0 minutes, since the "
         f"simulated sessions were all recorded just now)."
     )
-    wait_for_finalizations(db)
+    wait_for_finalizations(store)
     admin_token = sign_in(requests.Session(), ADMIN_EMAIL, ADMIN_PASSWORD)
     result = call("usage_analytics", admin_token, {"top": 10})
     report(result, {u.uid: u.email for u in users})

@@ -13,7 +13,9 @@ import firebase_admin
 import requests
 from firebase_admin import auth
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+
+from tally.config import Settings
+from tally.store import FirestoreStore
 
 PROJECT = os.environ.get("GCLOUD_PROJECT", "demo-tally")
 T = TypeVar("T")
@@ -108,13 +110,7 @@ def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, inte
 
 def unfinalized_sessions() -> int:
     """Count completed sessions the trigger has not finalized yet."""
-    query = (
-        db()
-        .collection_group("sessions")
-        .where(filter=FieldFilter("status", "==", "completed"))
-        .where(filter=FieldFilter("finalizedAt", "==", None))
-    )
-    return len(list(query.stream()))
+    return FirestoreStore(db(), shards=Settings.from_env().aggregate_shards).unfinalized_sessions()
 
 
 def wait_for_finalizations(timeout: float = 60.0) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from google.rpc import code_pb2
 
 from tally.models import Step
 from tally.timeutil import day_key, month_key
-from tally.usage import Counts, Limits, MonthDelta, aggregate, total
+from tally.usage import Counts, Limits, MonthDelta, aggregate, counts_by, total
 
 USERS = "users"
 SESSION_USAGE = "SessionUsage"
@@ -275,8 +275,8 @@ class FirestoreStore:
         assert commit.session_id is not None
         ref = self.session_ref(commit.user_id, commit.session_id)
         counts = total(commit.steps)
-        features = _by(commit.steps, lambda s: s.feature)
-        providers = _by(commit.steps, lambda s: s.provider)
+        features = counts_by(commit.steps, lambda s: s.feature)
+        providers = counts_by(commit.steps, lambda s: s.provider)
         times = [s.timestamp for s in commit.steps]
         base = commit.session_base
         if base is None:
@@ -542,6 +542,15 @@ class FirestoreStore:
             for snap in query.stream()
         ]
 
+    def unfinalized_sessions(self) -> int:
+        """Count completed Tally sessions the finalizer has not summarized yet."""
+        query = (
+            self._db.collection_group(SESSIONS)
+            .where(filter=FieldFilter("status", "==", "completed"))
+            .where(filter=FieldFilter("finalizedAt", "==", None))
+        )
+        return sum(1 for snap in query.stream() if _is_tally_session(snap.reference.path))
+
     def complete_sessions(self, sessions: list[IdleSession], *, now: datetime) -> int:
         """Complete sessions by timeout, each only if unchanged since read; return how many."""
         applied = 0
@@ -585,10 +594,3 @@ def _is_tally_session(path: str) -> bool:
 
 def _present(value: datetime | None) -> list[datetime]:
     return [value] if value is not None else []
-
-
-def _by(steps: Iterable[Step], key: Any) -> dict[str, Counts]:
-    result: dict[str, Counts] = {}
-    for step in steps:
-        result.setdefault(key(step), Counts()).add(step)
-    return result

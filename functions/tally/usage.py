@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,14 @@ def aggregate(steps: Iterable[Step]) -> dict[str, MonthDelta]:
     for step in steps:
         months.setdefault(month_key(step.timestamp), MonthDelta()).add(step)
     return months
+
+
+def counts_by(steps: Iterable[Step], key: Callable[[Step], str]) -> dict[str, Counts]:
+    """Sum steps per name (`key` picks the feature or the provider)."""
+    result: dict[str, Counts] = {}
+    for step in steps:
+        result.setdefault(key(step), Counts()).add(step)
+    return result
 
 
 def total(steps: Iterable[Step]) -> Counts:
