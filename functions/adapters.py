@@ -6,10 +6,11 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import firebase_admin
+import firebase_admin.exceptions
 from firebase_admin import app_check, auth
 from firebase_functions import https_fn, logger, params
 from flask import Request, Response
@@ -30,8 +31,8 @@ from tally.errors import (
     UnsupportedMediaType,
 )
 from tally.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
-from tally.recording import Caller
 from tally.store import FirestoreStore
+from tally.values import Caller
 
 TOKEN_CLOCK_SKEW_SECONDS = 300
 APP_CHECK_HEADER = "X-Firebase-AppCheck"
@@ -61,6 +62,28 @@ def settings() -> Settings:
 def store() -> FirestoreStore:
     """Return the Firestore store with the configured shard count."""
     return FirestoreStore(firestore_client(), shards=settings().aggregate_shards)
+
+
+class AuthDirectory:
+    """Emails of users from Firebase Auth (100 a lookup)."""
+
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return the email of each user Auth knows (unknown users and failures are left out)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(user_ids), 100):
+            batch = [auth.UidIdentifier(uid) for uid in user_ids[start : start + 100]]
+            try:
+                result = auth.get_users(batch, app=admin_app())
+            except (auth.UserNotFoundError, ValueError, firebase_admin.exceptions.FirebaseError) as exc:
+                logger.warn("email lookup failed", error=repr(exc))
+                continue
+            found.update({user.uid: user.email for user in result.users if user.email})
+        return found
+
+
+def directory() -> AuthDirectory:
+    """Return the user directory (Firebase Auth)."""
+    return AuthDirectory()
 
 
 @functools.cache

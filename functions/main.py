@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from firebase_functions import firestore_fn, https_fn, logger, options, scheduler_fn
@@ -11,12 +12,13 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 import adapters
-from tally import analytics
+from tally import analytics, users
 from tally.models import parse_record_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
-from tally.sessions import sweep_idle_sessions
+from tally.sessions import sweep_sessions as sweep_sessions_service
 from tally.timeutil import utc_now
+from tally.values import Caller, SessionStatus
 
 options.set_global_options(region="us-central1")
 
@@ -51,25 +53,42 @@ def record_steps(req: Request) -> Response:
     return adapters.http_endpoint("record_steps", _record_steps)(req)
 
 
-def _callable(name: str, service: analytics.CallableService) -> Any:
+Service = Callable[[Caller | None, Any], Any]
+
+
+def _callable(name: str, service: Service) -> Callable[[https_fn.CallableRequest[Any]], Any]:
     """Build a callable entry point: the caller from the verified token, data to the service."""
 
     def handle(req: https_fn.CallableRequest[Any]) -> Any:
         adapters.require_callable_app_check(req.app)
-        return service(
-            store=adapters.store(),
-            caller=adapters.caller_from_auth(req.auth),
-            data=req.data,
-            settings=adapters.settings(),
-            now=utc_now(),
-        )
+        return service(adapters.caller_from_auth(req.auth), req.data)
 
     return adapters.callable_endpoint(name, handle)
 
 
-_usage_analytics = _callable("usage_analytics", analytics.usage_analytics)
-_my_usage = _callable("my_usage", analytics.my_usage)
-_set_limits = _callable("set_limits", analytics.set_limits)
+_usage_analytics = _callable(
+    "usage_analytics",
+    lambda caller, data: analytics.usage_analytics(
+        store=adapters.store(),
+        directory=adapters.directory(),
+        caller=caller,
+        data=data,
+        settings=adapters.settings(),
+        now=utc_now(),
+    ),
+)
+_my_usage = _callable(
+    "my_usage",
+    lambda caller, data: users.my_usage(
+        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+    ),
+)
+_set_limits = _callable(
+    "set_limits",
+    lambda caller, data: users.set_limits(
+        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+    ),
+)
 
 
 @https_fn.on_call()
@@ -80,7 +99,7 @@ def usage_analytics(req: https_fn.CallableRequest[Any]) -> Any:
 
 @https_fn.on_call()
 def my_usage(req: https_fn.CallableRequest[Any]) -> Any:
-    """Return the caller's own usage for a month."""
+    """Return the caller's own usage for a month (an admin may name any user)."""
     return _my_usage(req)
 
 
@@ -95,7 +114,7 @@ def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentR
     """Summarize and count a session once its status becomes completed."""
     after = event.data.after
     data = (after.to_dict() or {}) if after is not None and after.exists else {}
-    if data.get("status") != "completed" or data.get("finalizedAt") is not None:
+    if data.get("status") != SessionStatus.COMPLETED.value or data.get("finalizedAt") is not None:
         return  # not a completion (a new step, a deletion, or the finalizer's own write)
     user_id, session_id = event.params["userId"], event.params["sessionId"]
     outcome = finalize_session_service(
@@ -106,9 +125,9 @@ def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentR
 
 @scheduler_fn.on_schedule(schedule="every 15 minutes", timeout_sec=540)
 def sweep_sessions(event: scheduler_fn.ScheduledEvent) -> None:
-    """Complete sessions idle longer than TALLY_SESSION_IDLE_MINUTES (the trigger finalizes them)."""
+    """Complete idle sessions, and finalize completed sessions no finalizer summarized."""
     deadline = time.monotonic() + 540
-    result = sweep_idle_sessions(
+    result = sweep_sessions_service(
         store=adapters.store(),
         now=utc_now(),
         idle_minutes=adapters.settings().session_idle_minutes,
@@ -117,6 +136,7 @@ def sweep_sessions(event: scheduler_fn.ScheduledEvent) -> None:
     logger.info(
         "sweep_sessions",
         completed=result.completed,
+        finalized=result.finalized,
         examined=result.examined,
         pages=result.pages,
         finished=result.finished,

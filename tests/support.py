@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import firebase_admin
@@ -14,7 +15,9 @@ import requests
 from firebase_admin import auth
 from google.cloud import firestore
 
+from tally import layout
 from tally.config import Settings
+from tally.rollup import MonthAggregate
 from tally.store import FirestoreStore
 
 PROJECT = os.environ.get("GCLOUD_PROJECT", "demo-tally")
@@ -91,6 +94,11 @@ def functions_url(name: str) -> str:
     return f"{env('TALLY_FUNCTIONS_URL')}/{name}"
 
 
+def this_month() -> str:
+    """Return the current UTC month."""
+    return datetime.now(UTC).strftime("%Y-%m")
+
+
 def unique(prefix: str) -> str:
     """Return a unique id with a readable prefix."""
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
@@ -108,9 +116,26 @@ def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, inte
         time.sleep(interval)
 
 
+def store() -> FirestoreStore:
+    """Return Tally's store on the emulator, with the configured shard count."""
+    return FirestoreStore(db(), shards=Settings.from_env().aggregate_shards)
+
+
 def unfinalized_sessions() -> int:
     """Count completed sessions the trigger has not finalized yet."""
-    return FirestoreStore(db(), shards=Settings.from_env().aggregate_shards).unfinalized_sessions()
+    return store().count_unfinalized()
+
+
+def platform_month(month: str) -> MonthAggregate:
+    """Add up every platform shard of a month, as it is now."""
+    shards = db().collection(layout.PLATFORM_SHARDS).where(filter=firestore.FieldFilter("month", "==", month))
+    return MonthAggregate.fold(snap.to_dict() or {} for snap in shards.stream())
+
+
+def user_month(uid: str, month: str) -> dict[str, Any]:
+    """Return a user's month document (breakdowns and totals), {} if none."""
+    snap = db().document(layout.user_month_path(uid, month)).get()
+    return (snap.to_dict() or {}) if snap.exists else {}
 
 
 def wait_for_finalizations(timeout: float = 60.0) -> None:

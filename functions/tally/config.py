@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tally.money import usd_to_nanos
+from tally.names import NameLimits
 
 
 class ConfigError(ValueError):
@@ -21,6 +22,13 @@ class Settings:
     default_monthly_free_runs: int = 100
     aggregate_shards: int = 8
     session_idle_minutes: int = 30
+    max_names: int = 500
+    max_new_names_per_user: int = 20
+
+    @property
+    def name_limits(self) -> NameLimits:
+        """Return the bounds on feature and provider names."""
+        return NameLimits(max_names=self.max_names, max_new_per_user=self.max_new_names_per_user)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +47,10 @@ class Settings:
                 aggregate_shards=_int(env, "TALLY_AGGREGATE_SHARDS", defaults.aggregate_shards, 1),
                 session_idle_minutes=_int(
                     env, "TALLY_SESSION_IDLE_MINUTES", defaults.session_idle_minutes, 1
+                ),
+                max_names=_int(env, "TALLY_MAX_NAMES", defaults.max_names, 1),
+                max_new_names_per_user=_int(
+                    env, "TALLY_MAX_NEW_NAMES_PER_USER", defaults.max_new_names_per_user, 0
                 ),
             )
         except ValueError as exc:

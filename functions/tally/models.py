@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -25,22 +23,18 @@ from pydantic_core import PydanticCustomError
 from tally.errors import FieldProblem, InvalidArgument
 from tally.money import MoneyError, usd_to_nanos
 from tally.timeutil import TimeError, check_step_time, parse_instant
+from tally.values import RecordRequest, SessionRequest, Step, UsageType
 
 MAX_STEPS = 100
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 10
 _INT64 = (-(2**63), 2**63 - 1)
-_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.:/]{1,100}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
-_USER_ID_RE = re.compile(r"^[A-Za-z0-9_\-.:@+]{1,128}$")
-_RESERVED_KEY_RE = re.compile(r"^__.*__$")
-
-
-class UsageType(StrEnum):
-    """The two kinds of paid call."""
-
-    AI = "AI"
-    API = "API"
+MAX_DISTINCT_NAMES = 20  # per kind and request: keeps every commit under 500 transforms a document
+# Matched whole (fullmatch): a trailing newline or space makes a value invalid, never another name.
+_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:/]{1,100}")
+_ID_RE = re.compile(r"[A-Za-z0-9_\-.]{1,128}")
+_USER_ID_RE = re.compile(r"[A-Za-z0-9_\-.:@+]{1,128}")
+_RESERVED_KEY_RE = re.compile(r"__.*__", re.DOTALL)
 
 
 _USAGE_TYPES = {
@@ -59,17 +53,19 @@ def field_error(message: str) -> PydanticCustomError:
 def _name(value: object) -> str:
     if not isinstance(value, str):
         raise field_error("must be a string")
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise field_error("must be 1-100 characters of letters, digits and _ - . : /")
+    if _RESERVED_KEY_RE.fullmatch(value):
+        raise field_error("must not be of the form __name__ (reserved by Firestore)")
     return value
 
 
 def _identifier(value: object) -> str:
     if not isinstance(value, str):
         raise field_error("must be a string")
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise field_error("must be 1-128 characters of letters, digits and _ - .")
-    if value in {".", ".."} or _RESERVED_KEY_RE.match(value):
+    if value in {".", ".."} or _RESERVED_KEY_RE.fullmatch(value):
         raise field_error("is a reserved id")
     return value
 
@@ -77,7 +73,7 @@ def _identifier(value: object) -> str:
 def _user_id(value: object) -> str:
     if not isinstance(value, str):
         raise field_error("must be a string")
-    if not _USER_ID_RE.match(value) or value in {".", ".."} or _RESERVED_KEY_RE.match(value):
+    if not _USER_ID_RE.fullmatch(value) or value in {".", ".."} or _RESERVED_KEY_RE.fullmatch(value):
         raise field_error("must be a Firebase Auth uid (1-128 characters, no / or spaces)")
     return value
 
@@ -156,7 +152,7 @@ def _clean_value(value: Any, *, depth: int, in_array: bool) -> Any:
     if isinstance(value, dict):
         result: dict[str, Any] = {}
         for key, item in value.items():
-            if not key or len(key) > 256 or _RESERVED_KEY_RE.match(key):
+            if not key or len(key) > 256 or _RESERVED_KEY_RE.fullmatch(key):
                 raise field_error("keys must be 1-256 characters and not of the form __name__")
             _check_text(key)
             result[key] = _clean_value(item, depth=depth + 1, in_array=False)
@@ -230,39 +226,17 @@ class RecordStepsIn(EdgeModel):
                     f"repeats steps[{seen[step.operation_id]}].operationId",
                 )
             seen[step.operation_id] = index
+        for kind in ("feature", "provider"):
+            names: set[str] = set()
+            for index, step in enumerate(self.steps):
+                names.add(getattr(step, kind))
+                if len(names) > MAX_DISTINCT_NAMES:
+                    raise InvalidArgument.field(
+                        f"steps[{index}].{kind}",
+                        f"a request may name at most {MAX_DISTINCT_NAMES} distinct {kind}s; "
+                        "send the other steps in another request",
+                    )
         return self
-
-
-@dataclass(frozen=True)
-class Step:
-    """One validated step: cost in nano-USD, time aware UTC."""
-
-    operation_id: str
-    usage_type: UsageType
-    feature: str
-    provider: str
-    cost_nanos: int
-    is_billable_run: bool
-    timestamp: datetime
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SessionRequest:
-    """What a request asks of its session."""
-
-    session_id: str
-    feature: str | None
-    complete: bool
-
-
-@dataclass(frozen=True)
-class RecordRequest:
-    """A validated `record_steps` request, before authorization."""
-
-    user_id: str | None
-    session: SessionRequest | None
-    steps: tuple[Step, ...]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -9,7 +9,7 @@ NANOS_PER_USD = 1_000_000_000
 MAX_STEP_COST_USD = Decimal(1000)
 _NANO = Decimal("1e-9")
 # Plain decimal notation only (Decimal() alone would also take "1_000", "NaN", "Infinity").
-_DECIMAL_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,4})?$")
+_DECIMAL_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,4})?")
 
 
 class MoneyError(ValueError):
@@ -29,8 +29,8 @@ def usd_to_nanos(value: object, *, maximum: Decimal = MAX_STEP_COST_USD) -> int:
     elif isinstance(value, float):
         amount = Decimal(repr(value))
     elif isinstance(value, str):
-        text = value.strip()
-        if len(text) > 64 or not _DECIMAL_RE.match(text):
+        text = value
+        if len(text) > 64 or not _DECIMAL_RE.fullmatch(text):
             raise MoneyError('must be a decimal string like "0.017"')
         amount = Decimal(text)
     else:

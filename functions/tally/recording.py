@@ -1,7 +1,8 @@
-"""Recording steps: authorization, idempotent planning, commit with retry, the response."""
+"""Recording steps: authorization, name admission, idempotent planning, the commit, the response."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -10,40 +11,42 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from tally import layout, names, plans
 from tally.config import Settings
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
-from tally.models import RecordRequest
 from tally.money import nanos_to_usd
-from tally.store import Contention, RecordingCommit, RecordingState
+from tally.names import NameKey, NameKind, NameReads, Refusal
 from tally.timeutil import month_key
-from tally.usage import WARNING_PERCENT, Counts, Limits, limit_percent, limits_status
+from tally.usage import WARNING_PERCENT, Counts, Held, Limits, limit_percent, limits_status
+from tally.values import (
+    Caller,
+    Contention,
+    Document,
+    RecordingState,
+    RecordRequest,
+    SessionState,
+    SessionStatus,
+    Step,
+    StoredStep,
+    UserMonthState,
+)
+from tally.writes import CommitResult, Write
 
 MAX_ATTEMPTS = 12
+log = logging.getLogger("tally.recording")
 
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling, from a verified ID token's claims."""
-
-    uid: str
-    admin: bool = False
-    recorder: bool = False
+SHARDS = plans.ShardPicker()
+ADMITTED = names.AdmittedNames()
 
 
 class RecordingStore(Protocol):
     """The store operations recording needs."""
 
-    def load_recording_state(
-        self, *, user_id: str, session_id: str | None, operation_ids: Sequence[str]
-    ) -> RecordingState: ...
+    shards: int
 
-    def commit_recording(self, commit: RecordingCommit) -> None: ...
+    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
 
-    def read_outcome(
-        self, *, user_id: str, session_id: str | None
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]: ...
-
-    def raise_limit_percent(self, *, user_id: str, month: str, percent: float, limits: Limits) -> None: ...
+    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
 
 
 @dataclass(frozen=True)
@@ -58,54 +61,220 @@ def resolve_user(caller: Caller, requested: str | None) -> str:
     """Return whose usage is recorded; only recorders and admins may name another user."""
     if requested is None or requested == caller.uid:
         return caller.uid
-    if caller.admin or caller.recorder:
+    if caller.trusted:
         return requested
     raise PermissionDenied("userId: only recorder or admin callers may record for another user")
+
+
+# Reading what a request touches
+
+
+def _session_state(doc: Document) -> SessionState:
+    data = doc.fields
+    stats = data.get("stats") or {}
+    return SessionState(
+        status=SessionStatus(data["status"]),
+        created_at=data["createdAt"],
+        first_step_at=stats.get("firstStepAt"),
+        last_step_at=stats.get("lastStepAt"),
+        version=doc.version,
+        step_count=int(stats.get("stepCount", 0)),
+        cost_nanos=int(stats.get("costNanos", 0)),
+        feature_names=frozenset(stats.get("features") or {}),
+        provider_names=frozenset(stats.get("providers") or {}),
+    )
+
+
+def recording_state(
+    docs: Mapping[str, Document],
+    *,
+    user_id: str,
+    session_id: str | None,
+    operation_ids: Sequence[str],
+    months: Sequence[str],
+) -> RecordingState:
+    """Interpret the documents read for a request."""
+    existing = {}
+    for op in operation_ids:
+        doc = docs[layout.step_path(user_id, op)]
+        if doc.exists:
+            data = doc.fields
+            existing[op] = StoredStep(data.get("requestId"), data.get("featureKey"), data.get("providerKey"))
+    session = None
+    if session_id is not None and (doc := docs[layout.session_path(user_id, session_id)]).exists:
+        session = _session_state(doc)
+    user_months = {}
+    for month in months:
+        doc = docs[layout.user_month_path(user_id, month)]
+        user_months[month] = UserMonthState(doc.exists, doc.fields.get("active") is True, doc.version)
+    usage = docs[layout.user_path(user_id)].fields.get("usage") or {}
+    return RecordingState(session=session, existing_steps=existing, usage=usage, user_months=user_months)
+
+
+def _state_paths(
+    user_id: str, session_id: str | None, operation_ids: Sequence[str], months: Sequence[str]
+) -> list[str]:
+    paths = [layout.step_path(user_id, op) for op in operation_ids]
+    if session_id is not None:
+        paths.append(layout.session_path(user_id, session_id))
+    paths.append(layout.user_path(user_id))
+    paths += [layout.user_month_path(user_id, month) for month in months]
+    return paths
+
+
+def _name_paths(caller: Caller, unknown: set[NameKey]) -> list[str]:
+    paths = [layout.name_path(key.kind.value, key.month, key.name) for key in sorted(unknown)]
+    groups = sorted({(key.kind, key.month) for key in unknown})
+    paths += [layout.name_count_path(kind.value, month) for kind, month in groups]
+    if not caller.trusted:
+        paths += [layout.name_quota_path(caller.uid, month) for month in sorted({m for _, m in groups})]
+    return paths
+
+
+def name_reads(docs: Mapping[str, Document], caller: Caller, unknown: set[NameKey]) -> NameReads:
+    """Interpret the registry entries and counters read for a request's unknown names."""
+    admitted = frozenset(
+        key for key in unknown if docs[layout.name_path(key.kind.value, key.month, key.name)].exists
+    )
+    counts = {
+        (kind, month): int(docs[layout.name_count_path(kind.value, month)].fields.get("count", 0))
+        for kind, month in {(key.kind, key.month) for key in unknown}
+    }
+    quota = (
+        {}
+        if caller.trusted
+        else {
+            (kind, month): int(docs[layout.name_quota_path(caller.uid, month)].fields.get(kind.value, 0))
+            for kind, month in {(key.kind, key.month) for key in unknown}
+        }
+    )
+    return NameReads(admitted, counts, quota)
+
+
+# Names
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Which of a request's names are admitted, and why the others are not."""
+
+    admitted: frozenset[NameKey]
+    refused: Mapping[NameKey, Refusal]
+
+
+def admit_names(
+    *,
+    store: RecordingStore,
+    caller: Caller,
+    reads: NameReads,
+    wanted: set[NameKey],
+    limits: names.NameLimits,
+    now: datetime,
+) -> Admission:
+    """Admit what names still fit, with fetch-and-add: first the caller's quota, then the month's slots.
+
+    Each counter is incremented by the number of names tried and returns its new value,
+    so concurrent requests get disjoint slots and no interleaving admits more than the
+    bounds. A crash between steps only leaves slots unused.
+    """
+    found = names.candidates(wanted, reads, trusted=caller.trusted, limits=limits)
+    refused = dict(found.refused)
+    trying = dict(found.to_try)
+    if trying and not caller.trusted:
+        quota = {group: len(keys) for group, keys in trying.items()}
+        result = store.commit(plans.quota_writes(caller.uid, quota))
+        passed: dict[tuple[NameKind, str], tuple[NameKey, ...]] = {}
+        for (kind, month), batch in trying.items():
+            after = result.value(layout.name_quota_path(caller.uid, month), kind.value)
+            fit = names.within(batch, after, limits.max_new_per_user)
+            if fit:
+                passed[(kind, month)] = batch[:fit]
+            refused.update(dict.fromkeys(batch[fit:], Refusal.CALLER_QUOTA))
+        trying = passed
+    admitted = set(reads.admitted)
+    if trying:
+        result = store.commit(plans.name_count_writes({group: len(keys) for group, keys in trying.items()}))
+        new: list[NameKey] = []
+        for (kind, month), batch in trying.items():
+            after = result.value(layout.name_count_path(kind.value, month), "count")
+            fit = names.within(batch, after, limits.max_names)
+            new += batch[:fit]
+            refused.update(dict.fromkeys(batch[fit:], Refusal.MONTH_FULL))
+        if new:
+            store.commit(plans.registry_writes(new, by=caller.uid, now=now))
+            admitted.update(new)
+    return Admission(frozenset(admitted & wanted), refused)
+
+
+# Planning
 
 
 @dataclass(frozen=True)
 class Plan:
     """One attempt's commit (None: nothing to write) and the request's counts."""
 
-    commit: RecordingCommit | None
+    commit: plans.RecordingCommit | None
     recorded: int
     duplicates: int
 
 
 def plan_recording(
-    *, request: RecordRequest, user_id: str, state: RecordingState, now: datetime, request_id: str
+    *,
+    request: RecordRequest,
+    steps: tuple[Step, ...],
+    user_id: str,
+    state: RecordingState,
+    now: datetime,
+    request_id: str,
+    shard: int,
 ) -> Plan:
     """Decide what one attempt writes, from a plain read of the current state."""
     existing = state.existing_steps
-    new = tuple(s for s in request.steps if s.operation_id not in existing)
-    ours = sum(1 for s in request.steps if existing.get(s.operation_id) == request_id)
+    new = tuple(s for s in steps if s.operation_id not in existing)
+    ours = sum(
+        1 for s in steps if (stored := existing.get(s.operation_id)) and stored.request_id == request_id
+    )
     recorded = len(new) + ours
-    duplicates = len(request.steps) - recorded
+    duplicates = len(steps) - recorded
+    commit = plans.RecordingCommit(
+        user_id=user_id,
+        request_id=request_id,
+        now=now,
+        steps=new,
+        shard=shard,
+        user_months=state.user_months,
+        stale_months=plans.stale_months(state.usage, now),
+    )
     session = request.session
     if session is None:
-        commit = RecordingCommit(user_id=user_id, request_id=request_id, now=now, steps=new) if new else None
-        return Plan(commit=commit, recorded=recorded, duplicates=duplicates)
+        return Plan(commit=commit if new else None, recorded=recorded, duplicates=duplicates)
     base = state.session
     if base is None:
-        if not request.steps:
+        if not steps:
             raise NotFound(f"session {session.session_id} does not exist")
-    elif base.status == "completed":
+    elif base.status is SessionStatus.COMPLETED:
         if new:
             raise FailedPrecondition(f"session {session.session_id} is completed; it accepts no new steps")
         return Plan(commit=None, recorded=recorded, duplicates=duplicates)
     elif not new and not session.complete:
         return Plan(commit=None, recorded=recorded, duplicates=duplicates)
-    commit = RecordingCommit(
+    commit = plans.RecordingCommit(
         user_id=user_id,
         request_id=request_id,
         now=now,
         steps=new,
+        shard=shard,
         session_id=session.session_id,
         session_feature=session.feature,
         session_base=base,
         complete=session.complete,
+        user_months=state.user_months,
+        stale_months=commit.stale_months,
     )
     return Plan(commit=commit, recorded=recorded, duplicates=duplicates)
+
+
+# Limits
 
 
 def limits_of(usage: Mapping[str, Any], settings: Settings) -> Limits:
@@ -119,9 +288,40 @@ def limits_of(usage: Mapping[str, Any], settings: Settings) -> Limits:
     )
 
 
+def held_of(usage: Mapping[str, Any]) -> Held:
+    """Return a user's active reservations."""
+    held = usage.get("held") or {}
+    return Held(cost_nanos=max(0, int(held.get("costNanos", 0))), runs=max(0, int(held.get("runs", 0))))
+
+
 def month_usage(usage: Mapping[str, Any], month: str) -> Counts:
     """Return one month's totals from a user's `usage` map."""
     return Counts.from_fields((usage.get("months") or {}).get(month))
+
+
+def _committed_month(result: CommitResult, user_id: str, month: str) -> Counts:
+    path = layout.user_path(user_id)
+    return Counts(
+        cost_nanos=result.value(path, "usage", "months", month, "costNanos"),
+        api_calls=result.value(path, "usage", "months", month, "apiCalls"),
+        billable_runs=result.value(path, "usage", "months", month, "billableRuns"),
+    )
+
+
+def maintain_free_tier(
+    *, store: RecordingStore, user_id: str, used: Mapping[str, Counts], limits: Limits
+) -> None:
+    """Raise the free-tier entries of the months a request touched (best effort: `reconcile` repairs)."""
+    writes = [
+        plans.free_tier_write(user_id=user_id, month=month, percent=percent, limits=limits, exact=False)
+        for month, counts in sorted(used.items())
+        if counts.api_calls and (percent := limit_percent(counts, limits)) >= WARNING_PERCENT
+    ]
+    if writes:
+        store.commit(writes)
+
+
+# The service
 
 
 def record_steps(
@@ -133,57 +333,171 @@ def record_steps(
     now: datetime,
     request_id: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    admitted_cache: names.AdmittedNames = ADMITTED,
+    shards: plans.ShardPicker = SHARDS,
 ) -> RecordOutcome:
     """Record a request's steps exactly once and return the SPEC's response body."""
     user_id = resolve_user(caller, request.user_id)
     request_id = request_id or uuid.uuid4().hex
     session_id = request.session.session_id if request.session else None
     operation_ids = [s.operation_id for s in request.steps]
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        state = store.load_recording_state(
-            user_id=user_id, session_id=session_id, operation_ids=operation_ids
+    months = sorted({month_key(s.timestamp) for s in request.steps})
+    wanted = names.keys_of(request.steps)
+    unknown = wanted - admitted_cache.known(wanted)
+    paths = _state_paths(user_id, session_id, operation_ids, months)
+    docs = store.read(paths + _name_paths(caller, unknown))
+    refused: Mapping[NameKey, Refusal] = {}
+    admitted = wanted - unknown
+    if unknown:
+        admission = admit_names(
+            store=store,
+            caller=caller,
+            reads=name_reads(docs, caller, unknown),
+            wanted=unknown,
+            limits=settings.name_limits,
+            now=now,
         )
-        plan = plan_recording(request=request, user_id=user_id, state=state, now=now, request_id=request_id)
+        admitted_cache.add(admission.admitted)
+        admitted |= admission.admitted
+        refused = admission.refused
+    steps = names.count_under(request.steps, admitted)
+    result: CommitResult | None = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if attempt > 1:
+            docs = store.read(paths)
+        state = recording_state(
+            docs, user_id=user_id, session_id=session_id, operation_ids=operation_ids, months=months
+        )
+        plan = plan_recording(
+            request=request,
+            steps=steps,
+            user_id=user_id,
+            state=state,
+            now=now,
+            request_id=request_id,
+            shard=shards.next(store.shards),
+        )
         if plan.commit is None:
             break
         try:
-            store.commit_recording(plan.commit)
+            result = store.commit(plans.recording_writes(plan.commit))
             break
         except Contention:
             if attempt == MAX_ATTEMPTS:
                 raise Unavailable("too much contention on this session; retry the request") from None
             sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
-    usage, session = store.read_outcome(user_id=user_id, session_id=session_id)
-    limits = limits_of(usage, settings)
-    # Keep the free-tier table's entry current (also on a retry, which repairs a lost write).
-    for touched in sorted({month_key(s.timestamp) for s in request.steps}):
-        percent = limit_percent(month_usage(usage, touched), limits)
-        if percent >= WARNING_PERCENT:
-            store.raise_limit_percent(user_id=user_id, month=touched, percent=percent, limits=limits)
-    month = month_key(now)
-    used = month_usage(usage, month)
-    body = {
+    return RecordOutcome(
+        body=_respond(
+            store=store,
+            request=request,
+            steps=steps,
+            plan=plan,
+            state=state,
+            result=result,
+            refused=refused,
+            user_id=user_id,
+            settings=settings,
+            now=now,
+        ),
+        attempts=attempt,
+    )
+
+
+def _respond(
+    *,
+    store: RecordingStore,
+    request: RecordRequest,
+    steps: tuple[Step, ...],
+    plan: Plan,
+    state: RecordingState,
+    result: CommitResult | None,
+    refused: Mapping[NameKey, Refusal],
+    user_id: str,
+    settings: Settings,
+    now: datetime,
+) -> dict[str, Any]:
+    """Build the response from what was read and what the commit returned; nothing here can fail."""
+    limits = limits_of(state.usage, settings)
+    committed = {month_key(s.timestamp) for s in plan.commit.steps} if plan.commit else set()
+    used = {
+        month: _committed_month(result, user_id, month)
+        if result is not None and month in committed
+        else month_usage(state.usage, month)
+        for month in {month_key(s.timestamp) for s in steps} | {month_key(now)}
+    }
+    try:
+        maintain_free_tier(
+            store=store,
+            user_id=user_id,
+            used={m: c for m, c in used.items() if m in {month_key(s.timestamp) for s in steps}},
+            limits=limits,
+        )
+    except Exception:
+        log.exception("free-tier maintenance failed for %s", user_id)
+    current = used[month_key(now)]
+    return {
         "recorded": plan.recorded,
         "duplicates": plan.duplicates,
-        "session": _session_view(session_id, session),
+        "session": _session_view(request, plan, state, result, user_id),
         "usage": {
-            "month": month,
-            "totalCost": nanos_to_usd(used.cost_nanos),
-            "apiCalls": used.api_calls,
-            "billableRuns": used.billable_runs,
-            "limits": limits_status(used, limits),
+            "month": month_key(now),
+            "totalCost": nanos_to_usd(current.cost_nanos),
+            "apiCalls": current.api_calls,
+            "billableRuns": current.billable_runs,
+            "limits": limits_status(current, limits, held_of(state.usage)),
         },
+        "warnings": [w.body() for w in _warnings(steps, plan, state, refused)],
     }
-    return RecordOutcome(body=body, attempts=attempt)
 
 
-def _session_view(session_id: str | None, doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if session_id is None or doc is None:
+def _session_view(
+    request: RecordRequest, plan: Plan, state: RecordingState, result: CommitResult | None, user_id: str
+) -> dict[str, Any] | None:
+    if request.session is None:
         return None
-    stats = doc.get("stats") or {}
+    session_id = request.session.session_id
+    base = state.session
+    commit = plan.commit
+    status = base.status if base else SessionStatus.ACTIVE
+    step_count, cost = (base.step_count, base.cost_nanos) if base else (0, 0)
+    if commit is not None:
+        if result is not None and base is not None and commit.steps:
+            path = layout.session_path(user_id, session_id)  # exact: the values the increments left
+            step_count = result.value(path, "stats", "stepCount")
+            cost = result.value(path, "stats", "costNanos")
+        else:
+            step_count += len(commit.steps)
+            cost += sum(s.cost_nanos for s in commit.steps)
+        if commit.session_completed:
+            status = SessionStatus.COMPLETED
     return {
         "id": session_id,
-        "status": doc.get("status"),
-        "stepCount": int(stats.get("stepCount", 0)),
-        "totalCost": nanos_to_usd(int(stats.get("costNanos", 0))),
+        "status": status.value,
+        "stepCount": step_count,
+        "totalCost": nanos_to_usd(cost),
     }
+
+
+def _warnings(
+    steps: tuple[Step, ...], plan: Plan, state: RecordingState, refused: Mapping[NameKey, Refusal]
+) -> list[names.Warning]:
+    new = {s.operation_id for s in plan.commit.steps} if plan.commit else set()
+    capped = (
+        set(plans.session_counts(plan.commit.steps, plan.commit.session_base).capped)
+        if plan.commit
+        else set()
+    )
+    result: list[names.Warning] = []
+    for index, step in enumerate(steps):
+        stored = state.existing_steps.get(step.operation_id)
+        for kind in NameKind:
+            counted = step.feature_bucket if kind is NameKind.FEATURE else step.provider_bucket
+            if stored is not None and step.operation_id not in new:
+                kept = stored.feature_key if kind is NameKind.FEATURE else stored.provider_key
+                counted = kept or names.name_of(step, kind)
+            if counted == names.OTHER:
+                key = NameKey(kind, month_key(step.timestamp), names.name_of(step, kind))
+                result.append(names.warning(index, kind, refused.get(key, Refusal.MONTH_FULL)))
+            elif (step.operation_id, kind) in capped:
+                result.append(names.warning(index, kind, Refusal.SESSION_FULL))
+    return result

@@ -1,16 +1,20 @@
-"""Session lifecycle: finalize a completed session exactly once; sweep idle sessions."""
+"""Session lifecycle: finalize a completed session exactly once; sweep idle and unfinalized sessions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from tally import layout, plans
 from tally.money import nanos_to_usd
-from tally.store import Contention, IdleSession, SessionRecord, SessionSummary
+from tally.plans import SessionSummary
 from tally.timeutil import month_key
+from tally.values import Contention, Document, IdleSession, SessionRecord, SessionStatus
+from tally.writes import CommitResult, Write
 
 MAX_ATTEMPTS = 12
 SWEEP_PAGE_SIZE = 200
@@ -29,15 +33,19 @@ class Finalized(StrEnum):
 class SessionStore(Protocol):
     """The store operations the session lifecycle needs."""
 
-    def read_session(self, *, user_id: str, session_id: str) -> SessionRecord | None: ...
+    shards: int
 
-    def commit_finalization(
-        self, *, record: SessionRecord, summary: SessionSummary, now: datetime
-    ) -> None: ...
+    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
 
-    def idle_sessions(self, *, cutoff: datetime, limit: int, after: Any | None) -> list[IdleSession]: ...
+    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
 
-    def complete_sessions(self, sessions: list[IdleSession], *, now: datetime) -> int: ...
+    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
+
+    def idle_sessions(
+        self, *, shard: int, cutoff: datetime, limit: int, after: Any | None
+    ) -> list[IdleSession]: ...
+
+    def unfinalized_sessions(self, *, shard: int, limit: int, after: Any | None) -> list[IdleSession]: ...
 
 
 def _named_counts(stats: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -56,19 +64,20 @@ def _named_counts(stats: Mapping[str, Any], key: str) -> dict[str, dict[str, Any
 def summarize(record: SessionRecord) -> SessionSummary:
     """Build a completed session's summary from its running stats.
 
-    Duration runs from creation to the last activity (`lastUpdatedAt`): a client's
-    completion is activity, a timeout is not, so idle time is not counted.
+    Duration runs from the first step to the last, by the steps' own timestamps (server
+    time for steps sent without one): steps recorded in one batch after the fact keep
+    the session's real duration, and idle time before a timeout is not counted.
     """
     data = record.data
     stats = data.get("stats") or {}
     created: datetime = data["createdAt"]
-    last_activity: datetime = data.get("lastUpdatedAt") or created
-    duration_ms = max(0, round((last_activity - created) / timedelta(milliseconds=1)))
-    cost = int(stats.get("costNanos", 0))
-    completed_at: datetime = data.get("completedAt") or last_activity
+    first: datetime | None = stats.get("firstStepAt")
+    last: datetime | None = stats.get("lastStepAt")
+    duration_ms = max(0, round((last - first) / timedelta(milliseconds=1))) if first and last else 0
+    completed_at: datetime = data.get("completedAt") or data.get("lastUpdatedAt") or created
     return SessionSummary(
         step_count=int(stats.get("stepCount", 0)),
-        cost_nanos=cost,
+        cost_nanos=int(stats.get("costNanos", 0)),
         billable_runs=int(stats.get("billableRuns", 0)),
         duration_ms=duration_ms,
         features=_named_counts(stats, "features"),
@@ -84,24 +93,36 @@ def finalize_session(
     user_id: str,
     session_id: str,
     now: datetime,
+    shards: plans.ShardPicker | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> Finalized:
     """Write a completed session's summary and count it, once, however often this runs.
 
     The commit carries an update-time precondition on the session document: of two
-    concurrent finalizations (a repeated trigger delivery, or a delivery racing a
-    manual run), one commits and the other re-reads and finds `finalizedAt` set.
+    concurrent finalizations (a repeated trigger delivery, a retry, the sweep), one
+    commits and the others re-read and find `finalizedAt` set.
     """
+    picker = shards or plans.ShardPicker()
+    path = layout.session_path(user_id, session_id)
     for _ in range(MAX_ATTEMPTS):
-        record = store.read_session(user_id=user_id, session_id=session_id)
-        if record is None:
+        doc = store.read([path])[path]
+        if not doc.exists:
             return Finalized.MISSING
-        if record.data.get("status") != "completed":
+        record = SessionRecord(user_id, session_id, doc.fields, doc.version)
+        if record.data.get("status") != SessionStatus.COMPLETED.value:
             return Finalized.NOT_COMPLETED
         if record.data.get("finalizedAt") is not None:
             return Finalized.ALREADY_FINALIZED
+        writes = plans.finalization_writes(
+            user_id=user_id,
+            session_id=session_id,
+            version=record.version,
+            summary=summarize(record),
+            now=now,
+            shard=picker.next(store.shards),
+        )
         try:
-            store.commit_finalization(record=record, summary=summarize(record), now=now)
+            store.commit(writes)
             return Finalized.FINALIZED
         except Contention:
             if sleep is not None:
@@ -113,38 +134,74 @@ def finalize_session(
 class SweepResult:
     """What one sweep did."""
 
-    completed: int
+    completed: int  # idle sessions completed by timeout
+    finalized: int  # completed sessions no finalizer had summarized
     examined: int
     pages: int
     finished: bool  # False: stopped for time; the next run continues
 
 
-def sweep_idle_sessions(
+class _Clock:
+    def __init__(self, seconds_left: Callable[[], float] | None) -> None:
+        self._seconds_left = seconds_left
+
+    def out_of_time(self) -> bool:
+        return self._seconds_left is not None and self._seconds_left() < SWEEP_MARGIN_SECONDS
+
+
+def sweep_sessions(
     *,
     store: SessionStore,
     now: datetime,
     idle_minutes: int,
     page_size: int = SWEEP_PAGE_SIZE,
     seconds_left: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SweepResult:
-    """Complete active sessions idle longer than `idle_minutes`, page by page.
+    """Complete sessions idle over `idle_minutes`, then finalize completed sessions left unfinalized.
 
-    Each completion is conditional on the session being unchanged since the page was
-    read, so a session the client completes or extends meanwhile is left alone.
-    Stops early (finished=False) when `seconds_left()` drops under a safety margin.
+    Each completion is conditional on the session being unchanged since its page was
+    read, so a session the client completes or extends meanwhile is left alone. Each
+    sweep shard is walked in pages; the sweep stops early (finished=False) when
+    `seconds_left()` drops under a safety margin, and the next run continues.
     """
+    clock = _Clock(seconds_left)
     cutoff = now - timedelta(minutes=idle_minutes)
-    completed = examined = pages = 0
-    cursor: Any | None = None
-    while True:
-        page = store.idle_sessions(cutoff=cutoff, limit=page_size, after=cursor)
-        if not page:
-            return SweepResult(completed, examined, pages, finished=True)
-        pages += 1
-        examined += len(page)
-        completed += store.complete_sessions(page, now=now)
-        cursor = page[-1].cursor
-        if len(page) < page_size:
-            return SweepResult(completed, examined, pages, finished=True)
-        if seconds_left is not None and seconds_left() < SWEEP_MARGIN_SECONDS:
-            return SweepResult(completed, examined, pages, finished=False)
+    completed = finalized = examined = pages = 0
+    for shard in range(layout.SWEEP_SHARDS):
+        cursor: Any | None = None
+        while page := store.idle_sessions(shard=shard, cutoff=cutoff, limit=page_size, after=cursor):
+            pages += 1
+            examined += len(page)
+            groups = [
+                plans.timeout_writes(user_id=s.user_id, session_id=s.session_id, version=s.version, now=now)
+                for s in page
+            ]
+            completed += sum(store.commit_each(groups))
+            cursor = page[-1].cursor
+            if clock.out_of_time():
+                return SweepResult(completed, finalized, examined, pages, finished=False)
+            if len(page) < page_size:
+                break
+    picker = plans.ShardPicker()
+    for shard in range(layout.SWEEP_SHARDS):
+        cursor = None
+        while page := store.unfinalized_sessions(shard=shard, limit=page_size, after=cursor):
+            pages += 1
+            examined += len(page)
+            for session in page:
+                outcome = finalize_session(
+                    store=store,
+                    user_id=session.user_id,
+                    session_id=session.session_id,
+                    now=now,
+                    shards=picker,
+                    sleep=sleep,
+                )
+                finalized += outcome is Finalized.FINALIZED
+            cursor = page[-1].cursor
+            if clock.out_of_time():
+                return SweepResult(completed, finalized, examined, pages, finished=False)
+            if len(page) < page_size:
+                break
+    return SweepResult(completed, finalized, examined, pages, finished=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import UTC, datetime, timedelta
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=35)
-_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MONTH_RE = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 # Epoch milliseconds that datetime can represent (years 1..9999), checked before converting.
 _MIN_MS = -62_135_596_800_000
 _MAX_MS = 253_402_300_799_999
@@ -67,6 +68,25 @@ def day_key(instant: datetime) -> str:
 
 def parse_month(value: str) -> str:
     """Validate a `YYYY-MM` month key."""
-    if not _MONTH_RE.match(value):
+    if not _MONTH_RE.fullmatch(value):
         raise TimeError("must be a month like 2026-11")
     return value
+
+
+def months_back(month: str, count: int) -> list[str]:
+    """Return `count` months up to and including `month`, oldest first."""
+    year, number = (int(part) for part in month.split("-"))
+    index = year * 12 + number - 1
+    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index - count + 1, index + 1)]
+
+
+def days_of(month: str) -> list[str]:
+    """Return every `YYYY-MM-DD` of a month."""
+    year, number = (int(part) for part in month.split("-"))
+    return [f"{month}-{day:02d}" for day in range(1, calendar.monthrange(year, number)[1] + 1)]
+
+
+def month_end(month: str) -> datetime:
+    """Return the first instant after a month (UTC)."""
+    year, number = (int(part) for part in month.split("-"))
+    return datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tally.models import Step
 from tally.money import nanos_to_usd
 from tally.timeutil import day_key, month_key
+from tally.values import Step
 
 WARNING_FRACTION = (4, 5)  # 80 %
 WARNING_PERCENT = 80.0
@@ -71,17 +71,19 @@ class MonthDelta:
     """What a set of steps adds to one UTC month."""
 
     total: Counts = field(default_factory=Counts)
+    unpriced: int = 0
     by_type: defaultdict[str, Counts] = field(default_factory=_counts_map)
     features: defaultdict[str, Counts] = field(default_factory=_counts_map)
     providers: defaultdict[str, Counts] = field(default_factory=_counts_map)
     days: defaultdict[str, Counts] = field(default_factory=_counts_map)
 
     def add(self, step: Step) -> None:
-        """Count one step in every breakdown."""
+        """Count one step in every breakdown (under the names it is counted as)."""
         self.total.add(step)
+        self.unpriced += int(step.unpriced)
         self.by_type[step.usage_type.value].add(step)
-        self.features[step.feature].add(step)
-        self.providers[step.provider].add(step)
+        self.features[step.feature_bucket].add(step)
+        self.providers[step.provider_bucket].add(step)
         self.days[day_key(step.timestamp)].add(step)
 
 
@@ -117,22 +119,32 @@ class Limits:
     monthly_free_runs: int
 
 
+@dataclass(frozen=True)
+class Held:
+    """A user's active reservations: cost and billable runs not yet recorded."""
+
+    cost_nanos: int = 0
+    runs: int = 0
+
+
 def _at_least_warning(used: int, limit: int) -> bool:
     num, den = WARNING_FRACTION
     return used * den >= limit * num if limit > 0 else used > 0
 
 
-def limits_status(used: Counts, limits: Limits) -> dict[str, Any]:
-    """Return the SPEC's `limits` object for one month's usage."""
+def limits_status(used: Counts, limits: Limits, held: Held = Held()) -> dict[str, Any]:
+    """Return the SPEC's `limits` object for one month's usage (remaining amounts net of holds)."""
     cost_limit, free_runs = limits.monthly_cost_limit_nanos, limits.monthly_free_runs
     return {
         "monthlyCostLimit": nanos_to_usd(cost_limit),
-        "costRemaining": nanos_to_usd(max(0, cost_limit - used.cost_nanos)),
+        "costRemaining": nanos_to_usd(max(0, cost_limit - used.cost_nanos - held.cost_nanos)),
         "monthlyFreeRuns": free_runs,
-        "freeRunsRemaining": max(0, free_runs - used.billable_runs),
+        "freeRunsRemaining": max(0, free_runs - used.billable_runs - held.runs),
         "exceeded": used.cost_nanos > cost_limit or used.billable_runs > free_runs,
         "warning": _at_least_warning(used.cost_nanos, cost_limit)
         or _at_least_warning(used.billable_runs, free_runs),
+        "held": nanos_to_usd(held.cost_nanos),
+        "heldRuns": held.runs,
     }
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import requests
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
 import support
 
@@ -44,11 +43,7 @@ def usage_of(db: firestore.Client, uid: str) -> dict[str, Any]:
 
 
 def platform_month(db: firestore.Client, month: str) -> dict[str, int]:
-    docs = list(db.collection("TallyPlatformMonths").where(filter=FieldFilter("month", "==", month)).stream())
-    return {
-        field: sum(int((d.to_dict() or {}).get(field, 0)) for d in docs)
-        for field in ("costNanos", "apiCalls", "billableRuns")
-    }
+    return support.platform_month(month).total.fields()
 
 
 def all_documents(db: firestore.Client) -> list[str]:
@@ -97,6 +92,8 @@ def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: fir
     month = usage_of(db, user.uid)["months"][this_month()]
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["byType"] == {"API": {"costNanos": expected_nanos, "apiCalls": 5, "billableRuns": 1}}
+    month = support.user_month(user.uid, this_month())
+    assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["features"]["google_maps_autocomplete"] == {
         "costNanos": 8_490_000,
         "apiCalls": 3,
@@ -291,15 +288,16 @@ def test_a_new_session_with_only_last_month_steps_keeps_this_months_breakdowns(
     response = record(http, user, {"session": {"id": support.unique("s")}, "steps": [late]})
 
     assert response.status_code == 200, response.text
-    month = usage_of(db, user.uid)["months"][this_month()]
-    assert month["byType"] == {"API": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}}
+    assert usage_of(db, user.uid)["months"][this_month()]["byType"] == {
+        "API": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
+    }
+    month = support.user_month(user.uid, this_month())
     assert month["features"] == {
         "google_maps_details": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
     }
-    shards = [d.to_dict() or {} for d in db.collection("TallyPlatformMonths").stream()]
-    current = [shard for shard in shards if shard["month"] == this_month()]
-    assert [shard["byType"]["API"]["apiCalls"] for shard in current] == [1]
-    assert [shard["sessions"]["active"] for shard in current] == [2]
+    current = support.platform_month(this_month())
+    assert current.by_type["API"].api_calls == 1
+    assert current.sessions["active"] == 2
 
 
 def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: firestore.Client) -> None:
@@ -315,10 +313,9 @@ def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: fire
     response = record(http, user, {"session": {"id": support.unique("chat")}, "steps": [step]})
 
     assert response.status_code == 200, response.text
-    features = usage_of(db, user.uid)["months"][this_month()]["features"]
+    features = support.user_month(user.uid, this_month())["features"]
     assert features == {"claude-3.5-sonnet": {"costNanos": 12_300_000, "apiCalls": 1, "billableRuns": 0}}
-    shard = next(iter(db.collection("TallyPlatformMonths").stream())).to_dict() or {}
-    assert "claude-3.5-sonnet" in shard["features"]
+    assert "claude-3.5-sonnet" in support.platform_month(this_month()).features
 
 
 def test_a_thousand_tenths_total_exactly_one_hundred(http: requests.Session, db: firestore.Client) -> None:

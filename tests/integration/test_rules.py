@@ -9,6 +9,7 @@ import pytest
 import requests
 
 import support
+from tally import layout
 
 OPS = ("get", "list", "create", "update", "delete")
 
@@ -100,10 +101,14 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
         ),
         "own step": (f"SessionUsage/{a}/steps/op1", f"SessionUsage/{a}/steps/new", {"costNanos": 1}),
         "other step": (f"SessionUsage/{b}/steps/op1", f"SessionUsage/{b}/steps/new", {"costNanos": 1}),
-        "user month aggregate": (f"TallyUserMonths/2026-11_{a}", "TallyUserMonths/new", {"costNanos": 1}),
+        "user month aggregate": (
+            layout.user_month_path(a, "2026-11"),
+            f"{layout.USER_MONTHS}/new",
+            {"userId": a, "costNanos": 1},
+        ),
         "platform aggregate": (
-            "TallyPlatformMonths/2026-11-s00",
-            "TallyPlatformMonths/new",
+            layout.shard_path("2026-11", 0),
+            f"{layout.PLATFORM_SHARDS}/new",
             {"costNanos": 1},
         ),
     }

@@ -1,21 +1,29 @@
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tally.analytics import (
-    AnalyticsIn,
-    SetLimitsIn,
-    days_of,
-    merge_shards,
-    month_view,
-    months_back,
-    parse_data,
-    require_admin,
-)
+from memory_store import MemoryStore
+from tally import folding, layout, names, plans
+from tally.access import require_admin, resolve_reader
+from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from tally.recording import Caller
+from tally.inputs import AnalyticsIn, SetLimitsIn, parse_data
+from tally.recording import record_steps
+from tally.rollup import MonthAggregate, Rollup
+from tally.timeutil import days_of, months_back
 from tally.usage import Counts
+from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
+
+NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
+ADMIN = Caller("boss", admin=True)
+
+
+class Emails:
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        return {uid: f"{uid}@example.com" for uid in user_ids if uid != "ghost"}
 
 
 def test_months_back_crosses_years_oldest_first() -> None:
@@ -30,24 +38,24 @@ def test_days_of_every_month_length() -> None:
     assert days_of("2026-11")[-1] == "2026-11-30"
 
 
-def shard(users: list[str], cost: int, feature: str, day: str, kind: str) -> dict[str, Any]:
+def shard(cost: int, feature: str, day: str, kind: str, active: int) -> dict[str, Any]:
     counts = {"costNanos": cost, "apiCalls": 1, "billableRuns": 0}
     return {
         **counts,
+        "activeUsers": active,
         "byType": {kind: counts},
         "features": {feature: counts},
         "providers": {"p": counts},
         "days": {day: counts},
-        "users": dict.fromkeys(users, True),
         "sessions": {"active": 1, "completed": 2},
     }
 
 
-def test_merge_shards_adds_every_breakdown_and_unions_users() -> None:
-    merged = merge_shards(
+def test_folding_adds_every_breakdown() -> None:
+    merged = MonthAggregate.fold(
         [
-            shard(["a", "b"], 5, "claude-3.5-sonnet", "2026-11-01", "AI"),
-            shard(["b", "c"], 7, "maps", "2026-11-02", "API"),
+            shard(5, "claude-3.5-sonnet", "2026-11-01", "AI", 2),
+            shard(7, "maps", "2026-11-02", "API", 1),
         ]
     )
 
@@ -55,17 +63,20 @@ def test_merge_shards_adds_every_breakdown_and_unions_users() -> None:
     assert merged.by_type == {"AI": Counts(5, 1, 0), "API": Counts(7, 1, 0)}
     assert merged.features["claude-3.5-sonnet"] == Counts(5, 1, 0)
     assert merged.providers["p"] == Counts(12, 2, 0)
-    assert merged.users == {"a", "b", "c"}
+    assert merged.active_users == 3
     assert merged.sessions == {"active": 2, "completed": 4}
+    assert MonthAggregate.from_document(merged.document(month="2026-11", as_of=NOW, shards=2)) == merged
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"month": "2026-13"}, "month: must be a month like 2026-11"),
+        ({"month": "2026-11\n"}, "month: must be a month like 2026-11"),
         ({"month": "1999-12"}, "month: must be between 2000-01 and 2999-12"),
         ({"top": True}, "top: must be an integer from 1 to 100"),
         ({"top": 100.0}, "top: must be an integer from 1 to 100"),
+        ({"fresh": "yes"}, "fresh: must be true or false"),
         ({"other": 1}, "other: is not an accepted field"),
         ("x", "data: must be a JSON object"),
     ],
@@ -80,7 +91,7 @@ def test_analytics_input_errors(data: Any, message: str) -> None:
 def test_analytics_input_defaults() -> None:
     parsed = parse_data(AnalyticsIn, None)
 
-    assert (parsed.month, parsed.top) == (None, 10)
+    assert (parsed.month, parsed.top, parsed.fresh) == (None, 10, False)
 
 
 def test_limits_input_in_nanos() -> None:
@@ -96,39 +107,96 @@ def test_roles() -> None:
         require_admin(None)
     with pytest.raises(PermissionDenied):
         require_admin(Caller("u1", recorder=True))
-    assert require_admin(Caller("boss", admin=True)).uid == "boss"
+    assert require_admin(ADMIN).uid == "boss"
+    assert resolve_reader(ADMIN, "u9") == "u9"
+    with pytest.raises(PermissionDenied):
+        resolve_reader(Caller("u1"), "u9")
 
 
-def test_month_view_of_a_user_with_no_usage() -> None:
-    view = month_view({}, "2026-11", Settings())
+def seed(store: MemoryStore, user: str, cost: int, *, when: datetime = NOW, feature: str = "f") -> None:
+    steps = (Step(f"{user}-{cost}-{int(when.timestamp())}", UsageType.AI, feature, "p", cost, True, when),)
+    record_steps(
+        store=store,
+        caller=Caller("svc", recorder=True),
+        request=RecordRequest(user, SessionRequest(f"s-{steps[0].operation_id}", None, True), steps),
+        settings=Settings(),
+        now=NOW,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    )
 
-    assert view["totalCost"] == 0.0
-    assert view["byType"] == {
-        "AI": {"cost": 0.0, "apiCalls": 0, "billableRuns": 0},
-        "API": {"cost": 0.0, "apiCalls": 0, "billableRuns": 0},
-    }
-    assert view["features"] == []
-    assert view["limits"]["monthlyCostLimit"] == 5.0
-    assert view["sessions"] == {"active": 0, "completed": 0}
+
+def analytics(store: MemoryStore, now: datetime = NOW, **data: Any) -> dict[str, Any]:
+    return usage_analytics(
+        store=store, directory=Emails(), caller=ADMIN, data=data, settings=Settings(), now=now
+    )
 
 
-def test_month_view_ranks_features_by_cost() -> None:
-    usage = {
-        "months": {
-            "2026-11": {
-                "costNanos": 30,
-                "apiCalls": 3,
-                "features": {
-                    "cheap": {"costNanos": 10, "apiCalls": 2, "billableRuns": 0},
-                    "dear": {"costNanos": 20, "apiCalls": 1, "billableRuns": 1},
-                },
-            }
-        },
-        "limits": {"monthlyCostLimitNanos": 40, "monthlyFreeRuns": 1},
-    }
+def test_analytics_is_exact_as_of_its_rollup_and_fresh_on_demand() -> None:
+    store = MemoryStore(shards=4)
+    seed(store, "a", 3_000_000_000)
+    first = analytics(store)
+    seed(store, "b", 1_000_000_000)
 
-    view = month_view(usage, "2026-11", Settings())
+    cached = analytics(store, now=NOW + timedelta(seconds=30))
+    fresh = analytics(store, now=NOW + timedelta(seconds=30), fresh=True)
+    later = analytics(store, now=NOW + timedelta(seconds=61))
 
-    assert [f["name"] for f in view["features"]] == ["dear", "cheap"]
-    assert view["limits"]["warning"] is False
-    assert view["limits"]["monthlyCostLimit"] == 0.00000004
+    assert first["totals"]["cost"] == cached["totals"]["cost"] == 3.0
+    assert cached["meta"]["asOf"] == first["meta"]["asOf"]
+    assert fresh["totals"]["cost"] == later["totals"]["cost"] == 4.0
+    assert fresh["totals"]["activeUsers"] == 2
+    assert fresh["meta"]["asOf"] == "2026-11-14T10:00:30Z"
+
+
+def test_analytics_reads_a_bounded_number_of_documents() -> None:
+    store = MemoryStore(shards=8)
+    for n in range(30):
+        seed(store, f"user{n:02d}", 1_000_000 * (n + 1))
+
+    cold = analytics(store, top=5)
+    warm = analytics(store, top=5, now=NOW + timedelta(seconds=10))
+    fresh = analytics(store, top=5, fresh=True, now=NOW + timedelta(seconds=10))
+
+    assert cold["meta"]["documentsRead"] == 12 + 12 * 8 + 5 + 1
+    assert warm["meta"]["documentsRead"] == 12 + 5 + 1
+    assert fresh["meta"]["documentsRead"] == 12 + 8 + 5 + 1
+    assert [u["userId"] for u in warm["topUsers"]][:2] == ["user29", "user28"]
+    assert warm["topUsers"][0]["email"] == "user29@example.com"
+
+
+def test_free_tier_rows_carry_emails_and_percent() -> None:
+    store = MemoryStore()
+    seed(store, "heavy", 4_500_000_000)
+    seed(store, "ghost", 4_200_000_000)
+    seed(store, "light", 1_000_000)
+
+    result = analytics(store)
+
+    assert [(r["userId"], r["email"], r["percent"]) for r in result["freeTier"]] == [
+        ("heavy", "heavy@example.com", 90.0),
+        ("ghost", None, 84.0),
+    ]
+
+
+def test_a_past_months_rollup_is_final_and_never_folded_again() -> None:
+    rollup = Rollup("2026-08", MonthAggregate(), datetime(2026, 10, 7, tzinfo=UTC), "v")
+    young = Rollup("2026-10", MonthAggregate(), NOW - timedelta(seconds=59), "v")
+    old = Rollup("2026-10", MonthAggregate(), NOW - timedelta(seconds=60), "v")
+
+    assert not folding.needs_fold(rollup, NOW)
+    assert not folding.needs_fold(young, NOW)
+    assert folding.needs_fold(old, NOW)
+    assert folding.needs_fold(Rollup.missing("2026-10"), NOW)
+
+
+def test_history_covers_twelve_months_with_late_steps_in_the_previous_month() -> None:
+    store = MemoryStore()
+    seed(store, "a", 2_000_000_000, when=NOW - timedelta(days=20))
+    seed(store, "a", 1_000_000_000)
+
+    result = analytics(store)
+
+    assert [h["month"] for h in result["history"]] == months_back("2026-11", 12)
+    assert [h["cost"] for h in result["history"][-2:]] == [2.0, 1.0]
+    assert store.docs[layout.rollup_path("2026-10")]["costNanos"] == 2_000_000_000

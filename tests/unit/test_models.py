@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from tally.errors import InvalidArgument
-from tally.models import UsageType, parse_record_request
+from tally.models import parse_record_request
+from tally.values import UsageType
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 
@@ -133,6 +134,24 @@ def test_names_with_dots_slashes_and_colons_are_kept_as_given() -> None:
         ({"steps": [step()], "userId": "a/b"}, "userId", "Firebase Auth uid"),
         ({"steps": [step()], "nope": 1}, "nope", "is not an accepted field"),
         ({"steps": [step(), step()]}, "steps[1].operationId", "repeats steps[0].operationId"),
+        ({"steps": [step(feature="gpt-4o\n")]}, "steps[0].feature", "must be 1-100 characters"),
+        ({"steps": [step(provider="openai ")]}, "steps[0].provider", "must be 1-100 characters"),
+        ({"steps": [step(feature="__x__")]}, "steps[0].feature", "reserved by Firestore"),
+        ({"steps": [step(provider="__name__")]}, "steps[0].provider", "reserved by Firestore"),
+        ({"steps": [step(operationId="op1\n")]}, "steps[0].operationId", "must be 1-128 characters"),
+        ({"steps": [step()], "session": {"id": "s1\n"}}, "session.id", "must be 1-128 characters"),
+        ({"steps": [step()], "userId": "u1\n"}, "userId", "Firebase Auth uid"),
+        ({"steps": [step(cost="0.5\n")]}, "steps[0].cost", "must be a decimal string"),
+        (
+            {"steps": [step(operationId=f"op{i}", feature=f"f{i}") for i in range(21)]},
+            "steps[20].feature",
+            "at most 20 distinct features",
+        ),
+        (
+            {"steps": [step(operationId=f"op{i}", provider=f"p{i}") for i in range(21)]},
+            "steps[20].provider",
+            "at most 20 distinct providers",
+        ),
     ],
 )
 def test_invalid_fields_are_named(body: dict[str, Any], field: str, problem: str) -> None:

@@ -1,17 +1,37 @@
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from tally.errors import FailedPrecondition, NotFound, PermissionDenied
-from tally.models import RecordRequest, SessionRequest, Step, UsageType
-from tally.recording import Caller, plan_recording, resolve_user
-from tally.store import RecordingState, SessionState, shard_of
+from memory_store import MemoryStore
+from tally import layout, names, plans
+from tally.config import Settings
+from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from tally.recording import plan_recording, record_steps, resolve_user
+from tally.values import (
+    Caller,
+    Contention,
+    RecordingState,
+    RecordRequest,
+    SessionRequest,
+    SessionState,
+    SessionStatus,
+    Step,
+    StoredStep,
+    UsageType,
+)
+from tally.writes import Write
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
+SETTINGS = Settings(max_names=5, max_new_names_per_user=3)
+USER = Caller("u")
 
 
-def make_step(op: str) -> Step:
-    return Step(op, UsageType.API, "f", "p", 1000, False, NOW, {})
+def make_step(
+    op: str, feature: str = "f", provider: str = "p", cost: int = 1000, when: datetime = NOW
+) -> Step:
+    return Step(op, UsageType.API, feature, provider, cost, False, when)
 
 
 def request(*ops: str, session: str | None = "s1", complete: bool = False) -> RecordRequest:
@@ -22,9 +42,18 @@ def request(*ops: str, session: str | None = "s1", complete: bool = False) -> Re
     )
 
 
-def state(*, status: str | None = None, existing: dict[str, str | None] | None = None) -> RecordingState:
+def state(
+    *, status: SessionStatus | None = None, existing: dict[str, str | None] | None = None
+) -> RecordingState:
     session = SessionState(status, NOW, None, None, version=object()) if status else None
-    return RecordingState(session=session, existing_steps=existing or {})
+    stored = {op: StoredStep(rid, None, None) for op, rid in (existing or {}).items()}
+    return RecordingState(session=session, existing_steps=stored)
+
+
+def plan(req: RecordRequest, st: RecordingState) -> object:
+    return plan_recording(
+        request=req, steps=req.steps, user_id="u", state=st, now=NOW, request_id="r", shard=0
+    )
 
 
 def test_resolve_user_roles() -> None:
@@ -37,82 +66,248 @@ def test_resolve_user_roles() -> None:
 
 
 def test_first_step_creates_the_session() -> None:
-    plan = plan_recording(request=request("a"), user_id="u", state=state(), now=NOW, request_id="r")
+    result = plan_recording(
+        request=request("a"),
+        steps=request("a").steps,
+        user_id="u",
+        state=state(),
+        now=NOW,
+        request_id="r",
+        shard=0,
+    )
 
-    assert plan.commit is not None
-    assert plan.commit.session_base is None
-    assert (plan.recorded, plan.duplicates) == (1, 0)
+    assert result.commit is not None
+    assert result.commit.session_created
+    assert (result.recorded, result.duplicates) == (1, 0)
 
 
 def test_known_steps_are_duplicates_and_nothing_is_written() -> None:
-    plan = plan_recording(
-        request=request("a", "b"),
+    req = request("a", "b")
+
+    result = plan_recording(
+        request=req,
+        steps=req.steps,
         user_id="u",
-        state=state(status="active", existing={"a": "other", "b": "other"}),
+        state=state(status=SessionStatus.ACTIVE, existing={"a": "other", "b": "other"}),
         now=NOW,
         request_id="r",
+        shard=0,
     )
 
-    assert plan.commit is None
-    assert (plan.recorded, plan.duplicates) == (0, 2)
+    assert result.commit is None
+    assert (result.recorded, result.duplicates) == (0, 2)
 
 
 def test_steps_written_by_this_request_on_an_earlier_attempt_count_as_recorded() -> None:
-    plan = plan_recording(
-        request=request("a", "b"), user_id="u", state=state(existing={"a": "r"}), now=NOW, request_id="r"
+    req = request("a", "b")
+
+    result = plan_recording(
+        request=req,
+        steps=req.steps,
+        user_id="u",
+        state=state(existing={"a": "r"}),
+        now=NOW,
+        request_id="r",
+        shard=0,
     )
 
-    assert plan.commit is not None
-    assert [s.operation_id for s in plan.commit.steps] == ["b"]
-    assert (plan.recorded, plan.duplicates) == (2, 0)
+    assert result.commit is not None
+    assert [s.operation_id for s in result.commit.steps] == ["b"]
+    assert (result.recorded, result.duplicates) == (2, 0)
 
 
 def test_new_step_for_a_completed_session_is_refused() -> None:
     with pytest.raises(FailedPrecondition):
-        plan_recording(
-            request=request("a"), user_id="u", state=state(status="completed"), now=NOW, request_id="r"
-        )
-
-
-def test_retried_completion_after_completion_is_a_no_op() -> None:
-    plan = plan_recording(
-        request=request("a", complete=True),
-        user_id="u",
-        state=state(status="completed", existing={"a": "first-try"}),
-        now=NOW,
-        request_id="r",
-    )
-
-    assert plan.commit is None
-    assert plan.duplicates == 1
+        plan(request("a"), state(status=SessionStatus.COMPLETED))
 
 
 def test_completing_an_unknown_session_is_not_found() -> None:
     with pytest.raises(NotFound):
-        plan_recording(request=request(complete=True), user_id="u", state=state(), now=NOW, request_id="r")
+        plan(request(complete=True), state())
 
 
-def test_completing_an_active_session_without_steps_writes_the_completion() -> None:
-    plan = plan_recording(
-        request=request(complete=True), user_id="u", state=state(status="active"), now=NOW, request_id="r"
+def test_retried_completion_after_completion_is_a_no_op() -> None:
+    req = request("a", complete=True)
+
+    result = plan_recording(
+        request=req,
+        steps=req.steps,
+        user_id="u",
+        state=state(status=SessionStatus.COMPLETED, existing={"a": "first-try"}),
+        now=NOW,
+        request_id="r",
+        shard=0,
     )
 
-    assert plan.commit is not None
-    assert plan.commit.complete is True
-    assert plan.commit.steps == ()
+    assert result.commit is None
+    assert result.duplicates == 1
 
 
-def test_standalone_steps_have_no_session() -> None:
-    plan = plan_recording(
-        request=request("a", session=None), user_id="u", state=state(), now=NOW, request_id="r"
+# The service over an in-memory store with Firestore's commit semantics
+
+
+def record(store: MemoryStore, req: RecordRequest, caller: Caller = USER) -> dict[str, Any]:
+    outcome = record_steps(
+        store=store,
+        caller=caller,
+        request=req,
+        settings=SETTINGS,
+        now=NOW,
+        sleep=lambda _: None,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=0),
+    )
+    return outcome.body
+
+
+def test_recording_answers_from_the_commits_own_results() -> None:
+    store = MemoryStore()
+
+    body = record(store, request("a", "b"))
+
+    assert (body["recorded"], body["duplicates"], body["warnings"]) == (2, 0, [])
+    assert body["session"] == {"id": "s1", "status": "active", "stepCount": 2, "totalCost": 0.000002}
+    assert body["usage"]["apiCalls"] == 2
+    assert body["usage"]["limits"]["held"] == 0.0
+
+
+def test_a_lost_race_is_retried_and_counted_once() -> None:
+    store = MemoryStore()
+    losses = iter([True, True, False])
+
+    def rival(writes: Sequence[Write]) -> None:
+        if any(w.path.startswith("SessionUsage/") for w in writes) and next(losses, False):
+            raise Contention("FailedPrecondition")
+
+    store.before_commit = rival
+
+    outcome = record_steps(
+        store=store,
+        caller=Caller("u"),
+        request=request("a"),
+        settings=SETTINGS,
+        now=NOW,
+        sleep=lambda _: None,
+        admitted_cache=names.AdmittedNames(),
     )
 
-    assert plan.commit is not None
-    assert plan.commit.session_id is None
+    assert outcome.attempts == 3
+    assert store.docs[layout.user_path("u")]["usage"]["lifetime"]["apiCalls"] == 1
 
 
-def test_shards_are_stable_and_spread() -> None:
-    shards = {shard_of(f"user-{i}", 8) for i in range(200)}
+def test_endless_contention_is_unavailable_and_writes_nothing() -> None:
+    store = MemoryStore()
 
-    assert shard_of("user-1", 8) == shard_of("user-1", 8)
-    assert shards == set(range(8))
+    def always(writes: Sequence[Write]) -> None:
+        if any(w.path.startswith("SessionUsage/") for w in writes):
+            raise Contention("Aborted")
+
+    store.before_commit = always
+
+    with pytest.raises(Unavailable):
+        record(store, request("a"))
+    assert layout.step_path("u", "a") not in store.docs
+
+
+def test_a_failure_after_the_commit_still_answers() -> None:
+    store = MemoryStore()
+    store.put(
+        layout.user_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
+    )
+
+    def broken_free_tier(writes: Sequence[Write]) -> None:
+        if any("limitPercent" in w.data for w in writes):
+            raise RuntimeError("injected")
+
+    store.before_commit = broken_free_tier
+
+    body = record(store, request("a"))
+
+    assert body["recorded"] == 1
+    assert body["usage"]["limits"]["exceeded"] is False
+    assert body["usage"]["limits"]["warning"] is True
+
+
+def test_a_retried_request_repairs_the_free_tier_entry() -> None:
+    store = MemoryStore()
+    store.put(
+        layout.user_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
+    )
+    req = request("a")
+    store.before_commit = lambda writes: (
+        (_ for _ in ()).throw(RuntimeError("x")) if any("limitPercent" in w.data for w in writes) else None
+    )
+    record(store, req)
+    store.before_commit = None
+
+    body = record(store, req)
+
+    assert body["duplicates"] == 1
+    assert store.docs[layout.user_month_path("u", "2026-11")]["limitPercent"] == 100.0
+
+
+def test_new_names_beyond_a_users_quota_go_to_other_with_warnings() -> None:
+    store = MemoryStore()
+    steps = tuple(make_step(f"op{i}", feature=f"f{i}") for i in range(5))
+
+    body = record(store, RecordRequest(None, None, steps))
+
+    month = store.docs[layout.user_month_path("u", "2026-11")]
+    assert set(month["features"]) == {"f0", "f1", "f2", names.OTHER}
+    assert set(month["providers"]) == {"p"}
+    assert month["features"][names.OTHER]["apiCalls"] == 2
+    assert [w["field"] for w in body["warnings"]] == ["steps[3].feature", "steps[4].feature"]
+    assert "introduced the maximum" in body["warnings"][0]["problem"]
+
+
+def test_a_full_month_sends_everyones_new_names_to_other_but_admitted_ones_still_count() -> None:
+    store = MemoryStore()
+    backend = Caller("svc", recorder=True)
+    first = tuple(make_step(f"a{i}", feature=f"f{i}") for i in range(5))  # f0..f4 fill the month
+    record(store, RecordRequest("u1", None, first), caller=backend)
+
+    body = record(
+        store, RecordRequest("u2", None, (make_step("b1", feature="late"), make_step("b2", "f1"))), backend
+    )
+
+    month = store.docs[layout.user_month_path("u2", "2026-11")]
+    assert set(month["features"]) == {names.OTHER, "f1"}
+    assert [w["field"] for w in body["warnings"]] == ["steps[0].feature"]
+
+
+def test_a_retry_reports_the_same_warnings() -> None:
+    store = MemoryStore()
+    req = RecordRequest(None, None, tuple(make_step(f"op{i}", feature=f"f{i}") for i in range(4)))
+
+    first = record(store, req)
+    again = record(store, req)
+
+    assert again["duplicates"] == 4
+    assert again["warnings"] == first["warnings"]
+
+
+def test_old_months_leave_the_user_document() -> None:
+    store = MemoryStore()
+    old = NOW - timedelta(days=34)
+    store.put(layout.user_path("u"), {"usage": {"months": {"2026-07": {"costNanos": 1}}}, "name": "Ada"})
+
+    record(store, RecordRequest(None, None, (make_step("a", when=old), make_step("b"))))
+
+    user = store.docs[layout.user_path("u")]
+    assert set(user["usage"]["months"]) == {"2026-10", "2026-11"}
+    assert user["name"] == "Ada"
+
+
+def test_active_users_count_each_user_once_a_month() -> None:
+    store = MemoryStore(shards=2)
+
+    for n in range(3):
+        record(store, RecordRequest(None, None, (make_step(f"op{n}"),)))
+    record(store, RecordRequest(None, None, (make_step("x"),)), caller=Caller("v"))
+
+    active = sum(
+        doc.get("activeUsers", 0)
+        for path, doc in store.docs.items()
+        if path.startswith(layout.PLATFORM_SHARDS)
+    )
+    assert active == 2

@@ -1,32 +1,42 @@
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tally.sessions import Finalized, finalize_session, summarize, sweep_idle_sessions
-from tally.store import Contention, IdleSession, SessionRecord, SessionSummary
+from memory_store import MemoryStore
+from tally import layout
+from tally.sessions import Finalized, finalize_session, summarize, sweep_sessions
+from tally.values import Contention, SessionRecord
+from tally.writes import Write
 
 CREATED = datetime(2026, 10, 31, 23, 50, tzinfo=UTC)
 
 
-def record(**data: Any) -> SessionRecord:
+def session_data(**data: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "status": "completed",
         "createdAt": CREATED,
         "lastUpdatedAt": CREATED + timedelta(minutes=20, milliseconds=500),
         "completedAt": CREATED + timedelta(minutes=20, milliseconds=500),
         "finalizedAt": None,
+        "tallyShard": layout.sweep_shard("u1", "s1"),
         "stats": {
             "stepCount": 3,
             "costNanos": 8_490_000,
             "billableRuns": 1,
             "features": {"claude-3.5-sonnet": {"costNanos": 8_000_000, "apiCalls": 2, "billableRuns": 1}},
             "providers": {"anthropic": {"costNanos": 8_490_000, "apiCalls": 3, "billableRuns": 1}},
+            "firstStepAt": CREATED,
+            "lastStepAt": CREATED + timedelta(minutes=20, milliseconds=500),
         },
     }
     base.update(data)
-    return SessionRecord("u1", "s1", base, version="v1")
+    return base
+
+
+def record(**data: Any) -> SessionRecord:
+    return SessionRecord("u1", "s1", session_data(**data), version="v1")
 
 
 def test_summary_of_a_session_across_midnight_and_a_month_boundary() -> None:
@@ -55,100 +65,144 @@ def test_summary_of_a_session_with_no_steps() -> None:
     assert summary.features == {}
 
 
-def test_timeout_duration_stops_at_the_last_activity() -> None:
+def test_timeout_duration_stops_at_the_last_step() -> None:
     summary = summarize(record(completedAt=CREATED + timedelta(hours=2), completedBy="timeout"))
 
     assert summary.duration_ms == 20 * 60_000 + 500
 
 
-class FakeStore:
-    """An in-memory session store that loses the first `races` commits to a rival finalizer."""
+def test_steps_recorded_in_one_batch_after_the_fact_keep_their_real_duration() -> None:
+    later = CREATED + timedelta(days=3)
+    stats = {**session_data()["stats"], "firstStepAt": CREATED, "lastStepAt": CREATED + timedelta(seconds=95)}
 
-    def __init__(self, rec: SessionRecord | None, races: int = 0) -> None:
-        self.rec = rec
-        self.races = races
-        self.commits: list[SessionSummary] = []
+    summary = summarize(record(createdAt=later, lastUpdatedAt=later, completedAt=later, stats=stats))
 
-    def read_session(self, *, user_id: str, session_id: str) -> SessionRecord | None:
-        return self.rec
+    assert summary.duration_ms == 95_000
 
-    def commit_finalization(self, *, record: SessionRecord, summary: SessionSummary, now: datetime) -> None:
-        assert self.rec is not None
-        if self.races:
-            self.races -= 1
-            self.rec = replace(self.rec, data={**self.rec.data, "finalizedAt": now}, version="v2")
-            raise Contention("lost")
-        self.commits.append(summary)
-        self.rec = replace(self.rec, data={**self.rec.data, "finalizedAt": now}, version="v2")
 
-    def idle_sessions(self, *, cutoff: datetime, limit: int, after: Any | None) -> list[IdleSession]:
-        raise NotImplementedError
+def store_with_session(**data: Any) -> MemoryStore:
+    store = MemoryStore()
+    path = layout.session_path("u1", "s1")
+    store.put(path, session_data(**data))
+    return store
 
-    def complete_sessions(self, sessions: list[IdleSession], *, now: datetime) -> int:
-        raise NotImplementedError
+
+def shard_sessions(store: MemoryStore) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for path, doc in store.docs.items():
+        if path.startswith(layout.PLATFORM_SHARDS):
+            for key, value in doc.get("sessions", {}).items():
+                totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def test_finalizing_twice_commits_once() -> None:
-    store = FakeStore(record())
+    store = store_with_session()
 
     first = finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
     second = finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
 
     assert (first, second) == (Finalized.FINALIZED, Finalized.ALREADY_FINALIZED)
-    assert len(store.commits) == 1
+    assert shard_sessions(store) == {
+        "completed": 1,
+        "stepCount": 3,
+        "costNanos": 8_490_000,
+        "durationMs": 1_200_500,
+        "active": -1,
+    }
+    assert store.docs[layout.session_path("u1", "s1")]["summary"]["stepCount"] == 3
 
 
 def test_losing_the_race_to_another_finalizer_is_not_a_second_count() -> None:
-    store = FakeStore(record(), races=1)
+    store = store_with_session()
+    rival_done = False
+
+    def rival(writes: Sequence[Write]) -> None:
+        nonlocal rival_done
+        if not rival_done:
+            rival_done = True
+            finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
+
+    store.before_commit = rival
 
     outcome = finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
 
     assert outcome is Finalized.ALREADY_FINALIZED
-    assert store.commits == []
+    assert shard_sessions(store)["completed"] == 1
 
 
-@pytest.mark.parametrize(
-    ("rec", "outcome"),
-    [(None, Finalized.MISSING), (record(status="active"), Finalized.NOT_COMPLETED)],
-)
-def test_nothing_to_finalize(rec: SessionRecord | None, outcome: Finalized) -> None:
-    store = FakeStore(rec)
+@pytest.mark.parametrize(("data", "outcome"), [({"status": "active"}, Finalized.NOT_COMPLETED)])
+def test_nothing_to_finalize(data: dict[str, Any], outcome: Finalized) -> None:
+    store = store_with_session(**data)
 
     assert finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED) is outcome
-    assert store.commits == []
+    assert (
+        finalize_session(store=MemoryStore(), user_id="u1", session_id="s1", now=CREATED) is Finalized.MISSING
+    )
+    assert shard_sessions(store) == {}
 
 
-class PagedStore(FakeStore):
-    def __init__(self, idle: int) -> None:
-        super().__init__(None)
-        self.idle = [IdleSession(f"SessionUsage/u/sessions/s{i}", True, "v", cursor=i) for i in range(idle)]
-        self.cutoffs: list[datetime] = []
+def test_a_failed_finalization_is_completed_by_the_sweep() -> None:
+    store = store_with_session()
+    store.before_commit = lambda writes: (_ for _ in ()).throw(Contention("crash"))
+    with pytest.raises(Contention):
+        finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
+    store.before_commit = None
 
-    def idle_sessions(self, *, cutoff: datetime, limit: int, after: Any | None) -> list[IdleSession]:
-        self.cutoffs.append(cutoff)
-        start = 0 if after is None else after + 1
-        return self.idle[start : start + limit]
+    result = sweep_sessions(store=store, now=CREATED + timedelta(hours=1), idle_minutes=30)
 
-    def complete_sessions(self, sessions: list[IdleSession], *, now: datetime) -> int:
-        return len(sessions)
+    assert (result.completed, result.finalized) == (0, 1)
+    assert shard_sessions(store)["completed"] == 1
 
 
-def test_sweep_walks_every_page() -> None:
-    store = PagedStore(idle=1050)
-    now = datetime(2026, 11, 21, tzinfo=UTC)
+def idle_store(count: int) -> MemoryStore:
+    store = MemoryStore()
+    for n in range(count):
+        path = layout.session_path(f"u{n}", f"s{n}")
+        store.put(
+            path,
+            {
+                "status": "active",
+                "createdAt": CREATED,
+                "lastUpdatedAt": CREATED,
+                "finalizedAt": None,
+                "tallyShard": layout.sweep_shard(f"u{n}", f"s{n}"),
+                "stats": {},
+            },
+        )
+    return store
 
-    result = sweep_idle_sessions(store=store, now=now, idle_minutes=30, page_size=100)
 
-    assert (result.completed, result.examined, result.pages, result.finished) == (1050, 1050, 11, True)
-    assert set(store.cutoffs) == {now - timedelta(minutes=30)}
+def test_sweep_walks_every_page_of_every_shard_and_finalizes_what_it_completed() -> None:
+    store = idle_store(250)
+    now = CREATED + timedelta(hours=1)
+
+    result = sweep_sessions(store=store, now=now, idle_minutes=30, page_size=10)
+
+    assert (result.completed, result.finalized, result.finished) == (250, 250, True)
+    assert all(doc["completedBy"] == "timeout" for doc in store.docs.values() if "completedBy" in doc)
+    assert store.docs[layout.user_path("u7")]["usage"]["sessions"] == {"active": -1, "completed": 1}
+
+
+def test_sweep_leaves_sessions_idle_for_less_than_the_idle_time() -> None:
+    store = idle_store(3)
+
+    result = sweep_sessions(store=store, now=CREATED + timedelta(minutes=29), idle_minutes=30)
+
+    assert (result.completed, result.examined) == (0, 0)
 
 
 def test_sweep_stops_before_its_deadline_and_says_so() -> None:
-    store = PagedStore(idle=1000)
+    store = idle_store(100)
     clock = iter([100.0, 10.0])
 
-    result = sweep_idle_sessions(
-        store=store, now=CREATED, idle_minutes=30, page_size=100, seconds_left=lambda: next(clock)
+    result = sweep_sessions(
+        store=store,
+        now=CREATED + timedelta(hours=1),
+        idle_minutes=30,
+        page_size=5,
+        seconds_left=lambda: next(clock),
     )
 
-    assert (result.completed, result.pages, result.finished) == (200, 2, False)
+    assert (result.pages, result.finished) == (2, False)
+    assert 0 < result.completed < 100

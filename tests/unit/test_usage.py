@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
-from tally.models import Step, UsageType
 from tally.usage import Counts, Limits, aggregate, limit_percent, limits_status, total
+from tally.values import Step, UsageType
 
 
 def make_step(cost_nanos: int, *, when: datetime, feature: str = "f", billable: bool = False) -> Step:
@@ -66,6 +66,8 @@ def test_limits_status_defaults() -> None:
         "freeRunsRemaining": 100,
         "exceeded": False,
         "warning": False,
+        "held": 0.0,
+        "heldRuns": 0,
     }
 
 

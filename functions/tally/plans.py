@@ -1,0 +1,461 @@
+"""Pure builders of Tally's commits: which documents each operation writes, and how.
+
+Every function here returns `Write`s and touches no database, so the subtle rules get
+fast unit tests: merge payloads never carry empty maps, no document gets more than 500
+field transforms in one commit, ids never start with the month, a user becomes active
+in a month exactly once, and shared documents are picked per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tally import layout
+from tally.names import OTHER, NameKey, NameKind
+from tally.rollup import MonthAggregate
+from tally.timeutil import day_key, month_key, months_back
+from tally.usage import Counts, Limits, MonthDelta, aggregate, total
+from tally.values import CompletedBy, SessionState, SessionStatus, Step, UserMonthState
+from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload
+
+USER_MONTHS_KEPT = 3  # users/{uid}.usage.months keeps this month and the two before it
+SESSION_MAX_NAMES = 100  # names of one kind in one session's breakdown; more go to (other)
+
+
+class ShardPicker:
+    """Hand out aggregate shards round-robin from a random start (thread-safe in CPython).
+
+    Per request, not per user: a heavy user spreads over every shard, and within one
+    instance the shards take exactly equal shares.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        start = random.Random(seed).randrange(1 << 30)  # noqa: S311 - load spreading, not crypto
+        self._counter = itertools.count(start)
+
+    def next(self, shards: int) -> int:
+        """Return the next shard in 0..shards-1."""
+        return next(self._counter) % shards
+
+
+def _increments(counts: Counts) -> dict[str, Any]:
+    """Return increments of the three counters (also zeros: readers find every field, commits return them)."""
+    return {name: Increment(value) for name, value in counts.fields().items()}
+
+
+def _session_stats(counts: Counts) -> dict[str, int]:
+    return {
+        "stepCount": counts.api_calls,
+        "costNanos": counts.cost_nanos,
+        "billableRuns": counts.billable_runs,
+    }
+
+
+def _increment_map(named: Mapping[str, Counts]) -> dict[str, Any]:
+    return {name: _increments(counts) for name, counts in named.items()}
+
+
+def _plain_map(named: Mapping[str, Counts]) -> dict[str, Any]:
+    return {name: counts.fields() for name, counts in named.items()}
+
+
+def _month_counters(delta: MonthDelta) -> dict[str, Any]:
+    counters: dict[str, Any] = {**_increments(delta.total), "byType": _increment_map(delta.by_type)}
+    if delta.unpriced:
+        counters["unpricedSteps"] = Increment(delta.unpriced)
+    return counters
+
+
+# Recording
+
+
+@dataclass(frozen=True)
+class RecordingCommit:
+    """Everything one `record_steps` attempt writes, applied in one atomic commit."""
+
+    user_id: str
+    request_id: str
+    now: datetime
+    steps: tuple[Step, ...]  # the new steps, with their counted names
+    shard: int
+    session_id: str | None = None
+    session_feature: str | None = None
+    session_base: SessionState | None = None  # None with a session_id: create it
+    complete: bool = False
+    user_months: Mapping[str, UserMonthState] = field(default_factory=dict)
+    stale_months: tuple[str, ...] = ()  # usage.months keys to drop
+
+    @property
+    def session_created(self) -> bool:
+        """Return whether this commit creates its session."""
+        return self.session_id is not None and self.session_base is None
+
+    @property
+    def session_completed(self) -> bool:
+        """Return whether this commit moves its session to completed."""
+        if self.session_id is None or not self.complete:
+            return False
+        return self.session_base is None or self.session_base.status is SessionStatus.ACTIVE
+
+
+def step_document(commit: RecordingCommit, step: Step) -> dict[str, Any]:
+    """Return a step's document (created once, never rewritten)."""
+    return {
+        "userId": commit.user_id,
+        "sessionId": commit.session_id,
+        "operationId": step.operation_id,
+        "usageType": step.usage_type.value,
+        "feature": step.feature,
+        "provider": step.provider,
+        "featureKey": step.feature_bucket,
+        "providerKey": step.provider_bucket,
+        "costNanos": step.cost_nanos,
+        "costSource": step.cost_source.value,
+        "isBillableRun": step.is_billable_run,
+        "timestamp": step.timestamp,
+        "month": month_key(step.timestamp),
+        "day": day_key(step.timestamp),
+        "metadata": step.metadata,
+        "recordedAt": commit.now,
+        "requestId": commit.request_id,
+    }
+
+
+@dataclass(frozen=True)
+class SessionCounts:
+    """A request's steps as a session's breakdown counts them (capped per session)."""
+
+    features: dict[str, Counts]
+    providers: dict[str, Counts]
+    capped: tuple[tuple[str, NameKind], ...]  # (operationId, kind) counted under (other) by the cap
+
+
+def session_counts(steps: Iterable[Step], base: SessionState | None) -> SessionCounts:
+    """Count steps into a session's breakdown: at most SESSION_MAX_NAMES names a kind, then `(other)`."""
+    known = {
+        NameKind.FEATURE: set(base.feature_names if base else ()),
+        NameKind.PROVIDER: set(base.provider_names if base else ()),
+    }
+    counted: dict[NameKind, dict[str, Counts]] = {NameKind.FEATURE: {}, NameKind.PROVIDER: {}}
+    capped: list[tuple[str, NameKind]] = []
+    for step in steps:
+        for kind, name in (
+            (NameKind.FEATURE, step.feature_bucket),
+            (NameKind.PROVIDER, step.provider_bucket),
+        ):
+            names = known[kind]
+            if name not in names and len(names) >= SESSION_MAX_NAMES and name != OTHER:
+                capped.append((step.operation_id, kind))
+                name = OTHER
+            names.add(name)
+            counted[kind].setdefault(name, Counts()).add(step)
+    return SessionCounts(counted[NameKind.FEATURE], counted[NameKind.PROVIDER], tuple(capped))
+
+
+def _session_write(commit: RecordingCommit) -> Write:
+    assert commit.session_id is not None
+    path = layout.session_path(commit.user_id, commit.session_id)
+    counts = total(commit.steps)
+    named = session_counts(commit.steps, commit.session_base)
+    times = [s.timestamp for s in commit.steps]
+    base = commit.session_base
+    completion = (
+        {
+            "status": SessionStatus.COMPLETED.value,
+            "completedAt": commit.now,
+            "completedBy": CompletedBy.CLIENT.value,
+        }
+        if commit.session_completed
+        else {}
+    )
+    if base is None:
+        return Write(
+            path,
+            Op.CREATE,
+            {
+                "userId": commit.user_id,
+                "sessionId": commit.session_id,
+                "feature": commit.session_feature,
+                "status": SessionStatus.ACTIVE.value,
+                "createdAt": commit.now,
+                "lastUpdatedAt": commit.now,
+                "completedAt": None,
+                "completedBy": None,
+                "finalizedAt": None,
+                "summary": None,
+                "tallyShard": layout.sweep_shard(commit.user_id, commit.session_id),
+                "stats": {
+                    **_session_stats(counts),
+                    "features": _plain_map(named.features),
+                    "providers": _plain_map(named.providers),
+                    "firstStepAt": min(times, default=None),
+                    "lastStepAt": max(times, default=None),
+                },
+                **completion,
+            },
+        )
+    data: dict[str, Any] = {"lastUpdatedAt": commit.now, **completion}
+    if commit.steps:
+        known_times = [t for t in (base.first_step_at, base.last_step_at) if t is not None]
+        data["stats"] = {
+            **{name: Increment(value) for name, value in _session_stats(counts).items()},
+            "features": _increment_map(named.features),
+            "providers": _increment_map(named.providers),
+            "firstStepAt": min([*times, *known_times]),
+            "lastStepAt": max([*times, *known_times]),
+        }
+    return Write(path, Op.UPDATE, data, version=base.version)
+
+
+def _user_write(commit: RecordingCommit, months: Mapping[str, MonthDelta]) -> Write:
+    usage: dict[str, Any] = {
+        "months": {
+            **dict.fromkeys(commit.stale_months, DELETE),
+            **{month: _month_counters(delta) for month, delta in months.items() if delta.total.api_calls},
+        },
+        "updatedAt": commit.now,
+    }
+    if commit.steps:
+        usage["lifetime"] = _increments(total(commit.steps))
+    sessions: dict[str, Any] = {}
+    if commit.session_created or commit.session_completed:
+        sessions["active"] = Increment(int(commit.session_created) - int(commit.session_completed))
+    if commit.session_completed:
+        sessions["completed"] = Increment(1)
+    usage["sessions"] = sessions
+    # merge: only these leaves change; every other field of users/{uid} is the app's and stays.
+    return Write(layout.user_path(commit.user_id), Op.MERGE, merge_payload({"usage": usage}))
+
+
+def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Write:
+    path = layout.user_month_path(commit.user_id, month)
+    state = commit.user_months.get(month, UserMonthState(exists=False, active=False))
+    if not state.exists:
+        return Write(
+            path,
+            Op.CREATE,
+            {
+                "userId": commit.user_id,
+                "month": month,
+                "active": True,
+                **delta.total.fields(),
+                "unpricedSteps": delta.unpriced,
+                "byType": _plain_map(delta.by_type),
+                "features": _plain_map(delta.features),
+                "providers": _plain_map(delta.providers),
+            },
+        )
+    counters = {
+        **_month_counters(delta),
+        "features": _increment_map(delta.features),
+        "providers": _increment_map(delta.providers),
+    }
+    if not state.active:
+        return Write(path, Op.UPDATE, {"active": True, **counters}, version=state.version)
+    return Write(path, Op.MERGE, merge_payload({"userId": commit.user_id, "month": month, **counters}))
+
+
+def _shard_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Write:
+    doc: dict[str, Any] = {
+        "month": month,
+        "shard": commit.shard,
+        **_month_counters(delta),
+        "features": _increment_map(delta.features),
+        "providers": _increment_map(delta.providers),
+        "days": _increment_map(delta.days),
+    }
+    if delta.total.api_calls and not commit.user_months.get(month, UserMonthState(False, False)).active:
+        doc["activeUsers"] = Increment(1)
+    if commit.session_created and month == month_key(commit.now):
+        doc["sessions"] = {"active": Increment(1)}
+    return Write(layout.shard_path(month, commit.shard), Op.MERGE, merge_payload(doc))
+
+
+def recording_writes(commit: RecordingCommit) -> list[Write]:
+    """Return one request's commit: steps, session, the user's documents and one platform shard."""
+    writes = [
+        Write(layout.step_path(commit.user_id, step.operation_id), Op.CREATE, step_document(commit, step))
+        for step in commit.steps
+    ]
+    if commit.session_id is not None:
+        writes.append(_session_write(commit))
+    months = aggregate(commit.steps)
+    if commit.session_created:
+        months.setdefault(month_key(commit.now), MonthDelta())
+    writes.append(_user_write(commit, months))
+    for month, delta in sorted(months.items()):
+        if delta.total.api_calls:
+            writes.append(_user_month_write(commit, month, delta))
+        writes.append(_shard_write(commit, month, delta))
+    return writes
+
+
+def stale_months(usage: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
+    """Return the months in `usage.months` older than the ones users/{uid} keeps."""
+    kept = set(months_back(month_key(now), USER_MONTHS_KEPT))
+    oldest = min(kept)
+    return tuple(sorted(m for m in (usage.get("months") or {}) if m < oldest))
+
+
+# Session lifecycle
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """The finalizer's summary of one completed session."""
+
+    step_count: int
+    cost_nanos: int
+    billable_runs: int
+    duration_ms: int
+    features: Mapping[str, Mapping[str, Any]]
+    providers: Mapping[str, Mapping[str, Any]]
+    created_month: str
+    completed_month: str
+
+    def document(self) -> dict[str, Any]:
+        """Return the stored `summary` map (`*Nanos` authoritative, USD for display)."""
+        return {
+            "stepCount": self.step_count,
+            "totalCostNanos": self.cost_nanos,
+            "totalCost": round(self.cost_nanos / 10**9, 9),
+            "billableRuns": self.billable_runs,
+            "durationSeconds": self.duration_ms / 1000,
+            "features": dict(self.features),
+            "providers": dict(self.providers),
+        }
+
+
+def finalization_writes(
+    *, user_id: str, session_id: str, version: Any, summary: SessionSummary, now: datetime, shard: int
+) -> list[Write]:
+    """Return the finalizer's commit: the summary (if the session is unchanged), the platform's counters."""
+    writes = [
+        Write(
+            layout.session_path(user_id, session_id),
+            Op.UPDATE,
+            {"summary": Replace(summary.document()), "finalizedAt": now},
+            version=version,
+        )
+    ]
+    per_month: dict[str, dict[str, Any]] = {
+        summary.completed_month: {
+            "completed": Increment(1),
+            "stepCount": Increment(summary.step_count),
+            "costNanos": Increment(summary.cost_nanos),
+            "durationMs": Increment(summary.duration_ms),
+        }
+    }
+    per_month.setdefault(summary.created_month, {})["active"] = Increment(-1)
+    for month, sessions in sorted(per_month.items()):
+        writes.append(
+            Write(
+                layout.shard_path(month, shard),
+                Op.MERGE,
+                {"month": month, "shard": shard, "sessions": sessions},
+            )
+        )
+    return writes
+
+
+def timeout_writes(*, user_id: str, session_id: str, version: Any, now: datetime) -> list[Write]:
+    """Return the sweep's completion of an idle session (only if unchanged since read)."""
+    return [
+        Write(
+            layout.session_path(user_id, session_id),
+            Op.UPDATE,
+            {
+                "status": SessionStatus.COMPLETED.value,
+                "completedAt": now,
+                "completedBy": CompletedBy.TIMEOUT.value,
+            },
+            version=version,
+        ),
+        Write(
+            layout.user_path(user_id),
+            Op.MERGE,
+            {"usage": {"sessions": {"active": Increment(-1), "completed": Increment(1)}}},
+        ),
+    ]
+
+
+# Limits and the free-tier table
+
+
+def limits_fields(limits: Limits) -> dict[str, int]:
+    """Return the stored form of a user's limits."""
+    return {
+        "monthlyCostLimitNanos": limits.monthly_cost_limit_nanos,
+        "monthlyFreeRuns": limits.monthly_free_runs,
+    }
+
+
+def free_tier_write(*, user_id: str, month: str, percent: float, limits: Limits, exact: bool) -> Write:
+    """Return the write of a user's free-tier entry: raised to `percent`, or set to it when `exact`."""
+    value: Any = percent if exact else Maximum(percent)
+    return Write(
+        layout.user_month_path(user_id, month),
+        Op.MERGE,
+        {"userId": user_id, "month": month, "limitPercent": value, **limits_fields(limits)},
+    )
+
+
+def limits_write(*, user_id: str, limits: Limits) -> Write:
+    """Return the write of a user's limits into `usage.limits` (nothing else touched)."""
+    return Write(layout.user_path(user_id), Op.MERGE, {"usage": {"limits": limits_fields(limits)}})
+
+
+# Names
+
+
+def quota_writes(caller: str, batches: Mapping[tuple[NameKind, str], int]) -> list[Write]:
+    """Return the fetch-and-add of the new names a caller introduces, per kind and month."""
+    per_month: dict[str, dict[str, Any]] = {}
+    for (kind, month), count in sorted(batches.items()):
+        per_month.setdefault(month, {"userId": caller, "month": month})[kind.value] = Increment(count)
+    return [Write(layout.name_quota_path(caller, month), Op.MERGE, data) for month, data in per_month.items()]
+
+
+def name_count_writes(batches: Mapping[tuple[NameKind, str], int]) -> list[Write]:
+    """Return the fetch-and-add of a month's admitted-name slots, per kind."""
+    return [
+        Write(
+            layout.name_count_path(kind.value, month),
+            Op.MERGE,
+            {"kind": kind.value, "month": month, "count": Increment(count)},
+        )
+        for (kind, month), count in sorted(batches.items())
+    ]
+
+
+def registry_writes(keys: Iterable[NameKey], *, by: str, now: datetime) -> list[Write]:
+    """Return the registry entries of newly admitted names (idempotent)."""
+    return [
+        Write(
+            layout.name_path(key.kind.value, key.month, key.name),
+            Op.MERGE,
+            {"kind": key.kind.value, "month": key.month, "name": key.name, "admittedAt": now, "by": by},
+        )
+        for key in sorted(keys)
+    ]
+
+
+# Rollups
+
+
+def rollup_write(
+    *, month: str, aggregate: MonthAggregate, as_of: datetime, shards: int, version: Any
+) -> Write:
+    """Return the write of a month's rollup: created, or replaced only if unchanged since read."""
+    document = aggregate.document(month=month, as_of=as_of, shards=shards)
+    if version is None:
+        return Write(layout.rollup_path(month), Op.CREATE, document)
+    replaced = {
+        key: Replace(value) if isinstance(value, Mapping) else value for key, value in document.items()
+    }
+    return Write(layout.rollup_path(month), Op.UPDATE, replaced, version=version)

@@ -1,0 +1,94 @@
+"""A platform month as counters: shards add up into one, and one reads back from a document (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tally.usage import Counts
+
+SESSION_FIELDS = ("active", "completed", "stepCount", "costNanos", "durationMs")
+
+
+def _add(into: dict[str, Counts], named: Mapping[str, Any] | None) -> None:
+    for name, fields in (named or {}).items():
+        into.setdefault(name, Counts()).merge(Counts.from_fields(fields))
+
+
+def _fields(named: Mapping[str, Counts]) -> dict[str, dict[str, int]]:
+    return {name: counts.fields() for name, counts in named.items()}
+
+
+@dataclass
+class MonthAggregate:
+    """The platform's counters for one month (a shard, or the sum of all shards)."""
+
+    total: Counts = field(default_factory=Counts)
+    unpriced: int = 0
+    active_users: int = 0
+    by_type: dict[str, Counts] = field(default_factory=dict)
+    features: dict[str, Counts] = field(default_factory=dict)
+    providers: dict[str, Counts] = field(default_factory=dict)
+    days: dict[str, Counts] = field(default_factory=dict)
+    sessions: dict[str, int] = field(default_factory=dict)
+
+    def add(self, doc: Mapping[str, Any]) -> None:
+        """Add one stored shard (or rollup) document."""
+        self.total.merge(Counts.from_fields(doc))
+        self.unpriced += int(doc.get("unpricedSteps", 0))
+        self.active_users += int(doc.get("activeUsers", 0))
+        _add(self.by_type, doc.get("byType"))
+        _add(self.features, doc.get("features"))
+        _add(self.providers, doc.get("providers"))
+        _add(self.days, doc.get("days"))
+        for key, value in (doc.get("sessions") or {}).items():
+            if key in SESSION_FIELDS:
+                self.sessions[key] = self.sessions.get(key, 0) + int(value)
+
+    @classmethod
+    def fold(cls, docs: Iterable[Mapping[str, Any]]) -> MonthAggregate:
+        """Add up the shards of one month."""
+        merged = cls()
+        for doc in docs:
+            merged.add(doc)
+        return merged
+
+    def document(self, *, month: str, as_of: datetime, shards: int) -> dict[str, Any]:
+        """Return the rollup document holding this aggregate, exact as of `as_of`."""
+        return {
+            "month": month,
+            "asOf": as_of,
+            "shards": shards,
+            **self.total.fields(),
+            "unpricedSteps": self.unpriced,
+            "activeUsers": self.active_users,
+            "byType": _fields(self.by_type),
+            "features": _fields(self.features),
+            "providers": _fields(self.providers),
+            "days": _fields(self.days),
+            "sessions": dict(self.sessions),
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> MonthAggregate:
+        """Read a rollup document back."""
+        aggregate = cls()
+        aggregate.add(doc)
+        return aggregate
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A stored rollup: the aggregate, the instant it is exact as of, and its version."""
+
+    month: str
+    aggregate: MonthAggregate
+    as_of: datetime | None
+    version: Any
+
+    @classmethod
+    def missing(cls, month: str) -> Rollup:
+        """Return the rollup of a month never folded."""
+        return cls(month, MonthAggregate(), None, None)

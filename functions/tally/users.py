@@ -1,0 +1,128 @@
+"""One user's usage and limits: `my_usage` (the user, or an admin) and `set_limits` (admin)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from tally import layout, plans
+from tally.access import require_admin, require_signed_in, resolve_reader
+from tally.config import Settings
+from tally.errors import InvalidArgument
+from tally.inputs import MyUsageIn, SetLimitsIn, parse_data
+from tally.money import nanos_to_usd
+from tally.recording import held_of, limits_of
+from tally.timeutil import month_key
+from tally.usage import Counts, Held, Limits, limit_percent, limits_status
+from tally.values import Caller, Document
+from tally.writes import CommitResult, Write
+
+
+class UserStore(Protocol):
+    """The store operations the user views need."""
+
+    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
+
+    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
+
+
+def _ranked(named: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    counts = {name: Counts.from_fields(fields) for name, fields in (named or {}).items()}
+    ordered = sorted(counts.items(), key=lambda item: (-item[1].cost_nanos, item[0]))
+    return [{"name": name, **c.usd()} for name, c in ordered]
+
+
+def month_view(
+    *,
+    usage: Mapping[str, Any],
+    user_month: Mapping[str, Any],
+    month: str,
+    current: bool,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Return one user's month as `my_usage` shows it (holds count only in the current month)."""
+    used = Counts.from_fields(user_month)
+    sessions = usage.get("sessions") or {}
+    return {
+        "month": month,
+        "totalCost": nanos_to_usd(used.cost_nanos),
+        "apiCalls": used.api_calls,
+        "billableRuns": used.billable_runs,
+        "unpricedSteps": int(user_month.get("unpricedSteps", 0)),
+        "byType": {
+            kind: Counts.from_fields((user_month.get("byType") or {}).get(kind)).usd()
+            for kind in ("AI", "API")
+        },
+        "features": _ranked(user_month.get("features")),
+        "providers": _ranked(user_month.get("providers")),
+        "limits": limits_status(used, limits_of(usage, settings), held_of(usage) if current else Held()),
+        "lifetime": Counts.from_fields(usage.get("lifetime")).usd(),
+        "sessions": {
+            "active": max(0, int(sessions.get("active", 0))),
+            "completed": int(sessions.get("completed", 0)),
+        },
+    }
+
+
+def my_usage(
+    *, store: UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Return a user's month (their own; an admin may name any user): two document reads."""
+    caller = require_signed_in(caller)
+    request = parse_data(MyUsageIn, data)
+    user_id = resolve_reader(caller, request.user_id)
+    month = request.month or month_key(now)
+    user, user_month = layout.user_path(user_id), layout.user_month_path(user_id, month)
+    docs = store.read([user, user_month])
+    view = month_view(
+        usage=docs[user].fields.get("usage") or {},
+        user_month=docs[user_month].fields,
+        month=month,
+        current=month == month_key(now),
+        settings=settings,
+    )
+    return {"userId": user_id, **view}
+
+
+def set_limits(
+    *, store: UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Set a user's monthly limits (omitted ones keep their value) and refresh the free-tier entry."""
+    require_admin(caller)
+    request = parse_data(SetLimitsIn, data)
+    if request.monthly_cost_limit_nanos is None and request.monthly_free_runs is None:
+        raise InvalidArgument.field("data", "give monthlyCostLimit, monthlyFreeRuns or both")
+    month = month_key(now)
+    user, user_month = layout.user_path(request.user_id), layout.user_month_path(request.user_id, month)
+    docs = store.read([user, user_month])
+    usage = docs[user].fields.get("usage") or {}
+    current = limits_of(usage, settings)
+    limits = Limits(
+        monthly_cost_limit_nanos=(
+            request.monthly_cost_limit_nanos
+            if request.monthly_cost_limit_nanos is not None
+            else current.monthly_cost_limit_nanos
+        ),
+        monthly_free_runs=(
+            request.monthly_free_runs if request.monthly_free_runs is not None else current.monthly_free_runs
+        ),
+    )
+    used = Counts.from_fields(docs[user_month].fields)
+    writes = [plans.limits_write(user_id=request.user_id, limits=limits)]
+    if used.api_calls:
+        writes.append(
+            plans.free_tier_write(
+                user_id=request.user_id,
+                month=month,
+                percent=limit_percent(used, limits),
+                limits=limits,
+                exact=True,
+            )
+        )
+    store.commit(writes)
+    return {
+        "userId": request.user_id,
+        "month": month,
+        "limits": limits_status(used, limits, held_of(usage)),
+    }

@@ -1,0 +1,197 @@
+"""Value types shared by the services and the store (no Google imports, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+# The opaque version (update time) of a document read, for a commit's precondition.
+Version = Any
+
+
+class UsageType(StrEnum):
+    """The two kinds of paid call."""
+
+    AI = "AI"
+    API = "API"
+
+
+class CostSource(StrEnum):
+    """Where a step's cost came from."""
+
+    CLIENT = "client"
+    CATALOG = "catalog"
+    GENAI_PRICES = "genai-prices"
+    UNPRICED = "unpriced"
+
+
+class SessionStatus(StrEnum):
+    """The states of a session document."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+
+
+class CompletedBy(StrEnum):
+    """Who completed a session."""
+
+    CLIENT = "client"
+    TIMEOUT = "timeout"
+
+
+class Contention(Exception):
+    """A commit lost a race (or hit a transient fault) and was not applied."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document as read: its fields (None if it does not exist) and its version."""
+
+    path: str
+    data: Mapping[str, Any] | None
+    version: Version = None
+    read_at: datetime | None = None  # the server's read time (one snapshot for a whole read)
+
+    @property
+    def exists(self) -> bool:
+        """Return whether the document exists."""
+        return self.data is not None
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """Return the fields ({} for a missing document)."""
+        return self.data or {}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, from a verified ID token's claims."""
+
+    uid: str
+    admin: bool = False
+    recorder: bool = False
+
+    @property
+    def trusted(self) -> bool:
+        """Return whether the caller is a trusted backend or an admin."""
+        return self.admin or self.recorder
+
+
+@dataclass(frozen=True)
+class Step:
+    """One validated step: cost in nano-USD, time aware UTC.
+
+    `feature_key` and `provider_key` are the names the step is counted under in the
+    breakdowns: the real name once admitted, `(other)` otherwise (None: not decided yet).
+    """
+
+    operation_id: str
+    usage_type: UsageType
+    feature: str
+    provider: str
+    cost_nanos: int
+    is_billable_run: bool
+    timestamp: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    feature_key: str | None = None
+    provider_key: str | None = None
+    cost_source: CostSource = CostSource.CLIENT
+
+    @property
+    def unpriced(self) -> bool:
+        """Return whether the step was recorded without a price."""
+        return self.cost_source is CostSource.UNPRICED
+
+    @property
+    def feature_bucket(self) -> str:
+        """Return the feature name the breakdowns count this step under."""
+        return self.feature_key or self.feature
+
+    @property
+    def provider_bucket(self) -> str:
+        """Return the provider name the breakdowns count this step under."""
+        return self.provider_key or self.provider
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What a request asks of its session."""
+
+    session_id: str
+    feature: str | None
+    complete: bool
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    """A validated `record_steps` request, before authorization."""
+
+    user_id: str | None
+    session: SessionRequest | None
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What the write path needs to know of a stored session."""
+
+    status: SessionStatus
+    created_at: datetime
+    first_step_at: datetime | None
+    last_step_at: datetime | None
+    version: Version
+    step_count: int = 0
+    cost_nanos: int = 0
+    feature_names: frozenset[str] = frozenset()
+    provider_names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """What the write path needs to know of a step already recorded."""
+
+    request_id: str | None
+    feature_key: str | None
+    provider_key: str | None
+
+
+@dataclass(frozen=True)
+class UserMonthState:
+    """Whether a user's month document exists and already counts the user as active."""
+
+    exists: bool
+    active: bool
+    version: Version = None
+
+
+@dataclass(frozen=True)
+class RecordingState:
+    """A plain (lock-free) read of everything a request touches."""
+
+    session: SessionState | None
+    existing_steps: Mapping[str, StoredStep]
+    usage: Mapping[str, Any] = field(default_factory=dict)  # users/{uid}.usage
+    user_months: Mapping[str, UserMonthState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A stored session: its fields and the version a conditional write builds on."""
+
+    user_id: str
+    session_id: str
+    data: Mapping[str, Any]
+    version: Version
+
+
+@dataclass(frozen=True)
+class IdleSession:
+    """One result of a sweep query."""
+
+    user_id: str
+    session_id: str
+    version: Version
+    cursor: Any

@@ -1,0 +1,171 @@
+"""An in-memory store with Firestore's commit semantics for Tally's `Write` model (unit tests).
+
+Preconditions (create: absent; update: present and, with a version, unchanged), atomic
+commits, fetch-and-add results and merge rules behave as Firestore's do, so services
+can be tested without the emulator; `fail` injects lost races and faults.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from tally import layout
+from tally.values import Contention, Document, IdleSession
+from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
+
+
+def _apply_leaf(
+    target: dict[str, Any], path: tuple[str, ...], value: Any, results: dict[tuple[str, ...], Any]
+) -> None:
+    node = target
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    key = path[-1]
+    if value is DELETE:
+        node.pop(key, None)
+    elif isinstance(value, Increment):
+        current = node.get(key)
+        node[key] = (current if isinstance(current, int | float) else 0) + value.value
+        results[path] = node[key]
+    elif isinstance(value, Maximum):
+        current = node.get(key)
+        node[key] = max(current, value.value) if isinstance(current, int | float) else value.value
+        results[path] = node[key]
+    elif isinstance(value, Replace):
+        node[key] = copy.deepcopy(dict(value.value))
+    else:
+        node[key] = copy.deepcopy(value)
+
+
+def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in data.items():
+        path = (*prefix, key)
+        if isinstance(value, Mapping) and not isinstance(value, Replace):
+            found += _leaves(value, path) if value else [(path, {})]
+        else:
+            found.append((path, value))
+    return found
+
+
+class MemoryStore:
+    """Documents in a dict; commits all-or-nothing under a lock."""
+
+    def __init__(self, *, shards: int = 4) -> None:
+        self.shards = shards
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, int] = {}
+        self.commits: list[list[Write]] = []
+        self._clock = itertools.count(1)
+        self._lock = threading.Lock()
+        # Called with each commit before it applies; raise Contention to make it lose a race.
+        self.before_commit: Callable[[Sequence[Write]], None] | None = None
+
+    def put(self, path: str, data: Mapping[str, Any]) -> None:
+        """Store a document as if an earlier commit had written it."""
+        with self._lock:
+            self.docs[path] = copy.deepcopy(dict(data))
+            self.versions[path] = next(self._clock)
+
+    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]:
+        with self._lock:
+            return {
+                path: Document(path, copy.deepcopy(self.docs[path]), self.versions[path])
+                if path in self.docs
+                else Document(path, None)
+                for path in paths
+            }
+
+    def commit(self, writes: Sequence[Write]) -> CommitResult:
+        check_commit(writes)
+        if self.before_commit is not None:
+            self.before_commit(writes)
+        with self._lock:
+            staged = {w.path: copy.deepcopy(self.docs[w.path]) for w in writes if w.path in self.docs}
+            for write in writes:
+                exists = write.path in staged
+                if write.op is Op.CREATE and exists:
+                    raise Contention("AlreadyExists")
+                if write.op is Op.UPDATE and (
+                    not exists
+                    or (write.version is not None and self.versions.get(write.path) != write.version)
+                ):
+                    raise Contention("FailedPrecondition")
+            values: dict[str, dict[tuple[str, ...], Any]] = {}  # per document: field path -> value
+            for write in writes:
+                doc = staged.setdefault(write.path, {})
+                results = values.setdefault(write.path, {})
+                for field, value in _leaves(write.data):
+                    if write.op is Op.CREATE and value is DELETE:
+                        raise ValueError("DELETE in a create")
+                    _apply_leaf(doc, field, value, results)
+            for path, staged_doc in staged.items():
+                self.docs[path] = staged_doc
+                self.versions[path] = next(self._clock)
+            self.commits.append(list(writes))
+            return CommitResult({path: found for path, found in values.items() if found})
+
+    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]:
+        applied = []
+        for group in groups:
+            try:
+                self.commit(group)
+                applied.append(True)
+            except Contention:
+                applied.append(False)
+        return applied
+
+    # Queries (scans; the real store uses indexes)
+
+    def _collection(self, name: str) -> list[Document]:
+        with self._lock:
+            return [
+                Document(path, copy.deepcopy(doc), self.versions[path])
+                for path, doc in sorted(self.docs.items())
+                if path.startswith(name + "/") and path.count("/") == 1
+            ]
+
+    def top_users(self, *, month: str, limit: int) -> list[Document]:
+        docs = [d for d in self._collection(layout.USER_MONTHS) if d.fields.get("month") == month]
+        return sorted(docs, key=lambda d: -int(d.fields.get("costNanos", 0)))[:limit]
+
+    def free_tier(self, *, month: str, min_percent: float, limit: int) -> list[Document]:
+        docs = [
+            d
+            for d in self._collection(layout.USER_MONTHS)
+            if d.fields.get("month") == month and float(d.fields.get("limitPercent", -1)) >= min_percent
+        ]
+        return sorted(docs, key=lambda d: -float(d.fields["limitPercent"]))[:limit]
+
+    def _sessions(self, shard: int, keep: Callable[[Mapping[str, Any]], bool]) -> list[IdleSession]:
+        found = []
+        with self._lock:
+            for path, doc in sorted(self.docs.items()):
+                ids = layout.session_ids(path)
+                if ids and doc.get("tallyShard") == shard and keep(doc):
+                    found.append(IdleSession(ids[0], ids[1], self.versions[path], path))
+        return found
+
+    @staticmethod
+    def _page(found: list[IdleSession], limit: int, after: Any | None) -> list[IdleSession]:
+        return [s for s in found if after is None or s.cursor > after][:limit]
+
+    def idle_sessions(
+        self, *, shard: int, cutoff: datetime, limit: int, after: Any | None
+    ) -> list[IdleSession]:
+        found = self._sessions(shard, lambda d: d.get("status") == "active" and d["lastUpdatedAt"] < cutoff)
+        return self._page(found, limit, after)
+
+    def unfinalized_sessions(self, *, shard: int, limit: int, after: Any | None) -> list[IdleSession]:
+        found = self._sessions(
+            shard, lambda d: d.get("status") == "completed" and d.get("finalizedAt") is None
+        )
+        return self._page(found, limit, after)
