@@ -18,10 +18,11 @@ SWEEP_ARGS ?=
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt functions/requirements.txt
+$(BIN)/.installed: requirements-dev.txt functions/requirements.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "$(PY) is required (the functions run on python311)"; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(FUNCS_VENV)/.installed: functions/requirements.txt

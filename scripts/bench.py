@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT / "functions"), str(ROOT / "tests")]
 
 from google.cloud import firestore  # noqa: E402
 
-import support  # noqa: E402
+from tally_dev import accounts, emulator  # noqa: E402
 from tally.config import Settings  # noqa: E402
 from tally.models import RecordRequest, SessionRequest, Step, UsageType  # noqa: E402
 from tally.recording import Caller, record_steps  # noqa: E402
@@ -88,8 +88,8 @@ def run_clients(clients: int, client: Callable[[int], None]) -> float:
 # 1. Write path over HTTP
 
 
-def latency(user: support.User, steps: int, requests_count: int) -> dict[str, Any]:
-    url = support.functions_url("record_steps")
+def latency(user: accounts.User, steps: int, requests_count: int) -> dict[str, Any]:
+    url = emulator.functions_url("record_steps")
     times: list[float] = []
     with requests.Session() as http:
         for n in range(requests_count):
@@ -109,10 +109,10 @@ def latency(user: support.User, steps: int, requests_count: int) -> dict[str, An
 
 
 def throughput(
-    users: list[support.User], clients: int, per_client: int, db: firestore.Client
+    users: list[accounts.User], clients: int, per_client: int, db: firestore.Client
 ) -> dict[str, Any]:
     """`clients` concurrent clients, each in its own session, round-robin over `users`."""
-    url = support.functions_url("record_steps")
+    url = emulator.functions_url("record_steps")
     before = {u.uid: month_totals(db, u.uid) for u in users}
     failures = 0
     lock = threading.Lock()
@@ -259,8 +259,8 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
     return (time.perf_counter() - started) * 1000, reads
 
 
-def analytics_call(admin: support.User) -> int:
-    status, body = support.call("usage_analytics", admin, {"top": 10})
+def analytics_call(admin: accounts.User) -> int:
+    status, body = accounts.call("usage_analytics", admin, {"top": 10})
     assert status == 200, body
     reads: int = body["result"]["meta"]["documentsRead"]
     return reads
@@ -297,7 +297,7 @@ class Sizes:
     repeats: int
 
 
-def analytics_bench(db: firestore.Client, admin: support.User, sizes: Sizes) -> list[dict[str, Any]]:
+def analytics_bench(db: firestore.Client, admin: accounts.User, sizes: Sizes) -> list[dict[str, Any]]:
     rows = []
     seeded = 0
     for size in sizes.users:
@@ -433,10 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md and .json")
     args = parser.parse_args(argv)
     quick = args.quick
-    db = support.db()
-    support.wipe()
-    user = support.make_user()
-    admin = support.make_user(claims={"admin": True})
+    db = emulator.db()
+    emulator.wipe()
+    user = accounts.make_user()
+    admin = accounts.make_user(claims={"admin": True})
     results: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "machine": {
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     for clients in (1, 4, 16):
         progress(f"write path: {clients} client(s) of one user")
         results["throughput"].append(throughput([user], clients, per_client, db))
-    many = [support.make_user() for _ in range(16)]
+    many = [accounts.make_user() for _ in range(16)]
     progress("write path: 16 clients of 16 users")
     results["throughput"].append(throughput(many, 16, per_client, db))
 
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             ours["ops_per_second"] / max(theirs["ops_per_second"], 0.01), 1
         )
 
-    support.wipe_documents()
+    emulator.wipe_documents()
     sizes = Sizes(users=[100, 1000] if quick else [100, 1000, 10000], repeats=3 if quick else 5)
     results["analytics"] = analytics_bench(db, admin, sizes)
     results["targets"] = targets(results)

@@ -10,7 +10,6 @@ keeps the dashboard at http://127.0.0.1:5000 until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -21,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -29,14 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "functions")]
-
-from google.cloud import firestore  # noqa: E402
-
-from tally.config import Settings  # noqa: E402
-from tally.sessions import sweep_idle_sessions  # noqa: E402
-from tally.store import FirestoreStore  # noqa: E402
+from tally.sessions import sweep_sessions
+from tally.store import FirestoreStore
+from tally_dev import accounts, emulator
 
 ADMIN_EMAIL = "admin@tally.demo"
 ADMIN_PASSWORD = "tally-demo-admin"  # noqa: S105 - emulator-only demo account
@@ -52,22 +45,22 @@ PROPERTY_LOOKUP = Decimal("0.05")
 console = Console()
 
 
-def env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        console.print(
-            f"[red]{name} is not set: run this through ./scripts/with-emulators (make demo does)[/]"
-        )
-        raise SystemExit(2)
-    return value
-
-
 @dataclass
 class Account:
-    uid: str
-    email: str
-    token: str
+    """A simulated user and how much they use the app."""
+
+    user: accounts.User
     profile: str
+
+    @property
+    def uid(self) -> str:
+        """Return the user's uid."""
+        return self.user.uid
+
+    @property
+    def email(self) -> str:
+        """Return the user's email."""
+        return self.user.email
 
 
 @dataclass
@@ -76,40 +69,6 @@ class Session:
 
     user: Account
     bodies: list[dict[str, Any]] = field(default_factory=list)
-
-
-def auth_url(path: str) -> str:
-    return (
-        f"http://{env('FIREBASE_AUTH_EMULATOR_HOST')}/identitytoolkit.googleapis.com/v1/{path}?key=demo-key"
-    )
-
-
-def create_account(http: requests.Session, email: str, password: str, claims: dict[str, Any] | None) -> str:
-    """Create an Auth emulator user (with custom claims) and return its uid."""
-    owner = {"Authorization": "Bearer owner"}
-    project = env("GCLOUD_PROJECT")
-    created = http.post(auth_url("accounts:signUp"), json={"email": email, "password": password}, timeout=30)
-    created.raise_for_status()
-    uid: str = created.json()["localId"]
-    if claims:
-        http.post(
-            f"http://{env('FIREBASE_AUTH_EMULATOR_HOST')}/identitytoolkit.googleapis.com/v1/projects/{project}/accounts:update",
-            json={"localId": uid, "customAttributes": json.dumps(claims)},
-            headers=owner,
-            timeout=30,
-        ).raise_for_status()
-    return uid
-
-
-def sign_in(http: requests.Session, email: str, password: str) -> str:
-    response = http.post(
-        auth_url("accounts:signInWithPassword"),
-        json={"email": email, "password": password, "returnSecureToken": True},
-        timeout=30,
-    )
-    response.raise_for_status()
-    token: str = response.json()["idToken"]
-    return token
 
 
 def step(
@@ -252,34 +211,18 @@ def send(http_pool: dict[int, requests.Session], session: Session, url: str) -> 
     http = http_pool.setdefault(threading.get_ident(), requests.Session())
     sent = 0
     for body in session.bodies:
-        response = http.post(
-            url, json=body, headers={"Authorization": f"Bearer {session.user.token}"}, timeout=60
-        )
+        response = http.post(url, json=body, headers=session.user.user.headers, timeout=60)
         if response.status_code != 200:
             raise RuntimeError(f"record_steps answered {response.status_code}: {response.text}")
         sent += 1
     return sent
 
 
-def call(name: str, token: str, data: dict[str, Any]) -> dict[str, Any]:
-    response = requests.post(
-        f"{env('TALLY_FUNCTIONS_URL')}/{name}",
-        json={"data": data},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=120,
-    )
-    body: dict[str, Any] = response.json()
-    if response.status_code != 200:
-        raise RuntimeError(f"{name} answered {response.status_code}: {body}")
-    result: dict[str, Any] = body["result"]
-    return result
-
-
 def wait_for_finalizations(store: FirestoreStore, timeout: float = 300) -> None:
     """Wait until the trigger has summarized every completed session (or `timeout` passes)."""
     deadline = time.monotonic() + timeout
     with console.status("waiting for finalize_session to summarize completed sessions...") as status:
-        while (left := store.unfinalized_sessions()) and time.monotonic() < deadline:
+        while (left := store.count_unfinalized()) and time.monotonic() < deadline:
             status.update(f"waiting for finalize_session: {left} completed sessions left to summarize")
             time.sleep(0.5)
 
@@ -364,21 +307,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rng = random.Random(args.seed)  # noqa: S311 - simulated traffic, not crypto
     now = datetime.now(UTC)
-    url = f"{env('TALLY_FUNCTIONS_URL')}/record_steps"
-    db = firestore.Client(project=env("GCLOUD_PROJECT"))
+    url = emulator.functions_url("record_steps")
 
     with requests.Session() as http, console.status("creating the admin and users in the Auth emulator..."):
-        create_account(http, ADMIN_EMAIL, ADMIN_PASSWORD, {"admin": True})
-        admin_token = sign_in(http, ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = accounts.make_user(
+            claims={"admin": True}, email=ADMIN_EMAIL, password=ADMIN_PASSWORD, http=http
+        )
         profiles = ["heavy"] * 3 + ["regular"] * (args.users // 2) + ["light"] * args.users
-        users = []
-        for n in range(args.users):
-            email = f"user{n + 1:02d}@tally.demo"
-            uid = create_account(http, email, USER_PASSWORD, None)
-            users.append(Account(uid, email, sign_in(http, email, USER_PASSWORD), profiles[n]))
+        users = [
+            Account(
+                accounts.make_user(email=f"user{n + 1:02d}@tally.demo", password=USER_PASSWORD, http=http),
+                profiles[n],
+            )
+            for n in range(args.users)
+        ]
     # Two users with their own budgets, so the free-tier table has something to show.
-    call("set_limits", admin_token, {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40})
-    call("set_limits", admin_token, {"userId": users[3].uid, "monthlyCostLimit": 0.5})
+    limits = {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40}
+    accounts.result_of("set_limits", admin, limits)
+    accounts.result_of("set_limits", admin, {"userId": users[3].uid, "monthlyCostLimit": 0.5})
     console.print(f"Created 1 admin and {len(users)} users ({ADMIN_EMAIL} is the admin).")
 
     sessions = plan_traffic(rng, users, args.days, now)
@@ -392,15 +338,14 @@ def main(argv: list[str] | None = None) -> int:
             progress.advance(task, future.result())
     console.print(f"Sent {total_requests:,} requests ({len(sessions):,} sessions) over {args.days} days.")
 
-    store = FirestoreStore(db, shards=Settings.from_env().aggregate_shards)
-    swept = sweep_idle_sessions(store=store, now=datetime.now(UTC) + timedelta(minutes=1), idle_minutes=0)
+    store = emulator.store()
+    swept = sweep_sessions(store=store, now=datetime.now(UTC) + timedelta(minutes=1), idle_minutes=0)
     console.print(
         f"Sweep: completed {swept.completed} idle sessions (demo threshold 0 minutes, since the "
         f"simulated sessions were all recorded just now)."
     )
     wait_for_finalizations(store)
-    admin_token = sign_in(requests.Session(), ADMIN_EMAIL, ADMIN_PASSWORD)
-    result = call("usage_analytics", admin_token, {"top": 10})
+    result = accounts.result_of("usage_analytics", admin, {"top": 10, "fresh": True})
     report(result, {u.uid: u.email for u in users})
     console.print(f"[dim]demo ready in {time.monotonic() - started:.0f} s[/]")
 

@@ -19,11 +19,12 @@ from tally import layout
 from tally.names import OTHER, NameKey, NameKind
 from tally.rollup import MonthAggregate
 from tally.timeutil import day_key, month_key, months_back
-from tally.usage import Counts, Limits, MonthDelta, aggregate, total
+from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import CompletedBy, SessionState, SessionStatus, Step, UserMonthState
 from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload
 
 USER_MONTHS_KEPT = 3  # users/{uid}.usage.months keeps this month and the two before it
+FREE_TIER_STEP = 5.0  # percent: a free-tier entry is rewritten after the commit only past a step of this
 SESSION_MAX_NAMES = 100  # names of one kind in one session's breakdown; more go to (other)
 
 
@@ -89,6 +90,17 @@ class RecordingCommit:
     complete: bool = False
     user_months: Mapping[str, UserMonthState] = field(default_factory=dict)
     stale_months: tuple[str, ...] = ()  # usage.months keys to drop
+    limits: Limits | None = None
+    months_before: Mapping[str, Counts] = field(default_factory=dict)  # the user's totals as read
+
+    def estimated_percent(self, month: str, delta: MonthDelta) -> float | None:
+        """Return the share of their limits the user reaches in `month` with this commit, as read."""
+        if self.limits is None:
+            return None
+        used = Counts()
+        used.merge(self.months_before.get(month, Counts()))
+        used.merge(delta.total)
+        return limit_percent(used, self.limits)
 
     @property
     def session_created(self) -> bool:
@@ -232,6 +244,16 @@ def _user_write(commit: RecordingCommit, months: Mapping[str, MonthDelta]) -> Wr
     return Write(layout.user_path(commit.user_id), Op.MERGE, merge_payload({"usage": usage}))
 
 
+def _free_tier_entry(
+    commit: RecordingCommit, month: str, delta: MonthDelta, *, create: bool
+) -> dict[str, Any]:
+    """Return the free-tier fields a commit carries for a user at or over 80 % of a limit."""
+    percent = commit.estimated_percent(month, delta)
+    if percent is None or commit.limits is None or percent < WARNING_PERCENT:
+        return {}
+    return {"limitPercent": percent if create else Maximum(percent), **limits_fields(commit.limits)}
+
+
 def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Write:
     path = layout.user_month_path(commit.user_id, month)
     state = commit.user_months.get(month, UserMonthState(exists=False, active=False))
@@ -248,12 +270,14 @@ def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) ->
                 "byType": _plain_map(delta.by_type),
                 "features": _plain_map(delta.features),
                 "providers": _plain_map(delta.providers),
+                **_free_tier_entry(commit, month, delta, create=True),
             },
         )
     counters = {
         **_month_counters(delta),
         "features": _increment_map(delta.features),
         "providers": _increment_map(delta.providers),
+        **_free_tier_entry(commit, month, delta, create=False),
     }
     if not state.active:
         return Write(path, Op.UPDATE, {"active": True, **counters}, version=state.version)
@@ -403,6 +427,27 @@ def free_tier_write(*, user_id: str, month: str, percent: float, limits: Limits,
         Op.MERGE,
         {"userId": user_id, "month": month, "limitPercent": value, **limits_fields(limits)},
     )
+
+
+def free_tier_fixups(
+    *, user_id: str, used: Mapping[str, Counts], known: Mapping[str, float | None], limits: Limits
+) -> list[Write]:
+    """Return the entries to raise after a commit: where the exact share passed a step beyond what is stored.
+
+    The commit already raised each entry to its estimate (from a plain read); only a
+    concurrent request can make the exact share higher, so this is rarely needed.
+    """
+    writes = []
+    for month, counts in sorted(used.items()):
+        exact = limit_percent(counts, limits)
+        stored = known.get(month)
+        if exact >= WARNING_PERCENT and (
+            stored is None or exact // FREE_TIER_STEP > stored // FREE_TIER_STEP
+        ):
+            writes.append(
+                free_tier_write(user_id=user_id, month=month, percent=exact, limits=limits, exact=False)
+            )
+    return writes
 
 
 def limits_write(*, user_id: str, limits: Limits) -> Write:

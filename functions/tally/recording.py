@@ -17,7 +17,7 @@ from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavail
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, NameReads, Refusal
 from tally.timeutil import month_key
-from tally.usage import WARNING_PERCENT, Counts, Held, Limits, limit_percent, limits_status
+from tally.usage import Counts, Held, Limits, aggregate, limits_status
 from tally.values import (
     Caller,
     Contention,
@@ -106,7 +106,13 @@ def recording_state(
     user_months = {}
     for month in months:
         doc = docs[layout.user_month_path(user_id, month)]
-        user_months[month] = UserMonthState(doc.exists, doc.fields.get("active") is True, doc.version)
+        stored = doc.fields.get("limitPercent")
+        user_months[month] = UserMonthState(
+            doc.exists,
+            doc.fields.get("active") is True,
+            doc.version,
+            float(stored) if isinstance(stored, int | float) else None,
+        )
     usage = docs[layout.user_path(user_id)].fields.get("usage") or {}
     return RecordingState(session=session, existing_steps=existing, usage=usage, user_months=user_months)
 
@@ -227,6 +233,7 @@ def plan_recording(
     now: datetime,
     request_id: str,
     shard: int,
+    limits: Limits | None = None,
 ) -> Plan:
     """Decide what one attempt writes, from a plain read of the current state."""
     existing = state.existing_steps
@@ -244,6 +251,8 @@ def plan_recording(
         shard=shard,
         user_months=state.user_months,
         stale_months=plans.stale_months(state.usage, now),
+        limits=limits,
+        months_before={month: month_usage(state.usage, month) for month in state.user_months},
     )
     session = request.session
     if session is None:
@@ -270,6 +279,8 @@ def plan_recording(
         complete=session.complete,
         user_months=state.user_months,
         stale_months=commit.stale_months,
+        limits=limits,
+        months_before=commit.months_before,
     )
     return Plan(commit=commit, recorded=recorded, duplicates=duplicates)
 
@@ -306,19 +317,6 @@ def _committed_month(result: CommitResult, user_id: str, month: str) -> Counts:
         api_calls=result.value(path, "usage", "months", month, "apiCalls"),
         billable_runs=result.value(path, "usage", "months", month, "billableRuns"),
     )
-
-
-def maintain_free_tier(
-    *, store: RecordingStore, user_id: str, used: Mapping[str, Counts], limits: Limits
-) -> None:
-    """Raise the free-tier entries of the months a request touched (best effort: `reconcile` repairs)."""
-    writes = [
-        plans.free_tier_write(user_id=user_id, month=month, percent=percent, limits=limits, exact=False)
-        for month, counts in sorted(used.items())
-        if counts.api_calls and (percent := limit_percent(counts, limits)) >= WARNING_PERCENT
-    ]
-    if writes:
-        store.commit(writes)
 
 
 # The service
@@ -376,6 +374,7 @@ def record_steps(
             now=now,
             request_id=request_id,
             shard=shards.next(store.shards),
+            limits=limits_of(state.usage, settings),
         )
         if plan.commit is None:
             break
@@ -418,20 +417,28 @@ def _respond(
 ) -> dict[str, Any]:
     """Build the response from what was read and what the commit returned; nothing here can fail."""
     limits = limits_of(state.usage, settings)
+    touched = {month_key(s.timestamp) for s in steps}
     committed = {month_key(s.timestamp) for s in plan.commit.steps} if plan.commit else set()
     used = {
         month: _committed_month(result, user_id, month)
         if result is not None and month in committed
         else month_usage(state.usage, month)
-        for month in {month_key(s.timestamp) for s in steps} | {month_key(now)}
+        for month in touched | {month_key(now)}
     }
+    known: dict[str, float | None] = {}
+    for month in touched:
+        stored = state.user_months[month].limit_percent if month in state.user_months else None
+        estimate = None
+        if plan.commit is not None and month in committed:
+            estimate = plan.commit.estimated_percent(month, aggregate(plan.commit.steps)[month])
+        values = [v for v in (stored, estimate) if v is not None]
+        known[month] = max(values) if values else None
     try:
-        maintain_free_tier(
-            store=store,
-            user_id=user_id,
-            used={m: c for m, c in used.items() if m in {month_key(s.timestamp) for s in steps}},
-            limits=limits,
+        fixups = plans.free_tier_fixups(
+            user_id=user_id, used={m: used[m] for m in touched}, known=known, limits=limits
         )
+        if fixups:
+            store.commit(fixups)
     except Exception:
         log.exception("free-tier maintenance failed for %s", user_id)
     current = used[month_key(now)]

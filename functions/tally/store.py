@@ -109,8 +109,6 @@ class FirestoreStore:
     def commit(self, writes: Sequence[Write]) -> CommitResult:
         """Apply writes in one atomic commit; raise Contention if it was not applied."""
         check_commit(writes)
-        if self._on_commit is not None:
-            self._on_commit(writes)
         batch = self._db.batch()
         for write in writes:
             ref = self._db.document(write.path)
@@ -126,6 +124,8 @@ class FirestoreStore:
             results = batch.commit()
         except _RETRYABLE as exc:
             raise Contention(type(exc).__name__) from exc
+        if self._on_commit is not None:
+            self._on_commit(writes)  # a commit that was applied (the write census counts these)
         values: dict[str, dict[tuple[str, ...], int | float]] = {}
         for pb, result in zip(pbs, results, strict=True):
             transforms = list(pb.update_transforms)

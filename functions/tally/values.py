@@ -165,6 +165,7 @@ class UserMonthState:
     exists: bool
     active: bool
     version: Version = None
+    limit_percent: float | None = None  # the stored free-tier entry, if any
 
 
 @dataclass(frozen=True)

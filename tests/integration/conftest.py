@@ -4,20 +4,20 @@ import pytest
 import requests
 from google.cloud import firestore
 
-import support
+from tally_dev import emulator
 
 
 @pytest.fixture(autouse=True)
 def _clean_emulators() -> Iterator[None]:
     """Start every test from an empty database and no Auth users; let its triggers finish."""
-    support.wipe()
+    emulator.wipe()
     yield
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
 
 
 @pytest.fixture
 def db() -> firestore.Client:
-    client: firestore.Client = support.db()
+    client: firestore.Client = emulator.db()
     return client
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-import support
+from tally_dev import accounts, emulator
 
 FEATURES = [
     ("claude-3.5-sonnet", "anthropic", "AI"),
@@ -65,7 +65,7 @@ class Expected:
 def step_at(rng: random.Random, when: datetime) -> dict[str, Any]:
     feature, provider, kind = rng.choice(FEATURES)
     return {
-        "operationId": support.unique("op"),
+        "operationId": emulator.unique("op"),
         "usageType": kind,
         "feature": feature,
         "provider": provider,
@@ -79,7 +79,7 @@ def normalized_type(kind: str) -> str:
     return "AI" if kind.lower().startswith("ai") else "API"
 
 
-def run_workload(rng: random.Random, users: list[support.User], sessions_each: int) -> dict[str, Any]:
+def run_workload(rng: random.Random, users: list[accounts.User], sessions_each: int) -> dict[str, Any]:
     """Send sessions of steps on different days through record_steps; return the expected numbers."""
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -89,7 +89,7 @@ def run_workload(rng: random.Random, users: list[support.User], sessions_each: i
     with requests.Session() as http:
         for user in users:
             for index in range(sessions_each):
-                sid = support.unique(f"s{index}")
+                sid = emulator.unique(f"s{index}")
                 complete = rng.random() < 0.6
                 requests_in_session = rng.randint(1, 3)
                 session_steps = session_cost = 0
@@ -99,7 +99,7 @@ def run_workload(rng: random.Random, users: list[support.User], sessions_each: i
                     last = n == requests_in_session - 1
                     body = {"session": {"id": sid, "complete": complete and last}, "steps": steps}
                     response = http.post(
-                        support.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
+                        emulator.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
                     )
                     assert response.status_code == 200, response.text
                     for step in steps:
@@ -136,8 +136,8 @@ def this_month() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
-def analytics(admin: support.User, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    status, body = support.call("usage_analytics", admin, data or {})
+def analytics(admin: accounts.User, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    status, body = accounts.call("usage_analytics", admin, data or {})
     assert status == 200, body
     result: dict[str, Any] = body["result"]
     return result
@@ -145,13 +145,13 @@ def analytics(admin: support.User, data: dict[str, Any] | None = None) -> dict[s
 
 def test_analytics_equal_the_workload_to_the_nano() -> None:
     rng = random.Random(20261121)
-    admin = support.make_user(claims={"admin": True})
-    users = [support.make_user() for _ in range(6)]
+    admin = accounts.make_user(claims={"admin": True})
+    users = [accounts.make_user() for _ in range(6)]
     workload = run_workload(rng, users, sessions_each=4)
     tight = users[0]
-    status, _ = support.call("set_limits", admin, {"userId": tight.uid, "monthlyCostLimit": 0.01})
+    status, _ = accounts.call("set_limits", admin, {"userId": tight.uid, "monthlyCostLimit": 0.01})
     assert status == 200
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
     month = this_month()
     expected: Expected = workload["months"][month]
 
@@ -208,9 +208,9 @@ def test_analytics_equal_the_workload_to_the_nano() -> None:
     assert datetime.fromisoformat(result["meta"]["generatedAt"]).tzinfo is not None
 
 
-def send_one(user: support.User, when: datetime | None = None) -> dict[str, Any]:
+def send_one(user: accounts.User, when: datetime | None = None) -> dict[str, Any]:
     response = requests.post(
-        support.functions_url("record_steps"),
+        emulator.functions_url("record_steps"),
         json={"steps": [step_at(random.Random(), when or datetime.now(UTC))]},
         headers=user.headers,
         timeout=60,
@@ -221,8 +221,8 @@ def send_one(user: support.User, when: datetime | None = None) -> dict[str, Any]
 
 
 def test_fresh_totals_are_exact_as_of_the_call_and_cached_ones_as_of_their_as_of() -> None:
-    admin = support.make_user(claims={"admin": True})
-    user = support.make_user()
+    admin = accounts.make_user(claims={"admin": True})
+    user = accounts.make_user()
     send_one(user)
     first = analytics(admin)
 
@@ -241,8 +241,8 @@ def test_fresh_totals_are_exact_as_of_the_call_and_cached_ones_as_of_their_as_of
 
 
 def test_active_users_are_exact_across_two_months() -> None:
-    admin = support.make_user(claims={"admin": True})
-    both, earlier_only, this_only = support.make_user(), support.make_user(), support.make_user()
+    admin = accounts.make_user(claims={"admin": True})
+    both, earlier_only, this_only = accounts.make_user(), accounts.make_user(), accounts.make_user()
     month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     last_month = month_start - timedelta(hours=2)
     for _ in range(3):
@@ -259,13 +259,13 @@ def test_active_users_are_exact_across_two_months() -> None:
     assert then_view["totals"]["apiCalls"] == 4
 
 
-def seed_users(count: int) -> list[support.User]:
-    users = [support.make_user() for _ in range(count)]
+def seed_users(count: int) -> list[accounts.User]:
+    users = [accounts.make_user() for _ in range(count)]
     rng = random.Random(count)
     with requests.Session() as http:
         for user in users:
             response = http.post(
-                support.functions_url("record_steps"),
+                emulator.functions_url("record_steps"),
                 json={"steps": [step_at(rng, datetime.now(UTC) - timedelta(minutes=1))]},
                 headers=user.headers,
                 timeout=60,
@@ -274,7 +274,7 @@ def seed_users(count: int) -> list[support.User]:
     return users
 
 
-def timed_analytics(admin: support.User) -> tuple[int, float]:
+def timed_analytics(admin: accounts.User) -> tuple[int, float]:
     analytics(admin, {"top": 5})  # folds whatever is stale, so the timed call reads rollups only
     started = time.perf_counter()
     result = analytics(admin, {"top": 5})
@@ -282,7 +282,7 @@ def timed_analytics(admin: support.User) -> tuple[int, float]:
 
 
 def test_documents_read_do_not_grow_with_users(capsys: pytest.CaptureFixture[str]) -> None:
-    admin = support.make_user(claims={"admin": True})
+    admin = accounts.make_user(claims={"admin": True})
     seed_users(5)
     small_reads, small_latency = timed_analytics(admin)
 
@@ -299,14 +299,14 @@ def test_documents_read_do_not_grow_with_users(capsys: pytest.CaptureFixture[str
 
 
 def test_roles_of_usage_analytics() -> None:
-    user = support.make_user()
-    recorder = support.make_user(claims={"recorder": True})
-    admin = support.make_user(claims={"admin": True})
+    user = accounts.make_user()
+    recorder = accounts.make_user(claims={"recorder": True})
+    admin = accounts.make_user(claims={"admin": True})
 
-    anonymous = support.call("usage_analytics", None, {})
-    signed_in = support.call("usage_analytics", user, {})
-    trusted_backend = support.call("usage_analytics", recorder, {})
-    allowed = support.call("usage_analytics", admin, {})
+    anonymous = accounts.call("usage_analytics", None, {})
+    signed_in = accounts.call("usage_analytics", user, {})
+    trusted_backend = accounts.call("usage_analytics", recorder, {})
+    allowed = accounts.call("usage_analytics", admin, {})
 
     assert anonymous[0] == 401
     assert anonymous[1]["error"]["status"] == "UNAUTHENTICATED"
@@ -330,9 +330,9 @@ def test_roles_of_usage_analytics() -> None:
     ],
 )
 def test_bad_analytics_input_is_invalid_argument(data: Any, message: str) -> None:
-    admin = support.make_user(claims={"admin": True})
+    admin = accounts.make_user(claims={"admin": True})
 
-    status, body = support.call("usage_analytics", admin, data)
+    status, body = accounts.call("usage_analytics", admin, data)
 
     assert status == 400
     assert body["error"]["status"] == "INVALID_ARGUMENT"
@@ -340,28 +340,28 @@ def test_bad_analytics_input_is_invalid_argument(data: Any, message: str) -> Non
 
 
 def test_my_usage_shows_only_the_callers_own_month() -> None:
-    alice, bob = support.make_user(), support.make_user()
+    alice, bob = accounts.make_user(), accounts.make_user()
     rng = random.Random(7)
     now = datetime.now(UTC) - timedelta(minutes=1)
     alice_steps = [step_at(rng, now) for _ in range(3)]
     with requests.Session() as http:
         for user, steps in ((alice, alice_steps), (bob, [step_at(rng, now) for _ in range(5)])):
             response = http.post(
-                support.functions_url("record_steps"),
-                json={"session": {"id": support.unique("s"), "complete": True}, "steps": steps},
+                emulator.functions_url("record_steps"),
+                json={"session": {"id": emulator.unique("s"), "complete": True}, "steps": steps},
                 headers=user.headers,
                 timeout=60,
             )
             assert response.status_code == 200
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
     mine = Sums()
     for step in alice_steps:
         mine.add(nanos(step["cost"]), step["isBillableRun"])
 
-    status, body = support.call("my_usage", alice, {})
-    other_status, other = support.call("my_usage", alice, {"userId": bob.uid})
-    anonymous_status, _ = support.call("my_usage", None, {})
-    old_status, old = support.call("my_usage", alice, {"month": "2020-01"})
+    status, body = accounts.call("my_usage", alice, {})
+    other_status, other = accounts.call("my_usage", alice, {"userId": bob.uid})
+    anonymous_status, _ = accounts.call("my_usage", None, {})
+    old_status, old = accounts.call("my_usage", alice, {"month": "2020-01"})
 
     assert status == 200
     result = body["result"]
@@ -383,17 +383,17 @@ def test_my_usage_shows_only_the_callers_own_month() -> None:
 
 
 def test_admins_read_any_users_month_and_past_months() -> None:
-    admin, user = support.make_user(claims={"admin": True}), support.make_user()
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
     last_month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(
         hours=3
     )
     send_one(user, last_month)
     send_one(user)
 
-    status, body = support.call(
+    status, body = accounts.call(
         "my_usage", admin, {"userId": user.uid, "month": last_month.strftime("%Y-%m")}
     )
-    _, own = support.call("my_usage", user, {"month": last_month.strftime("%Y-%m")})
+    _, own = accounts.call("my_usage", user, {"month": last_month.strftime("%Y-%m")})
 
     assert status == 200
     assert (body["result"]["userId"], body["result"]["apiCalls"]) == (user.uid, 1)
@@ -402,10 +402,10 @@ def test_admins_read_any_users_month_and_past_months() -> None:
 
 
 def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> None:
-    admin = support.make_user(claims={"admin": True})
-    user = support.make_user()
+    admin = accounts.make_user(claims={"admin": True})
+    user = accounts.make_user()
     step = {
-        "operationId": support.unique("op"),
+        "operationId": emulator.unique("op"),
         "usageType": "API",
         "feature": "property_lookup",
         "provider": "rentcast",
@@ -413,18 +413,18 @@ def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> N
         "isBillableRun": True,
     }
     first = http.post(
-        support.functions_url("record_steps"), json={"steps": [step]}, headers=user.headers, timeout=60
+        emulator.functions_url("record_steps"), json={"steps": [step]}, headers=user.headers, timeout=60
     )
     assert first.json()["usage"]["limits"]["warning"] is False
 
-    status, body = support.call(
+    status, body = accounts.call(
         "set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 0.6, "monthlyFreeRuns": 2}
     )
-    step2 = step | {"operationId": support.unique("op"), "cost": "0.01", "isBillableRun": False}
+    step2 = step | {"operationId": emulator.unique("op"), "cost": "0.01", "isBillableRun": False}
     second = http.post(
-        support.functions_url("record_steps"), json={"steps": [step2]}, headers=user.headers, timeout=60
+        emulator.functions_url("record_steps"), json={"steps": [step2]}, headers=user.headers, timeout=60
     )
-    mine = support.call("my_usage", user, {})[1]["result"]
+    mine = accounts.call("my_usage", user, {})[1]["result"]
     table = analytics(admin)["freeTier"]
 
     assert status == 200
@@ -454,18 +454,18 @@ def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> N
         }
     ]
 
-    support.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 100})
+    accounts.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 100})
     assert analytics(admin)["freeTier"] == []
 
 
 def test_set_limits_roles_and_input() -> None:
-    user = support.make_user()
-    admin = support.make_user(claims={"admin": True})
+    user = accounts.make_user()
+    admin = accounts.make_user(claims={"admin": True})
 
-    by_user = support.call("set_limits", user, {"userId": user.uid, "monthlyCostLimit": 1000})
-    negative = support.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": -1})
-    empty = support.call("set_limits", admin, {"userId": user.uid})
-    runs = support.call("set_limits", admin, {"userId": user.uid, "monthlyFreeRuns": 1.5})
+    by_user = accounts.call("set_limits", user, {"userId": user.uid, "monthlyCostLimit": 1000})
+    negative = accounts.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": -1})
+    empty = accounts.call("set_limits", admin, {"userId": user.uid})
+    runs = accounts.call("set_limits", admin, {"userId": user.uid, "monthlyFreeRuns": 1.5})
 
     assert by_user[0] == 403
     assert (negative[0], negative[1]["error"]["message"]) == (400, "monthlyCostLimit: must be >= 0")

@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-import support
+from tally_dev import accounts, emulator
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Flags for a closed network: no background connections, no first-run work.
@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PASSWORD = "correct-horse-battery"  # the password support.make_user gives every user
+PASSWORD = "correct-horse-battery"  # the password accounts.make_user gives every user
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +43,20 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def sign_in(page: Page, user: support.User) -> None:
-    page.goto(support.env("TALLY_HOSTING_URL"))
+def sign_in(page: Page, user: accounts.User) -> None:
+    page.goto(emulator.env("TALLY_HOSTING_URL"))
     page.fill("#email", user.email)
     page.fill("#password", PASSWORD)
     page.click("#sign-in button[type=submit]")
 
 
-def seed(users: list[support.User]) -> None:
+def seed(users: list[accounts.User]) -> None:
     now = datetime.now(UTC)
     with requests.Session() as http:
         for index, user in enumerate(users):
             steps = [
                 {
-                    "operationId": support.unique("op"),
+                    "operationId": emulator.unique("op"),
                     "usageType": "AI" if n % 2 else "ApiUsage",
                     "feature": ["claude-3.5-sonnet", "google_maps_nearby", "property_lookup"][n % 3],
                     "provider": ["anthropic", "google_maps", "rentcast"][n % 3],
@@ -66,9 +66,9 @@ def seed(users: list[support.User]) -> None:
                 }
                 for n in range(3 + index)
             ]
-            body = {"session": {"id": support.unique("s"), "complete": index != 1}, "steps": steps}
+            body = {"session": {"id": emulator.unique("s"), "complete": index != 1}, "steps": steps}
             response = http.post(
-                support.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
+                emulator.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
             )
             assert response.status_code == 200, response.text
 
@@ -99,14 +99,14 @@ def _js(raw: Any) -> str:
 
 
 def test_the_dashboard_shows_exactly_what_the_callable_returns(page: Page) -> None:
-    admin = support.make_user(claims={"admin": True})
-    users = [support.make_user() for _ in range(3)]
+    admin = accounts.make_user(claims={"admin": True})
+    users = [accounts.make_user() for _ in range(3)]
     seed(users)
-    status, _ = support.call("set_limits", admin, {"userId": users[2].uid, "monthlyCostLimit": 0.2})
+    status, _ = accounts.call("set_limits", admin, {"userId": users[2].uid, "monthlyCostLimit": 0.2})
     assert status == 200
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
     month = datetime.now(UTC).strftime("%Y-%m")
-    expected = support.call("usage_analytics", admin, {"month": month, "top": 10})[1]["result"]
+    expected = accounts.call("usage_analytics", admin, {"month": month, "top": 10})[1]["result"]
 
     sign_in(page, admin)
     page.wait_for_selector('[data-testid="total-cost"][data-value]', timeout=30_000)
@@ -142,12 +142,12 @@ def test_the_dashboard_shows_exactly_what_the_callable_returns(page: Page) -> No
     assert page.is_hidden("#sign-in")
     screenshot = os.environ.get("TALLY_SCREENSHOT")
     page.screenshot(
-        path=screenshot or str(Path(support.env("TALLY_ARTIFACTS")) / "dashboard.png"), full_page=True
+        path=screenshot or str(Path(emulator.env("TALLY_ARTIFACTS")) / "dashboard.png"), full_page=True
     )
 
 
 def test_a_non_admin_sees_the_permission_message(page: Page) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
 
     sign_in(page, user)
     page.wait_for_selector('[data-testid="denied"]:not([hidden])', timeout=30_000)
@@ -158,7 +158,7 @@ def test_a_non_admin_sees_the_permission_message(page: Page) -> None:
 
 
 def test_an_empty_month_says_so(page: Page) -> None:
-    admin = support.make_user(claims={"admin": True})
+    admin = accounts.make_user(claims={"admin": True})
 
     sign_in(page, admin)
     page.wait_for_selector('[data-testid="empty"]:not([hidden])', timeout=30_000)
@@ -171,9 +171,9 @@ def test_an_empty_month_says_so(page: Page) -> None:
 
 
 def test_a_wrong_password_is_reported(page: Page) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
 
-    page.goto(support.env("TALLY_HOSTING_URL"))
+    page.goto(emulator.env("TALLY_HOSTING_URL"))
     page.fill("#email", user.email)
     page.fill("#password", "wrong-password")
     page.click("#sign-in button[type=submit]")

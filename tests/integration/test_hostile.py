@@ -14,7 +14,7 @@ from google.cloud import firestore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import support
+from tally_dev import accounts, emulator
 
 TRIED: dict[str, int] = {"record_steps": 0, "callables": 0, "5xx": 0, "partial_writes": 0}
 
@@ -49,7 +49,7 @@ def deep(levels: int) -> dict[str, Any]:
 
 def valid_step() -> dict[str, Any]:
     return {
-        "operationId": support.unique("op"),
+        "operationId": emulator.unique("op"),
         "usageType": "API",
         "feature": "f",
         "provider": "p",
@@ -151,9 +151,9 @@ def check_rejected(response: requests.Response, before: list[tuple[str, Any]], d
     assert after == before
 
 
-def post_raw(user: support.User, data: bytes, content_type: str = "application/json") -> requests.Response:
+def post_raw(user: accounts.User, data: bytes, content_type: str = "application/json") -> requests.Response:
     return requests.post(
-        support.functions_url("record_steps"),
+        emulator.functions_url("record_steps"),
         data=data,
         headers=user.headers | {"Content-Type": content_type},
         timeout=60,
@@ -164,9 +164,9 @@ def post_raw(user: support.User, data: bytes, content_type: str = "application/j
 @given(body=hostile_body())
 def test_hostile_record_steps_bodies_are_rejected_cleanly(body: Any) -> None:
     if not HOSTILE_USER:  # one user for every example of this test (the wipe runs per test)
-        HOSTILE_USER.append(support.make_user())
+        HOSTILE_USER.append(accounts.make_user())
     user = HOSTILE_USER[0]
-    db = support.db()
+    db = emulator.db()
     before = fingerprint(db)
 
     response = post_raw(user, json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass"))
@@ -175,7 +175,7 @@ def test_hostile_record_steps_bodies_are_rejected_cleanly(body: Any) -> None:
     check_rejected(response, before, db)
 
 
-HOSTILE_USER: list[support.User] = []
+HOSTILE_USER: list[accounts.User] = []
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ HOSTILE_USER: list[support.User] = []
 def test_malformed_transport_is_rejected(
     data: bytes, content_type: str, status: int, db: firestore.Client
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     before = fingerprint(db)
 
     response = post_raw(user, data, content_type)
@@ -204,7 +204,7 @@ def test_malformed_transport_is_rejected(
     check_rejected(response, before, db)
 
 
-def forged_token(user: support.User, **claims: Any) -> str:
+def forged_token(user: accounts.User, **claims: Any) -> str:
     """Re-sign nothing: change an emulator ID token's claims (the emulator issues unsigned tokens)."""
     header, payload, signature = user.token.split(".")
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -214,8 +214,8 @@ def forged_token(user: support.User, **claims: Any) -> str:
 
 
 def test_garbage_expired_and_foreign_tokens_are_refused(db: firestore.Client) -> None:
-    user = support.make_user()
-    other = support.make_user()
+    user = accounts.make_user()
+    other = accounts.make_user()
     body = json.dumps({"steps": [valid_step()]}).encode()
     now = int(time.time())
     tokens = {
@@ -229,7 +229,7 @@ def test_garbage_expired_and_foreign_tokens_are_refused(db: firestore.Client) ->
 
     for name, token in tokens.items():
         response = requests.post(
-            support.functions_url("record_steps"),
+            emulator.functions_url("record_steps"),
             data=body,
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             timeout=60,
@@ -247,9 +247,9 @@ def test_garbage_expired_and_foreign_tokens_are_refused(db: firestore.Client) ->
 @given(data=ANY_JSON, name=st.sampled_from(["usage_analytics", "my_usage", "set_limits"]))
 def test_hostile_callable_data_never_fails_internally(data: Any, name: str) -> None:
     if not HOSTILE_ADMIN:
-        HOSTILE_ADMIN.append(support.make_user(claims={"admin": True}))
+        HOSTILE_ADMIN.append(accounts.make_user(claims={"admin": True}))
     response = requests.post(
-        support.functions_url(name),
+        emulator.functions_url(name),
         data=json.dumps({"data": data}, allow_nan=True).encode("utf-8", "surrogatepass"),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {HOSTILE_ADMIN[0].token}"},
         timeout=60,
@@ -263,7 +263,7 @@ def test_hostile_callable_data_never_fails_internally(data: Any, name: str) -> N
     assert ("result" in body) != ("error" in body)
 
 
-HOSTILE_ADMIN: list[support.User] = []
+HOSTILE_ADMIN: list[accounts.User] = []
 
 
 def test_report_hostile_counts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,19 +11,19 @@ import pytest
 import requests
 from google.cloud import firestore
 
-import support
+from tally_dev import accounts, emulator
 
 URL = "record_steps"
 MAPS_PRICES = {"autocomplete": "0.00283", "details": "0.017", "nearby": "0.032"}
 
 
-def record(http: requests.Session, user: support.User, body: dict[str, Any]) -> requests.Response:
-    return http.post(support.functions_url(URL), json=body, headers=user.headers, timeout=60)
+def record(http: requests.Session, user: accounts.User, body: dict[str, Any]) -> requests.Response:
+    return http.post(emulator.functions_url(URL), json=body, headers=user.headers, timeout=60)
 
 
 def maps_step(kind: str, *, billable: bool = False, **extra: Any) -> dict[str, Any]:
     return {
-        "operationId": support.unique("usage"),
+        "operationId": emulator.unique("usage"),
         "usageType": "ApiUsage",
         "feature": f"google_maps_{kind}",
         "provider": "google_maps",
@@ -43,7 +43,7 @@ def usage_of(db: firestore.Client, uid: str) -> dict[str, Any]:
 
 
 def platform_month(db: firestore.Client, month: str) -> dict[str, int]:
-    return support.platform_month(month).total.fields()
+    return emulator.platform_month(month).total.fields()
 
 
 def all_documents(db: firestore.Client) -> list[str]:
@@ -62,8 +62,8 @@ def all_documents(db: firestore.Client) -> list[str]:
 
 
 def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    session_id = support.unique("session")
+    user = accounts.make_user()
+    session_id = emulator.unique("session")
     steps = [
         maps_step("autocomplete", metadata={"input": "55 cours", "resultCount": 5}),
         maps_step("autocomplete"),
@@ -92,7 +92,7 @@ def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: fir
     month = usage_of(db, user.uid)["months"][this_month()]
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["byType"] == {"API": {"costNanos": expected_nanos, "apiCalls": 5, "billableRuns": 1}}
-    month = support.user_month(user.uid, this_month())
+    month = emulator.user_month(user.uid, this_month())
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["features"]["google_maps_autocomplete"] == {
         "costNanos": 8_490_000,
@@ -127,8 +127,8 @@ def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: fir
 
 
 def test_the_same_request_sent_twice_counts_once(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    body = {"session": {"id": support.unique("s")}, "steps": [maps_step("details"), maps_step("nearby")]}
+    user = accounts.make_user()
+    body = {"session": {"id": emulator.unique("s")}, "steps": [maps_step("details"), maps_step("nearby")]}
 
     first = record(http, user, body)
     second = record(http, user, body)
@@ -141,8 +141,8 @@ def test_the_same_request_sent_twice_counts_once(http: requests.Session, db: fir
 
 
 def test_retry_after_completion_is_not_counted_again(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    body = {"session": {"id": support.unique("s"), "complete": True}, "steps": [maps_step("details")]}
+    user = accounts.make_user()
+    body = {"session": {"id": emulator.unique("s"), "complete": True}, "steps": [maps_step("details")]}
 
     first = record(http, user, body)
     retry = record(http, user, body)
@@ -157,13 +157,13 @@ def test_retry_after_completion_is_not_counted_again(http: requests.Session, db:
 def test_one_operation_sent_fifty_times_concurrently_counts_once(
     db: firestore.Client, with_session: bool
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     body: dict[str, Any] = {"steps": [maps_step("nearby", billable=True)]}
     if with_session:
-        body["session"] = {"id": support.unique("s")}
+        body["session"] = {"id": emulator.unique("s")}
 
     def send(_: int) -> requests.Response:
-        return requests.post(support.functions_url(URL), json=body, headers=user.headers, timeout=120)
+        return requests.post(emulator.functions_url(URL), json=body, headers=user.headers, timeout=120)
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(send, range(50)))
@@ -179,11 +179,11 @@ def test_one_operation_sent_fifty_times_concurrently_counts_once(
 def test_eight_concurrent_clients_of_one_user_lose_nothing(
     db: firestore.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     clients, steps_each = 8, 25
 
     def client(index: int) -> list[int]:
-        session_id = support.unique(f"client{index}")
+        session_id = emulator.unique(f"client{index}")
         statuses = []
         with requests.Session() as http:
             for n in range(steps_each):
@@ -205,7 +205,7 @@ def test_eight_concurrent_clients_of_one_user_lose_nothing(
     assert month["apiCalls"] == total
     assert month["costNanos"] == total * 2_830_000
     assert month["billableRuns"] == clients * 5
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
     assert usage_of(db, user.uid)["sessions"] == {"active": 0, "completed": clients}
     assert platform_month(db, this_month())["costNanos"] == total * 2_830_000
     # Lock waits would take ~2 s each; 200 steps finishing in seconds shows no serialization.
@@ -217,12 +217,12 @@ def test_eight_concurrent_clients_of_one_user_lose_nothing(
 
 
 def test_a_batch_with_one_bad_step_writes_nothing(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     good = maps_step("details")
     bad = maps_step("nearby") | {"cost": -0.5}
 
     response = record(
-        http, user, {"session": {"id": support.unique("s")}, "steps": [good, bad, maps_step("details")]}
+        http, user, {"session": {"id": emulator.unique("s")}, "steps": [good, bad, maps_step("details")]}
     )
 
     assert response.status_code == 400
@@ -234,7 +234,7 @@ def test_a_batch_with_one_bad_step_writes_nothing(http: requests.Session, db: fi
 
 
 def test_legacy_usage_type_forms_land_in_two_types(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     forms = ["ai", "AIUsage", "AI", "api", "Api", "ApiUsage", "APIUsage", "API"]
     steps = [maps_step("details") | {"usageType": form} for form in forms]
 
@@ -253,7 +253,7 @@ def test_legacy_usage_type_forms_land_in_two_types(http: requests.Session, db: f
 def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     now = datetime.now(UTC)
     first_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     last_month_step = first_of_month - timedelta(hours=1)
@@ -279,47 +279,47 @@ def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
 def test_a_new_session_with_only_last_month_steps_keeps_this_months_breakdowns(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     now = datetime.now(UTC)
     last_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    record(http, user, {"session": {"id": support.unique("s")}, "steps": [maps_step("details")]})
+    record(http, user, {"session": {"id": emulator.unique("s")}, "steps": [maps_step("details")]})
 
     late = maps_step("nearby", timestamp=last_month.isoformat())
-    response = record(http, user, {"session": {"id": support.unique("s")}, "steps": [late]})
+    response = record(http, user, {"session": {"id": emulator.unique("s")}, "steps": [late]})
 
     assert response.status_code == 200, response.text
     assert usage_of(db, user.uid)["months"][this_month()]["byType"] == {
         "API": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
     }
-    month = support.user_month(user.uid, this_month())
+    month = emulator.user_month(user.uid, this_month())
     assert month["features"] == {
         "google_maps_details": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
     }
-    current = support.platform_month(this_month())
+    current = emulator.platform_month(this_month())
     assert current.by_type["API"].api_calls == 1
     assert current.sessions["active"] == 2
 
 
 def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     step = {
-        "operationId": support.unique("llm"),
+        "operationId": emulator.unique("llm"),
         "usageType": "AI",
         "feature": "claude-3.5-sonnet",
         "provider": "anthropic",
         "cost": "0.0123",
     }
 
-    response = record(http, user, {"session": {"id": support.unique("chat")}, "steps": [step]})
+    response = record(http, user, {"session": {"id": emulator.unique("chat")}, "steps": [step]})
 
     assert response.status_code == 200, response.text
-    features = support.user_month(user.uid, this_month())["features"]
+    features = emulator.user_month(user.uid, this_month())["features"]
     assert features == {"claude-3.5-sonnet": {"costNanos": 12_300_000, "apiCalls": 1, "billableRuns": 0}}
-    assert "claude-3.5-sonnet" in support.platform_month(this_month()).features
+    assert "claude-3.5-sonnet" in emulator.platform_month(this_month()).features
 
 
 def test_a_thousand_tenths_total_exactly_one_hundred(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     last: requests.Response | None = None
 
     for batch in range(10):
@@ -345,7 +345,7 @@ def test_a_thousand_tenths_total_exactly_one_hundred(http: requests.Session, db:
 def test_other_fields_of_the_user_document_are_untouched(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     app_fields = {"displayName": "Ada", "plan": {"tier": "pro", "seats": 3}, "tags": ["a", "b"]}
     db.collection("users").document(user.uid).set(app_fields)
 
@@ -358,9 +358,9 @@ def test_other_fields_of_the_user_document_are_untouched(
 
 
 def test_recorders_and_admins_record_for_another_user(http: requests.Session, db: firestore.Client) -> None:
-    target = support.make_user()
-    recorder = support.make_user(claims={"recorder": True})
-    admin = support.make_user(claims={"admin": True})
+    target = accounts.make_user()
+    recorder = accounts.make_user(claims={"recorder": True})
+    admin = accounts.make_user(claims={"admin": True})
 
     by_recorder = record(http, recorder, {"userId": target.uid, "steps": [maps_step("details")]})
     by_admin = record(http, admin, {"userId": target.uid, "steps": [maps_step("details")]})
@@ -379,9 +379,9 @@ def error_of(response: requests.Response, status: int) -> dict[str, Any]:
 
 
 def test_error_statuses_follow_the_spec(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    other = support.make_user()
-    url = support.functions_url(URL)
+    user = accounts.make_user()
+    other = accounts.make_user()
+    url = emulator.functions_url(URL)
     body = {"steps": [maps_step("details")]}
 
     no_token = http.post(url, json=body, timeout=30)
@@ -420,8 +420,8 @@ def test_error_statuses_follow_the_spec(http: requests.Session, db: firestore.Cl
 
 
 def test_a_new_step_for_a_completed_session_is_refused(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    session = {"id": support.unique("s")}
+    user = accounts.make_user()
+    session = {"id": emulator.unique("s")}
     record(http, user, {"session": session | {"complete": True}, "steps": [maps_step("details")]})
 
     again = record(http, user, {"session": session, "steps": [maps_step("nearby")]})
@@ -435,7 +435,7 @@ def test_a_new_step_for_a_completed_session_is_refused(http: requests.Session, d
 
 
 def test_validation_errors_name_the_field(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     cases = {
         "steps[0].usageType": maps_step("details") | {"usageType": "Cpu"},
         "steps[0].timestamp": maps_step("details") | {"timestamp": "2000-01-01T00:00:00Z"},
@@ -452,7 +452,7 @@ def test_validation_errors_name_the_field(http: requests.Session, db: firestore.
 
 def test_cors_preflight_is_answered(http: requests.Session) -> None:
     response = http.options(
-        support.functions_url(URL),
+        emulator.functions_url(URL),
         headers={
             "Origin": "https://app.example.com",
             "Access-Control-Request-Method": "POST",

@@ -8,33 +8,33 @@ from typing import Any
 import pytest
 import requests
 
-import support
 from tally import layout
+from tally_dev import accounts, emulator
 
 OPS = ("get", "list", "create", "update", "delete")
 
 
 @dataclass(frozen=True)
 class World:
-    alice: support.User
-    bob: support.User
-    admin: support.User
+    alice: accounts.User
+    bob: accounts.User
+    admin: accounts.User
 
-    def actor(self, name: str) -> support.User | None:
+    def actor(self, name: str) -> accounts.User | None:
         return None if name == "anonymous" else getattr(self, name)
 
 
 @pytest.fixture
 def world() -> World:
     return World(
-        alice=support.make_user(uid=support.unique("alice")),
-        bob=support.make_user(uid=support.unique("bob")),
-        admin=support.make_user(uid=support.unique("admin"), claims={"admin": True}),
+        alice=accounts.make_user(uid=emulator.unique("alice")),
+        bob=accounts.make_user(uid=emulator.unique("bob")),
+        admin=accounts.make_user(uid=emulator.unique("admin"), claims={"admin": True}),
     )
 
 
 def base() -> str:
-    return f"http://{support.env('FIRESTORE_EMULATOR_HOST')}/v1/projects/{support.PROJECT}/databases/(default)/documents"
+    return f"http://{emulator.env('FIRESTORE_EMULATOR_HOST')}/v1/projects/{emulator.project()}/databases/(default)/documents"
 
 
 def fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def seed(path: str, data: dict[str, Any]) -> None:
     response.raise_for_status()
 
 
-def attempt(user: support.User | None, op: str, path: str, data: dict[str, Any] | None = None) -> int:
+def attempt(user: accounts.User | None, op: str, path: str, data: dict[str, Any] | None = None) -> int:
     """Perform one client operation on `path`; return the HTTP status."""
     headers = user.headers if user else {}
     collection, _, doc_id = path.rpartition("/")
@@ -144,7 +144,7 @@ def test_the_full_access_matrix(world: World) -> None:
         actor = world.actor(actor_name)
         for kind, (path, create_path, _) in table.items():
             for op in OPS:
-                support.wipe_documents()
+                emulator.wipe_documents()
                 for existing, _, seed_data in table.values():
                     seed(existing, seed_data)
                 target = create_path if op == "create" else path

@@ -8,9 +8,9 @@ from typing import Any
 import requests
 from google.cloud import firestore
 
-import support
-from sizing import document_size
 from tally import layout
+from tally_dev import accounts, emulator
+from tally_dev.sizing import document_size
 
 URL = "record_steps"
 SHARED = (
@@ -29,7 +29,7 @@ def long_name(prefix: str) -> str:
 
 def step(feature: str, provider: str, cost: str = "0.01") -> dict[str, Any]:
     return {
-        "operationId": support.unique("op"),
+        "operationId": emulator.unique("op"),
         "usageType": "AI",
         "feature": feature,
         "provider": provider,
@@ -37,8 +37,8 @@ def step(feature: str, provider: str, cost: str = "0.01") -> dict[str, Any]:
     }
 
 
-def post(http: requests.Session, user: support.User, body: dict[str, Any]) -> requests.Response:
-    return http.post(support.functions_url(URL), json=body, headers=user.headers, timeout=60)
+def post(http: requests.Session, user: accounts.User, body: dict[str, Any]) -> requests.Response:
+    return http.post(emulator.functions_url(URL), json=body, headers=user.headers, timeout=60)
 
 
 def shared_documents(db: firestore.Client) -> dict[str, int]:
@@ -50,7 +50,7 @@ def shared_documents(db: firestore.Client) -> dict[str, int]:
 
 
 def test_a_name_storm_is_absorbed_by_other(http: requests.Session, db: firestore.Client) -> None:
-    storm, bystander = support.make_user(), support.make_user()
+    storm, bystander = accounts.make_user(), accounts.make_user()
     statuses, warned = [], 0
 
     for _ in range(200):
@@ -60,24 +60,24 @@ def test_a_name_storm_is_absorbed_by_other(http: requests.Session, db: firestore
     calm = post(
         http, bystander, {"steps": [step("chat", "openai", "1.5"), step(long_name("own-"), "openai")]}
     )
-    support.call("usage_analytics", support.make_user(claims={"admin": True}), {"fresh": True})
+    accounts.call("usage_analytics", accounts.make_user(claims={"admin": True}), {"fresh": True})
 
     assert statuses == [200] * 200
     assert warned == 180  # the first 20 new names of each kind were the user's to introduce
     assert calm.status_code == 200
     assert calm.json()["warnings"] == []
-    platform = support.platform_month(support.this_month())
+    platform = emulator.platform_month(emulator.this_month())
     assert len(platform.features) == 20 + 1 + 2  # the storm's 20, (other), the bystander's 2
     assert platform.features["(other)"].api_calls == 180
     assert platform.total.cost_nanos == 200 * 10_000_000 + 1_510_000_000
-    assert support.user_month(bystander.uid, support.this_month())["costNanos"] == 1_510_000_000
+    assert emulator.user_month(bystander.uid, emulator.this_month())["costNanos"] == 1_510_000_000
     sizes = shared_documents(db)
     assert max(sizes.values()) < SHARED_DOCUMENT_BOUND, max(sizes.items(), key=lambda item: item[1])
 
 
 def test_a_recorder_naming_too_many_names_gets_a_clear_400(http: requests.Session) -> None:
-    recorder = support.make_user(claims={"recorder": True})
-    target = support.make_user()
+    recorder = accounts.make_user(claims={"recorder": True})
+    target = accounts.make_user()
     steps = [step(f"feature-{i}", "p") for i in range(100)]
 
     response = post(http, recorder, {"userId": target.uid, "steps": steps})
@@ -87,11 +87,11 @@ def test_a_recorder_naming_too_many_names_gets_a_clear_400(http: requests.Sessio
     assert error["status"] == "INVALID_ARGUMENT"
     assert error["details"][0]["field"] == "steps[20].feature"
     assert "at most 20 distinct features" in error["message"]
-    assert support.user_month(target.uid, support.this_month()) == {}
+    assert emulator.user_month(target.uid, emulator.this_month()) == {}
 
 
 def test_reserved_and_untrimmed_names_are_refused(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     cases = {
         "steps[0].feature": step("__x__", "p"),
         "steps[0].provider": step("f", "openai\n"),
@@ -99,7 +99,7 @@ def test_reserved_and_untrimmed_names_are_refused(http: requests.Session, db: fi
     }
 
     responses = {field: post(http, user, {"steps": [body]}) for field, body in cases.items()}
-    month = support.call("my_usage", user, {"month": f"{support.this_month()}\n"})
+    month = accounts.call("my_usage", user, {"month": f"{emulator.this_month()}\n"})
 
     for field, response in responses.items():
         assert response.status_code == 400, response.text

@@ -21,22 +21,22 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import Value
 
 import main
-import support
 from tally import layout
 from tally.rollup import SESSION_FIELDS
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.store import FirestoreStore
+from tally_dev import accounts, emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def store(db: firestore.Client) -> FirestoreStore:
-    return support.store()
+    return emulator.store()
 
 
 def step(cost: str, *, feature: str = "google_maps_details", **extra: Any) -> dict[str, Any]:
     return {
-        "operationId": support.unique("op"),
+        "operationId": emulator.unique("op"),
         "usageType": "API",
         "feature": feature,
         "provider": "google_maps",
@@ -45,8 +45,8 @@ def step(cost: str, *, feature: str = "google_maps_details", **extra: Any) -> di
     }
 
 
-def record(http: requests.Session, user: support.User, body: dict[str, Any]) -> dict[str, Any]:
-    response = http.post(support.functions_url("record_steps"), json=body, headers=user.headers, timeout=60)
+def record(http: requests.Session, user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
+    response = http.post(emulator.functions_url("record_steps"), json=body, headers=user.headers, timeout=60)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -68,7 +68,7 @@ def user_sessions(db: firestore.Client, uid: str) -> dict[str, int]:
 
 
 def platform_sessions(db: firestore.Client, month: str) -> dict[str, int]:
-    sessions = support.platform_month(month).sessions
+    sessions = emulator.platform_month(month).sessions
     return {key: sessions[key] for key in SESSION_FIELDS if key in sessions}
 
 
@@ -78,7 +78,7 @@ def this_month() -> str:
 
 def written_event(path: str, before: dict[str, Any] | None, after: dict[str, Any]) -> CloudEvent:
     """Build the CloudEvent Firestore sends for a write of `path` (JSON encoding)."""
-    name = f"projects/{support.PROJECT}/databases/(default)/documents/{path}"
+    name = f"projects/{emulator.project()}/databases/(default)/documents/{path}"
 
     def document(data: dict[str, Any]) -> dict[str, Any]:
         fields = {key: json.loads(Value.to_json(value)) for key, value in _helpers.encode_dict(data).items()}
@@ -90,13 +90,13 @@ def written_event(path: str, before: dict[str, Any] | None, after: dict[str, Any
     attributes = {
         "specversion": "1.0",
         "id": uuid.uuid4().hex,
-        "source": f"//firestore.googleapis.com/projects/{support.PROJECT}/databases/(default)",
+        "source": f"//firestore.googleapis.com/projects/{emulator.project()}/databases/(default)",
         "type": "google.cloud.firestore.document.v1.written",
         "datacontenttype": "application/json",
         "subject": f"documents/{path}",
         "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "location": "us-central1",
-        "project": support.PROJECT,
+        "project": emulator.project(),
         "namespace": "(default)",
         "database": "(default)",
         "document": path,
@@ -112,14 +112,14 @@ def deliver(event: CloudEvent) -> None:
 def test_the_trigger_finalizes_a_completed_session(
     http: requests.Session, db: firestore.Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    user = support.make_user()
-    sid = support.unique("session")
+    user = accounts.make_user()
+    sid = emulator.unique("session")
     record(http, user, {"session": {"id": sid}, "steps": [step("0.00283", feature="maps.autocomplete")] * 1})
     record(http, user, {"session": {"id": sid}, "steps": [step("0.017"), step("0.032", isBillableRun=True)]})
 
     started = time.perf_counter()
     record(http, user, {"session": {"id": sid, "complete": True}, "steps": []})
-    doc = support.wait_until(lambda: finalized(db, user.uid, sid), timeout=20, interval=0.02)
+    doc = emulator.wait_until(lambda: finalized(db, user.uid, sid), timeout=20, interval=0.02)
     latency = time.perf_counter() - started
 
     summary = doc["summary"]
@@ -151,8 +151,8 @@ def test_the_trigger_finalizes_a_completed_session(
 def test_repeated_and_concurrent_finalization_counts_once(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
-    sid = support.unique("session")
+    user = accounts.make_user()
+    sid = emulator.unique("session")
     record(http, user, {"session": {"id": sid}, "steps": [step("0.017")]})
     path = f"SessionUsage/{user.uid}/sessions/{sid}"
     before = session_doc(db, user.uid, sid)
@@ -169,8 +169,8 @@ def test_repeated_and_concurrent_finalization_counts_once(
         list(pool.map(deliver_together, range(8)))
     deliver(event)  # ...and two more, late
     deliver(event)
-    support.wait_until(lambda: finalized(db, user.uid, sid))
-    support.wait_for_finalizations()
+    emulator.wait_until(lambda: finalized(db, user.uid, sid))
+    emulator.wait_for_finalizations()
     time.sleep(1.0)  # let the emulator's own deliveries of every write run too
 
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 1}
@@ -181,8 +181,8 @@ def test_repeated_and_concurrent_finalization_counts_once(
 def test_client_and_sweep_completing_at_once_finalize_once(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
-    sids = [support.unique("session") for _ in range(6)]
+    user = accounts.make_user()
+    sids = [emulator.unique("session") for _ in range(6)]
     for sid in sids:
         record(http, user, {"session": {"id": sid}, "steps": [step("0.017")]})
     later = datetime.now(UTC) + timedelta(hours=1)  # every session is idle an hour from now
@@ -193,7 +193,7 @@ def test_client_and_sweep_completing_at_once_finalize_once(
     with ThreadPoolExecutor(max_workers=8) as pool:
         sweep = pool.submit(sweep_sessions, store=store(db), now=later, idle_minutes=30)
         clients = list(pool.map(client_completes, sids))
-    support.wait_for_finalizations()
+    emulator.wait_for_finalizations()
     time.sleep(1.0)
 
     assert all(c["session"]["status"] == "completed" for c in clients)
@@ -205,8 +205,8 @@ def test_client_and_sweep_completing_at_once_finalize_once(
 
 
 def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    sid = support.unique("session")
+    user = accounts.make_user()
+    sid = emulator.unique("session")
     path = f"SessionUsage/{user.uid}/sessions/{sid}"
     record(http, user, {"session": {"id": sid}, "steps": [step("0.017")]})
     first = session_doc(db, user.uid, sid)
@@ -221,7 +221,7 @@ def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db:
     assert user_sessions(db, user.uid) == {"active": 1}
 
     record(http, user, {"session": {"id": sid, "complete": True}, "steps": []})
-    done = support.wait_until(lambda: db.document(path).get() if finalized(db, user.uid, sid) else None)
+    done = emulator.wait_until(lambda: db.document(path).get() if finalized(db, user.uid, sid) else None)
     time.sleep(1.0)  # the finalizer's own write was delivered as an event too: it must not loop
     own_write = written_event(path, first, done.to_dict() or {})
     deliver(own_write)
@@ -233,13 +233,13 @@ def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db:
 def test_a_session_with_no_new_steps_finalizes_with_zeros(
     http: requests.Session, db: firestore.Client
 ) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     already = step("0.017")
     record(http, user, {"steps": [already]})
-    sid = support.unique("session")
+    sid = emulator.unique("session")
 
     result = record(http, user, {"session": {"id": sid, "complete": True}, "steps": [already]})
-    doc = support.wait_until(lambda: finalized(db, user.uid, sid))
+    doc = emulator.wait_until(lambda: finalized(db, user.uid, sid))
 
     assert (result["recorded"], result["duplicates"]) == (0, 1)
     assert doc["summary"]["stepCount"] == 0
@@ -249,15 +249,15 @@ def test_a_session_with_no_new_steps_finalizes_with_zeros(
 
 
 def test_a_session_spanning_a_month_boundary(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
+    user = accounts.make_user()
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    sid = support.unique("session")
+    sid = emulator.unique("session")
     late = step("0.5", timestamp=(month_start - timedelta(seconds=1)).isoformat())
     early = step("0.25", timestamp=max(month_start, now - timedelta(minutes=1)).isoformat())
 
     record(http, user, {"session": {"id": sid, "complete": True}, "steps": [late, early]})
-    doc = support.wait_until(lambda: finalized(db, user.uid, sid))
+    doc = emulator.wait_until(lambda: finalized(db, user.uid, sid))
 
     assert doc["summary"]["stepCount"] == 2
     assert doc["summary"]["totalCostNanos"] == 750_000_000
@@ -274,11 +274,11 @@ def backdate(db: firestore.Client, uid: str, sid: str, hours: float) -> None:
 
 
 def test_the_sweep_completes_only_idle_sessions(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    idle, fresh, done = (support.unique(name) for name in ("idle", "fresh", "done"))
+    user = accounts.make_user()
+    idle, fresh, done = (emulator.unique(name) for name in ("idle", "fresh", "done"))
     for sid in (idle, fresh, done):
         record(http, user, {"session": {"id": sid, "complete": sid == done}, "steps": [step("0.017")]})
-    support.wait_until(lambda: finalized(db, user.uid, done))
+    emulator.wait_until(lambda: finalized(db, user.uid, done))
     backdate(db, user.uid, idle, hours=2)
     backdate(db, user.uid, done, hours=2)
     db.collection("elsewhere").document("x").collection("sessions").document("foreign").set(
@@ -286,7 +286,7 @@ def test_the_sweep_completes_only_idle_sessions(http: requests.Session, db: fire
     )
 
     result = sweep_sessions(store=store(db), now=datetime.now(UTC), idle_minutes=30)
-    doc = support.wait_until(lambda: finalized(db, user.uid, idle))
+    doc = emulator.wait_until(lambda: finalized(db, user.uid, idle))
 
     assert (result.completed, result.finished) == (1, True)
     assert doc["status"] == "completed"
@@ -319,7 +319,7 @@ def test_the_sweep_pages_through_a_backlog(db: firestore.Client, capsys: pytest.
     started = time.perf_counter()
     result = sweep_sessions(store=store(db), now=datetime.now(UTC), idle_minutes=30, page_size=4)
     elapsed = time.perf_counter() - started
-    support.wait_for_finalizations(timeout=120)
+    emulator.wait_for_finalizations(timeout=120)
 
     assert (result.completed, result.finished) == (150, True)
     assert result.pages >= 150 // 4
@@ -330,8 +330,8 @@ def test_the_sweep_pages_through_a_backlog(db: firestore.Client, capsys: pytest.
 
 
 def test_the_sweep_runs_from_the_command_line(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    sid = support.unique("idle")
+    user = accounts.make_user()
+    sid = emulator.unique("idle")
     record(http, user, {"session": {"id": sid}, "steps": [step("0.017")]})
     backdate(db, user.uid, sid, hours=1)
 
@@ -355,12 +355,12 @@ def test_the_sweep_runs_from_the_command_line(http: requests.Session, db: firest
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("sweep: completed 1 idle sessions, finalized ")
     assert "--idle-minutes" in help_text.stdout
-    assert support.wait_until(lambda: finalized(db, user.uid, sid))["completedBy"] == "timeout"
+    assert emulator.wait_until(lambda: finalized(db, user.uid, sid))["completedBy"] == "timeout"
 
 
 def test_the_finalizer_service_reports_what_it_found(http: requests.Session, db: firestore.Client) -> None:
-    user = support.make_user()
-    sid = support.unique("session")
+    user = accounts.make_user()
+    sid = emulator.unique("session")
     record(http, user, {"session": {"id": sid}, "steps": [step("0.017")]})
 
     active = finalize_session(store=store(db), user_id=user.uid, session_id=sid, now=datetime.now(UTC))

@@ -4,7 +4,6 @@ from typing import Any
 
 import pytest
 
-from memory_store import MemoryStore
 from tally import folding, layout, names, plans
 from tally.access import require_admin, resolve_reader
 from tally.analytics import usage_analytics
@@ -16,6 +15,7 @@ from tally.rollup import MonthAggregate, Rollup
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
+from tally_dev.memory import MemoryStore
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 ADMIN = Caller("boss", admin=True)

@@ -4,7 +4,6 @@ from typing import Any
 
 import pytest
 
-from memory_store import MemoryStore
 from tally import layout, names, plans
 from tally.config import Settings
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
@@ -21,7 +20,8 @@ from tally.values import (
     StoredStep,
     UsageType,
 )
-from tally.writes import Write
+from tally.writes import Increment, Op, Write
+from tally_dev.memory import MemoryStore
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 SETTINGS = Settings(max_names=5, max_new_names_per_user=3)
@@ -209,41 +209,74 @@ def test_endless_contention_is_unavailable_and_writes_nothing() -> None:
     assert layout.step_path("u", "a") not in store.docs
 
 
-def test_a_failure_after_the_commit_still_answers() -> None:
-    store = MemoryStore()
+def tight_limits(store: MemoryStore) -> None:
     store.put(
         layout.user_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
     )
 
-    def broken_free_tier(writes: Sequence[Write]) -> None:
-        if any("limitPercent" in w.data for w in writes):
-            raise RuntimeError("injected")
 
-    store.before_commit = broken_free_tier
+def with_a_rival_and_a_broken_fixup(store: MemoryStore) -> None:
+    """A concurrent request lands between the read and the commit; the write after the commit fails."""
+    rival_done = False
+
+    def hook(writes: Sequence[Write]) -> None:
+        nonlocal rival_done
+        if any(w.path.startswith("SessionUsage/") for w in writes) and not rival_done:
+            rival_done = True
+            store.commit(
+                [
+                    Write(
+                        layout.user_path("u"),
+                        Op.MERGE,
+                        {
+                            "usage": {
+                                "months": {"2026-11": {"costNanos": Increment(900), "apiCalls": Increment(1)}}
+                            }
+                        },
+                    )
+                ]
+            )
+        elif len(writes) == 1 and "limitPercent" in writes[0].data:
+            raise RuntimeError("injected after the commit")
+
+    store.before_commit = hook
+
+
+def test_the_commit_itself_carries_the_free_tier_entry() -> None:
+    store = MemoryStore()
+    tight_limits(store)
+
+    record(store, request("a"))
+
+    assert store.docs[layout.user_month_path("u", "2026-11")]["limitPercent"] == 100.0
+    recording = [c for c in store.commits if any(w.path.startswith("SessionUsage/") for w in c)]
+    assert len(store.commits) == len(recording) + 3  # 3: admitting the names f and p (quota, slots, registry)
+
+
+def test_a_failure_after_the_commit_still_answers() -> None:
+    store = MemoryStore()
+    tight_limits(store)
+    with_a_rival_and_a_broken_fixup(store)
 
     body = record(store, request("a"))
 
     assert body["recorded"] == 1
-    assert body["usage"]["limits"]["exceeded"] is False
-    assert body["usage"]["limits"]["warning"] is True
+    assert body["usage"]["apiCalls"] == 2
+    assert body["usage"]["limits"]["exceeded"] is True
+    assert store.docs[layout.user_month_path("u", "2026-11")]["limitPercent"] == 100.0  # the estimate
 
 
 def test_a_retried_request_repairs_the_free_tier_entry() -> None:
     store = MemoryStore()
-    store.put(
-        layout.user_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
-    )
-    req = request("a")
-    store.before_commit = lambda writes: (
-        (_ for _ in ()).throw(RuntimeError("x")) if any("limitPercent" in w.data for w in writes) else None
-    )
-    record(store, req)
+    tight_limits(store)
+    with_a_rival_and_a_broken_fixup(store)
+    record(store, request("a"))
     store.before_commit = None
 
-    body = record(store, req)
+    body = record(store, request("a"))
 
     assert body["duplicates"] == 1
-    assert store.docs[layout.user_month_path("u", "2026-11")]["limitPercent"] == 100.0
+    assert store.docs[layout.user_month_path("u", "2026-11")]["limitPercent"] == 190.0
 
 
 def test_new_names_beyond_a_users_quota_go_to_other_with_warnings() -> None:

@@ -4,11 +4,11 @@ from typing import Any
 
 import pytest
 
-from memory_store import MemoryStore
 from tally import layout
 from tally.sessions import Finalized, finalize_session, summarize, sweep_sessions
 from tally.values import Contention, SessionRecord
 from tally.writes import Write
+from tally_dev.memory import MemoryStore
 
 CREATED = datetime(2026, 10, 31, 23, 50, tzinfo=UTC)
 

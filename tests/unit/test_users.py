@@ -2,12 +2,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from memory_store import MemoryStore
 from tally import layout
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied
 from tally.users import month_view, my_usage, set_limits
 from tally.values import Caller
+from tally_dev.memory import MemoryStore
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 
