@@ -18,6 +18,7 @@ from tally.writes import CommitResult, Write
 
 MAX_ATTEMPTS = 12
 SWEEP_PAGE_SIZE = 200
+SHARDS = plans.ShardPicker()
 SWEEP_MARGIN_SECONDS = 30.0
 
 
@@ -102,7 +103,7 @@ def finalize_session(
     concurrent finalizations (a repeated trigger delivery, a retry, the sweep), one
     commits and the others re-read and find `finalizedAt` set.
     """
-    picker = shards or plans.ShardPicker()
+    picker = shards or SHARDS
     path = layout.session_path(user_id, session_id)
     for _ in range(MAX_ATTEMPTS):
         doc = store.read([path])[path]
@@ -183,7 +184,6 @@ def sweep_sessions(
                 return SweepResult(completed, finalized, examined, pages, finished=False)
             if len(page) < page_size:
                 break
-    picker = plans.ShardPicker()
     for shard in range(layout.SWEEP_SHARDS):
         cursor = None
         while page := store.unfinalized_sessions(shard=shard, limit=page_size, after=cursor):
@@ -195,7 +195,6 @@ def sweep_sessions(
                     user_id=session.user_id,
                     session_id=session.session_id,
                     now=now,
-                    shards=picker,
                     sleep=sleep,
                 )
                 finalized += outcome is Finalized.FINALIZED
