@@ -11,9 +11,13 @@ WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup lint unit integration test sweep demo screenshot bench clean
+.PHONY: help setup lint unit integration test sweep reconcile fold import-legacy migrate demo screenshot bench clean
 BENCH_ARGS ?=
 SWEEP_ARGS ?=
+MONTH ?=
+FIX ?=
+CSV ?=
+DRY ?=
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,8 +49,8 @@ $(CHROMIUM):
 setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed $(WEB_BUNDLE) $(CHROMIUM) ## Install everything (idempotent)
 
 lint: $(BIN)/.installed ## ruff and mypy
-	$(BIN)/ruff check functions tests scripts
-	$(BIN)/ruff format --check functions tests scripts
+	$(BIN)/ruff check functions devkit tests scripts
+	$(BIN)/ruff format --check functions devkit tests scripts
 	$(BIN)/mypy
 
 unit: $(BIN)/.installed ## Unit tests (no emulator)
@@ -67,7 +71,19 @@ bench: setup ## Benchmarks against the emulators; writes docs/benchmarks.md and 
 	./scripts/with-emulators $(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
-	cd functions && ../$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
+	$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
+
+reconcile: $(BIN)/.installed ## Check a month's aggregates against its steps (MONTH=YYYY-MM, FIX=1 repairs)
+	$(BIN)/python -m tally.cli reconcile $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(FIX)),--fix)
+
+import-legacy: $(BIN)/.installed ## Import the earlier systems' usage (CSV=path for an api_usage_log export; DRY=1: report only)
+	$(BIN)/python -m tally.cli import-legacy $(if $(CSV),--csv $(CSV)) $(if $(filter 1,$(DRY)),--dry-run)
+
+migrate: $(BIN)/.installed ## Convert data written before v2 to the v2 layout (idempotent)
+	$(BIN)/python -m tally.cli migrate
+
+fold: $(BIN)/.installed ## Fold a month's platform shards into its rollup now (MONTH=YYYY-MM)
+	$(BIN)/python -m tally.cli fold $(if $(MONTH),--month $(MONTH))
 
 clean: ## Remove installed tools and caches
 	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache

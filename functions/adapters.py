@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +45,20 @@ ENFORCE_APP_CHECK = params.BoolParam(
     default=False,
     description="Refuse record_steps and callable requests without a valid Firebase App Check token",
 )
+
+
+def with_retry(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Declare that a failed delivery of an event function is retried.
+
+    The Python SDK builds Firestore triggers with `retry: false` and offers no option
+    (firebase/firebase-functions-python#165), so the manifest entry is set here; the
+    Node SDK and the platform support it. The function must be idempotent.
+    """
+    endpoint = function.__firebase_endpoint__  # type: ignore[attr-defined]
+    trigger = dict(endpoint.eventTrigger or {})
+    trigger["retry"] = True
+    function.__firebase_endpoint__ = dataclasses.replace(endpoint, eventTrigger=trigger)  # type: ignore[attr-defined]
+    return function
 
 
 @functools.cache

@@ -16,9 +16,10 @@ from tally import analytics, users
 from tally.models import parse_record_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
+from tally.sessions import is_completion
 from tally.sessions import sweep_sessions as sweep_sessions_service
 from tally.timeutil import utc_now
-from tally.values import Caller, SessionStatus
+from tally.values import Caller
 
 options.set_global_options(region="us-central1")
 
@@ -109,13 +110,14 @@ def set_limits(req: https_fn.CallableRequest[Any]) -> Any:
     return _set_limits(req)
 
 
+@adapters.with_retry
 @firestore_fn.on_document_written(document="SessionUsage/{userId}/sessions/{sessionId}")
 def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentReference] | None]]) -> None:
-    """Summarize and count a session once its status becomes completed."""
+    """Summarize and count a session once its status becomes completed (retried if it fails)."""
     after = event.data.after
     data = (after.to_dict() or {}) if after is not None and after.exists else {}
-    if data.get("status") != SessionStatus.COMPLETED.value or data.get("finalizedAt") is not None:
-        return  # not a completion (a new step, a deletion, or the finalizer's own write)
+    if not is_completion(data):
+        return  # not a completion (a new step, a deletion, the finalizer's own write, or not Tally's)
     user_id, session_id = event.params["userId"], event.params["sessionId"]
     outcome = finalize_session_service(
         store=adapters.store(), user_id=user_id, session_id=session_id, now=utc_now(), sleep=time.sleep

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from tally import layout
+from tally.timeutil import month_key
+from tally.usage import Counts
 from tally.values import Contention, Document, IdleSession
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
 
@@ -100,7 +102,10 @@ class MemoryStore:
                 ):
                     raise Contention("FailedPrecondition")
             values: dict[str, dict[tuple[str, ...], Any]] = {}  # per document: field path -> value
+            deleted = {write.path for write in writes if write.op is Op.DELETE}
             for write in writes:
+                if write.op is Op.DELETE:
+                    continue
                 doc = staged.setdefault(write.path, {})
                 results = values.setdefault(write.path, {})
                 for field, value in _leaves(write.data):
@@ -108,6 +113,10 @@ class MemoryStore:
                         raise ValueError("DELETE in a create")
                     _apply_leaf(doc, field, value, results)
             for path, staged_doc in staged.items():
+                if path in deleted:
+                    self.docs.pop(path, None)
+                    self.versions.pop(path, None)
+                    continue
                 self.docs[path] = staged_doc
                 self.versions[path] = next(self._clock)
             self.commits.append(list(writes))
@@ -169,3 +178,62 @@ class MemoryStore:
             shard, lambda d: d.get("status") == "completed" and d.get("finalizedAt") is None
         )
         return self._page(found, limit, after)
+
+    # Reconcile's queries
+
+    def month_steps(
+        self, *, month: str, read_time: datetime, limit: int, after: str | None
+    ) -> list[Document]:
+        with self._lock:
+            found = [
+                Document(path, copy.deepcopy(doc), self.versions[path])
+                for path, doc in sorted(self.docs.items())
+                if path.split("/")[-2:-1] == [layout.STEPS] and doc.get("month") == month
+            ]
+        return [doc for doc in found if after is None or doc.path > after][:limit]
+
+    def count_month_steps(self, *, month: str, read_time: datetime) -> int:
+        return len(self.month_steps(month=month, read_time=read_time, limit=10**9, after=None))
+
+    def user_lifetime(self, *, user_id: str, read_time: datetime) -> Counts:
+        counts = Counts()
+        with self._lock:
+            for path, doc in self.docs.items():
+                if layout.step_owner(path) == user_id:
+                    counts.cost_nanos += int(doc["costNanos"])
+                    counts.api_calls += 1
+                    counts.billable_runs += int(bool(doc.get("isBillableRun")))
+        return counts
+
+    def user_session_counts(self, *, user_id: str, read_time: datetime) -> dict[str, int]:
+        counts = {"active": 0, "completed": 0}
+        with self._lock:
+            for path, doc in self.docs.items():
+                ids = layout.session_ids(path)
+                if ids and ids[0] == user_id and doc.get("status") in counts and "tallyShard" in doc:
+                    counts[doc["status"]] += 1
+        return counts
+
+    def month_sessions(
+        self, *, month: str, by: str, shard: int, read_time: datetime, limit: int, after: str | None
+    ) -> list[Document]:
+        field = "createdAt" if by == "created" else "completedAt"
+        with self._lock:
+            found = [
+                Document(path, copy.deepcopy(doc), self.versions[path])
+                for path, doc in sorted(self.docs.items())
+                if layout.session_ids(path)
+                and doc.get("tallyShard") == shard
+                and doc.get(field) is not None
+                and month_key(doc[field]) == month
+            ]
+        return [doc for doc in found if after is None or doc.path > after][:limit]
+
+    def collection_group(self, *, group: str, limit: int, after: str | None) -> list[Document]:
+        with self._lock:
+            found = [
+                Document(path, copy.deepcopy(doc), self.versions[path])
+                for path, doc in sorted(self.docs.items())
+                if path.split("/")[-2] == group
+            ]
+        return [doc for doc in found if after is None or doc.path > after][:limit]

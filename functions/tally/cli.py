@@ -7,14 +7,20 @@ Application Default Credentials otherwise.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 from collections.abc import Callable
+from typing import TextIO
 
 from google.cloud import firestore
 
 from tally import folding, layout
 from tally.config import Settings
+from tally.errors import InvalidArgument
+from tally.legacy import check_csv_header, import_legacy
+from tally.migrate import migrate
+from tally.reconcile import reconcile
 from tally.sessions import SWEEP_PAGE_SIZE, sweep_sessions
 from tally.store import FirestoreStore
 from tally.timeutil import month_key, parse_month, utc_now
@@ -52,6 +58,98 @@ def run_fold(args: argparse.Namespace, store: FirestoreStore, settings: Settings
     return 0
 
 
+class ProgressBar:
+    """A progress bar on standard error (a line every 10 % when it is not a terminal)."""
+
+    def __init__(self, label: str, *, stream: TextIO = sys.stderr) -> None:
+        self._label = label
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show `done` of `total`."""
+        share = done / total if total else 1.0
+        if self._tty:
+            filled = int(share * 30)
+            self._stream.write(f"\r{self._label} [{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,}")
+            self._stream.flush()
+        elif int(share * 10) > self._shown:
+            self._shown = int(share * 10)
+            self._stream.write(f"{self._label}: {done:,}/{total:,} ({share:.0%})\n")
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._tty:
+            self._stream.write("\n")
+
+
+def run_reconcile(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
+    """Recompute a month's aggregates from its steps; report (and with --fix repair) every difference."""
+    bar = ProgressBar(f"reconcile {args.month}")
+    report = reconcile(
+        store=store, month=args.month, settings=settings, now=utc_now(), fix=args.fix, progress=bar
+    )
+    bar.close()
+    for difference in report.differences:
+        sys.stdout.write(difference.line() + "\n")
+    sys.stdout.write(report.summary() + "\n")
+    return 0 if not report.differences or report.fixed else 1
+
+
+def run_import_legacy(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
+    """Import the earlier systems' usage; report what was imported, skipped and refused."""
+    counts: dict[str, int] = {}
+
+    def progress(what: str, done: int) -> None:
+        counts[what] = done
+        if done % 100 == 0:
+            sys.stderr.write(f"import-legacy: {done:,} {what} read\n")
+
+    rows = None
+    handle = None
+    if args.csv is not None:
+        handle = open(args.csv, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        reader = csv.DictReader(handle)
+        try:
+            check_csv_header(reader.fieldnames)
+        except InvalidArgument as exc:
+            sys.stderr.write(f"import-legacy: {args.csv}: {exc.message}\n")
+            handle.close()
+            return 2
+        rows = reader
+    try:
+        report = import_legacy(
+            store=store,
+            settings=settings,
+            now=utc_now(),
+            csv_rows=rows,
+            csv_name=args.csv or "csv",
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+    finally:
+        if handle is not None:
+            handle.close()
+    for refused in report.refused:
+        sys.stdout.write(f"refused {refused.source}: {refused.reason}\n")
+    for check in report.monthly:
+        sys.stdout.write(check.line() + "\n")
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def run_migrate(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
+    """Bring data written before v2 to the v2 layout."""
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"migrate: {line}\n")
+
+    report = migrate(store=store, settings=settings, now=utc_now(), progress=say)
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
 def _rollup_version(store: FirestoreStore, month: str) -> object:
     path = layout.rollup_path(month)
     return store.read([path])[path].version
@@ -75,6 +173,39 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
     )
     sweep.add_argument("--page-size", type=int, default=SWEEP_PAGE_SIZE, help="sessions per page")
     sweep.set_defaults(run=run_sweep)
+
+    check = commands.add_parser(
+        "reconcile",
+        help="recompute a month's totals from the step documents and report every difference",
+        description="Exit status: 0 when nothing differs (or --fix repaired it all), 1 when something does.",
+    )
+    check.add_argument(
+        "--month", type=_month, default=month_key(utc_now()), help="YYYY-MM (default: this month)"
+    )
+    check.add_argument("--fix", action="store_true", help="repair the aggregates so they match the steps")
+    check.set_defaults(run=run_reconcile)
+
+    legacy = commands.add_parser(
+        "import-legacy",
+        help="import the usage kept by the earlier hand-rolled systems (idempotent)",
+        description=(
+            "Reads SessionUsage/{uid}/sessions documents with embedded steps, the ApiUsage|AIUsage/{uid}/"
+            "operations logs and, with --csv, an export of a Postgres api_usage_log table (columns: "
+            "id,user_id,timestamp,service,cost and optionally endpoint,input_tokens,output_tokens,"
+            "usage_type,billable). A second run imports nothing."
+        ),
+    )
+    legacy.add_argument("--csv", help="a CSV export of api_usage_log to import too")
+    legacy.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
+    legacy.set_defaults(run=run_import_legacy)
+
+    upgrade = commands.add_parser(
+        "migrate",
+        help="convert data written before v2 to the v2 layout (idempotent)",
+        description="Gives old sessions a sweep shard, tidies users/{uid}.usage, rebuilds every month of the "
+        "old TallyPlatformMonths documents from the steps (reconcile --fix), then deletes the old documents.",
+    )
+    upgrade.set_defaults(run=run_migrate)
 
     fold = commands.add_parser("fold", help="fold a month's platform shards into its rollup now")
     fold.add_argument(

@@ -19,6 +19,7 @@ ROLLUPS = "TallyPlatformRollups"
 NAMES = "TallyNames"
 NAME_COUNTS = "TallyNameCounts"
 NAME_QUOTAS = "TallyNameQuotas"
+USER_LIMITS = "TallyUserLimits"  # Tally's own copy of each user's limits (repairs an erased `usage`)
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
 LEGACY_USER_MONTHS = "TallyUserMonths"
@@ -77,6 +78,11 @@ def name_count_path(kind: str, month: str) -> str:
 def name_quota_path(user_id: str, month: str) -> str:
     """Return the counter of the new names a caller introduced in a month."""
     return f"{NAME_QUOTAS}/{user_id}_{month}"
+
+
+def limits_path(user_id: str) -> str:
+    """Return Tally's copy of a user's limits."""
+    return f"{USER_LIMITS}/{user_id}"
 
 
 def sweep_shard(user_id: str, session_id: str) -> int:

@@ -78,6 +78,15 @@ def _user_id(value: object) -> str:
     return value
 
 
+def is_user_id(value: str) -> bool:
+    """Return whether a string is an acceptable user id."""
+    return (
+        bool(_USER_ID_RE.fullmatch(value))
+        and value not in {".", ".."}
+        and not _RESERVED_KEY_RE.fullmatch(value)
+    )
+
+
 def _usage_type(value: object) -> UsageType:
     if isinstance(value, str) and value.lower() in _USAGE_TYPES:
         return _USAGE_TYPES[value.lower()]
@@ -191,9 +200,12 @@ class StepIn(EdgeModel):
     def _timestamp(cls, value: object, info: ValidationInfo) -> datetime | None:
         if value is None:
             return None
-        now = (info.context or {})["now"]
+        context = info.context or {}
         try:
-            return check_step_time(parse_instant(value), now=now)
+            instant = parse_instant(value)
+            if context.get("any_age"):  # the legacy import keeps original timestamps whatever their age
+                return check_step_time(instant, now=context["now"], max_age=None)
+            return check_step_time(instant, now=context["now"])
         except TimeError as exc:
             raise field_error(str(exc)) from None
 
@@ -273,6 +285,32 @@ def problems_of(error: ValidationError) -> list[FieldProblem]:
     return problems
 
 
+def _step_of(parsed: StepIn, now: datetime) -> Step:
+    return Step(
+        operation_id=parsed.operation_id,
+        usage_type=parsed.usage_type,
+        feature=parsed.feature,
+        provider=parsed.provider,
+        cost_nanos=parsed.cost_nanos,
+        is_billable_run=parsed.is_billable_run,
+        timestamp=parsed.timestamp or now,
+        metadata=parsed.metadata,
+    )
+
+
+def parse_step(data: object, *, now: datetime, field: str, any_age: bool = False) -> Step:
+    """Validate one step (as `record_steps` does); raise InvalidArgument naming fields under `field`."""
+    try:
+        parsed = StepIn.model_validate(data, context={"now": now, "any_age": any_age})
+    except ValidationError as exc:
+        problems = [
+            FieldProblem(f"{field}.{p.field}" if p.field != "body" else field, p.problem)
+            for p in problems_of(exc)
+        ]
+        raise InvalidArgument.of(problems) from None
+    return _step_of(parsed, now)
+
+
 def parse_record_request(body: dict[str, Any], *, now: datetime) -> RecordRequest:
     """Validate a `record_steps` body; raise InvalidArgument naming every bad field."""
     try:
@@ -287,17 +325,5 @@ def parse_record_request(body: dict[str, Any], *, now: datetime) -> RecordReques
             if session
             else None
         ),
-        steps=tuple(
-            Step(
-                operation_id=s.operation_id,
-                usage_type=s.usage_type,
-                feature=s.feature,
-                provider=s.provider,
-                cost_nanos=s.cost_nanos,
-                is_billable_run=s.is_billable_run,
-                timestamp=s.timestamp or now,
-                metadata=s.metadata,
-            )
-            for s in parsed.steps
-        ),
+        steps=tuple(_step_of(s, now) for s in parsed.steps),
     )

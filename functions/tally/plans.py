@@ -12,15 +12,16 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tally import layout
+from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
 from tally.rollup import MonthAggregate
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
-from tally.values import CompletedBy, SessionState, SessionStatus, Step, UserMonthState
+from tally.values import CompletedBy, SessionRecord, SessionState, SessionStatus, Step, UserMonthState
 from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload
 
 USER_MONTHS_KEPT = 3  # users/{uid}.usage.months keeps this month and the two before it
@@ -92,6 +93,7 @@ class RecordingCommit:
     stale_months: tuple[str, ...] = ()  # usage.months keys to drop
     limits: Limits | None = None
     months_before: Mapping[str, Counts] = field(default_factory=dict)  # the user's totals as read
+    step_session_id: str | None = None  # the session the steps belong to, when another write converts it
 
     def estimated_percent(self, month: str, delta: MonthDelta) -> float | None:
         """Return the share of their limits the user reaches in `month` with this commit, as read."""
@@ -119,7 +121,7 @@ def step_document(commit: RecordingCommit, step: Step) -> dict[str, Any]:
     """Return a step's document (created once, never rewritten)."""
     return {
         "userId": commit.user_id,
-        "sessionId": commit.session_id,
+        "sessionId": commit.session_id or commit.step_session_id,
         "operationId": step.operation_id,
         "usageType": step.usage_type.value,
         "feature": step.feature,
@@ -211,7 +213,11 @@ def _session_write(commit: RecordingCommit) -> Write:
                 **completion,
             },
         )
-    data: dict[str, Any] = {"lastUpdatedAt": commit.now, **completion}
+    data: dict[str, Any] = {
+        "lastUpdatedAt": commit.now,
+        "tallyShard": layout.sweep_shard(commit.user_id, commit.session_id),  # also upgrades older sessions
+        **completion,
+    }
     if commit.steps:
         known_times = [t for t in (base.first_step_at, base.last_step_at) if t is not None]
         data["stats"] = {
@@ -355,6 +361,45 @@ class SessionSummary:
         }
 
 
+def _named_counts(stats: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    result = {}
+    for name, counts in (stats.get(key) or {}).items():
+        cost = int(counts.get("costNanos", 0))
+        result[name] = {
+            "costNanos": cost,
+            "cost": nanos_to_usd(cost),
+            "calls": int(counts.get("apiCalls", 0)),
+            "billableRuns": int(counts.get("billableRuns", 0)),
+        }
+    return result
+
+
+def summarize(record: SessionRecord) -> SessionSummary:
+    """Build a completed session's summary from its running stats.
+
+    Duration runs from the first step to the last, by the steps' own timestamps (server
+    time for steps sent without one): steps recorded in one batch after the fact keep
+    the session's real duration, and idle time before a timeout is not counted.
+    """
+    data = record.data
+    stats = data.get("stats") or {}
+    created: datetime = data["createdAt"]
+    first: datetime | None = stats.get("firstStepAt")
+    last: datetime | None = stats.get("lastStepAt")
+    duration_ms = max(0, round((last - first) / timedelta(milliseconds=1))) if first and last else 0
+    completed_at: datetime = data.get("completedAt") or data.get("lastUpdatedAt") or created
+    return SessionSummary(
+        step_count=int(stats.get("stepCount", 0)),
+        cost_nanos=int(stats.get("costNanos", 0)),
+        billable_runs=int(stats.get("billableRuns", 0)),
+        duration_ms=duration_ms,
+        features=_named_counts(stats, "features"),
+        providers=_named_counts(stats, "providers"),
+        created_month=month_key(created),
+        completed_month=month_key(completed_at),
+    )
+
+
 def finalization_writes(
     *, user_id: str, session_id: str, version: Any, summary: SessionSummary, now: datetime, shard: int
 ) -> list[Write]:
@@ -408,6 +453,84 @@ def timeout_writes(*, user_id: str, session_id: str, version: Any, now: datetime
     ]
 
 
+@dataclass(frozen=True)
+class ImportedSession:
+    """A session of an earlier system, becoming a Tally session at the same path."""
+
+    user_id: str
+    session_id: str
+    version: Any  # the legacy document's update time: it is converted only if unchanged
+    feature: str | None
+    created_at: datetime
+    last_at: datetime
+    completed_at: datetime | None  # None: still active (the sweep completes it when idle)
+    steps: tuple[Step, ...]
+    source: str
+
+
+def imported_session_writes(session: ImportedSession, *, now: datetime, shard: int) -> list[Write]:
+    """Return the writes converting a legacy session: the Tally document, and the session counters.
+
+    A completed session is written finalized (its summary and the platform's counters in
+    the same commit), so the trigger never counts it again; an active one is counted
+    active, and the sweep completes it.
+    """
+    counts = total(session.steps)
+    named = session_counts(session.steps, None)
+    times = [s.timestamp for s in session.steps]
+    first, last = min(times, default=None), max(times, default=None)
+    stats = {
+        **_session_stats(counts),
+        "features": _plain_map(named.features),
+        "providers": _plain_map(named.providers),
+        "firstStepAt": first,
+        "lastStepAt": last,
+    }
+    completed = session.completed_at is not None
+    data = {"createdAt": session.created_at, "completedAt": session.completed_at, "stats": stats}
+    summary = summarize(SessionRecord(session.user_id, session.session_id, data, None)) if completed else None
+    document: dict[str, Any] = {
+        "userId": session.user_id,
+        "sessionId": session.session_id,
+        "feature": session.feature,
+        "status": (SessionStatus.COMPLETED if completed else SessionStatus.ACTIVE).value,
+        "createdAt": session.created_at,
+        "lastUpdatedAt": session.last_at,
+        "completedAt": session.completed_at,
+        "completedBy": CompletedBy.CLIENT.value if completed else None,
+        "finalizedAt": now if completed else None,
+        "summary": Replace(summary.document()) if summary else None,
+        "tallyShard": layout.sweep_shard(session.user_id, session.session_id),
+        "stats": Replace(stats),
+        "importedFrom": session.source,
+        "steps": DELETE,
+        "totalCost": DELETE,
+        "totalRuns": DELETE,
+    }
+    path = layout.session_path(session.user_id, session.session_id)
+    writes = [Write(path, Op.UPDATE, document, version=session.version)]
+    sessions = {"completed": Increment(1), "active": Increment(0)} if completed else {"active": Increment(1)}
+    writes.append(Write(layout.user_path(session.user_id), Op.MERGE, {"usage": {"sessions": sessions}}))
+    if summary is not None:
+        month, platform = (
+            summary.completed_month,
+            {
+                "completed": Increment(1),
+                "stepCount": Increment(summary.step_count),
+                "costNanos": Increment(summary.cost_nanos),
+                "durationMs": Increment(summary.duration_ms),
+            },
+        )
+    else:
+        month, platform = month_key(session.created_at), {"active": Increment(1)}
+    writes.append(
+        Write(
+            layout.shard_path(month, shard), Op.MERGE, {"month": month, "shard": shard, "sessions": platform}
+        )
+    )
+    return writes
+
+
 # Limits and the free-tier table
 
 
@@ -450,9 +573,13 @@ def free_tier_fixups(
     return writes
 
 
-def limits_write(*, user_id: str, limits: Limits) -> Write:
-    """Return the write of a user's limits into `usage.limits` (nothing else touched)."""
-    return Write(layout.user_path(user_id), Op.MERGE, {"usage": {"limits": limits_fields(limits)}})
+def limits_writes(*, user_id: str, limits: Limits) -> list[Write]:
+    """Return the writes of a user's limits: `usage.limits` (nothing else touched) and Tally's own copy."""
+    fields = limits_fields(limits)
+    return [
+        Write(layout.user_path(user_id), Op.MERGE, {"usage": {"limits": fields}}),
+        Write(layout.limits_path(user_id), Op.MERGE, {"userId": user_id, **fields}),
+    ]
 
 
 # Names

@@ -71,6 +71,11 @@ def resolve_user(caller: Caller, requested: str | None) -> str:
 
 def _session_state(doc: Document) -> SessionState:
     data = doc.fields
+    if "steps" in data and "stats" not in data:  # an earlier system's session, not imported yet
+        raise FailedPrecondition(
+            f"session {doc.path.rsplit('/', 1)[-1]} was written by an earlier system; "
+            "import it with `python -m tally.cli import-legacy` first"
+        )
     stats = data.get("stats") or {}
     return SessionState(
         status=SessionStatus(data["status"]),
@@ -212,6 +217,48 @@ def admit_names(
     return Admission(frozenset(admitted & wanted), refused)
 
 
+def unknown_names(steps: Sequence[Step], admitted_cache: names.AdmittedNames) -> set[NameKey]:
+    """Return the names of `steps` not known to be admitted in their months."""
+    wanted = names.keys_of(steps)
+    return wanted - admitted_cache.known(wanted)
+
+
+def counted(
+    *,
+    store: RecordingStore,
+    caller: Caller,
+    steps: Sequence[Step],
+    settings: Settings,
+    now: datetime,
+    admitted_cache: names.AdmittedNames = ADMITTED,
+    docs: Mapping[str, Document] | None = None,
+) -> tuple[tuple[Step, ...], Mapping[NameKey, Refusal]]:
+    """Return the steps with the names they count under (admitting what still fits), and why others are not.
+
+    `docs` may already hold the registry entries and counters of the unknown names.
+    """
+    wanted = names.keys_of(steps)
+    unknown = wanted - admitted_cache.known(wanted)
+    admitted = wanted - unknown
+    refused: Mapping[NameKey, Refusal] = {}
+    if unknown:
+        paths = _name_paths(caller, unknown)
+        if docs is None or any(path not in docs for path in paths):
+            docs = store.read(paths)
+        admission = admit_names(
+            store=store,
+            caller=caller,
+            reads=name_reads(docs, caller, unknown),
+            wanted=unknown,
+            limits=settings.name_limits,
+            now=now,
+        )
+        admitted_cache.add(admission.admitted)
+        admitted |= admission.admitted
+        refused = admission.refused
+    return names.count_under(steps, admitted), refused
+
+
 # Planning
 
 
@@ -340,25 +387,18 @@ def record_steps(
     session_id = request.session.session_id if request.session else None
     operation_ids = [s.operation_id for s in request.steps]
     months = sorted({month_key(s.timestamp) for s in request.steps})
-    wanted = names.keys_of(request.steps)
-    unknown = wanted - admitted_cache.known(wanted)
+    unknown = unknown_names(request.steps, admitted_cache)
     paths = _state_paths(user_id, session_id, operation_ids, months)
-    docs = store.read(paths + _name_paths(caller, unknown))
-    refused: Mapping[NameKey, Refusal] = {}
-    admitted = wanted - unknown
-    if unknown:
-        admission = admit_names(
-            store=store,
-            caller=caller,
-            reads=name_reads(docs, caller, unknown),
-            wanted=unknown,
-            limits=settings.name_limits,
-            now=now,
-        )
-        admitted_cache.add(admission.admitted)
-        admitted |= admission.admitted
-        refused = admission.refused
-    steps = names.count_under(request.steps, admitted)
+    docs = store.read(paths + _name_paths(caller, unknown))  # one round trip for the state and the names
+    steps, refused = counted(
+        store=store,
+        caller=caller,
+        steps=request.steps,
+        settings=settings,
+        now=now,
+        admitted_cache=admitted_cache,
+        docs=docs,
+    )
     result: CommitResult | None = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         if attempt > 1:

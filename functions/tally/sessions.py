@@ -10,9 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tally import layout, plans
-from tally.money import nanos_to_usd
-from tally.plans import SessionSummary
-from tally.timeutil import month_key
+from tally.plans import summarize
 from tally.values import Contention, Document, IdleSession, SessionRecord, SessionStatus
 from tally.writes import CommitResult, Write
 
@@ -28,6 +26,7 @@ class Finalized(StrEnum):
     FINALIZED = "finalized"
     ALREADY_FINALIZED = "already-finalized"
     NOT_COMPLETED = "not-completed"
+    NOT_TALLYS = "not-tallys"  # a legacy system's document at a session path
     MISSING = "missing"
 
 
@@ -49,42 +48,17 @@ class SessionStore(Protocol):
     def unfinalized_sessions(self, *, shard: int, limit: int, after: Any | None) -> list[IdleSession]: ...
 
 
-def _named_counts(stats: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    result = {}
-    for name, counts in (stats.get(key) or {}).items():
-        cost = int(counts.get("costNanos", 0))
-        result[name] = {
-            "costNanos": cost,
-            "cost": nanos_to_usd(cost),
-            "calls": int(counts.get("apiCalls", 0)),
-            "billableRuns": int(counts.get("billableRuns", 0)),
-        }
-    return result
+def is_tally_session(data: Mapping[str, Any]) -> bool:
+    """Return whether a document at a session path is Tally's (a legacy system's is not, until imported)."""
+    return "tallyShard" in data
 
 
-def summarize(record: SessionRecord) -> SessionSummary:
-    """Build a completed session's summary from its running stats.
-
-    Duration runs from the first step to the last, by the steps' own timestamps (server
-    time for steps sent without one): steps recorded in one batch after the fact keep
-    the session's real duration, and idle time before a timeout is not counted.
-    """
-    data = record.data
-    stats = data.get("stats") or {}
-    created: datetime = data["createdAt"]
-    first: datetime | None = stats.get("firstStepAt")
-    last: datetime | None = stats.get("lastStepAt")
-    duration_ms = max(0, round((last - first) / timedelta(milliseconds=1))) if first and last else 0
-    completed_at: datetime = data.get("completedAt") or data.get("lastUpdatedAt") or created
-    return SessionSummary(
-        step_count=int(stats.get("stepCount", 0)),
-        cost_nanos=int(stats.get("costNanos", 0)),
-        billable_runs=int(stats.get("billableRuns", 0)),
-        duration_ms=duration_ms,
-        features=_named_counts(stats, "features"),
-        providers=_named_counts(stats, "providers"),
-        created_month=month_key(created),
-        completed_month=month_key(completed_at),
+def is_completion(data: Mapping[str, Any]) -> bool:
+    """Return whether a session document, as written, still waits for its finalization."""
+    return (
+        is_tally_session(data)
+        and data.get("status") == SessionStatus.COMPLETED.value
+        and data.get("finalizedAt") is None
     )
 
 
@@ -110,6 +84,8 @@ def finalize_session(
         if not doc.exists:
             return Finalized.MISSING
         record = SessionRecord(user_id, session_id, doc.fields, doc.version)
+        if not is_tally_session(record.data):
+            return Finalized.NOT_TALLYS
         if record.data.get("status") != SessionStatus.COMPLETED.value:
             return Finalized.NOT_COMPLETED
         if record.data.get("finalizedAt") is not None:

@@ -21,6 +21,8 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from tally import layout
+from tally.timeutil import month_end, month_start
+from tally.usage import Counts
 from tally.values import Contention, Document, IdleSession, SessionStatus
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
 
@@ -67,6 +69,11 @@ def _update_leaves(data: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator
             yield from _update_leaves(value, path)
         else:
             yield path, value
+
+
+def _count(query: Any, read_time: datetime | None) -> int:
+    """Count what a query matches (an aggregation: one read per 1,000 index entries)."""
+    return int(query.count(alias="n").get(read_time=read_time)[0][0].value)
 
 
 def _relative(name: str) -> str:
@@ -116,6 +123,8 @@ class FirestoreStore:
                 batch.create(ref, _firestore_value(write.data))
             elif write.op is Op.MERGE:
                 batch.set(ref, _firestore_value(write.data), merge=True)
+            elif write.op is Op.DELETE:
+                batch.delete(ref)
             else:
                 option = self._db.write_option(last_update_time=write.version) if write.version else None
                 batch.update(ref, _flat_update(write.data), option=option)
@@ -226,3 +235,80 @@ class FirestoreStore:
                 count += len(page)
                 after = page[-1].cursor
         return count
+
+    # Reconcile: the month's steps and sessions, at one snapshot
+
+    def _documents(self, query: Any, read_time: datetime | None) -> list[Document]:
+        return [
+            Document(snap.reference.path, snap.to_dict() or {}, snap.update_time, snap.read_time)
+            for snap in query.stream(read_time=read_time)
+        ]
+
+    def month_steps(
+        self, *, month: str, read_time: datetime, limit: int, after: str | None
+    ) -> list[Document]:
+        """Return one page of the month's steps (every `steps` collection), ordered by path."""
+        query = (
+            self._db.collection_group(layout.STEPS)
+            .where(filter=FieldFilter("month", "==", month))
+            .order_by("__name__")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after({"__name__": self._db.document(after)})
+        return self._documents(query, read_time)
+
+    def count_month_steps(self, *, month: str, read_time: datetime) -> int:
+        """Count the month's steps (every `steps` collection; for progress)."""
+        return _count(
+            self._db.collection_group(layout.STEPS).where(filter=FieldFilter("month", "==", month)), read_time
+        )
+
+    def user_lifetime(self, *, user_id: str, read_time: datetime) -> Counts:
+        """Add up every step of a user (aggregation queries: no step is read)."""
+        steps: Any = self._db.collection(
+            layout.SESSION_USAGE, user_id, layout.STEPS
+        )  # aggregations are untyped
+        totals = steps.sum("costNanos", alias="cost").count(alias="calls").get(read_time=read_time)[0]
+        found = {result.alias: result.value for result in totals}
+        billable = steps.where(filter=FieldFilter("isBillableRun", "==", True))
+        return Counts(int(found["cost"] or 0), int(found["calls"]), _count(billable, read_time))
+
+    def user_session_counts(self, *, user_id: str, read_time: datetime) -> dict[str, int]:
+        """Count a user's Tally sessions by status (aggregations; a legacy system's are not counted)."""
+        sessions = self._db.collection(layout.SESSION_USAGE, user_id, layout.SESSIONS).where(
+            filter=FieldFilter("tallyShard", "in", list(range(layout.SWEEP_SHARDS)))
+        )
+        return {
+            status.value: _count(sessions.where(filter=FieldFilter("status", "==", status.value)), read_time)
+            for status in SessionStatus
+        }
+
+    def month_sessions(
+        self, *, month: str, by: str, shard: int, read_time: datetime, limit: int, after: str | None
+    ) -> list[Document]:
+        """Return one page of Tally's sessions created (or completed) in a month, in one sweep shard."""
+        start, end = month_start(month), month_end(month)
+        field = "createdAt" if by == "created" else "completedAt"
+        query = (
+            self._db.collection_group(layout.SESSIONS)
+            .where(filter=FieldFilter("tallyShard", "==", shard))
+            .where(filter=FieldFilter(field, ">=", start))
+            .where(filter=FieldFilter(field, "<", end))
+            .order_by(field)
+            .order_by("__name__")
+            .limit(limit)
+        )
+        if after is not None:
+            snap = self._db.document(after).get(read_time=read_time)
+            query = query.start_after(snap)
+        return [doc for doc in self._documents(query, read_time) if layout.session_ids(doc.path) is not None]
+
+    # The import of the earlier systems' documents
+
+    def collection_group(self, *, group: str, limit: int, after: str | None) -> list[Document]:
+        """Return one page of every collection named `group`, ordered by path."""
+        query = self._db.collection_group(group).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": self._db.document(after)})
+        return self._documents(query, None)

@@ -47,11 +47,11 @@ def parse_instant(value: object) -> datetime:
     raise TimeError("must be an ISO-8601 string or epoch milliseconds")
 
 
-def check_step_time(instant: datetime, *, now: datetime) -> datetime:
-    """Reject a step time more than 5 minutes ahead of `now` or older than 35 days."""
+def check_step_time(instant: datetime, *, now: datetime, max_age: timedelta | None = MAX_AGE) -> datetime:
+    """Reject a step time more than 5 minutes ahead of `now` or older than `max_age` (35 days)."""
     if instant > now + MAX_FUTURE:
         raise TimeError("must not be more than 5 minutes in the future")
-    if instant < now - MAX_AGE:
+    if max_age is not None and instant < now - max_age:
         raise TimeError("must not be older than 35 days")
     return instant
 
@@ -90,3 +90,9 @@ def month_end(month: str) -> datetime:
     """Return the first instant after a month (UTC)."""
     year, number = (int(part) for part in month.split("-"))
     return datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+
+
+def month_start(month: str) -> datetime:
+    """Return the first instant of a month (UTC)."""
+    year, number = (int(part) for part in month.split("-"))
+    return datetime(year, number, 1, tzinfo=UTC)

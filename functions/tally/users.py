@@ -109,7 +109,7 @@ def set_limits(
         ),
     )
     used = Counts.from_fields(docs[user_month].fields)
-    writes = [plans.limits_write(user_id=request.user_id, limits=limits)]
+    writes = plans.limits_writes(user_id=request.user_id, limits=limits)
     if used.api_calls:
         writes.append(
             plans.free_tier_write(

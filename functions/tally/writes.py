@@ -57,6 +57,7 @@ class Op(StrEnum):
     CREATE = "create"  # precondition: the document does not exist
     MERGE = "merge"  # set(merge=True): only the given leaves change
     UPDATE = "update"  # the document exists (and, with a version, is unchanged since read)
+    DELETE = "delete"  # remove the document (data empty)
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,74 @@ class CommitResult:
     def value(self, path: str, *field: str) -> int:
         """Return the integer a transform left in a field (0 if the commit had none there)."""
         return int(self.values.get(path, {}).get(tuple(field), 0))
+
+
+def _nest(pairs: Sequence[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for path, value in pairs:
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return data
+
+
+def batches(writes: Sequence[Write], *, max_transforms: int = 400) -> list[list[Write]]:
+    """Split merge writes into commits of at most `max_transforms` transforms per document.
+
+    For repairs whose size depends on the data (a month with many names to correct).
+    Each commit names a document at most once.
+    """
+    commits: list[list[Write]] = []
+    current: list[Write] = []
+    paths: set[str] = set()
+    budget = max_transforms
+    for write in writes:
+        pairs = list(leaves(write.data))
+        chunks = [pairs[i : i + max_transforms] for i in range(0, len(pairs), max_transforms)] or [[]]
+        for chunk in chunks:
+            part = Write(write.path, write.op, _nest(chunk), write.version)
+            cost = part.transforms()
+            if current and (write.path in paths or cost > budget):
+                commits.append(current)
+                current, paths, budget = [], set(), max_transforms
+            current.append(part)
+            paths.add(write.path)
+            budget -= cost
+    if current:
+        commits.append(current)
+    return commits
+
+
+def merged(writes: Sequence[Write]) -> list[Write]:
+    """Combine merge writes to the same document into one (increments add up), keeping first-seen order.
+
+    A commit then names each document once. Other operations must not share a document.
+    """
+    combined: dict[str, Write] = {}
+
+    def add(into: dict[str, Any], data: Mapping[str, Any]) -> None:
+        for key, value in data.items():
+            current = into.get(key)
+            if isinstance(value, Mapping) and isinstance(current, dict):
+                add(current, value)
+            elif isinstance(value, Increment) and isinstance(current, Increment):
+                into[key] = Increment(current.value + value.value)
+            else:
+                into[key] = _copy(value)
+
+    for write in writes:
+        known = combined.get(write.path)
+        if known is None:
+            combined[write.path] = Write(write.path, write.op, _copy(write.data), write.version)
+        elif known.op is Op.MERGE and write.op is Op.MERGE:
+            add(known.data, write.data)  # type: ignore[arg-type]  # a copy this function owns
+        else:
+            raise ValueError(f"{write.path}: only merge writes can be combined")
+    return list(combined.values())
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, Replace):
+        return {key: _copy(item) for key, item in value.items()}
+    return value

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from tally import layout
-from tally.sessions import Finalized, finalize_session, summarize, sweep_sessions
+from tally.plans import summarize
+from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.values import Contention, SessionRecord
 from tally.writes import Write
 from tally_dev.memory import MemoryStore

@@ -1,0 +1,128 @@
+"""Convert data written by Tally before v2 to the v2 layout (idempotent; safe to run again).
+
+Before v2, the platform's months lived in `TallyPlatformMonths/{M}-sNN` (with a map of
+every active user's uid), users' months in `TallyUserMonths/{M}_{uid}` and, with their
+breakdowns, forever in `users/{uid}.usage.months`; sessions had no sweep shard. The
+step documents are the same in both layouts, so each month found in the old platform
+documents is rebuilt by `reconcile --fix`; then the old documents are deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from tally import layout, plans
+from tally.config import Settings
+from tally.reconcile import ReconcileStore, reconcile
+from tally.timeutil import month_key, months_back
+from tally.values import Contention, Document
+from tally.writes import DELETE, Op, Write
+
+PAGE_SIZE = 300
+
+
+class MigrateStore(ReconcileStore, Protocol):
+    """The store operations the migration needs."""
+
+    def collection_group(self, *, group: str, limit: int, after: str | None) -> list[Document]: ...
+
+
+@dataclass
+class MigrationReport:
+    """What the migration changed."""
+
+    sessions: int = 0
+    users: int = 0
+    months: list[str] = field(default_factory=list)
+    repaired: int = 0
+    deleted: int = 0
+
+    def summary(self) -> str:
+        """Return the summary line."""
+        return (
+            f"migrate: {self.sessions} sessions given a sweep shard, {self.users} user documents tidied, "
+            f"{len(self.months)} months rebuilt ({', '.join(self.months) or 'none'}) with {self.repaired} "
+            f"repairs, {self.deleted} old documents deleted"
+        )
+
+
+def _pages(store: MigrateStore, group: str) -> Iterator[Document]:
+    after: str | None = None
+    while page := store.collection_group(group=group, limit=PAGE_SIZE, after=after):
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        after = page[-1].path
+
+
+def _commit_each(store: MigrateStore, groups: Sequence[Sequence[Write]]) -> int:
+    return sum(store.commit_each(groups))
+
+
+def user_tidying(doc: Document, now: datetime) -> list[Write]:
+    """Return the writes that bring an old `users/{uid}.usage` to v2 (months kept, breakdowns moved)."""
+    usage = doc.fields.get("usage") or {}
+    months = usage.get("months") or {}
+    kept = set(months_back(month_key(now), plans.USER_MONTHS_KEPT))
+    data: dict[str, Any] = {}
+    for month, fields in months.items():
+        if month not in kept:
+            data[month] = DELETE
+        elif isinstance(fields, dict):
+            old = {key: DELETE for key in ("features", "providers") if key in fields}
+            if old:
+                data[month] = old
+    writes = []
+    if data:
+        writes.append(Write(doc.path, Op.UPDATE, {"usage": {"months": data}}, version=doc.version))
+    limits = usage.get("limits") or {}
+    if "monthlyCostLimitNanos" in limits and "monthlyFreeRuns" in limits:
+        user_id = doc.path.split("/")[1]
+        copy = {"userId": user_id, **{k: limits[k] for k in ("monthlyCostLimitNanos", "monthlyFreeRuns")}}
+        writes.append(Write(layout.limits_path(user_id), Op.MERGE, copy))
+    return writes
+
+
+def migrate(
+    *, store: MigrateStore, settings: Settings, now: datetime, progress: Callable[[str], None] | None = None
+) -> MigrationReport:
+    """Bring data written before v2 to the v2 layout."""
+    report = MigrationReport()
+    say = progress or (lambda _: None)
+    upgrades = []
+    for doc in _pages(store, layout.SESSIONS):
+        ids = layout.session_ids(doc.path)
+        if ids and "stats" in doc.fields and "tallyShard" not in doc.fields:
+            shard = {"tallyShard": layout.sweep_shard(*ids)}
+            upgrades.append([Write(doc.path, Op.UPDATE, shard, version=doc.version)])
+    report.sessions = _commit_each(store, upgrades)
+    say(f"sessions: {report.sessions} given a sweep shard")
+    tidy = [
+        writes
+        for doc in _pages(store, layout.USERS)
+        if doc.path.count("/") == 1 and (writes := user_tidying(doc, now))
+    ]
+    report.users = _commit_each(store, tidy)
+    say(f"users: {report.users} documents tidied")
+    old = [
+        doc
+        for collection in (layout.LEGACY_PLATFORM_MONTHS, layout.LEGACY_USER_MONTHS)
+        for doc in _pages(store, collection)
+        if doc.path.count("/") == 1
+    ]
+    months = sorted({str(doc.fields["month"]) for doc in old if isinstance(doc.fields.get("month"), str)})
+    for month in months:
+        say(f"rebuilding {month} from its steps")
+        result = reconcile(store=store, month=month, settings=settings, now=now, fix=True)
+        report.repaired += len(result.differences)
+        report.months.append(month)
+    for start in range(0, len(old), 400):
+        try:
+            store.commit([Write(doc.path, Op.DELETE, {}) for doc in old[start : start + 400]])
+        except Contention:
+            continue
+        report.deleted += len(old[start : start + 400])
+    return report

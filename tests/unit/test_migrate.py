@@ -1,0 +1,89 @@
+from datetime import UTC, datetime, timedelta
+
+from tally import layout
+from tally.config import Settings
+from tally.migrate import migrate
+from tally.reconcile import reconcile
+from tally.users import my_usage
+from tally.values import Caller
+from tally_dev.memory import MemoryStore
+
+NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
+
+
+def v1_data(store: MemoryStore) -> None:
+    """What Tally before v2 left: one user, one session, two steps, the old aggregates."""
+    counts = {"costNanos": 3_000_000_000, "apiCalls": 2, "billableRuns": 1}
+    for n, cost in enumerate((1_000_000_000, 2_000_000_000)):
+        store.put(
+            layout.step_path("ada", f"op{n}"),
+            {
+                "userId": "ada",
+                "sessionId": "s1",
+                "operationId": f"op{n}",
+                "usageType": "AI",
+                "feature": "claude-3.5-sonnet",
+                "provider": "anthropic",
+                "costNanos": cost,
+                "isBillableRun": n == 0,
+                "timestamp": NOW - timedelta(minutes=n),
+                "month": "2026-11",
+                "day": "2026-11-14",
+            },
+        )
+    store.put(
+        layout.session_path("ada", "s1"),
+        {
+            "status": "completed",
+            "createdAt": NOW - timedelta(minutes=5),
+            "lastUpdatedAt": NOW,
+            "completedAt": NOW,
+            "finalizedAt": NOW,
+            "stats": {"stepCount": 2, "costNanos": 3_000_000_000, "billableRuns": 1},
+            "summary": {"stepCount": 2, "totalCostNanos": 3_000_000_000, "durationSeconds": 60.0},
+        },
+    )
+    old_month = {**counts, "features": {"claude-3.5-sonnet": counts}, "providers": {"anthropic": counts}}
+    store.put(
+        layout.user_path("ada"),
+        {
+            "name": "Ada",
+            "usage": {
+                "months": {"2026-11": {**old_month, "byType": {"AI": counts}}, "2025-01": {"costNanos": 5}},
+                "lifetime": counts,
+                "sessions": {"active": 0, "completed": 1},
+                "limits": {"monthlyCostLimitNanos": 3_500_000_000, "monthlyFreeRuns": 10},
+            },
+        },
+    )
+    store.put(f"{layout.LEGACY_USER_MONTHS}/2026-11_ada", {"userId": "ada", "month": "2026-11", **counts})
+    store.put(
+        f"{layout.LEGACY_PLATFORM_MONTHS}/2026-11-s03",
+        {"month": "2026-11", **counts, "users": {"ada": True}, "sessions": {"active": 0, "completed": 1}},
+    )
+
+
+def test_data_written_before_v2_is_rebuilt_in_the_v2_layout() -> None:
+    store = MemoryStore()
+    v1_data(store)
+
+    report = migrate(store=store, settings=Settings(), now=NOW)
+    again = migrate(store=store, settings=Settings(), now=NOW)
+
+    assert (report.sessions, report.users, report.months, report.deleted) == (1, 1, ["2026-11"], 2)
+    assert (again.sessions, again.months, again.deleted) == (0, [], 0)
+    assert reconcile(store=store, month="2026-11", settings=Settings(), now=NOW, fix=False).differences == []
+    view = my_usage(store=store, caller=Caller("ada"), data={}, settings=Settings(), now=NOW)
+    assert (view["totalCost"], view["features"][0]["name"], view["limits"]["warning"]) == (
+        3.0,
+        "claude-3.5-sonnet",
+        True,
+    )
+    usage = store.docs[layout.user_path("ada")]["usage"]
+    assert set(usage["months"]) == {"2026-11"}
+    assert "features" not in usage["months"]["2026-11"]
+    assert store.docs[layout.user_path("ada")]["name"] == "Ada"
+    assert not any(
+        p.startswith((layout.LEGACY_USER_MONTHS, layout.LEGACY_PLATFORM_MONTHS)) for p in store.docs
+    )
+    assert store.docs[layout.session_path("ada", "s1")]["tallyShard"] == layout.sweep_shard("ada", "s1")
