@@ -119,6 +119,7 @@ def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentR
     if not is_completion(data):
         return  # not a completion (a new step, a deletion, the finalizer's own write, or not Tally's)
     user_id, session_id = event.params["userId"], event.params["sessionId"]
+    adapters.settings().faults.check("finalize", user_id)
     outcome = finalize_session_service(
         store=adapters.store(), user_id=user_id, session_id=session_id, now=utc_now(), sleep=time.sleep
     )

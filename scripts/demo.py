@@ -27,6 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tally.config import Settings
+from tally.reconcile import reconcile
 from tally.sessions import sweep_sessions
 from tally.store import FirestoreStore
 from tally_dev import accounts, emulator
@@ -347,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_finalizations(store)
     result = accounts.result_of("usage_analytics", admin, {"top": 10, "fresh": True})
     report(result, {u.uid: u.email for u in users})
+    with console.status("reconciling the month against its steps..."):
+        check = reconcile(
+            store=store, month=result["month"], settings=Settings.from_env(), now=datetime.now(UTC), fix=False
+        )
+    console.print(f"[bold]{check.summary()}[/]")
     console.print(f"[dim]demo ready in {time.monotonic() - started:.0f} s[/]")
 
     if args.serve:

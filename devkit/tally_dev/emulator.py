@@ -74,6 +74,11 @@ def wipe() -> None:
     ).raise_for_status()
 
 
+def utc_now() -> datetime:
+    """Return the current instant (aware UTC)."""
+    return datetime.now(UTC)
+
+
 def this_month() -> str:
     """Return the current UTC month."""
     return datetime.now(UTC).strftime("%Y-%m")

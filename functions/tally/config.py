@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tally.money import usd_to_nanos
 from tally.names import NameLimits
@@ -12,6 +12,38 @@ from tally.names import NameLimits
 
 class ConfigError(ValueError):
     """An environment setting with an unusable value."""
+
+
+class InjectedFault(RuntimeError):
+    """A failure the test configuration asked for (never set in a real project)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Failures to inject, for the emulator tests: stage -> user-id prefixes (TALLY_TEST_FAULTS).
+
+    `TALLY_TEST_FAULTS=after-commit:fault-,finalize:fault-` makes the work after a
+    recording commit, and the finalizer trigger, fail for users whose id starts with
+    `fault-`. Only `functions/.env.demo-tally` (the emulator's project) sets it.
+    """
+
+    stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Faults:
+        """Read `stage:prefix,stage:prefix`."""
+        stages: dict[str, tuple[str, ...]] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            stage, sep, prefix = item.partition(":")
+            if not sep or not stage or not prefix:
+                raise ValueError(f"TALLY_TEST_FAULTS: {item!r} is not stage:prefix")
+            stages[stage] = (*stages.get(stage, ()), prefix)
+        return cls(stages)
+
+    def check(self, stage: str, key: str) -> None:
+        """Raise InjectedFault if a failure is configured for this stage and key."""
+        if any(key.startswith(prefix) for prefix in self.stages.get(stage, ())):
+            raise InjectedFault(f"injected failure at {stage} for {key}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +56,7 @@ class Settings:
     session_idle_minutes: int = 30
     max_names: int = 500
     max_new_names_per_user: int = 20
+    faults: Faults = field(default_factory=Faults)
 
     @property
     def name_limits(self) -> NameLimits:
@@ -52,6 +85,7 @@ class Settings:
                 max_new_names_per_user=_int(
                     env, "TALLY_MAX_NEW_NAMES_PER_USER", defaults.max_new_names_per_user, 0
                 ),
+                faults=Faults.parse(env.get("TALLY_TEST_FAULTS", "")),
             )
         except ValueError as exc:
             raise ConfigError(f"bad Tally setting: {exc}") from None

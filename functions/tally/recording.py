@@ -474,6 +474,7 @@ def _respond(
         values = [v for v in (stored, estimate) if v is not None]
         known[month] = max(values) if values else None
     try:
+        settings.faults.check("after-commit", user_id)
         fixups = plans.free_tier_fixups(
             user_id=user_id, used={m: used[m] for m in touched}, known=known, limits=limits
         )

@@ -1,0 +1,171 @@
+"""Nothing stays wrong, against the emulators: failed deliveries, damage and reconcile, the legacy import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from tally import layout
+from tally.sessions import sweep_sessions
+from tally_dev import accounts, emulator
+from tally_dev import legacy_fixtures as legacy
+from tally_dev.steps import step
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "tally.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def record(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
+    response = accounts.record(user, body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Client) -> None:
+    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # the finalizer fails for `fault-` users
+    sid = emulator.unique("s")
+    record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.25")]})
+    time.sleep(2.0)  # the trigger was delivered, and failed
+    before = emulator.document(layout.session_path(user.uid, sid))
+
+    result = sweep_sessions(store=emulator.store(), now=emulator.utc_now(), idle_minutes=30)
+    time.sleep(1.0)
+
+    after = emulator.document(layout.session_path(user.uid, sid))
+    assert (before["status"], before.get("finalizedAt")) == ("completed", None)
+    assert result.finalized == 1
+    assert after["summary"]["totalCostNanos"] == 250_000_000
+    platform = emulator.platform_month(emulator.this_month()).sessions
+    assert (platform["completed"], platform["active"]) == (1, 0)
+    assert emulator.document(layout.user_path(user.uid))["usage"]["sessions"] == {"active": 0, "completed": 1}
+
+
+def test_a_failure_after_the_commit_still_answers_with_what_was_recorded() -> None:
+    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # the work after the commit fails for them
+
+    body = record(user, {"steps": [step(cost="4.5", billable=True), step(cost="0.5")]})
+
+    assert (body["recorded"], body["duplicates"]) == (2, 0)
+    assert body["usage"]["totalCost"] == 5.0
+    assert body["usage"]["limits"]["warning"] is True
+    assert emulator.user_month(user.uid, emulator.this_month())["costNanos"] == 5_000_000_000
+
+
+DAMAGE = {
+    "usage erased by set() without merge": lambda db, uid: db.document(layout.user_path(uid)).set({"app": 1}),
+    "a shared aggregate decremented": lambda db, uid: db.document(
+        layout.shard_path(emulator.this_month(), 5)
+    ).set({"costNanos": firestore.Increment(-7)}, merge=True),
+    "a user's month deleted": lambda db, uid: db.document(
+        layout.user_month_path(uid, emulator.this_month())
+    ).delete(),
+    "a free-tier entry removed": lambda db, uid: db.document(
+        layout.user_month_path(uid, emulator.this_month())
+    ).update({"limitPercent": firestore.DELETE_FIELD}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_reconcile_reports_and_repairs_damage(damage: str, db: firestore.Client) -> None:
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
+    sid = emulator.unique("s")
+    record(user, {"session": {"id": sid}, "steps": [step(cost="4.5", feature="f.a"), step(cost="0.25")]})
+    record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.001", billable=True)]})
+    emulator.wait_for_finalizations()
+    assert cli("reconcile").stdout.strip().startswith("reconcile: 0 differences")
+    DAMAGE[damage](db, user.uid)
+
+    found = cli("reconcile")
+    fixed = cli("reconcile", "--fix")
+    again = cli("reconcile")
+
+    assert found.returncode == 1, found.stderr
+    assert found.stdout.splitlines()[-1].startswith("reconcile: ")
+    assert not found.stdout.splitlines()[-1].startswith("reconcile: 0 differences")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "repaired" in fixed.stdout
+    assert (again.returncode, again.stdout.strip().split(" (")[0]) == (0, "reconcile: 0 differences")
+    assert accounts.result_of("usage_analytics", admin, {"fresh": True})["totals"]["cost"] == 4.751
+    assert accounts.result_of("my_usage", user)["totalCost"] == 4.751
+
+
+def write_legacy(db: firestore.Client) -> None:
+    batch = db.batch()
+    for path, data in legacy.documents().items():
+        batch.set(db.document(path), data)
+    batch.commit()
+
+
+def test_legacy_documents_never_trip_the_finalizer_or_the_sweep(db: firestore.Client) -> None:
+    write_legacy(db)
+    time.sleep(2.0)  # the trigger was delivered for every legacy session
+
+    swept = sweep_sessions(store=emulator.store(), now=emulator.utc_now(), idle_minutes=0)
+
+    assert (swept.completed, swept.finalized) == (0, 0)
+    for sid in (legacy.MAPS_SESSION, legacy.OPEN_SESSION):
+        doc = emulator.document(layout.session_path(legacy.ADA, sid))
+        assert "summary" not in doc
+        assert "tallyShard" not in doc
+    assert list(db.collection(layout.PLATFORM_SHARDS).stream()) == []
+
+
+def test_import_legacy_brings_in_the_old_systems_exactly_once(db: firestore.Client, tmp_path: Path) -> None:
+    write_legacy(db)
+    export = tmp_path / "legacy.csv"
+    export.write_text(legacy.CSV)
+    admin = accounts.make_user(claims={"admin": True})
+
+    dry = cli("import-legacy", "--csv", str(export), "--dry-run")
+    first = cli("import-legacy", "--csv", str(export))
+    time.sleep(1.5)  # the trigger sees the converted sessions: already finalized, not counted again
+    second = cli("import-legacy", "--csv", str(export))
+
+    assert dry.returncode == 0, dry.stderr
+    assert "would import 3 sessions and 10 steps" in dry.stdout
+    assert first.returncode == 0, first.stderr
+    assert "imported 3 sessions and 10 steps" in first.stdout
+    for source, reason in legacy.REFUSED.items():
+        assert any(
+            line.startswith(f"refused {source.replace('legacy.csv', str(export))}") and reason in line
+            for line in first.stdout.splitlines()
+        ), source
+    assert f"ApiUsage/{legacy.ADA}/monthly/2025-10: DIFFERS" in first.stdout
+    assert "counted $0.02266 more" in first.stdout
+    assert "imported 0 sessions and 0 steps" in second.stdout
+    for (uid, month), (cost, calls, billable) in legacy.EXPECTED.items():
+        doc = emulator.user_month(uid, month)
+        assert (doc["costNanos"], doc["apiCalls"], doc["billableRuns"]) == (cost, calls, billable)
+    history = accounts.result_of("usage_analytics", admin, {"month": "2025-10"})
+    assert history["totals"]["cost"] == (108_660_000 + 60_700_000) / 1e9
+    assert history["sessions"]["completed"] == 2  # the maps and the chat sessions (completed on 1 October)
+    for month in ("2025-09", "2025-10"):
+        assert cli("reconcile", "--month", month).returncode == 0
+
+
+def test_migrate_converts_data_written_before_v2(db: firestore.Client) -> None:
+    user = accounts.make_user()
+    record(user, {"steps": [step(cost="1.25")]})
+    db.document(f"{layout.LEGACY_PLATFORM_MONTHS}/{emulator.this_month()}-s03").set(
+        {"month": emulator.this_month(), "costNanos": 1_250_000_000, "users": {user.uid: True}}
+    )
+    db.document(layout.user_month_path(user.uid, emulator.this_month())).delete()  # v1 had none
+
+    run = cli("migrate")
+
+    assert run.returncode == 0, run.stderr
+    assert f"1 months rebuilt ({emulator.this_month()})" in run.stdout
+    assert emulator.user_month(user.uid, emulator.this_month())["costNanos"] == 1_250_000_000
+    assert list(db.collection(layout.LEGACY_PLATFORM_MONTHS).stream()) == []
+    assert cli("reconcile").returncode == 0
