@@ -33,7 +33,7 @@ def record(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Client) -> None:
-    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # the finalizer fails for `fault-` users
+    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # their finalizer deliveries fail
     sid = emulator.unique("s")
     record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.25")]})
     time.sleep(2.0)  # the trigger was delivered, and failed
@@ -52,7 +52,7 @@ def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Cli
 
 
 def test_a_failure_after_the_commit_still_answers_with_what_was_recorded() -> None:
-    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # the work after the commit fails for them
+    user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # their work after the commit fails
 
     body = record(user, {"steps": [step(cost="4.5", billable=True), step(cost="0.5")]})
 
