@@ -12,7 +12,7 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 import adapters
-from tally import analytics, users
+from tally import analytics, prices, users
 from tally.models import parse_record_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
@@ -92,6 +92,20 @@ _set_limits = _callable(
 )
 
 
+_set_price = _callable(
+    "set_price",
+    lambda caller, data: prices.set_price(
+        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+    ),
+)
+_list_prices = _callable(
+    "list_prices",
+    lambda caller, data: prices.list_prices(
+        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+    ),
+)
+
+
 @https_fn.on_call()
 def usage_analytics(req: https_fn.CallableRequest[Any]) -> Any:
     """Return the platform's usage for a month (admin)."""
@@ -108,6 +122,18 @@ def my_usage(req: https_fn.CallableRequest[Any]) -> Any:
 def set_limits(req: https_fn.CallableRequest[Any]) -> Any:
     """Set a user's monthly cost limit and free runs (admin)."""
     return _set_limits(req)
+
+
+@https_fn.on_call()
+def set_price(req: https_fn.CallableRequest[Any]) -> Any:
+    """Set a price for a provider and model from a date (admin)."""
+    return _set_price(req)
+
+
+@https_fn.on_call()
+def list_prices(req: https_fn.CallableRequest[Any]) -> Any:
+    """List the prices admins set, newest first (admin)."""
+    return _list_prices(req)
 
 
 @adapters.with_retry

@@ -36,13 +36,15 @@ from tally_dev import accounts, emulator
 ADMIN_EMAIL = "admin@tally.demo"
 ADMIN_PASSWORD = "tally-demo-admin"  # noqa: S105 - emulator-only demo account
 USER_PASSWORD = "tally-demo-user"  # noqa: S105
-MAPS = {"autocomplete": Decimal("0.00283"), "details": Decimal("0.017"), "nearby": Decimal("0.032")}
-# USD per million tokens (input, output)
-LLM_PRICES = {
-    "claude-3.5-sonnet": ("anthropic", Decimal(3), Decimal(15)),
-    "gpt-4o-mini": ("openai", Decimal("0.15"), Decimal("0.6")),
+# Prices the demo's admin sets with set_price (USD per request). LLM steps are priced by genai-prices.
+CATALOG = {
+    ("google_maps", "places_autocomplete"): Decimal("0.00283"),
+    ("google_maps", "places_details"): Decimal("0.017"),
+    ("google_maps", "places_nearby_search"): Decimal("0.032"),
+    ("rentcast", "property_lookup"): Decimal("0.05"),
 }
-PROPERTY_LOOKUP = Decimal("0.05")
+LLM_MODELS = {"claude-3.5-sonnet": "anthropic", "gpt-4o-mini": "openai"}
+UNKNOWN_MODEL = ("acme_ai", "acme-llm-1")  # no price anywhere: recorded unpriced, shown in the report
 
 console = Console()
 
@@ -79,21 +81,26 @@ def step(
     feature: str,
     provider: str,
     kind: str,
-    cost: Decimal,
+    units: dict[str, Any],
     billable: bool = False,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build one step as a client sends it."""
+    """Build one step as a client sends it: what it used, for Tally to price."""
     return {
         "operationId": op,
         "usageType": kind,
         "feature": feature,
         "provider": provider,
-        "cost": str(cost),
+        "units": units,
         "isBillableRun": billable,
         "timestamp": when.isoformat().replace("+00:00", "Z"),
         "metadata": metadata or {},
     }
+
+
+def request_units(model: str) -> dict[str, Any]:
+    """Return the units of one API request priced per request."""
+    return {"model": model, "requests": 1}
 
 
 def plan_traffic(rng: random.Random, users: list[Account], days: int, now: datetime) -> list[Session]:
@@ -136,7 +143,7 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
                     "property_lookup",
                     "rentcast",
                     "API",
-                    PROPERTY_LOOKUP,
+                    request_units("property_lookup"),
                     True,
                     {"address": f"{rng.randint(1, 999)} Main St"},
                 )
@@ -153,7 +160,7 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
                     "google_maps_autocomplete",
                     "google_maps",
                     "ApiUsage",
-                    MAPS["autocomplete"],
+                    request_units("places_autocomplete"),
                     False,
                     {"input": "55 cours"[: n + 2], "resultCount": 5},
                 )
@@ -162,7 +169,12 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
         if rng.random() < 0.8:
             steps.append(
                 step(
-                    f"op_{serial}_d", when, "google_maps_details", "google_maps", "ApiUsage", MAPS["details"]
+                    f"op_{serial}_d",
+                    when,
+                    "google_maps_details",
+                    "google_maps",
+                    "ApiUsage",
+                    request_units("places_details"),
                 )
             )
             when += timedelta(seconds=rng.randint(2, 20))
@@ -174,29 +186,23 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
                     "google_maps_nearby",
                     "google_maps",
                     "ApiUsage",
-                    MAPS["nearby"],
+                    request_units("places_nearby_search"),
                     True,
                 )
             )
         feature = "google_maps"
     else:
-        model = rng.choices(list(LLM_PRICES), weights=[2, 3])[0]
-        provider, price_in, price_out = LLM_PRICES[model]
+        model = rng.choices(list(LLM_MODELS), weights=[2, 3])[0]
+        provider = LLM_MODELS[model]
+        if rng.random() < 0.02:  # now and then a model nobody priced: recorded, counted as unpriced
+            provider, model = UNKNOWN_MODEL
         for n in range(rng.randint(1, 6)):
             tokens_in, tokens_out = rng.randint(200, 6000), rng.randint(50, 1500)
-            cost = (tokens_in * price_in + tokens_out * price_out) / 1_000_000
-            steps.append(
-                step(
-                    f"op_{serial}_t{n}",
-                    when,
-                    model,
-                    provider,
-                    "AIUsage",
-                    cost,
-                    n == 0,
-                    {"inputTokens": tokens_in, "outputTokens": tokens_out},
-                )
-            )
+            cached = rng.randint(0, tokens_in) if n else 0  # later turns reuse the cached conversation
+            units = {"model": model, "inputTokens": tokens_in - cached, "outputTokens": tokens_out}
+            if cached:
+                units["cacheReadTokens"] = cached
+            steps.append(step(f"op_{serial}_t{n}", when, model, provider, "AIUsage", units, n == 0))
             when += timedelta(seconds=rng.randint(10, 120))
         feature = "llm_chat"
     # Clients send a session's first step, then the rest; most complete it at the end.
@@ -261,6 +267,12 @@ def report(result: dict[str, Any], emails: dict[str, str]) -> None:
     )
     console.print(named_table("Top features", result["features"]))
     console.print(named_table("Providers", result["providers"]))
+    if totals["unpricedSteps"]:
+        models = ", ".join(f"{row['provider']}/{row['model']} ({row['steps']})" for row in result["unpriced"])
+        console.print(
+            f"[yellow]Unpriced: {totals['unpricedSteps']} steps recorded at $0, no price known for: {models}. "
+            "Add one with set_price.[/]"
+        )
     top_users = [{**row, "user": emails.get(row["userId"], row["userId"])} for row in result["topUsers"]]
     console.print(named_table("Top users", top_users, key="user"))
     free = Table(title="Free tier: users at or over 80% of a limit", title_justify="left")
@@ -323,6 +335,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             for n in range(args.users)
         ]
+    for (provider, model), price in CATALOG.items():
+        accounts.result_of(
+            "set_price",
+            admin,
+            {
+                "provider": provider,
+                "model": model,
+                "effectiveFrom": (now - timedelta(days=40)).date().isoformat(),
+                "prices": {"request": str(price)},
+            },
+        )
     # Two users with their own budgets, so the free-tier table has something to show.
     limits = {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40}
     accounts.result_of("set_limits", admin, limits)

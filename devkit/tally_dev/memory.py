@@ -237,3 +237,7 @@ class MemoryStore:
                 if path.split("/")[-2] == group
             ]
         return [doc for doc in found if after is None or doc.path > after][:limit]
+
+    def price_log(self, *, limit: int) -> list[Document]:
+        entries = self._collection(layout.PRICE_LOG)
+        return sorted(entries, key=lambda doc: doc.fields["setAt"], reverse=True)[:limit]

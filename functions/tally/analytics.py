@@ -96,6 +96,12 @@ def month_report(
         },
         "features": _ranked(aggregate.features),
         "providers": _ranked(aggregate.providers),
+        "unpriced": [
+            {"provider": provider, "model": model, "steps": steps}
+            for (provider, model), steps in sorted(
+                aggregate.unpriced_models.items(), key=lambda i: (-i[1], i[0])
+            )
+        ],
         "sessions": sessions_view(aggregate.sessions),
         "daily": [{"date": day, **aggregate.days.get(day, Counts()).usd()} for day in days_of(month)],
         "history": [

@@ -20,6 +20,8 @@ NAMES = "TallyNames"
 NAME_COUNTS = "TallyNameCounts"
 NAME_QUOTAS = "TallyNameQuotas"
 USER_LIMITS = "TallyUserLimits"  # Tally's own copy of each user's limits (repairs an erased `usage`)
+PRICE_BOOKS = "TallyPriceBooks"  # the admins' prices, one book per provider and model
+PRICE_LOG = "TallyPriceLog"  # every price an admin set, for list_prices
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
 LEGACY_USER_MONTHS = "TallyUserMonths"

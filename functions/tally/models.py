@@ -23,13 +23,14 @@ from pydantic_core import PydanticCustomError
 from tally.errors import FieldProblem, InvalidArgument
 from tally.money import MoneyError, usd_to_nanos
 from tally.timeutil import TimeError, check_step_time, parse_instant
-from tally.values import RecordRequest, SessionRequest, Step, UsageType
+from tally.values import CostSource, RecordRequest, SessionRequest, Step, Units, UsageType
 
 MAX_STEPS = 100
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 10
 _INT64 = (-(2**63), 2**63 - 1)
 MAX_DISTINCT_NAMES = 20  # per kind and request: keeps every commit under 500 transforms a document
+MAX_UNIT_COUNT = 10**9
 # Matched whole (fullmatch): a trailing newline or space makes a value invalid, never another name.
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-.:/]{1,100}")
 _ID_RE = re.compile(r"[A-Za-z0-9_\-.]{1,128}")
@@ -183,6 +184,46 @@ class SessionIn(EdgeModel):
     complete: StrictFlag = False
 
 
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UNIT_COUNT:
+        raise field_error(f"must be a whole number from 0 to {MAX_UNIT_COUNT:,}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_count)]
+
+
+class UnitsIn(EdgeModel):
+    """What a step used, for Tally to price (see Pricing)."""
+
+    model: Name
+    input_tokens: Count = Field(default=0, alias="inputTokens")
+    output_tokens: Count = Field(default=0, alias="outputTokens")
+    cache_read_tokens: Count = Field(default=0, alias="cacheReadTokens")
+    cache_write_tokens: Count = Field(default=0, alias="cacheWriteTokens")
+    requests: Count = 0
+
+    @model_validator(mode="after")
+    def _some_count(self) -> UnitsIn:
+        if not self.model_fields_set - {"model"}:
+            raise field_error(
+                "give at least one count: inputTokens, outputTokens, cacheReadTokens, "
+                "cacheWriteTokens or requests"
+            )
+        return self
+
+    def units(self) -> Units:
+        """Return the domain value."""
+        return Units(
+            self.model,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.requests,
+        )
+
+
 class StepIn(EdgeModel):
     """One step of a `record_steps` request."""
 
@@ -190,10 +231,17 @@ class StepIn(EdgeModel):
     usage_type: Annotated[UsageType, BeforeValidator(_usage_type)] = Field(alias="usageType")
     feature: Name
     provider: Name
-    cost_nanos: Annotated[int, BeforeValidator(_cost)] = Field(alias="cost")
+    cost_nanos: Annotated[int, BeforeValidator(_cost)] | None = Field(default=None, alias="cost")
+    units: UnitsIn | None = None
     is_billable_run: StrictFlag = Field(default=False, alias="isBillableRun")
     timestamp: datetime | None = None
     metadata: Annotated[dict[str, Any], BeforeValidator(clean_metadata)] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cost_or_units(self) -> StepIn:
+        if self.cost_nanos is None and self.units is None:
+            raise field_error("give cost (USD) or units (for Tally to price), or both")
+        return self
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -238,14 +286,17 @@ class RecordStepsIn(EdgeModel):
                     f"repeats steps[{seen[step.operation_id]}].operationId",
                 )
             seen[step.operation_id] = index
-        for kind in ("feature", "provider"):
+        for kind in ("feature", "provider", "units.model"):
             names: set[str] = set()
             for index, step in enumerate(self.steps):
-                names.add(getattr(step, kind))
+                name = step.units.model if kind == "units.model" and step.units else getattr(step, kind, None)
+                if name is None:
+                    continue
+                names.add(name)
                 if len(names) > MAX_DISTINCT_NAMES:
                     raise InvalidArgument.field(
                         f"steps[{index}].{kind}",
-                        f"a request may name at most {MAX_DISTINCT_NAMES} distinct {kind}s; "
+                        f"a request may name at most {MAX_DISTINCT_NAMES} distinct {kind.split('.')[-1]}s; "
                         "send the other steps in another request",
                     )
         return self
@@ -286,15 +337,18 @@ def problems_of(error: ValidationError) -> list[FieldProblem]:
 
 
 def _step_of(parsed: StepIn, now: datetime) -> Step:
+    """Return the domain step; a step with only units is unpriced until Tally prices it."""
     return Step(
         operation_id=parsed.operation_id,
         usage_type=parsed.usage_type,
         feature=parsed.feature,
         provider=parsed.provider,
-        cost_nanos=parsed.cost_nanos,
+        cost_nanos=parsed.cost_nanos or 0,
         is_billable_run=parsed.is_billable_run,
         timestamp=parsed.timestamp or now,
         metadata=parsed.metadata,
+        cost_source=CostSource.CLIENT if parsed.cost_nanos is not None else CostSource.UNPRICED,
+        units=parsed.units.units() if parsed.units is not None else None,
     )
 
 

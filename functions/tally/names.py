@@ -24,10 +24,11 @@ OTHER = "(other)"
 
 
 class NameKind(StrEnum):
-    """The two kinds of name the breakdowns are keyed by."""
+    """The kinds of name the breakdowns are keyed by (models: only in the unpriced breakdown)."""
 
     FEATURE = "feature"
     PROVIDER = "provider"
+    MODEL = "model"
 
 
 @dataclass(frozen=True, order=True)
@@ -64,15 +65,22 @@ class NameLimits:
     max_new_per_user: int = 20
 
 
-def name_of(step: Step, kind: NameKind) -> str:
-    """Return the real name of one kind a step carries."""
-    return step.feature if kind is NameKind.FEATURE else step.provider
+def name_of(step: Step, kind: NameKind) -> str | None:
+    """Return the real name of one kind a step carries (a model only for an unpriced step)."""
+    if kind is NameKind.FEATURE:
+        return step.feature
+    if kind is NameKind.PROVIDER:
+        return step.provider
+    return step.units.model if step.unpriced and step.units is not None else None
 
 
 def keys_of(steps: Iterable[Step]) -> set[NameKey]:
     """Return the distinct (kind, month, name) a set of steps would count under."""
     return {
-        NameKey(kind, month_key(step.timestamp), name_of(step, kind)) for step in steps for kind in NameKind
+        NameKey(kind, month_key(step.timestamp), name)
+        for step in steps
+        for kind in NameKind
+        if (name := name_of(step, kind)) is not None
     }
 
 
@@ -133,9 +141,16 @@ def count_under(steps: Iterable[Step], admitted: frozenset[NameKey] | set[NameKe
         keys = {
             kind: name if NameKey(kind, month, name) in admitted else OTHER
             for kind in NameKind
-            for name in (name_of(step, kind),)
+            if (name := name_of(step, kind)) is not None
         }
-        result.append(replace(step, feature_key=keys[NameKind.FEATURE], provider_key=keys[NameKind.PROVIDER]))
+        result.append(
+            replace(
+                step,
+                feature_key=keys[NameKind.FEATURE],
+                provider_key=keys[NameKind.PROVIDER],
+                model_key=keys.get(NameKind.MODEL),
+            )
+        )
     return tuple(result)
 
 
@@ -153,7 +168,8 @@ class Warning:
 
 def warning(index: int, kind: NameKind, reason: Refusal) -> Warning:
     """Return the warning for one step's name counted under `(other)`."""
-    return Warning(f"steps[{index}].{kind.value}", PROBLEMS[reason].format(kind=kind.value))
+    field = "units.model" if kind is NameKind.MODEL else kind.value
+    return Warning(f"steps[{index}].{field}", PROBLEMS[reason].format(kind=kind.value))
 
 
 class AdmittedNames:

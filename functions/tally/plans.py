@@ -18,7 +18,7 @@ from typing import Any
 from tally import layout
 from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
-from tally.rollup import MonthAggregate
+from tally.rollup import MonthAggregate, nested_counts
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import CompletedBy, SessionRecord, SessionState, SessionStatus, Step, UserMonthState
@@ -71,6 +71,13 @@ def _month_counters(delta: MonthDelta) -> dict[str, Any]:
     if delta.unpriced:
         counters["unpricedSteps"] = Increment(delta.unpriced)
     return counters
+
+
+def _unpriced_models(delta: MonthDelta) -> dict[str, Any]:
+    return {
+        provider: {model: Increment(count) for model, count in models.items()}
+        for provider, models in nested_counts(delta.unpriced_models).items()
+    }
 
 
 # Recording
@@ -130,6 +137,9 @@ def step_document(commit: RecordingCommit, step: Step) -> dict[str, Any]:
         "providerKey": step.provider_bucket,
         "costNanos": step.cost_nanos,
         "costSource": step.cost_source.value,
+        **({"units": step.units.document()} if step.units is not None else {}),
+        **({"price": dict(step.price)} if step.price is not None else {}),
+        **({"modelKey": step.model_bucket} if step.model_bucket is not None else {}),
         "isBillableRun": step.is_billable_run,
         "timestamp": step.timestamp,
         "month": month_key(step.timestamp),
@@ -298,6 +308,7 @@ def _shard_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Writ
         "features": _increment_map(delta.features),
         "providers": _increment_map(delta.providers),
         "days": _increment_map(delta.days),
+        "unpricedModels": _unpriced_models(delta),
     }
     if delta.total.api_calls and not commit.user_months.get(month, UserMonthState(False, False)).active:
         doc["activeUsers"] = Increment(1)

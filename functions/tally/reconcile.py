@@ -22,7 +22,7 @@ from tally.recording import limits_of
 from tally.rollup import SESSION_FIELDS, MonthAggregate
 from tally.timeutil import month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
-from tally.values import CostSource, Document, Step, UsageType
+from tally.values import CostSource, Document, Step, Units, UsageType
 from tally.writes import CommitResult, Increment, Op, Write, batches
 
 PAGE_SIZE = 500
@@ -103,6 +103,8 @@ def step_of(data: Mapping[str, Any]) -> Step:
         feature_key=data.get("featureKey"),
         provider_key=data.get("providerKey"),
         cost_source=CostSource(data.get("costSource", CostSource.CLIENT.value)),
+        units=Units(str(units["model"])) if isinstance(units := data.get("units"), Mapping) else None,
+        model_key=data.get("modelKey"),
     )
 
 
@@ -330,6 +332,13 @@ def reconcile(
     repairs.counts(repair_path, [], stored.total.fields(), platform.total)
     repairs.counter(repair_path, ["unpricedSteps"], stored.unpriced, platform.unpriced)
     repairs.counter(repair_path, ["activeUsers"], stored.active_users, users)
+    for provider, model in sorted(set(stored.unpriced_models) | set(platform.unpriced_models)):
+        repairs.counter(
+            repair_path,
+            ["unpricedModels", provider, model],
+            stored.unpriced_models.get((provider, model), 0),
+            platform.unpriced_models.get((provider, model), 0),
+        )
     pairs = {
         "byType": (stored.by_type, platform.by_type),
         "features": (stored.features, platform.features),

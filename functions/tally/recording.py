@@ -7,13 +7,13 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import layout, names, plans
+from tally import layout, names, plans, pricing
 from tally.config import Settings
-from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from tally.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, NameReads, Refusal
 from tally.timeutil import month_key
@@ -104,7 +104,9 @@ def recording_state(
         doc = docs[layout.step_path(user_id, op)]
         if doc.exists:
             data = doc.fields
-            existing[op] = StoredStep(data.get("requestId"), data.get("featureKey"), data.get("providerKey"))
+            existing[op] = StoredStep(
+                data.get("requestId"), data.get("featureKey"), data.get("providerKey"), data.get("modelKey")
+            )
     session = None
     if session_id is not None and (doc := docs[layout.session_path(user_id, session_id)]).exists:
         session = _session_state(doc)
@@ -215,6 +217,34 @@ def admit_names(
             store.commit(plans.registry_writes(new, by=caller.uid, now=now))
             admitted.update(new)
     return Admission(frozenset(admitted & wanted), refused)
+
+
+def book_paths(steps: Sequence[Step]) -> list[str]:
+    """Return the price books the steps Tally must price need."""
+    return sorted(
+        {pricing.book_path(s.provider, s.units.model) for s in steps if s.needs_price and s.units is not None}
+    )
+
+
+def price_steps(steps: Sequence[Step], docs: Mapping[str, Document]) -> tuple[Step, ...]:
+    """Price the steps that give units without a cost (catalog, else genai-prices, else unpriced)."""
+    priced: list[Step] = []
+    for index, step in enumerate(steps):
+        if not step.needs_price or step.units is None:
+            priced.append(step)
+            continue
+        book = docs.get(pricing.book_path(step.provider, step.units.model))
+        try:
+            found = pricing.price(
+                provider=step.provider,
+                units=step.units,
+                at=step.timestamp,
+                book=book.fields if book else None,
+            )
+        except pricing.PriceTooHigh as exc:
+            raise InvalidArgument.field(f"steps[{index}].units", str(exc)) from None
+        priced.append(replace(step, cost_nanos=found.cost_nanos, cost_source=found.source, price=found.price))
+    return tuple(priced)
 
 
 def unknown_names(steps: Sequence[Step], admitted_cache: names.AdmittedNames) -> set[NameKey]:
@@ -389,11 +419,12 @@ def record_steps(
     months = sorted({month_key(s.timestamp) for s in request.steps})
     unknown = unknown_names(request.steps, admitted_cache)
     paths = _state_paths(user_id, session_id, operation_ids, months)
-    docs = store.read(paths + _name_paths(caller, unknown))  # one round trip for the state and the names
+    books = book_paths(request.steps)
+    docs = store.read(paths + _name_paths(caller, unknown) + books)  # one round trip: state, names, prices
     steps, refused = counted(
         store=store,
         caller=caller,
-        steps=request.steps,
+        steps=price_steps(request.steps, docs),
         settings=settings,
         now=now,
         admitted_cache=admitted_cache,
@@ -539,12 +570,16 @@ def _warnings(
     for index, step in enumerate(steps):
         stored = state.existing_steps.get(step.operation_id)
         for kind in NameKind:
-            counted = step.feature_bucket if kind is NameKind.FEATURE else step.provider_bucket
+            real = names.name_of(step, kind)
+            if real is None:
+                continue
+            counted = {NameKind.FEATURE: step.feature_bucket, NameKind.PROVIDER: step.provider_bucket}.get(
+                kind, step.model_bucket
+            )
             if stored is not None and step.operation_id not in new:
-                kept = stored.feature_key if kind is NameKind.FEATURE else stored.provider_key
-                counted = kept or names.name_of(step, kind)
+                counted = stored.key(kind) or real
             if counted == names.OTHER:
-                key = NameKey(kind, month_key(step.timestamp), names.name_of(step, kind))
+                key = NameKey(kind, month_key(step.timestamp), real)
                 result.append(names.warning(index, kind, refused.get(key, Refusal.MONTH_FULL)))
             elif (step.operation_id, kind) in capped:
                 result.append(names.warning(index, kind, Refusal.SESSION_FULL))

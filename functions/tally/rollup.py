@@ -17,6 +17,14 @@ def _add(into: dict[str, Counts], named: Mapping[str, Any] | None) -> None:
         into.setdefault(name, Counts()).merge(Counts.from_fields(fields))
 
 
+def nested_counts(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """Return (provider, model) counts as a map of maps (names stay keys, never paths)."""
+    nested: dict[str, dict[str, int]] = {}
+    for (provider, model), value in counts.items():
+        nested.setdefault(provider, {})[model] = value
+    return nested
+
+
 def _fields(named: Mapping[str, Counts]) -> dict[str, dict[str, int]]:
     return {name: counts.fields() for name, counts in named.items()}
 
@@ -27,6 +35,7 @@ class MonthAggregate:
 
     total: Counts = field(default_factory=Counts)
     unpriced: int = 0
+    unpriced_models: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model) -> steps
     active_users: int = 0
     by_type: dict[str, Counts] = field(default_factory=dict)
     features: dict[str, Counts] = field(default_factory=dict)
@@ -38,6 +47,10 @@ class MonthAggregate:
         """Add one stored shard (or rollup) document."""
         self.total.merge(Counts.from_fields(doc))
         self.unpriced += int(doc.get("unpricedSteps", 0))
+        for provider, models in (doc.get("unpricedModels") or {}).items():
+            for model, steps in (models or {}).items():
+                key = (provider, model)
+                self.unpriced_models[key] = self.unpriced_models.get(key, 0) + int(steps)
         self.active_users += int(doc.get("activeUsers", 0))
         _add(self.by_type, doc.get("byType"))
         _add(self.features, doc.get("features"))
@@ -63,6 +76,7 @@ class MonthAggregate:
             "shards": shards,
             **self.total.fields(),
             "unpricedSteps": self.unpriced,
+            "unpricedModels": nested_counts(self.unpriced_models),
             "activeUsers": self.active_users,
             "byType": _fields(self.by_type),
             "features": _fields(self.features),

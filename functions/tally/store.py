@@ -312,3 +312,14 @@ class FirestoreStore:
         if after is not None:
             query = query.start_after({"__name__": self._db.document(after)})
         return self._documents(query, None)
+
+    # The price catalog
+
+    def price_log(self, *, limit: int) -> list[Document]:
+        """Return the latest prices set, newest first."""
+        query = (
+            self._db.collection(layout.PRICE_LOG)
+            .order_by("setAt", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return self._documents(query, None)

@@ -72,6 +72,7 @@ class MonthDelta:
 
     total: Counts = field(default_factory=Counts)
     unpriced: int = 0
+    unpriced_models: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, model) -> steps
     by_type: defaultdict[str, Counts] = field(default_factory=_counts_map)
     features: defaultdict[str, Counts] = field(default_factory=_counts_map)
     providers: defaultdict[str, Counts] = field(default_factory=_counts_map)
@@ -81,6 +82,9 @@ class MonthDelta:
         """Count one step in every breakdown (under the names it is counted as)."""
         self.total.add(step)
         self.unpriced += int(step.unpriced)
+        if (model := step.model_bucket) is not None:
+            key = (step.provider_bucket, model)
+            self.unpriced_models[key] = self.unpriced_models.get(key, 0) + 1
         self.by_type[step.usage_type.value].add(step)
         self.features[step.feature_bucket].add(step)
         self.providers[step.provider_bucket].add(step)

@@ -81,6 +81,29 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class Units:
+    """What a step used, for Tally to price: a model and counts."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    requests: int = 0
+
+    def document(self) -> dict[str, Any]:
+        """Return the stored form."""
+        return {
+            "model": self.model,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "cacheReadTokens": self.cache_read_tokens,
+            "cacheWriteTokens": self.cache_write_tokens,
+            "requests": self.requests,
+        }
+
+
+@dataclass(frozen=True)
 class Step:
     """One validated step: cost in nano-USD, time aware UTC.
 
@@ -99,11 +122,26 @@ class Step:
     feature_key: str | None = None
     provider_key: str | None = None
     cost_source: CostSource = CostSource.CLIENT
+    units: Units | None = None
+    price: Mapping[str, Any] | None = None  # which price Tally used (catalog version or package)
+    model_key: str | None = None  # an unpriced step's model, as the unpriced breakdown counts it
 
     @property
     def unpriced(self) -> bool:
         """Return whether the step was recorded without a price."""
         return self.cost_source is CostSource.UNPRICED
+
+    @property
+    def needs_price(self) -> bool:
+        """Return whether Tally still has to price this step (units without a cost)."""
+        return self.units is not None and self.cost_source is CostSource.UNPRICED and self.price is None
+
+    @property
+    def model_bucket(self) -> str | None:
+        """Return the model an unpriced step is counted under (None for a priced step)."""
+        if not self.unpriced or self.units is None:
+            return None
+        return self.model_key or self.units.model
 
     @property
     def feature_bucket(self) -> str:
@@ -156,6 +194,11 @@ class StoredStep:
     request_id: str | None
     feature_key: str | None
     provider_key: str | None
+    model_key: str | None = None
+
+    def key(self, kind: str) -> str | None:
+        """Return the name the step was counted under for a kind of name (`feature`, `provider`, `model`)."""
+        return {"feature": self.feature_key, "provider": self.provider_key, "model": self.model_key}.get(kind)
 
 
 @dataclass(frozen=True)

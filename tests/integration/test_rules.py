@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tally import layout
+from tally import layout, pricing
 from tally_dev import accounts, emulator
 
 OPS = ("get", "list", "create", "update", "delete")
@@ -111,6 +111,7 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
             f"{layout.PLATFORM_SHARDS}/new",
             {"costNanos": 1},
         ),
+        "price": (pricing.book_path("openai", "gpt-4o"), f"{layout.PRICE_BOOKS}/new", {"versions": {}}),
     }
 
 
@@ -131,6 +132,7 @@ ALLOWED.update(
         ("admin", "other step"): {"get", "list"},
         ("admin", "user month aggregate"): {"get", "list"},
         ("admin", "platform aggregate"): {"get", "list"},
+        ("admin", "price"): {"get", "list"},
     }
 )
 
@@ -164,7 +166,7 @@ def test_the_full_access_matrix(world: World) -> None:
                     mismatches.append(f"{actor_name} {op} {kind}: got {status}, expected {allowed}")
 
     assert mismatches == []
-    assert cells == 4 * 8 * 5
+    assert cells == 4 * len(table) * 5
 
 
 def test_nobody_writes_usage_from_a_client(world: World) -> None:

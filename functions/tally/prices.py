@@ -1,0 +1,179 @@
+"""The admins' price catalog: `set_price` and `list_prices` (callables, admin only).
+
+Each provider and model has one price book, `TallyPriceBooks/{hash}`, holding the
+versions a step could still need: every version that took effect in the last 36 days
+(steps are at most 35 days old) and the one in force before them. A version applies to
+steps timestamped on or after its `effectiveFrom` (00:00 UTC) and recorded after it is
+set; recorded steps are never repriced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Protocol
+
+from pydantic import BeforeValidator, Field, field_validator
+
+from tally import layout, pricing
+from tally.access import require_admin
+from tally.config import Settings
+from tally.inputs import parse_data
+from tally.models import EdgeModel, Name, field_error
+from tally.money import MoneyError, usd_to_nanos
+from tally.pricing import CatalogPrice
+from tally.values import Caller, Document
+from tally.writes import CommitResult, Op, Replace, Write
+
+MAX_PRICE_USD = Decimal(1_000_000)
+LIST_LIMIT = 1000
+
+
+class PriceStore(Protocol):
+    """The store operations the catalog needs."""
+
+    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
+
+    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
+
+    def price_log(self, *, limit: int) -> list[Document]: ...
+
+
+def _usd(value: object) -> Decimal:
+    try:
+        nanos = usd_to_nanos(value, maximum=MAX_PRICE_USD)
+    except MoneyError as exc:
+        raise field_error(str(exc)) from None
+    return Decimal(nanos) / 10**9
+
+
+def _day(value: object) -> str:
+    if not isinstance(value, str):
+        raise field_error("must be a date like 2026-11-01")
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise field_error("must be a date like 2026-11-01") from None
+    if parsed.isoformat() != value:
+        raise field_error("must be a date like 2026-11-01")
+    return value
+
+
+Usd = Annotated[Decimal, BeforeValidator(_usd)]
+
+
+class PricesIn(EdgeModel):
+    """USD per million tokens, or per request; at least one."""
+
+    input_mtok: Usd | None = Field(default=None, alias="inputMTok")
+    output_mtok: Usd | None = Field(default=None, alias="outputMTok")
+    cache_read_mtok: Usd | None = Field(default=None, alias="cacheReadMTok")
+    cache_write_mtok: Usd | None = Field(default=None, alias="cacheWriteMTok")
+    request: Usd | None = None
+
+    def given(self) -> dict[str, Decimal]:
+        """Return the prices given, by their names in the SPEC."""
+        return {
+            key: value
+            for key, value in (
+                ("inputMTok", self.input_mtok),
+                ("outputMTok", self.output_mtok),
+                ("cacheReadMTok", self.cache_read_mtok),
+                ("cacheWriteMTok", self.cache_write_mtok),
+                ("request", self.request),
+            )
+            if value is not None
+        }
+
+
+class SetPriceIn(EdgeModel):
+    """`set_price` data."""
+
+    provider: Name
+    model: Name
+    effective_from: Annotated[str, BeforeValidator(_day)] | None = Field(default=None, alias="effectiveFrom")
+    prices: PricesIn
+
+    @field_validator("prices")
+    @classmethod
+    def _one_price(cls, value: PricesIn) -> PricesIn:
+        if not value.given():
+            raise field_error(
+                "give at least one price: inputMTok, outputMTok, cacheReadMTok, cacheWriteMTok, request"
+            )
+        return value
+
+
+class ListPricesIn(EdgeModel):
+    """`list_prices` data (none)."""
+
+
+def view(version: CatalogPrice, *, set_at: Any = None) -> dict[str, Any]:
+    """Return a price as the callables answer it (prices as numbers)."""
+    result: dict[str, Any] = {
+        "provider": version.provider,
+        "model": version.model,
+        "effectiveFrom": version.effective_from,
+        "prices": {key: float(value) for key, value in version.prices.items()},
+    }
+    if set_at is not None:
+        result["setAt"] = (
+            set_at.isoformat().replace("+00:00", "Z") if isinstance(set_at, datetime) else set_at
+        )
+    return result
+
+
+def kept_versions(book: dict[str, Any], new: CatalogPrice, now: datetime) -> dict[str, Any]:
+    """Return the versions a book keeps with `new` added: those a step could still need."""
+    versions = dict(book.get("versions") or {})
+    versions[new.effective_from] = {**new.document(), "setAt": now}
+    horizon = (now - timedelta(days=pricing.KEPT_DAYS)).date().isoformat()
+    ordered = sorted(versions)
+    older = [day for day in ordered if day <= horizon]
+    keep = set(ordered) - set(older[:-1])  # every recent version, and the last one before the horizon
+    return {day: versions[day] for day in ordered if day in keep}
+
+
+def set_price(
+    *, store: PriceStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Store an admin's price for a provider and model, from `effectiveFrom` (default today)."""
+    admin = require_admin(caller)
+    request = parse_data(SetPriceIn, data)
+    version = CatalogPrice(
+        provider=request.provider,
+        model=request.model,
+        effective_from=request.effective_from or now.date().isoformat(),
+        prices=request.prices.given(),
+    )
+    path = pricing.book_path(request.provider, request.model)
+    book = store.read([path])[path]
+    versions = kept_versions(dict(book.fields), version, now)
+    fields = {"provider": request.provider, "model": request.model, "updatedAt": now, "updatedBy": admin.uid}
+    if book.exists:
+        write = Write(path, Op.UPDATE, {**fields, "versions": Replace(versions)}, version=book.version)
+    else:
+        write = Write(path, Op.CREATE, {**fields, "versions": versions})
+    entry_id = layout.digest(version.provider, version.model, version.effective_from, now.isoformat())[:32]
+    entry = Write(
+        f"{layout.PRICE_LOG}/{entry_id}",
+        Op.CREATE,
+        {**version.document(), "setAt": now, "setBy": admin.uid},
+    )
+    store.commit([write, entry])
+    return view(version, set_at=now)
+
+
+def list_prices(
+    *, store: PriceStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Return every price set, newest first (the latest 1,000)."""
+    require_admin(caller)
+    parse_data(ListPricesIn, data)
+    entries = store.price_log(limit=LIST_LIMIT)
+    return {
+        "prices": [
+            view(CatalogPrice.from_document(doc.fields), set_at=doc.fields.get("setAt")) for doc in entries
+        ]
+    }

@@ -1,0 +1,123 @@
+"""Pricing by Tally against the emulators: units, the package, the admins' catalog, unpriced steps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import genai_prices
+import requests
+
+from tally import layout, pricing
+from tally_dev import accounts, emulator
+from tally_dev.steps import step
+
+
+def llm(
+    model: str = "gpt-4o", *, provider: str = "openai", when: datetime | None = None, **extra: Any
+) -> dict[str, Any]:
+    units = {"model": model, "inputTokens": 1200, "outputTokens": 350}
+    return step(
+        feature="chat", provider=provider, usage_type="AI", cost=None, when=when, units=units, **extra
+    )
+
+
+def stored(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
+    return emulator.document(layout.step_path(user.uid, body["operationId"]))
+
+
+def test_a_gpt_4o_step_costs_what_genai_prices_says_to_the_nano() -> None:
+    user = accounts.make_user()
+    body = llm()
+
+    response = accounts.record(user, {"steps": [body]})
+
+    assert response.status_code == 200, response.text
+    doc = stored(user, body)
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=1200, output_tokens=350),
+        "gpt-4o",
+        provider_id="openai",
+        genai_request_timestamp=doc["timestamp"],
+    ).total_price
+    assert doc["costNanos"] == int(Decimal(expected) * 10**9) == 6_500_000
+    assert (doc["costSource"], doc["price"]["version"]) == ("genai-prices", pricing.GENAI_PRICES_VERSION)
+    assert response.json()["usage"]["totalCost"] == 0.0065
+
+
+def test_an_admins_price_wins_from_its_date_and_earlier_steps_keep_the_previous_price() -> None:
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    price = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "effectiveFrom": today.date().isoformat(),
+        "prices": {"inputMTok": 5, "outputMTok": 20},
+    }
+
+    stored_price = accounts.result_of("set_price", admin, price)
+    now_step, yesterday_step = llm(), llm(when=today - timedelta(hours=1))
+    response = accounts.record(user, {"steps": [now_step, yesterday_step]})
+    listed = accounts.result_of("list_prices", admin)["prices"]
+
+    assert response.status_code == 200, response.text
+    assert stored_price["prices"] == {"inputMTok": 5.0, "outputMTok": 20.0}
+    assert (stored(user, now_step)["costSource"], stored(user, now_step)["costNanos"]) == (
+        "catalog",
+        13_000_000,
+    )
+    assert stored(user, now_step)["price"]["catalog"]["effectiveFrom"] == today.date().isoformat()
+    assert (stored(user, yesterday_step)["costSource"], stored(user, yesterday_step)["costNanos"]) == (
+        "genai-prices",
+        6_500_000,
+    )
+    assert listed[0]["model"] == "gpt-4o"
+
+
+def test_an_unknown_model_is_recorded_unpriced_and_counted() -> None:
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
+    body = llm("house-model-7", provider="acme_ai")
+
+    response = accounts.record(user, {"steps": [body, llm()]})
+    report = accounts.result_of("usage_analytics", admin, {"fresh": True})
+    mine = accounts.result_of("my_usage", user)
+
+    assert response.status_code == 200, response.text
+    assert (stored(user, body)["costSource"], stored(user, body)["costNanos"]) == ("unpriced", 0)
+    assert (report["totals"]["unpricedSteps"], report["totals"]["apiCalls"]) == (1, 2)
+    assert report["unpriced"] == [{"provider": "acme_ai", "model": "house-model-7", "steps": 1}]
+    assert mine["unpricedSteps"] == 1
+
+
+def test_a_step_with_cost_and_units_records_the_cost() -> None:
+    user = accounts.make_user()
+    body = llm(cost="0.25")
+
+    accounts.record(user, {"steps": [body]})
+
+    doc = stored(user, body)
+    assert (doc["costNanos"], doc["costSource"], doc["units"]["outputTokens"]) == (250_000_000, "client", 350)
+
+
+def test_a_thousand_priced_steps_have_no_drift(http: requests.Session) -> None:
+    user = accounts.make_user()
+
+    for _ in range(10):
+        response = accounts.record(user, {"steps": [llm() for _ in range(100)]}, http=http)
+        assert response.status_code == 200, response.text
+
+    assert emulator.user_month(user.uid, emulator.this_month())["costNanos"] == 1000 * 6_500_000
+
+
+def test_prices_are_for_admins_only() -> None:
+    user = accounts.make_user()
+    data = {"provider": "openai", "model": "gpt-4o", "prices": {"inputMTok": 0}}
+
+    by_user = accounts.call("set_price", user, data)
+    listing = accounts.call("list_prices", user, {})
+    anonymous = accounts.call("set_price", None, data)
+
+    assert (by_user[0], by_user[1]["error"]["status"]) == (403, "PERMISSION_DENIED")
+    assert (listing[0], anonymous[0]) == (403, 401)
+    assert emulator.db().collection(layout.PRICE_BOOKS).get() == []
