@@ -169,8 +169,12 @@ async function main() {
   const auth = getAuth(app);
   const functions = getFunctions(app, "us-central1");
   if (LOCAL) {
-    connectAuthEmulator(auth, "http://127.0.0.1:9099", { disableWarnings: true });
-    connectFunctionsEmulator(functions, "127.0.0.1", 5001);
+    // scripts/with-emulators writes where this run's emulators listen (their ports can be free ones).
+    const response = await fetch("/emulators.json");
+    const hosts = response.ok ? await response.json() : { auth: "127.0.0.1:9099", functions: "127.0.0.1:5001" };
+    const [host, port] = hosts.functions.split(":");
+    connectAuthEmulator(auth, `http://${hosts.auth}`, { disableWarnings: true });
+    connectFunctionsEmulator(functions, host, Number(port));
   }
   const analytics = httpsCallable(functions, "usage_analytics");
   const monthInput = $("month");
