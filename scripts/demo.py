@@ -270,8 +270,8 @@ def report(result: dict[str, Any], emails: dict[str, str]) -> None:
     if totals["unpricedSteps"]:
         models = ", ".join(f"{row['provider']}/{row['model']} ({row['steps']})" for row in result["unpriced"])
         console.print(
-            f"[yellow]Unpriced: {totals['unpricedSteps']} steps recorded at $0, no price known for: {models}. "
-            "Add one with set_price.[/]"
+            f"[yellow]Unpriced: {totals['unpricedSteps']} steps recorded at $0, no price known for: "
+            f"{models}. Add one with set_price.[/]"
         )
     top_users = [{**row, "user": emails.get(row["userId"], row["userId"])} for row in result["topUsers"]]
     console.print(named_table("Top users", top_users, key="user"))
