@@ -7,7 +7,9 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import firebase_admin
@@ -94,6 +96,19 @@ class AuthDirectory:
                 continue
             found.update({user.uid: user.email for user in result.users if user.email})
         return found
+
+
+def post_json(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+    """POST a body; return the HTTP status (0 when no answer came)."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - the operator's URL
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        logger.warn("webhook unreachable", url=url.split("?", 1)[0], error=repr(exc))
+        return 0
 
 
 def directory() -> AuthDirectory:

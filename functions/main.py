@@ -12,12 +12,11 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 import adapters
-from tally import analytics, prices, users
-from tally.models import parse_record_request
+from tally import alerts, analytics, prices, reservations, sweep, users
+from tally.models import parse_record_request, parse_release_request, parse_reserve_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
 from tally.sessions import is_completion
-from tally.sessions import sweep_sessions as sweep_sessions_service
 from tally.timeutil import utc_now
 from tally.values import Caller
 
@@ -52,6 +51,47 @@ def _record_steps(req: Request) -> dict[str, Any]:
 def record_steps(req: Request) -> Response:
     """Record usage steps for a user (HTTPS POST, JSON)."""
     return adapters.http_endpoint("record_steps", _record_steps)(req)
+
+
+def _reserve_spend(req: Request) -> dict[str, Any]:
+    adapters.require_post(req)
+    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
+    caller = adapters.verify_bearer(req.headers.get("Authorization"))
+    request = parse_reserve_request(adapters.read_json(req))
+    answer = reservations.reserve_spend(
+        store=adapters.store(), caller=caller, request=request, settings=adapters.settings(), now=utc_now()
+    )
+    logger.info(
+        "reserve_spend", uid=caller.uid, reservation=request.reservation_id, allowed=answer["allowed"]
+    )
+    return answer
+
+
+@https_fn.on_request(cors=options.CorsOptions(cors_origins="*", cors_methods=["post"]))
+def reserve_spend(req: Request) -> Response:
+    """Hold an estimated cost against a user's limits before a paid call (HTTPS POST, JSON)."""
+    return adapters.http_endpoint("reserve_spend", _reserve_spend)(req)
+
+
+def _release_spend(req: Request) -> dict[str, Any]:
+    adapters.require_post(req)
+    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
+    caller = adapters.verify_bearer(req.headers.get("Authorization"))
+    user_id, reservation_id = parse_release_request(adapters.read_json(req))
+    return reservations.release_spend(
+        store=adapters.store(),
+        caller=caller,
+        user_id=user_id,
+        reservation_id=reservation_id,
+        settings=adapters.settings(),
+        now=utc_now(),
+    )
+
+
+@https_fn.on_request(cors=options.CorsOptions(cors_origins="*", cors_methods=["post"]))
+def release_spend(req: Request) -> Response:
+    """Release a hold without recording anything (HTTPS POST, JSON; idempotent)."""
+    return adapters.http_endpoint("release_spend", _release_spend)(req)
 
 
 Service = Callable[[Caller | None, Any], Any]
@@ -152,21 +192,39 @@ def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentR
     logger.info("finalize_session", uid=user_id, session=session_id, outcome=outcome.value, event=event.id)
 
 
-@scheduler_fn.on_schedule(schedule="every 15 minutes", timeout_sec=540)
-def sweep_sessions(event: scheduler_fn.ScheduledEvent) -> None:
-    """Complete idle sessions, and finalize completed sessions no finalizer summarized."""
-    deadline = time.monotonic() + 540
-    result = sweep_sessions_service(
+@adapters.with_retry
+@firestore_fn.on_document_created(document="TallyAlerts/{alertId}", timeout_sec=300)
+def deliver_alert(event: firestore_fn.Event[DocumentSnapshot[DocumentReference] | None]) -> None:
+    """POST a new alert to the webhook, signed, retried with backoff (the sweep retries later ones)."""
+    alert_id = event.params["alertId"]
+    result = alerts.deliver(
         store=adapters.store(),
-        now=utc_now(),
-        idle_minutes=adapters.settings().session_idle_minutes,
-        seconds_left=lambda: deadline - time.monotonic(),
+        alert_id=alert_id,
+        settings=adapters.settings(),
+        post=adapters.post_json,
+        sleep=time.sleep,
+        now=utc_now,
     )
     logger.info(
-        "sweep_sessions",
-        completed=result.completed,
-        finalized=result.finalized,
-        examined=result.examined,
-        pages=result.pages,
-        finished=result.finished,
+        "deliver_alert",
+        alert=alert_id,
+        delivered=result.delivered,
+        attempts=result.attempts,
+        skipped=result.skipped,
     )
+
+
+@scheduler_fn.on_schedule(schedule="every 15 minutes", timeout_sec=540)
+def sweep_sessions(event: scheduler_fn.ScheduledEvent) -> None:
+    """Complete idle sessions, finalize unfinalized ones, end expired holds, raise late alerts, redeliver."""
+    deadline = time.monotonic() + 540
+    result = sweep.run(
+        store=adapters.store(),
+        settings=adapters.settings(),
+        now=utc_now(),
+        idle_minutes=adapters.settings().session_idle_minutes,
+        post=adapters.post_json,
+        clock=utc_now,
+        seconds_left=lambda: deadline - time.monotonic(),
+    )
+    logger.info(result.summary(), finished=result.finished)

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     hosts_file = args.root / public / HOSTS_FILE
     hosts_file.unlink(missing_ok=True)
     hosts_file.write_text(json.dumps(hosts) + "\n")
-    assignments = {"CONFIG_FILE": config_file, "PUBLIC_DIR": public, "HOST": host}
+    assignments = {
+        "CONFIG_FILE": config_file,
+        "PUBLIC_DIR": public,
+        "HOST": host,
+        "WEBHOOK_PORT": str(free_port(host)),
+    }
     assignments.update({f"{name.upper()}_PORT": str(port) for name, port in ports.items()})
     sys.stdout.write("".join(f"{key}={shlex.quote(value)}\n" for key, value in assignments.items()))
     return 0

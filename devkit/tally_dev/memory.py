@@ -120,7 +120,10 @@ class MemoryStore:
                 self.docs[path] = staged_doc
                 self.versions[path] = next(self._clock)
             self.commits.append(list(writes))
-            return CommitResult({path: found for path, found in values.items() if found})
+            return CommitResult(
+                {path: found for path, found in values.items() if found},
+                {path: self.versions[path] for path in staged if path in self.versions},
+            )
 
     def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]:
         applied = []
@@ -241,3 +244,45 @@ class MemoryStore:
     def price_log(self, *, limit: int) -> list[Document]:
         entries = self._collection(layout.PRICE_LOG)
         return sorted(entries, key=lambda doc: doc.fields["setAt"], reverse=True)[:limit]
+
+    def expired_holds(self, *, shard: int, now: datetime, limit: int, after: Any | None) -> list[IdleSession]:
+        found = []
+        with self._lock:
+            for path, doc in sorted(self.docs.items()):
+                ids = layout.reservation_ids(path)
+                if (
+                    ids
+                    and doc.get("tallyShard") == shard
+                    and doc.get("status") in ("pending", "active")
+                    and doc["expiresAt"] < now
+                ):
+                    found.append(IdleSession(ids[0], ids[1], self.versions[path], path))
+        return self._page(found, limit, after)
+
+    def month_alerts(self, *, month: str, limit: int) -> list[Document]:
+        alerts = [d for d in self._collection(layout.ALERTS) if d.fields.get("month") == month]
+        return sorted(alerts, key=lambda d: d.fields["createdAt"], reverse=True)[:limit]
+
+    def undelivered_alerts(self, *, shard: int, now: datetime, limit: int) -> list[Document]:
+        alerts = [
+            d
+            for d in self._collection(layout.ALERTS)
+            if d.fields.get("tallyShard") == shard
+            and d.fields.get("deliveredAt") is None
+            and d.fields["nextAttemptAt"] <= now
+        ]
+        return sorted(alerts, key=lambda d: d.fields["nextAttemptAt"])[:limit]
+
+    def free_tier_page(self, *, month: str, limit: int, after: str | None) -> list[Document]:
+        docs = self.free_tier(month=month, min_percent=80.0, limit=10**9)
+        docs.sort(key=lambda d: d.path)
+        return [d for d in docs if after is None or d.path > after][:limit]
+
+    def user_holds(self, *, user_id: str, read_time: datetime | None) -> list[Document]:
+        return [
+            d
+            for d in self.collection_group(group=layout.RESERVATIONS, limit=10**9, after=None)
+            if layout.reservation_ids(d.path) is not None
+            and d.path.split("/")[1] == user_id
+            and d.fields.get("status") in ("pending", "active")
+        ]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import folding
+from tally import alerts, folding
 from tally.access import require_admin
 from tally.config import Settings
 from tally.inputs import AnalyticsIn, parse_data
@@ -19,6 +19,7 @@ from tally.values import Caller, Document
 FREE_TIER_ROWS = 100
 FREE_TIER_PERCENT = WARNING_PERCENT
 HISTORY_MONTHS = 12
+ALERT_ROWS = 20
 
 
 class AnalyticsStore(folding.FoldStore, Protocol):
@@ -27,6 +28,8 @@ class AnalyticsStore(folding.FoldStore, Protocol):
     def top_users(self, *, month: str, limit: int) -> list[Document]: ...
 
     def free_tier(self, *, month: str, min_percent: float, limit: int) -> list[Document]: ...
+
+    def month_alerts(self, *, month: str, limit: int) -> list[Document]: ...
 
 
 class Directory(Protocol):
@@ -135,7 +138,8 @@ def usage_analytics(
     history = {m: found[m].aggregate for m in months}
     top = store.top_users(month=month, limit=request.top)
     candidates = store.free_tier(month=month, min_percent=FREE_TIER_PERCENT, limit=FREE_TIER_ROWS)
-    reads += max(1, len(top)) + max(1, len(candidates))
+    latest = store.month_alerts(month=month, limit=ALERT_ROWS)
+    reads += max(1, len(top)) + max(1, len(candidates)) + max(1, len(latest))
     free_rows = [row for doc in candidates if (row := free_tier_row(doc.fields, settings)) is not None]
     free_rows.sort(key=lambda row: (-row["percent"], row["userId"]))
     emails = directory.emails(
@@ -149,6 +153,6 @@ def usage_analytics(
             for uid in (doc.fields["userId"],)
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],
-        "alerts": [],
+        "alerts": [alerts.document_view(doc) for doc in latest],
         "meta": {"generatedAt": _iso(now), "asOf": _iso(as_of), "documentsRead": reads},
     }

@@ -15,13 +15,14 @@ from typing import TextIO
 
 from google.cloud import firestore
 
-from tally import folding, layout
+import adapters
+from tally import folding, layout, sweep
 from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.legacy import check_csv_header, import_legacy
 from tally.migrate import migrate
 from tally.reconcile import reconcile
-from tally.sessions import SWEEP_PAGE_SIZE, sweep_sessions
+from tally.sessions import SWEEP_PAGE_SIZE
 from tally.store import FirestoreStore
 from tally.timeutil import month_key, parse_month, utc_now
 
@@ -36,14 +37,17 @@ def _month(value: str) -> str:
 
 
 def run_sweep(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
-    """Complete idle sessions and finalize unfinalized ones, once."""
-    result = sweep_sessions(
-        store=store, now=utc_now(), idle_minutes=args.idle_minutes, page_size=args.page_size
+    """Run the sweep once: idle and unfinalized sessions, expired holds, late alerts, due deliveries."""
+    result = sweep.run(
+        store=store,
+        settings=settings,
+        now=utc_now(),
+        idle_minutes=args.idle_minutes,
+        post=adapters.post_json,
+        clock=utc_now,
+        page_size=args.page_size,
     )
-    sys.stdout.write(
-        f"sweep: completed {result.completed} idle sessions, finalized {result.finalized}; "
-        f"examined {result.examined} in {result.pages} page(s)\n"
-    )
+    sys.stdout.write(result.summary() + "\n")
     return 0
 
 
@@ -163,7 +167,8 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
 
     sweep = commands.add_parser(
         "sweep",
-        help="complete idle sessions (the trigger then finalizes them) and finalize unfinalized ones",
+        help="complete idle sessions, finalize unfinalized ones, end expired holds, raise late alerts, "
+        "retry due webhook deliveries",
     )
     sweep.add_argument(
         "--idle-minutes",

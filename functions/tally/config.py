@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from tally.money import usd_to_nanos
 from tally.names import NameLimits
@@ -57,6 +58,11 @@ class Settings:
     max_names: int = 500
     max_new_names_per_user: int = 20
     faults: Faults = field(default_factory=Faults)
+    platform_budget_nanos: int | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_backoff_seconds: float = 2.0  # the first retry's wait; each next one doubles
+    webhook_attempts: int = 5  # tries per delivery before the sweep takes over
 
     @property
     def name_limits(self) -> NameLimits:
@@ -86,6 +92,15 @@ class Settings:
                     env, "TALLY_MAX_NEW_NAMES_PER_USER", defaults.max_new_names_per_user, 0
                 ),
                 faults=Faults.parse(env.get("TALLY_TEST_FAULTS", "")),
+                platform_budget_nanos=(
+                    usd_to_nanos(budget, maximum=Decimal(10**12))
+                    if (budget := env.get("TALLY_PLATFORM_MONTHLY_BUDGET_USD"))
+                    else None
+                ),
+                webhook_url=env.get("TALLY_ALERT_WEBHOOK_URL") or None,
+                webhook_secret=env.get("TALLY_ALERT_WEBHOOK_SECRET") or None,
+                webhook_backoff_seconds=float(env.get("TALLY_ALERT_WEBHOOK_BACKOFF_SECONDS") or 2.0),
+                webhook_attempts=_int(env, "TALLY_ALERT_WEBHOOK_ATTEMPTS", defaults.webhook_attempts, 1),
             )
         except ValueError as exc:
             raise ConfigError(f"bad Tally setting: {exc}") from None

@@ -22,6 +22,8 @@ NAME_QUOTAS = "TallyNameQuotas"
 USER_LIMITS = "TallyUserLimits"  # Tally's own copy of each user's limits (repairs an erased `usage`)
 PRICE_BOOKS = "TallyPriceBooks"  # the admins' prices, one book per provider and model
 PRICE_LOG = "TallyPriceLog"  # every price an admin set, for list_prices
+RESERVATIONS = "reservations"  # SessionUsage/{uid}/reservations/{reservationId}
+ALERTS = "TallyAlerts"
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
 LEGACY_USER_MONTHS = "TallyUserMonths"
@@ -80,6 +82,29 @@ def name_count_path(kind: str, month: str) -> str:
 def name_quota_path(user_id: str, month: str) -> str:
     """Return the counter of the new names a caller introduced in a month."""
     return f"{NAME_QUOTAS}/{user_id}_{month}"
+
+
+def reservation_path(user_id: str, reservation_id: str) -> str:
+    """Return `SessionUsage/{uid}/reservations/{reservationId}`."""
+    return f"{SESSION_USAGE}/{user_id}/{RESERVATIONS}/{reservation_id}"
+
+
+def reservation_ids(path: str) -> tuple[str, str] | None:
+    """Return (uid, reservationId) of a Tally reservation path, or None for any other document."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == SESSION_USAGE and parts[2] == RESERVATIONS:
+        return parts[1], parts[3]
+    return None
+
+
+def alert_id(user_id: str | None, month: str, kind: str, threshold: int) -> str:
+    """Return the id of the one alert of (user or platform, month, kind, threshold)."""
+    return f"{digest(user_id or '(platform)', month, kind, str(threshold))[:24]}-{kind}-{threshold}"
+
+
+def alert_path(alert: str) -> str:
+    """Return `TallyAlerts/{alertId}`."""
+    return f"{ALERTS}/{alert}"
 
 
 def limits_path(user_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -233,6 +234,7 @@ class StepIn(EdgeModel):
     provider: Name
     cost_nanos: Annotated[int, BeforeValidator(_cost)] | None = Field(default=None, alias="cost")
     units: UnitsIn | None = None
+    reservation_id: Identifier | None = Field(default=None, alias="reservationId")
     is_billable_run: StrictFlag = Field(default=False, alias="isBillableRun")
     timestamp: datetime | None = None
     metadata: Annotated[dict[str, Any], BeforeValidator(clean_metadata)] = Field(default_factory=dict)
@@ -349,6 +351,7 @@ def _step_of(parsed: StepIn, now: datetime) -> Step:
         metadata=parsed.metadata,
         cost_source=CostSource.CLIENT if parsed.cost_nanos is not None else CostSource.UNPRICED,
         units=parsed.units.units() if parsed.units is not None else None,
+        reservation_id=parsed.reservation_id,
     )
 
 
@@ -381,3 +384,91 @@ def parse_record_request(body: dict[str, Any], *, now: datetime) -> RecordReques
         ),
         steps=tuple(_step_of(s, now) for s in parsed.steps),
     )
+
+
+# reserve_spend and release_spend
+
+MIN_TTL_SECONDS, MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS = 10, 3600, 300
+
+
+def _ttl(value: object) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_TTL_SECONDS <= value <= MAX_TTL_SECONDS
+    ):
+        raise field_error(f"must be whole seconds from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}")
+    return value
+
+
+class EstimateIn(EdgeModel):
+    """What a paid call is expected to cost: `cost` (USD) or `units` (priced by Tally)."""
+
+    cost_nanos: Annotated[int, BeforeValidator(_cost)] | None = Field(default=None, alias="cost")
+    units: UnitsIn | None = None
+    provider: Name | None = None  # whose price `units` take (the genai-prices package can guess it)
+    is_billable_run: StrictFlag = Field(default=False, alias="isBillableRun")
+
+    @model_validator(mode="after")
+    def _cost_or_units(self) -> EstimateIn:
+        if self.cost_nanos is None and self.units is None:
+            raise field_error("give cost (USD) or units (for Tally to price)")
+        return self
+
+
+class ReserveIn(EdgeModel):
+    """The body of a `reserve_spend` request."""
+
+    user_id: UserId | None = Field(default=None, alias="userId")
+    reservation_id: Identifier = Field(alias="reservationId")
+    estimate: EstimateIn
+    ttl_seconds: Annotated[int, BeforeValidator(_ttl)] = Field(
+        default=DEFAULT_TTL_SECONDS, alias="ttlSeconds"
+    )
+
+
+class ReleaseIn(EdgeModel):
+    """The body of a `release_spend` request."""
+
+    user_id: UserId | None = Field(default=None, alias="userId")
+    reservation_id: Identifier = Field(alias="reservationId")
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    """A validated `reserve_spend` request."""
+
+    user_id: str | None
+    reservation_id: str
+    cost_nanos: int | None
+    units: Units | None
+    provider: str | None
+    billable: bool
+    ttl_seconds: int
+
+
+def parse_reserve_request(body: dict[str, Any]) -> ReserveRequest:
+    """Validate a `reserve_spend` body; raise InvalidArgument naming every bad field."""
+    try:
+        parsed = ReserveIn.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidArgument.of(problems_of(exc)) from None
+    estimate = parsed.estimate
+    return ReserveRequest(
+        user_id=parsed.user_id,
+        reservation_id=parsed.reservation_id,
+        cost_nanos=estimate.cost_nanos,
+        units=estimate.units.units() if estimate.units is not None else None,
+        provider=estimate.provider,
+        billable=estimate.is_billable_run,
+        ttl_seconds=parsed.ttl_seconds,
+    )
+
+
+def parse_release_request(body: dict[str, Any]) -> tuple[str | None, str]:
+    """Validate a `release_spend` body; return (userId, reservationId)."""
+    try:
+        parsed = ReleaseIn.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidArgument.of(problems_of(exc)) from None
+    return parsed.user_id, parsed.reservation_id

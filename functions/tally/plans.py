@@ -21,8 +21,18 @@ from tally.names import OTHER, NameKey, NameKind
 from tally.rollup import MonthAggregate, nested_counts
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
-from tally.values import CompletedBy, SessionRecord, SessionState, SessionStatus, Step, UserMonthState
-from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload
+from tally.values import (
+    CompletedBy,
+    CostSource,
+    HoldState,
+    HoldStatus,
+    SessionRecord,
+    SessionState,
+    SessionStatus,
+    Step,
+    UserMonthState,
+)
+from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload, merged
 
 USER_MONTHS_KEPT = 3  # users/{uid}.usage.months keeps this month and the two before it
 FREE_TIER_STEP = 5.0  # percent: a free-tier entry is rewritten after the commit only past a step of this
@@ -101,6 +111,7 @@ class RecordingCommit:
     limits: Limits | None = None
     months_before: Mapping[str, Counts] = field(default_factory=dict)  # the user's totals as read
     step_session_id: str | None = None  # the session the steps belong to, when another write converts it
+    settlements: tuple[tuple[HoldState, str], ...] = ()  # holds the steps settle, with the settling step
 
     def estimated_percent(self, month: str, delta: MonthDelta) -> float | None:
         """Return the share of their limits the user reaches in `month` with this commit, as read."""
@@ -256,6 +267,13 @@ def _user_write(commit: RecordingCommit, months: Mapping[str, MonthDelta]) -> Wr
     if commit.session_completed:
         sessions["completed"] = Increment(1)
     usage["sessions"] = sessions
+    for counter, status in (("held", HoldStatus.ACTIVE), ("pending", HoldStatus.PENDING)):
+        ending = [hold for hold, _ in commit.settlements if hold.status is status]
+        if ending:
+            usage[counter] = {
+                "costNanos": Increment(-sum(hold.cost_nanos for hold in ending)),
+                "runs": Increment(-sum(hold.runs for hold in ending)),
+            }
     # merge: only these leaves change; every other field of users/{uid} is the app's and stays.
     return Write(layout.user_path(commit.user_id), Op.MERGE, merge_payload({"usage": usage}))
 
@@ -329,6 +347,7 @@ def recording_writes(commit: RecordingCommit) -> list[Write]:
     if commit.session_created:
         months.setdefault(month_key(commit.now), MonthDelta())
     writes.append(_user_write(commit, months))
+    writes += [_end_hold(hold, HoldStatus.SETTLED, commit.now, by=op) for hold, op in commit.settlements]
     for month, delta in sorted(months.items()):
         if delta.total.api_calls:
             writes.append(_user_month_write(commit, month, delta))
@@ -540,6 +559,110 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
         )
     )
     return writes
+
+
+# Reservations
+
+
+def hold_writes(
+    *,
+    user_id: str,
+    reservation_id: str,
+    cost_nanos: int,
+    runs: int,
+    source: CostSource,
+    month: str,
+    now: datetime,
+    expires_at: datetime,
+) -> list[Write]:
+    """Return the fetch-and-add of a new hold: the pending reservation, `usage.pending`, the month's totals.
+
+    The estimate is added to `pending` (holds not decided yet); adding 0 to the held and
+    the month's recorded totals makes the commit return them all, in one atomic step.
+    """
+    return [
+        Write(
+            layout.reservation_path(user_id, reservation_id),
+            Op.CREATE,
+            {
+                "userId": user_id,
+                "reservationId": reservation_id,
+                "status": HoldStatus.PENDING.value,
+                "estimateNanos": cost_nanos,
+                "runs": runs,
+                "costSource": source.value,
+                "createdAt": now,
+                "expiresAt": expires_at,
+                "reason": None,
+                "tallyShard": int(layout.digest(user_id, reservation_id)[:8], 16) % layout.SWEEP_SHARDS,
+            },
+        ),
+        Write(
+            layout.user_path(user_id),
+            Op.MERGE,
+            {
+                "usage": {
+                    "pending": {"costNanos": Increment(cost_nanos), "runs": Increment(runs)},
+                    "held": {"costNanos": Increment(0), "runs": Increment(0)},
+                    "months": {
+                        month: {
+                            "costNanos": Increment(0),
+                            "apiCalls": Increment(0),
+                            "billableRuns": Increment(0),
+                        }
+                    },
+                }
+            },
+        ),
+    ]
+
+
+def _release_held(hold: HoldState) -> Write:
+    """Take a hold out of the counter it is in: `pending` until decided, `held` once allowed."""
+    counter = "pending" if hold.status is HoldStatus.PENDING else "held"
+    return Write(
+        layout.user_path(hold.user_id),
+        Op.MERGE,
+        {"usage": {counter: {"costNanos": Increment(-hold.cost_nanos), "runs": Increment(-hold.runs)}}},
+    )
+
+
+def _end_hold(hold: HoldState, status: HoldStatus, now: datetime, *, by: str | None = None) -> Write:
+    data: dict[str, Any] = {"status": status.value, "endedAt": now}
+    if by is not None:
+        data["settledBy"] = by
+    return Write(
+        layout.reservation_path(hold.user_id, hold.reservation_id), Op.UPDATE, data, version=hold.version
+    )
+
+
+def decision_writes(hold: HoldState, *, reason: str | None, now: datetime) -> list[Write]:
+    """Return the writes storing a pending reservation's decision (a refusal takes its hold back)."""
+    status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
+    path = layout.reservation_path(hold.user_id, hold.reservation_id)
+    writes = [
+        Write(
+            path,
+            Op.UPDATE,
+            {"status": status.value, "reason": reason, "decidedAt": now},
+            version=hold.version,
+        ),
+        _release_held(hold),  # out of `pending`
+    ]
+    if reason is None:  # and into `held`
+        writes.append(
+            Write(
+                layout.user_path(hold.user_id),
+                Op.MERGE,
+                {"usage": {"held": {"costNanos": Increment(hold.cost_nanos), "runs": Increment(hold.runs)}}},
+            )
+        )
+    return merged(writes)
+
+
+def end_hold_writes(hold: HoldState, *, status: HoldStatus, now: datetime) -> list[Write]:
+    """Return the writes ending a hold (released or expired): it stops counting."""
+    return [_end_hold(hold, status, now), _release_held(hold)]
 
 
 # Limits and the free-tier table

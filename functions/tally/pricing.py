@@ -164,7 +164,9 @@ def _bound_caches(genai: Any) -> None:
                 cache.clear()
 
 
-def package_cost(provider: str, units: Units, at: datetime) -> tuple[Decimal, Mapping[str, Any]] | None:
+def package_cost(
+    provider: str | None, units: Units, at: datetime
+) -> tuple[Decimal, Mapping[str, Any]] | None:
     """Return the genai-prices price of `units` at `at`, or None for a model or provider it does not know."""
     genai = _genai()
     usage = genai.Usage(
@@ -173,7 +175,7 @@ def package_cost(provider: str, units: Units, at: datetime) -> tuple[Decimal, Ma
         cache_read_tokens=units.cache_read_tokens,
         cache_write_tokens=units.cache_write_tokens,
     )
-    provider_id = PROVIDER_IDS.get(provider.lower(), provider.lower())
+    provider_id = PROVIDER_IDS.get(provider.lower(), provider.lower()) if provider else None
     try:
         result = genai.calc_price(usage, units.model, provider_id=provider_id, genai_request_timestamp=at)
     except (LookupError, ValueError):
@@ -189,7 +191,7 @@ def package_cost(provider: str, units: Units, at: datetime) -> tuple[Decimal, Ma
     }
 
 
-def price(*, provider: str, units: Units, at: datetime, book: Mapping[str, Any] | None) -> Priced:
+def price(*, provider: str | None, units: Units, at: datetime, book: Mapping[str, Any] | None) -> Priced:
     """Price a step: the catalog version in force, else genai-prices, else unpriced (cost 0)."""
     version = in_force(book or {}, at)
     if version is not None and (cost := version.cost(units)) is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from tally import folding, layout, plans
+from tally import alerts, folding, layout, plans
 from tally.config import Settings
 from tally.recording import limits_of
 from tally.rollup import SESSION_FIELDS, MonthAggregate
@@ -56,6 +56,8 @@ class ReconcileStore(Protocol):
     def month_sessions(
         self, *, month: str, by: SessionsBy, shard: int, read_time: datetime, limit: int, after: str | None
     ) -> list[Document]: ...
+
+    def user_holds(self, *, user_id: str, read_time: datetime | None) -> list[Document]: ...
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,23 @@ class Repairs:
 
     def __init__(self) -> None:
         self.differences: list[Difference] = []
+        self.alerts: list[alerts.Alert] = []  # missing alerts, to create
         self._data: dict[str, dict[str, Any]] = {}
+
+    def missing_alerts(
+        self, store: ReconcileStore, wanted: Sequence[alerts.Alert], read_time: datetime
+    ) -> None:
+        """Note the alerts that should exist and do not."""
+        if not wanted:
+            return
+        docs = store.read([layout.alert_path(a.alert_id) for a in wanted], read_time=read_time)
+        for alert in wanted:
+            path = layout.alert_path(alert.alert_id)
+            if not docs[path].exists:
+                self.differences.append(
+                    Difference(path, "alert", None, f"{alert.kind.value} {alert.threshold}%")
+                )
+                self.alerts.append(alert)
 
     def _put(self, path: str, keys: Sequence[str], value: Any) -> None:
         node = self._data.setdefault(path, {})
@@ -232,6 +250,24 @@ def check_user(
         stored_limits = usage.get("limits") or {}
         for name, value in plans.limits_fields(limits).items():
             repairs.value(user, ["usage", "limits", name], stored_limits.get(name), value)
+    holds = store.user_holds(user_id=user_id, read_time=read_time)
+    for counter, status in (("held", "active"), ("pending", "pending")):
+        stored_holds = usage.get(counter) or {}
+        mine = [h.fields for h in holds if h.fields.get("status") == status]
+        cost = sum(int(h.get("estimateNanos", 0)) for h in mine)
+        runs = sum(int(h.get("runs", 0)) for h in mine)
+        repairs.counter(user, ["usage", counter, "costNanos"], int(stored_holds.get("costNanos", 0)), cost)
+        repairs.counter(user, ["usage", counter, "runs"], int(stored_holds.get("runs", 0)), runs)
+    wanted = alerts.user_alerts(
+        user_id=user_id,
+        month=month,
+        before=Counts(),
+        after=delta.total,
+        limits=limits,
+        raised_by="reconcile",
+        late=True,
+    )
+    repairs.missing_alerts(store, wanted, read_time)
     return {user_month: {"userId": user_id, "month": month}}
 
 
@@ -350,10 +386,20 @@ def reconcile(
     for key, value in expected_sessions(store, month, read_time).items():
         repairs.counter(repair_path, ["sessions", key], stored.sessions.get(key, 0), value)
     context[repair_path] = {"month": month, "shard": REPAIR_SHARD}
+    if settings.platform_budget_nanos is not None:
+        wanted = alerts.platform_alerts(
+            month=month,
+            total=platform.total.cost_nanos,
+            budget=settings.platform_budget_nanos,
+            raised_by="reconcile",
+            late=True,
+        )
+        repairs.missing_alerts(store, wanted, read_time)
     report.differences = repairs.differences
     if fix:
         for commit in batches(repairs.writes(context)):
             store.commit(commit)
+        alerts.create(store, repairs.alerts, now)
         folding.fold(store, month, now=now)
         report.fixed = True
     return report

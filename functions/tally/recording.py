@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import layout, names, plans, pricing
+from tally import alerts, layout, names, plans, pricing
 from tally.config import Settings
 from tally.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from tally.money import nanos_to_usd
@@ -22,6 +22,8 @@ from tally.values import (
     Caller,
     Contention,
     Document,
+    HoldState,
+    HoldStatus,
     RecordingState,
     RecordRequest,
     SessionState,
@@ -44,9 +46,11 @@ class RecordingStore(Protocol):
 
     shards: int
 
-    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
+    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
 
     def commit(self, writes: Sequence[Write]) -> CommitResult: ...
+
+    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def recording_state(
     session_id: str | None,
     operation_ids: Sequence[str],
     months: Sequence[str],
+    reservations: Sequence[str] = (),
 ) -> RecordingState:
     """Interpret the documents read for a request."""
     existing = {}
@@ -121,13 +126,33 @@ def recording_state(
             float(stored) if isinstance(stored, int | float) else None,
         )
     usage = docs[layout.user_path(user_id)].fields.get("usage") or {}
-    return RecordingState(session=session, existing_steps=existing, usage=usage, user_months=user_months)
+    holds = {}
+    for reservation in reservations:
+        doc = docs[layout.reservation_path(user_id, reservation)]
+        if doc.exists:
+            data = doc.fields
+            holds[reservation] = HoldState(
+                user_id,
+                reservation,
+                HoldStatus(data["status"]),
+                int(data.get("estimateNanos", 0)),
+                int(data.get("runs", 0)),
+                doc.version,
+            )
+    return RecordingState(
+        session=session, existing_steps=existing, usage=usage, user_months=user_months, holds=holds
+    )
 
 
 def _state_paths(
-    user_id: str, session_id: str | None, operation_ids: Sequence[str], months: Sequence[str]
+    user_id: str,
+    session_id: str | None,
+    operation_ids: Sequence[str],
+    months: Sequence[str],
+    reservations: Sequence[str] = (),
 ) -> list[str]:
     paths = [layout.step_path(user_id, op) for op in operation_ids]
+    paths += [layout.reservation_path(user_id, r) for r in reservations]
     if session_id is not None:
         paths.append(layout.session_path(user_id, session_id))
     paths.append(layout.user_path(user_id))
@@ -320,6 +345,10 @@ def plan_recording(
     )
     recorded = len(new) + ours
     duplicates = len(steps) - recorded
+    settling: dict[str, str] = {}
+    for s in new:
+        if s.reservation_id and (hold := state.holds.get(s.reservation_id)) and hold.status.holding:
+            settling.setdefault(s.reservation_id, s.operation_id)
     commit = plans.RecordingCommit(
         user_id=user_id,
         request_id=request_id,
@@ -330,6 +359,7 @@ def plan_recording(
         stale_months=plans.stale_months(state.usage, now),
         limits=limits,
         months_before={month: month_usage(state.usage, month) for month in state.user_months},
+        settlements=tuple((state.holds[r], op) for r, op in sorted(settling.items())),
     )
     session = request.session
     if session is None:
@@ -358,6 +388,7 @@ def plan_recording(
         stale_months=commit.stale_months,
         limits=limits,
         months_before=commit.months_before,
+        settlements=commit.settlements,
     )
     return Plan(commit=commit, recorded=recorded, duplicates=duplicates)
 
@@ -376,10 +407,13 @@ def limits_of(usage: Mapping[str, Any], settings: Settings) -> Limits:
     )
 
 
-def held_of(usage: Mapping[str, Any]) -> Held:
-    """Return a user's active reservations."""
-    held = usage.get("held") or {}
-    return Held(cost_nanos=max(0, int(held.get("costNanos", 0))), runs=max(0, int(held.get("runs", 0))))
+def held_of(usage: Mapping[str, Any], *, pending: bool = False) -> Held:
+    """Return a user's active reservations (with `pending`: also those not decided yet)."""
+    counters = [usage.get("held") or {}] + ([usage.get("pending") or {}] if pending else [])
+    return Held(
+        cost_nanos=max(0, sum(int(c.get("costNanos", 0)) for c in counters)),
+        runs=max(0, sum(int(c.get("runs", 0)) for c in counters)),
+    )
 
 
 def month_usage(usage: Mapping[str, Any], month: str) -> Counts:
@@ -417,8 +451,9 @@ def record_steps(
     session_id = request.session.session_id if request.session else None
     operation_ids = [s.operation_id for s in request.steps]
     months = sorted({month_key(s.timestamp) for s in request.steps})
+    reservations = sorted({s.reservation_id for s in request.steps if s.reservation_id})
     unknown = unknown_names(request.steps, admitted_cache)
-    paths = _state_paths(user_id, session_id, operation_ids, months)
+    paths = _state_paths(user_id, session_id, operation_ids, months, reservations)
     books = book_paths(request.steps)
     docs = store.read(paths + _name_paths(caller, unknown) + books)  # one round trip: state, names, prices
     steps, refused = counted(
@@ -435,7 +470,12 @@ def record_steps(
         if attempt > 1:
             docs = store.read(paths)
         state = recording_state(
-            docs, user_id=user_id, session_id=session_id, operation_ids=operation_ids, months=months
+            docs,
+            user_id=user_id,
+            session_id=session_id,
+            operation_ids=operation_ids,
+            months=months,
+            reservations=reservations,
         )
         plan = plan_recording(
             request=request,
@@ -473,6 +513,92 @@ def record_steps(
     )
 
 
+def usage_body(
+    usage: Mapping[str, Any],
+    *,
+    settings: Settings,
+    now: datetime,
+    used: Counts | None = None,
+    held: Held | None = None,
+) -> dict[str, Any]:
+    """Return the `usage` object of the HTTPS endpoints: the user's current month and limits."""
+    month = month_key(now)
+    current = used if used is not None else month_usage(usage, month)
+    return {
+        "month": month,
+        "totalCost": nanos_to_usd(current.cost_nanos),
+        "apiCalls": current.api_calls,
+        "billableRuns": current.billable_runs,
+        "limits": limits_status(
+            current, limits_of(usage, settings), held if held is not None else held_of(usage)
+        ),
+    }
+
+
+def after_commit(
+    *,
+    store: RecordingStore,
+    plan: Plan,
+    state: RecordingState,
+    result: CommitResult | None,
+    used: Mapping[str, Counts],
+    user_id: str,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Keep the free-tier entries and raise the alerts the request crossed (a retry repairs what failed).
+
+    The commit already raised each free-tier entry to its estimate, and its fetch-and-add
+    says exactly which thresholds it crossed; only what it could not know is written here.
+    """
+    settings.faults.check("after-commit", user_id)
+    limits = limits_of(state.usage, settings)
+    commit = plan.commit if result is not None else None
+    deltas = aggregate(commit.steps) if commit is not None else {}
+    known: dict[str, float | None] = {}
+    for month in used:
+        stored = state.user_months[month].limit_percent if month in state.user_months else None
+        estimate = (
+            commit.estimated_percent(month, deltas[month]) if commit is not None and month in deltas else None
+        )
+        values = [v for v in (stored, estimate) if v is not None]
+        known[month] = max(values) if values else None
+    fixups = plans.free_tier_fixups(user_id=user_id, used=dict(used), known=known, limits=limits)
+    if fixups:
+        store.commit(fixups)
+    raised: list[alerts.Alert] = []
+    for month, after in used.items():
+        if month in deltas:
+            before = after.minus(deltas[month].total)
+            raised += alerts.user_alerts(
+                user_id=user_id,
+                month=month,
+                before=before,
+                after=after,
+                limits=limits,
+                raised_by="record_steps",
+            )
+        else:  # nothing committed (a retry): raise late what an earlier attempt may have left undone
+            alerts.ensure_user(
+                store=store,
+                user_id=user_id,
+                month=month,
+                used=after,
+                limits=limits,
+                raised_by="retry",
+                now=now,
+            )
+    alerts.create(store, raised, now)
+    budget = settings.platform_budget_nanos
+    if budget is not None and commit is not None and result is not None:
+        for month, delta in deltas.items():
+            after_shard = result.value(layout.shard_path(month, commit.shard), "costNanos")
+            if alerts.shard_marks_crossed(
+                after_shard - delta.total.cost_nanos, after_shard, budget, store.shards
+            ):
+                alerts.check_platform(store, month, settings, now, raised_by="record_steps")
+
+
 def _respond(
     *,
     store: RecordingStore,
@@ -487,7 +613,6 @@ def _respond(
     now: datetime,
 ) -> dict[str, Any]:
     """Build the response from what was read and what the commit returned; nothing here can fail."""
-    limits = limits_of(state.usage, settings)
     touched = {month_key(s.timestamp) for s in steps}
     committed = {month_key(s.timestamp) for s in plan.commit.steps} if plan.commit else set()
     used = {
@@ -496,35 +621,30 @@ def _respond(
         else month_usage(state.usage, month)
         for month in touched | {month_key(now)}
     }
-    known: dict[str, float | None] = {}
-    for month in touched:
-        stored = state.user_months[month].limit_percent if month in state.user_months else None
-        estimate = None
-        if plan.commit is not None and month in committed:
-            estimate = plan.commit.estimated_percent(month, aggregate(plan.commit.steps)[month])
-        values = [v for v in (stored, estimate) if v is not None]
-        known[month] = max(values) if values else None
     try:
-        settings.faults.check("after-commit", user_id)
-        fixups = plans.free_tier_fixups(
-            user_id=user_id, used={m: used[m] for m in touched}, known=known, limits=limits
+        after_commit(
+            store=store,
+            plan=plan,
+            state=state,
+            result=result,
+            used={m: used[m] for m in touched},
+            user_id=user_id,
+            settings=settings,
+            now=now,
         )
-        if fixups:
-            store.commit(fixups)
     except Exception:
-        log.exception("free-tier maintenance failed for %s", user_id)
-    current = used[month_key(now)]
+        log.exception("the work after the commit failed for %s (the steps are recorded)", user_id)
+    held = None
+    if result is not None and plan.commit is not None and plan.commit.settlements:
+        user = layout.user_path(user_id)
+        held = Held(
+            result.value(user, "usage", "held", "costNanos"), result.value(user, "usage", "held", "runs")
+        )
     return {
         "recorded": plan.recorded,
         "duplicates": plan.duplicates,
         "session": _session_view(request, plan, state, result, user_id),
-        "usage": {
-            "month": month_key(now),
-            "totalCost": nanos_to_usd(current.cost_nanos),
-            "apiCalls": current.api_calls,
-            "billableRuns": current.billable_runs,
-            "limits": limits_status(current, limits, held_of(state.usage)),
-        },
+        "usage": usage_body(state.usage, settings=settings, now=now, used=used[month_key(now)], held=held),
         "warnings": [w.body() for w in _warnings(steps, plan, state, refused)],
     }
 

@@ -23,7 +23,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from tally import layout
 from tally.timeutil import month_end, month_start
 from tally.usage import Counts
-from tally.values import Contention, Document, IdleSession, SessionStatus
+from tally.values import Contention, Document, HoldStatus, IdleSession, SessionStatus
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
 
 _RETRYABLE = (
@@ -136,7 +136,11 @@ class FirestoreStore:
         if self._on_commit is not None:
             self._on_commit(writes)  # a commit that was applied (the write census counts these)
         values: dict[str, dict[tuple[str, ...], int | float]] = {}
+        versions: dict[str, Any] = {}
         for pb, result in zip(pbs, results, strict=True):
+            name = pb.update.name or pb.delete
+            if name and result.update_time is not None:
+                versions[_relative(name)] = result.update_time
             transforms = list(pb.update_transforms)
             if not transforms:
                 continue
@@ -145,7 +149,7 @@ class FirestoreStore:
                 decoded = _helpers.decode_value(value, self._db)
                 assert isinstance(decoded, int | float)
                 doc[tuple(FieldPath.from_api_repr(transform.field_path).parts)] = decoded
-        return CommitResult(values)
+        return CommitResult(values, versions)
 
     def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]:
         """Commit each group on its own (a few at a time); return which were applied."""
@@ -323,3 +327,67 @@ class FirestoreStore:
             .limit(limit)
         )
         return self._documents(query, None)
+
+    # Reservations and alerts
+
+    def expired_holds(self, *, shard: int, now: datetime, limit: int, after: Any | None) -> list[IdleSession]:
+        """Return one page of holds past their expiry that still count (pending or active)."""
+        query = (
+            self._db.collection_group(layout.RESERVATIONS)
+            .where(filter=FieldFilter("tallyShard", "==", shard))
+            .where(filter=FieldFilter("status", "in", [HoldStatus.PENDING.value, HoldStatus.ACTIVE.value]))
+            .where(filter=FieldFilter("expiresAt", "<", now))
+            .order_by("expiresAt")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after(after)
+        page = []
+        for snap in query.stream():
+            ids = layout.reservation_ids(snap.reference.path)
+            if ids is not None:
+                page.append(IdleSession(ids[0], ids[1], snap.update_time, snap))
+        return page
+
+    def month_alerts(self, *, month: str, limit: int) -> list[Document]:
+        """Return a month's latest alerts, newest first (indexed: month, createdAt desc)."""
+        query = (
+            self._db.collection(layout.ALERTS)
+            .where(filter=FieldFilter("month", "==", month))
+            .order_by("createdAt", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return self._documents(query, None)
+
+    def undelivered_alerts(self, *, shard: int, now: datetime, limit: int) -> list[Document]:
+        """Return alerts not delivered yet whose next attempt is due (indexed per sweep shard)."""
+        query = (
+            self._db.collection(layout.ALERTS)
+            .where(filter=FieldFilter("tallyShard", "==", shard))
+            .where(filter=FieldFilter("deliveredAt", "==", None))
+            .where(filter=FieldFilter("nextAttemptAt", "<=", now))
+            .order_by("nextAttemptAt")
+            .limit(limit)
+        )
+        return self._documents(query, None)
+
+    def free_tier_page(self, *, month: str, limit: int, after: str | None) -> list[Document]:
+        """Return one page of a month's free-tier entries (users at or over 80 %), by path."""
+        query = (
+            self._db.collection(layout.USER_MONTHS)
+            .where(filter=FieldFilter("month", "==", month))
+            .where(filter=FieldFilter("limitPercent", ">=", 80.0))
+            .order_by("limitPercent")
+            .order_by("__name__")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after(self._db.document(after).get())
+        return self._documents(query, None)
+
+    def user_holds(self, *, user_id: str, read_time: datetime | None) -> list[Document]:
+        """Return a user's holds that still count (for reconcile)."""
+        query = self._db.collection(layout.SESSION_USAGE, user_id, layout.RESERVATIONS).where(
+            filter=FieldFilter("status", "in", [HoldStatus.PENDING.value, HoldStatus.ACTIVE.value])
+        )
+        return self._documents(query, read_time)

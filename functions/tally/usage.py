@@ -35,6 +35,14 @@ class Counts:
         self.api_calls += other.api_calls
         self.billable_runs += other.billable_runs
 
+    def minus(self, other: Counts) -> Counts:
+        """Return this counter less another."""
+        return Counts(
+            self.cost_nanos - other.cost_nanos,
+            self.api_calls - other.api_calls,
+            self.billable_runs - other.billable_runs,
+        )
+
     def fields(self) -> dict[str, int]:
         """Return the stored field names and values."""
         return {

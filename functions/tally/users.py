@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import layout, plans
+from tally import alerts, layout, plans
 from tally.access import require_admin, require_signed_in, resolve_reader
 from tally.config import Settings
 from tally.errors import InvalidArgument
@@ -19,12 +19,14 @@ from tally.values import Caller, Document
 from tally.writes import CommitResult, Write
 
 
-class UserStore(Protocol):
-    """The store operations the user views need."""
+class UserStore(alerts.AlertStore, Protocol):
+    """The store operations the user views and limits need."""
 
-    def read(self, paths: Sequence[str]) -> dict[str, Document]: ...
+    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
 
     def commit(self, writes: Sequence[Write]) -> CommitResult: ...
+
+    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
 
 def _ranked(named: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -121,6 +123,16 @@ def set_limits(
             )
         )
     store.commit(writes)
+    # A limit lowered below what is already used raises its alerts now (each exists once).
+    raised = alerts.user_alerts(
+        user_id=request.user_id,
+        month=month,
+        before=Counts(),
+        after=used,
+        limits=limits,
+        raised_by="set_limits",
+    )
+    alerts.ensure(store, raised, now)
     return {
         "userId": request.user_id,
         "month": month,

@@ -35,6 +35,22 @@ class SessionStatus(StrEnum):
     COMPLETED = "completed"
 
 
+class HoldStatus(StrEnum):
+    """The states of a reservation."""
+
+    PENDING = "pending"  # held, decision not stored yet
+    ACTIVE = "active"  # allowed: holding until settled, released or expired
+    DENIED = "denied"
+    SETTLED = "settled"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+    @property
+    def holding(self) -> bool:
+        """Return whether a reservation in this state counts in the user's holds."""
+        return self in (HoldStatus.PENDING, HoldStatus.ACTIVE)
+
+
 class CompletedBy(StrEnum):
     """Who completed a session."""
 
@@ -123,6 +139,7 @@ class Step:
     provider_key: str | None = None
     cost_source: CostSource = CostSource.CLIENT
     units: Units | None = None
+    reservation_id: str | None = None  # the hold this step settles
     price: Mapping[str, Any] | None = None  # which price Tally used (catalog version or package)
     model_key: str | None = None  # an unpriced step's model, as the unpriced breakdown counts it
 
@@ -202,6 +219,18 @@ class StoredStep:
 
 
 @dataclass(frozen=True)
+class HoldState:
+    """A reservation as read: what it holds and the version a conditional write builds on."""
+
+    user_id: str
+    reservation_id: str
+    status: HoldStatus
+    cost_nanos: int
+    runs: int
+    version: Version
+
+
+@dataclass(frozen=True)
 class UserMonthState:
     """Whether a user's month document exists and already counts the user as active."""
 
@@ -219,6 +248,7 @@ class RecordingState:
     existing_steps: Mapping[str, StoredStep]
     usage: Mapping[str, Any] = field(default_factory=dict)  # users/{uid}.usage
     user_months: Mapping[str, UserMonthState] = field(default_factory=dict)
+    holds: Mapping[str, HoldState] = field(default_factory=dict)  # reservations the steps settle
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -113,9 +113,10 @@ def check_commit(writes: Sequence[Write]) -> None:
 
 @dataclass(frozen=True)
 class CommitResult:
-    """What a commit returned: the value after each transform, per document and field path."""
+    """What a commit returned: the value after each transform, per document and field path, and versions."""
 
     values: Mapping[str, Mapping[tuple[str, ...], int | float]]
+    versions: Mapping[str, Version] = field(default_factory=dict)  # each written document's update time
 
     def value(self, path: str, *field: str) -> int:
         """Return the integer a transform left in a field (0 if the commit had none there)."""

@@ -17,10 +17,9 @@ from tally_dev.steps import step
 def llm(
     model: str = "gpt-4o", *, provider: str = "openai", when: datetime | None = None, **extra: Any
 ) -> dict[str, Any]:
+    fields: dict[str, Any] = {"cost": None, **extra}
     units = {"model": model, "inputTokens": 1200, "outputTokens": 350}
-    return step(
-        feature="chat", provider=provider, usage_type="AI", cost=None, when=when, units=units, **extra
-    )
+    return step(feature="chat", provider=provider, usage_type="AI", when=when, units=units, **fields)
 
 
 def stored(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:

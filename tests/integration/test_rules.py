@@ -101,7 +101,7 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
         ),
         "own step": (f"SessionUsage/{a}/steps/op1", f"SessionUsage/{a}/steps/new", {"costNanos": 1}),
         "other step": (f"SessionUsage/{b}/steps/op1", f"SessionUsage/{b}/steps/new", {"costNanos": 1}),
-        "user month aggregate": (
+        "own month aggregate": (
             layout.user_month_path(a, "2026-11"),
             f"{layout.USER_MONTHS}/new",
             {"userId": a, "costNanos": 1},
@@ -112,6 +112,12 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
             {"costNanos": 1},
         ),
         "price": (pricing.book_path("openai", "gpt-4o"), f"{layout.PRICE_BOOKS}/new", {"versions": {}}),
+        "own alert": (layout.alert_path("a-cost-80"), f"{layout.ALERTS}/new", {"userId": a, "kind": "cost"}),
+        "other alert": (
+            layout.alert_path("b-cost-80"),
+            f"{layout.ALERTS}/new2",
+            {"userId": b, "kind": "cost"},
+        ),
     }
 
 
@@ -124,13 +130,17 @@ ALLOWED.update(
         ("alice", "own user doc"): {"get", "create", "update"},  # update/create without touching usage
         ("alice", "own session"): {"get", "list"},
         ("alice", "own step"): {"get", "list"},
+        ("alice", "own month aggregate"): {"get"},  # her own month; a list of all months is not hers
+        ("alice", "own alert"): {"get"},
+        ("admin", "own alert"): {"get", "list"},
+        ("admin", "other alert"): {"get", "list"},
         ("admin", "own user doc"): {"get", "list"},
         ("admin", "other user doc"): {"get", "list"},
         ("admin", "own session"): {"get", "list"},
         ("admin", "other session"): {"get", "list"},
         ("admin", "own step"): {"get", "list"},
         ("admin", "other step"): {"get", "list"},
-        ("admin", "user month aggregate"): {"get", "list"},
+        ("admin", "own month aggregate"): {"get", "list"},
         ("admin", "platform aggregate"): {"get", "list"},
         ("admin", "price"): {"get", "list"},
     }

@@ -1,0 +1,119 @@
+"""A webhook receiver for alerts (a real local HTTP server): verifies signatures, records deliveries.
+
+`scripts/with-emulators` tells the functions to POST alerts to `TALLY_WEBHOOK_PORT` on this
+machine; the tests and the demo run this receiver there. It can be told to fail the first
+few deliveries of an alert (HTTP 500), to prove the retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One POST the receiver got."""
+
+    alert_id: str
+    body: dict[str, Any]
+    signature_valid: bool
+    answered: int
+
+
+def valid_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """Return whether `X-Tally-Signature` is the HMAC-SHA256 of the raw body with the secret."""
+    expected = "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return header is not None and hmac.compare_digest(expected, header)
+
+
+class Receiver:
+    """A running receiver: `deliveries` in arrival order."""
+
+    def __init__(self, *, port: int, secret: str, on_delivery: Callable[[Delivery], None] | None = None) -> None:
+        self.secret = secret
+        self.deliveries: list[Delivery] = []
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._on_delivery = on_delivery
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                alert_id = self.headers.get("X-Tally-Alert-Id", "")
+                status = receiver._answer(alert_id)
+                delivery = Delivery(
+                    alert_id=alert_id,
+                    body=json.loads(raw or b"{}"),
+                    signature_valid=valid_signature(receiver.secret, raw, self.headers.get("X-Tally-Signature")),
+                    answered=status,
+                )
+                with receiver._lock:
+                    receiver.deliveries.append(delivery)
+                if receiver._on_delivery is not None:
+                    receiver._on_delivery(delivery)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _answer(self, alert_id: str) -> int:
+        with self._lock:
+            left = self._failures.get(alert_id, self._failures.get("*", 0))
+            if left > 0:
+                key = alert_id if alert_id in self._failures else "*"
+                self._failures[key] = left - 1
+                return 500
+        return 204
+
+    def fail_next(self, count: int, alert_id: str = "*") -> None:
+        """Answer 500 to the next `count` deliveries (of one alert, or of any)."""
+        with self._lock:
+            self._failures[alert_id] = count
+
+    def received(self, alert_id: str) -> list[Delivery]:
+        """Return the deliveries of one alert."""
+        with self._lock:
+            return [d for d in self.deliveries if d.alert_id == alert_id]
+
+    def wait_for(self, alert_id: str, *, answered: int = 204, timeout: float = 30.0) -> list[Delivery]:
+        """Wait until an alert was delivered and answered `answered`; return its deliveries."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.received(alert_id)
+            if any(d.answered == answered for d in found):
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"alert {alert_id} was not delivered within {timeout} s: {self.received(alert_id)}")
+
+    def clear(self) -> None:
+        """Forget the deliveries and the scripted failures."""
+        with self._lock:
+            self.deliveries.clear()
+            self._failures.clear()
+
+    def close(self) -> None:
+        """Stop the server."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def from_environment(on_delivery: Callable[[Delivery], None] | None = None) -> Receiver:
+    """Start the receiver where scripts/with-emulators told the functions to deliver."""
+    port = int(os.environ["TALLY_WEBHOOK_PORT"])
+    secret = os.environ["TALLY_ALERT_WEBHOOK_SECRET"]
+    return Receiver(port=port, secret=secret, on_delivery=on_delivery)

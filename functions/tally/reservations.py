@@ -1,0 +1,231 @@
+"""Budgets enforced before spending: `reserve_spend`, `release_spend`, settling and expiring holds.
+
+Admission is a fetch-and-add, with no read lock: one commit creates the reservation
+(`pending`) and adds its estimate to `users/{uid}.usage.held`, while adding 0 to the
+month's recorded cost and billable runs; the commit returns all of them as they are
+after it. The reservation is allowed only if recorded + held (its own estimate
+included) stays within the limits; otherwise a second commit takes the hold back.
+Of concurrent reservations, each sees every hold committed before it, so none is
+allowed past a limit; a hold that is taken back only makes others more careful.
+A reservation's decision is stored, so the same `reservationId` gets the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from tally import layout, plans, pricing
+from tally.config import Settings
+from tally.errors import InvalidArgument, NotFound
+from tally.models import ReserveRequest
+from tally.money import nanos_to_usd
+from tally.recording import RecordingStore, held_of, limits_of, month_usage, resolve_user, usage_body
+from tally.timeutil import month_key
+from tally.usage import Counts, Held, Limits
+from tally.values import Caller, Contention, CostSource, Document, HoldState, HoldStatus, IdleSession
+
+MONTHLY_COST_LIMIT = "MONTHLY_COST_LIMIT"
+FREE_RUNS = "FREE_RUNS"
+MAX_ATTEMPTS = 6
+
+
+class HoldStore(RecordingStore, Protocol):
+    """The store operations reservations need."""
+
+    def expired_holds(
+        self, *, shard: int, now: datetime, limit: int, after: Any | None
+    ) -> list[IdleSession]: ...
+
+
+def hold_of(doc: Document) -> HoldState | None:
+    """Return a stored reservation (None if there is none)."""
+    ids = layout.reservation_ids(doc.path)
+    if not doc.exists or ids is None:
+        return None
+    data = doc.fields
+    return HoldState(
+        user_id=ids[0],
+        reservation_id=ids[1],
+        status=HoldStatus(data["status"]),
+        cost_nanos=int(data.get("estimateNanos", 0)),
+        runs=int(data.get("runs", 0)),
+        version=doc.version,
+    )
+
+
+def decide(*, used: Counts, held: Held, limits: Limits, billable: bool) -> str | None:
+    """Return why a reservation is refused (None: allowed), with its own hold already in `held`."""
+    if used.cost_nanos + held.cost_nanos > limits.monthly_cost_limit_nanos:
+        return MONTHLY_COST_LIMIT
+    if billable and used.billable_runs + held.runs > limits.monthly_free_runs:
+        return FREE_RUNS
+    return None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a reservation holds."""
+
+    cost_nanos: int
+    runs: int
+    source: CostSource
+
+
+def estimate_of(request: ReserveRequest, *, store: RecordingStore, now: datetime) -> Estimate:
+    """Return the estimate in nano-USD: the given cost, or units priced as steps are."""
+    runs = int(request.billable)
+    if request.cost_nanos is not None:
+        return Estimate(request.cost_nanos, runs, CostSource.CLIENT)
+    assert request.units is not None
+    book = None
+    if request.provider is not None:
+        path = pricing.book_path(request.provider, request.units.model)
+        book = store.read([path])[path].fields
+    try:
+        priced = pricing.price(provider=request.provider, units=request.units, at=now, book=book)
+    except pricing.PriceTooHigh as exc:
+        raise InvalidArgument.field("estimate.units", str(exc)) from None
+    return Estimate(priced.cost_nanos, runs, priced.source)
+
+
+def _answer(
+    *,
+    hold: Mapping[str, Any],
+    reservation_id: str,
+    usage: Mapping[str, Any],
+    settings: Settings,
+    now: datetime,
+) -> dict[str, Any]:
+    allowed = hold.get("status") != HoldStatus.DENIED.value
+    expires: datetime = hold["expiresAt"]
+    return {
+        "allowed": allowed,
+        "reservationId": reservation_id,
+        "reserved": nanos_to_usd(int(hold.get("estimateNanos", 0))) if allowed else 0.0,
+        "expiresAt": expires.isoformat().replace("+00:00", "Z"),
+        "reason": hold.get("reason"),
+        "usage": usage_body(usage, settings=settings, now=now),
+    }
+
+
+def reserve_spend(
+    *, store: HoldStore, caller: Caller, request: ReserveRequest, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Hold an estimate against a user's limits, or refuse it; the same reservationId, the same answer."""
+    user_id = resolve_user(caller, request.user_id)
+    month = month_key(now)
+    path, user = layout.reservation_path(user_id, request.reservation_id), layout.user_path(user_id)
+    for _ in range(MAX_ATTEMPTS):
+        docs = store.read([path, user])
+        usage = docs[user].fields.get("usage") or {}
+        hold = hold_of(docs[path])
+        if hold is None:
+            estimate = estimate_of(request, store=store, now=now)
+            writes = plans.hold_writes(
+                user_id=user_id,
+                reservation_id=request.reservation_id,
+                cost_nanos=estimate.cost_nanos,
+                runs=estimate.runs,
+                source=estimate.source,
+                month=month,
+                now=now,
+                expires_at=now + timedelta(seconds=request.ttl_seconds),
+            )
+            try:
+                result = store.commit(writes)
+            except Contention:
+                continue  # the same reservationId raced in: read its decision
+            hold = HoldState(
+                user_id,
+                request.reservation_id,
+                HoldStatus.PENDING,
+                estimate.cost_nanos,
+                estimate.runs,
+                result.versions.get(path),
+            )
+            used = Counts(
+                cost_nanos=result.value(user, "usage", "months", month, "costNanos"),
+                billable_runs=result.value(user, "usage", "months", month, "billableRuns"),
+            )
+            held = Held(  # every hold allowed or in flight, this one included
+                result.value(user, "usage", "held", "costNanos")
+                + result.value(user, "usage", "pending", "costNanos"),
+                result.value(user, "usage", "held", "runs") + result.value(user, "usage", "pending", "runs"),
+            )
+        elif hold.status is HoldStatus.PENDING:  # decided but not stored (a crash): decide again, as of now
+            used, held = month_usage(usage, month), held_of(usage, pending=True)
+        else:
+            return _answer(
+                hold=docs[path].fields,
+                reservation_id=request.reservation_id,
+                usage=usage,
+                settings=settings,
+                now=now,
+            )
+        reason = decide(used=used, held=held, limits=limits_of(usage, settings), billable=bool(hold.runs))
+        try:
+            result = store.commit(plans.decision_writes(hold, reason=reason, now=now))
+        except Contention:
+            continue  # released or expired meanwhile: read what it is now
+        final = store.read([path, user])
+        return _answer(
+            hold=final[path].fields,
+            reservation_id=request.reservation_id,
+            usage=final[user].fields.get("usage") or {},
+            settings=settings,
+            now=now,
+        )
+    raise Contention(f"could not decide reservation {request.reservation_id}")
+
+
+def release_spend(
+    *,
+    store: HoldStore,
+    caller: Caller,
+    user_id: str | None,
+    reservation_id: str,
+    settings: Settings,
+    now: datetime,
+) -> dict[str, Any]:
+    """Release a hold without recording anything (idempotent)."""
+    owner = resolve_user(caller, user_id)
+    path = layout.reservation_path(owner, reservation_id)
+    for _ in range(MAX_ATTEMPTS):
+        hold = hold_of(store.read([path])[path])
+        if hold is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        if not hold.status.holding:
+            return {"reservationId": reservation_id, "released": False, "status": hold.status.value}
+        try:
+            store.commit(plans.end_hold_writes(hold, status=HoldStatus.RELEASED, now=now))
+        except Contention:
+            continue
+        return {"reservationId": reservation_id, "released": True, "status": HoldStatus.RELEASED.value}
+    raise Contention(f"could not release reservation {reservation_id}")
+
+
+def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> int:
+    """End every hold past its expiry (the sweep runs this); return how many stopped counting."""
+    expired = 0
+    for shard in range(layout.SWEEP_SHARDS):
+        cursor: Any | None = None
+        while page := store.expired_holds(shard=shard, now=now, limit=page_size, after=cursor):
+            docs = store.read([layout.reservation_path(h.user_id, h.session_id) for h in page])
+            groups = [
+                plans.end_hold_writes(hold, status=HoldStatus.EXPIRED, now=now)
+                for doc in docs.values()
+                if (hold := hold_of(doc)) is not None and hold.status.holding
+            ]
+            expired += sum(store.commit_each(groups))
+            cursor = page[-1].cursor
+            if len(page) < page_size:
+                break
+    return expired
+
+
+def holds_of(docs: Sequence[Document]) -> dict[str, HoldState]:
+    """Return the reservations read for a request, by id."""
+    return {hold.reservation_id: hold for doc in docs if (hold := hold_of(doc)) is not None}

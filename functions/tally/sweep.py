@@ -1,0 +1,126 @@
+"""The sweep (every 15 minutes, and on demand): what must happen even when no request comes.
+
+It completes idle sessions and finalizes any completed session no delivery finalized;
+ends holds past their expiry; raises late any alert a lost process did not raise; with
+a platform budget, checks the platform's month; and retries the webhook deliveries that
+are due. Each part pages through indexed queries and stops early when time runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from tally import alerts, layout, reservations, sessions
+from tally.config import Settings
+from tally.timeutil import month_key
+from tally.usage import Counts, Limits
+from tally.values import Document
+
+PAGE_SIZE = 200
+
+
+class SweepStore(sessions.SessionStore, reservations.HoldStore, alerts.AlertStore, Protocol):
+    """Everything the sweep touches."""
+
+    def free_tier_page(self, *, month: str, limit: int, after: str | None) -> list[Document]: ...
+
+    def undelivered_alerts(self, *, shard: int, now: datetime, limit: int) -> list[Document]: ...
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep did."""
+
+    sessions: sessions.SweepResult
+    holds_expired: int
+    late_alerts: int
+    deliveries: int
+
+    @property
+    def finished(self) -> bool:
+        """Return whether the sweep got through everything (else the next run continues)."""
+        return self.sessions.finished
+
+    def summary(self) -> str:
+        """Return a one-line report."""
+        s = self.sessions
+        return (
+            f"sweep: completed {s.completed} idle sessions, finalized {s.finalized}; "
+            f"examined {s.examined} in {s.pages} page(s); ended {self.holds_expired} expired holds; "
+            f"raised {self.late_alerts} late alerts; delivered {self.deliveries} alerts"
+        )
+
+
+def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
+    """Raise the alerts the free-tier entries of this month and the last call for, if any is missing."""
+    raised = 0
+    for month in sorted({month_key(now), month_key(now - timedelta(days=35))}):
+        after: str | None = None
+        while page := store.free_tier_page(month=month, limit=PAGE_SIZE, after=after):
+            found = []
+            for doc in page:
+                data = doc.fields
+                limits = Limits(
+                    int(data.get("monthlyCostLimitNanos", settings.default_monthly_cost_limit_nanos)),
+                    int(data.get("monthlyFreeRuns", settings.default_monthly_free_runs)),
+                )
+                found += alerts.user_alerts(
+                    user_id=str(data["userId"]),
+                    month=month,
+                    before=Counts(),
+                    after=Counts.from_fields(data),
+                    limits=limits,
+                    raised_by="sweep",
+                    late=True,
+                )
+            raised += alerts.ensure(store, found, now)
+            if len(page) < PAGE_SIZE:
+                break
+            after = page[-1].path
+    return raised + alerts.check_platform(store, month_key(now), settings, now, raised_by="sweep")
+
+
+def redeliver(
+    store: SweepStore, settings: Settings, now: datetime, post: alerts.Post, clock: Callable[[], datetime]
+) -> int:
+    """Try once more every alert whose delivery is due; return how many were delivered."""
+    if settings.webhook_url is None or alerts.webhook_problem(settings) is not None:
+        return 0
+    delivered = 0
+    for shard in range(layout.SWEEP_SHARDS):
+        for doc in store.undelivered_alerts(shard=shard, now=now, limit=PAGE_SIZE):
+            result = alerts.deliver(
+                store=store,
+                alert_id=str(doc.fields["alertId"]),
+                settings=settings,
+                post=post,
+                sleep=lambda _: None,
+                now=clock,
+                attempts=1,
+            )
+            delivered += result.delivered
+    return delivered
+
+
+def run(
+    *,
+    store: SweepStore,
+    settings: Settings,
+    now: datetime,
+    idle_minutes: int,
+    post: alerts.Post,
+    clock: Callable[[], datetime],
+    page_size: int = sessions.SWEEP_PAGE_SIZE,
+    seconds_left: Callable[[], float] | None = None,
+) -> SweepResult:
+    """Run every part of the sweep once."""
+    swept = sessions.sweep_sessions(
+        store=store, now=now, idle_minutes=idle_minutes, page_size=page_size, seconds_left=seconds_left
+    )
+    expired = reservations.expire_holds(store=store, now=now)
+    raised = late_alerts(store, settings, now)
+    delivered = redeliver(store, settings, now, post, clock)
+    return SweepResult(swept, expired, raised, delivered)

@@ -1,0 +1,285 @@
+"""Budgets before spending and alerts, on the in-memory store (Firestore's commit semantics)."""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tally import alerts, layout, names, plans
+from tally.config import Settings
+from tally.models import parse_record_request, parse_reserve_request
+from tally.recording import record_steps
+from tally.reservations import expire_holds, release_spend, reserve_spend
+from tally.users import set_limits
+from tally.values import Caller
+from tally_dev.memory import MemoryStore
+
+NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
+USER = Caller("u1")
+SETTINGS = Settings()
+
+
+def spend(
+    store: MemoryStore, usd: str, *, billable: bool = False, op: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    step = {
+        "operationId": op or f"op-{usd}-{billable}-{len(store.commits)}",
+        "usageType": "AI",
+        "feature": "chat",
+        "provider": "openai",
+        "cost": usd,
+        "isBillableRun": billable,
+        **extra,
+    }
+    request = parse_record_request({"steps": [step]}, now=NOW)
+    return record_steps(
+        store=store,
+        caller=USER,
+        request=request,
+        settings=SETTINGS,
+        now=NOW,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    ).body
+
+
+def reserve(
+    store: MemoryStore,
+    rid: str,
+    usd: str = "0.5",
+    *,
+    billable: bool = False,
+    ttl: int = 300,
+    now: datetime = NOW,
+) -> dict[str, Any]:
+    request = parse_reserve_request(
+        {"reservationId": rid, "estimate": {"cost": usd, "isBillableRun": billable}, "ttlSeconds": ttl}
+    )
+    return reserve_spend(store=store, caller=USER, request=request, settings=SETTINGS, now=now)
+
+
+def held(store: MemoryStore) -> dict[str, int]:
+    result: dict[str, int] = store.docs[layout.user_path("u1")]["usage"]["held"]
+    return result
+
+
+def test_thirty_concurrent_reservations_admit_exactly_what_fits() -> None:
+    store = MemoryStore()
+    spend(store, "2.00")
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(lambda n: reserve(store, f"r{n}"), range(30)))
+
+    allowed = [a for a in answers if a["allowed"]]
+    assert len(allowed) == 6  # $2.00 recorded + 6 x $0.50 = $5.00
+    assert {a["reason"] for a in answers if not a["allowed"]} == {"MONTHLY_COST_LIMIT"}
+    assert held(store)["costNanos"] == 3_000_000_000
+    assert max(a["usage"]["limits"]["held"] for a in answers) <= 3.0
+
+
+def test_billable_runs_are_held_against_the_free_runs() -> None:
+    store = MemoryStore()
+    set_limits(
+        store=store,
+        caller=Caller("a", admin=True),
+        data={"userId": "u1", "monthlyFreeRuns": 3},
+        settings=SETTINGS,
+        now=NOW,
+    )
+    spend(store, "0.01", billable=True)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda n: reserve(store, f"r{n}", "0.01", billable=True), range(10)))
+
+    assert sum(a["allowed"] for a in answers) == 2
+    assert {a["reason"] for a in answers if not a["allowed"]} == {"FREE_RUNS"}
+
+
+def test_the_same_reservation_id_gets_the_same_answer_and_holds_nothing_more() -> None:
+    store = MemoryStore()
+
+    first, again = reserve(store, "r1", "1"), reserve(store, "r1", "1")
+
+    assert again == first
+    assert held(store)["costNanos"] == 1_000_000_000
+
+
+def test_recording_with_the_reservation_settles_it_at_the_actual_cost() -> None:
+    store = MemoryStore()
+    reserve(store, "r1", "0.5")
+
+    body = spend(store, "0.75", reservationId="r1")
+    again = spend(store, "0.25", reservationId="r1")
+
+    assert body["usage"]["totalCost"] == 0.75
+    assert body["usage"]["limits"]["held"] == 0.0
+    assert again["usage"]["totalCost"] == 1.0  # recorded, never refused; the hold is already settled
+    assert held(store)["costNanos"] == 0
+    assert store.docs[layout.reservation_path("u1", "r1")]["status"] == "settled"
+
+
+def test_release_and_expiry_free_the_hold() -> None:
+    store = MemoryStore()
+    reserve(store, "r1", "1")
+    reserve(store, "r2", "1", ttl=10)
+
+    released = release_spend(
+        store=store, caller=USER, user_id=None, reservation_id="r1", settings=SETTINGS, now=NOW
+    )
+    twice = release_spend(
+        store=store, caller=USER, user_id=None, reservation_id="r1", settings=SETTINGS, now=NOW
+    )
+    ended = expire_holds(store=store, now=NOW + timedelta(seconds=11))
+
+    assert (released["released"], twice["released"], twice["status"]) == (True, False, "released")
+    assert ended == 1
+    assert held(store) == {"costNanos": 0, "runs": 0}
+
+
+def test_a_decision_lost_in_a_crash_is_made_again_on_the_retry() -> None:
+    store = MemoryStore()
+    spend(store, "4.80")
+    original = store.commit
+
+    def crash_before_deciding(writes: Any) -> Any:
+        if any("decidedAt" in w.data for w in writes):
+            raise RuntimeError("the process died")
+        return original(writes)
+
+    store.commit = crash_before_deciding  # type: ignore[method-assign]
+    try:
+        reserve(store, "r1", "0.5")
+    except RuntimeError:
+        pass
+    store.commit = original  # type: ignore[method-assign]
+
+    answer = reserve(store, "r1", "0.5")
+
+    assert (answer["allowed"], answer["reason"]) == (False, "MONTHLY_COST_LIMIT")
+    assert held(store)["costNanos"] == 0
+
+
+def alert_docs(store: MemoryStore) -> list[dict[str, Any]]:
+    return [doc for path, doc in store.docs.items() if path.startswith(layout.ALERTS + "/")]
+
+
+def test_concurrent_requests_crossing_80_and_100_percent_raise_one_alert_each() -> None:
+    store = MemoryStore()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda n: spend(store, "0.3", op=f"op{n}"), range(20)))
+
+    found = sorted((d["kind"], d["threshold"], d["raisedBy"]) for d in alert_docs(store))
+    assert found == [("cost", 80, "record_steps"), ("cost", 100, "record_steps")]
+
+
+def test_lowering_a_limit_below_usage_raises_the_alert_once() -> None:
+    store = MemoryStore()
+    spend(store, "1")
+    admin = Caller("a", admin=True)
+
+    for _ in range(2):
+        set_limits(
+            store=store,
+            caller=admin,
+            data={"userId": "u1", "monthlyCostLimit": 0.5},
+            settings=SETTINGS,
+            now=NOW,
+        )
+
+    assert sorted((d["threshold"], d["raisedBy"]) for d in alert_docs(store)) == [
+        (80, "set_limits"),
+        (100, "set_limits"),
+    ]
+
+
+def test_an_alert_lost_after_the_commit_is_raised_late_by_a_retry() -> None:
+    store = MemoryStore()
+    original = store.commit
+
+    def lose_alerts(writes: Any) -> Any:
+        if any(w.path.startswith(layout.ALERTS) for w in writes):
+            raise RuntimeError("the process died")
+        return original(writes)
+
+    store.commit = lose_alerts  # type: ignore[method-assign]
+    spend(store, "4.5", op="big")
+    store.commit = original  # type: ignore[method-assign]
+    assert alert_docs(store) == []
+
+    spend(store, "4.5", op="big")
+
+    assert [(d["threshold"], d["late"], d["raisedBy"]) for d in alert_docs(store)] == [(80, True, "retry")]
+
+
+def test_webhook_payload_is_signed_and_retried_until_a_2xx() -> None:
+    store = MemoryStore()
+    spend(store, "4.5")
+    alert = alert_docs(store)[0]
+    answers = iter([500, 0, 204])
+    sent: list[tuple[bytes, dict[str, str]]] = []
+
+    def post(url: str, body: bytes, headers: Any) -> int:
+        sent.append((body, dict(headers)))
+        return next(answers)
+
+    settings = Settings(
+        webhook_url="https://hooks.example.com/tally", webhook_secret="s3cret", webhook_backoff_seconds=0
+    )
+    result = alerts.deliver(
+        store=store,
+        alert_id=alert["alertId"],
+        settings=settings,
+        post=post,
+        sleep=lambda _: None,
+        now=lambda: NOW,
+    )
+
+    assert (result.delivered, result.attempts) == (True, 3)
+    body, headers = sent[-1]
+    assert headers["X-Tally-Alert-Id"] == alert["alertId"]
+    assert headers["X-Tally-Signature"] == alerts.signature("s3cret", body)
+    stored = store.docs[layout.alert_path(alert["alertId"])]
+    assert (stored["attempts"], stored["deliveredAt"]) == (3, NOW)
+
+
+def test_a_webhook_without_a_secret_is_a_clear_refusal_not_a_crash() -> None:
+    store = MemoryStore()
+    settings = Settings(webhook_url="https://hooks.example.com/tally")
+
+    result = alerts.deliver(
+        store=store,
+        alert_id="x",
+        settings=settings,
+        post=lambda *a: 500,
+        sleep=lambda _: None,
+        now=lambda: NOW,
+    )
+
+    assert result.skipped == "TALLY_ALERT_WEBHOOK_SECRET is not set: alerts are not delivered unsigned"
+
+
+def test_the_platform_budget_alerts_once() -> None:
+    store = MemoryStore(shards=2)
+    settings = Settings(platform_budget_nanos=10_000_000_000, aggregate_shards=2)
+
+    for n in range(12):
+        request = parse_record_request(
+            {
+                "steps": [
+                    {"operationId": f"p{n}", "usageType": "API", "feature": "f", "provider": "p", "cost": "1"}
+                ]
+            },
+            now=NOW,
+        )
+        record_steps(
+            store=store,
+            caller=Caller(f"u{n}"),
+            request=request,
+            settings=settings,
+            now=NOW,
+            admitted_cache=names.AdmittedNames(),
+            shards=plans.ShardPicker(seed=2),
+        )
+
+    platform = sorted((d["threshold"], d["userId"]) for d in alert_docs(store) if d["userId"] is None)
+    assert platform == [(80, None), (100, None)]
