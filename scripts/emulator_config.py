@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         config_file = f"firebase.{args.run}.json"  # beside firebase.json: paths in it stay relative
         (args.root / config_file).write_text(json.dumps(config, indent=2))
     # This run's dashboard reads where its emulators are (hosting serves the file).
-    hosts = {"auth": f"{host}:{ports['auth']}", "functions": f"{host}:{ports['functions']}"}
+    hosts = {name: f"{host}:{ports[name]}" for name in ("auth", "functions", "firestore")}
     hosts_file = args.root / public / HOSTS_FILE
     hosts_file.unlink(missing_ok=True)
     hosts_file.write_text(json.dumps(hosts) + "\n")

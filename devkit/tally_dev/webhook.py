@@ -38,7 +38,9 @@ def valid_signature(secret: str, body: bytes, header: str | None) -> bool:
 class Receiver:
     """A running receiver: `deliveries` in arrival order."""
 
-    def __init__(self, *, port: int, secret: str, on_delivery: Callable[[Delivery], None] | None = None) -> None:
+    def __init__(
+        self, *, port: int, secret: str, on_delivery: Callable[[Delivery], None] | None = None
+    ) -> None:
         self.secret = secret
         self.deliveries: list[Delivery] = []
         self._failures: dict[str, int] = {}
@@ -47,14 +49,16 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 alert_id = self.headers.get("X-Tally-Alert-Id", "")
                 status = receiver._answer(alert_id)
                 delivery = Delivery(
                     alert_id=alert_id,
                     body=json.loads(raw or b"{}"),
-                    signature_valid=valid_signature(receiver.secret, raw, self.headers.get("X-Tally-Signature")),
+                    signature_valid=valid_signature(
+                        receiver.secret, raw, self.headers.get("X-Tally-Signature")
+                    ),
                     answered=status,
                 )
                 with receiver._lock:
@@ -64,7 +68,7 @@ class Receiver:
                 self.send_response(status)
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -98,7 +102,8 @@ class Receiver:
             if any(d.answered == answered for d in found):
                 return found
             time.sleep(0.05)
-        raise AssertionError(f"alert {alert_id} was not delivered within {timeout} s: {self.received(alert_id)}")
+        found = self.received(alert_id)
+        raise AssertionError(f"alert {alert_id} was not delivered within {timeout} s: {found}")
 
     def clear(self) -> None:
         """Forget the deliveries and the scripted failures."""

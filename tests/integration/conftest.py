@@ -5,6 +5,7 @@ import requests
 from google.cloud import firestore
 
 from tally_dev import emulator
+from tally_dev import webhook as webhook_receiver
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +26,18 @@ def db() -> firestore.Client:
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def _receiver() -> Iterator[webhook_receiver.Receiver]:
+    """The alerts webhook receiver, where scripts/with-emulators told the functions to deliver."""
+    receiver = webhook_receiver.from_environment()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def webhook(_receiver: webhook_receiver.Receiver) -> webhook_receiver.Receiver:
+    """The receiver, with no deliveries and no scripted failures yet."""
+    _receiver.clear()
+    return _receiver

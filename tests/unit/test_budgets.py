@@ -1,5 +1,6 @@
 """Budgets before spending and alerts, on the in-memory store (Firestore's commit semantics)."""
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,10 +147,8 @@ def test_a_decision_lost_in_a_crash_is_made_again_on_the_retry() -> None:
         return original(writes)
 
     store.commit = crash_before_deciding  # type: ignore[method-assign]
-    try:
+    with contextlib.suppress(RuntimeError):
         reserve(store, "r1", "0.5")
-    except RuntimeError:
-        pass
     store.commit = original  # type: ignore[method-assign]
 
     answer = reserve(store, "r1", "0.5")
