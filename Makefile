@@ -11,13 +11,14 @@ WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup lint unit integration test sweep reconcile fold import-legacy migrate demo screenshot bench clean
+.PHONY: help setup lint unit integration test sweep reconcile fold import-legacy migrate export demo screenshot bench clean
 BENCH_ARGS ?=
 SWEEP_ARGS ?=
 MONTH ?=
 FIX ?=
 CSV ?=
 DRY ?=
+OUT ?=
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,6 +82,9 @@ import-legacy: $(BIN)/.installed ## Import the earlier systems' usage (CSV=path 
 
 migrate: $(BIN)/.installed ## Convert data written before v2 to the v2 layout (idempotent)
 	$(BIN)/python -m tally.cli migrate
+
+export: $(BIN)/.installed ## Every user's totals for a month as CSV (MONTH=YYYY-MM, OUT=file; default stdout)
+	$(BIN)/python -m tally.cli export $(if $(MONTH),--month $(MONTH)) $(if $(OUT),--out $(OUT))
 
 fold: $(BIN)/.installed ## Fold a month's platform shards into its rollup now (MONTH=YYYY-MM)
 	$(BIN)/python -m tally.cli fold $(if $(MONTH),--month $(MONTH))

@@ -31,7 +31,7 @@ from tally.config import Settings
 from tally.reconcile import reconcile
 from tally.sessions import sweep_sessions
 from tally.store import FirestoreStore
-from tally_dev import accounts, emulator
+from tally_dev import accounts, emulator, webhook
 
 ADMIN_EMAIL = "admin@tally.demo"
 ADMIN_PASSWORD = "tally-demo-admin"  # noqa: S105 - emulator-only demo account
@@ -69,10 +69,25 @@ class Account:
 
 @dataclass
 class Session:
-    """One simulated client session: its requests, in order, all sent by one worker."""
+    """One simulated session: its requests in order (to record_steps or reserve_spend), sent by one worker."""
 
     user: Account
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
+
+    def add(self, body: dict[str, Any], endpoint: str = "record_steps") -> None:
+        """Add a request."""
+        self.bodies.append(body)
+        self.endpoints.append(endpoint)
+
+
+@dataclass
+class Outcomes:
+    """What the simulated backend saw: requests sent, paid calls the gate refused (by reason)."""
+
+    sent: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def step(
@@ -149,7 +164,7 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
                 )
             )
             when += timedelta(seconds=rng.randint(5, 60))
-        session.bodies.append({"steps": steps})
+        session.add({"steps": steps})
         return session
     if kind == "maps":
         for n in range(rng.randint(1, 5)):
@@ -196,33 +211,62 @@ def _session(rng: random.Random, user: Account, kind: str, start: datetime, seri
         provider = LLM_MODELS[model]
         if rng.random() < 0.02:  # now and then a model nobody priced: recorded, counted as unpriced
             provider, model = UNKNOWN_MODEL
+        # The app's backend asks the gate before each LLM call, then records it settling the hold.
         for n in range(rng.randint(1, 6)):
             tokens_in, tokens_out = rng.randint(200, 6000), rng.randint(50, 1500)
             cached = rng.randint(0, tokens_in) if n else 0  # later turns reuse the cached conversation
             units = {"model": model, "inputTokens": tokens_in - cached, "outputTokens": tokens_out}
             if cached:
                 units["cacheReadTokens"] = cached
-            steps.append(step(f"op_{serial}_t{n}", when, model, provider, "AIUsage", units, n == 0))
+            reservation = f"res_{serial}_{n}"
+            estimate: dict[str, Any] = {
+                "units": {"model": model, "inputTokens": 6000, "outputTokens": 1500},
+                "provider": provider,
+                "isBillableRun": n == 0,
+            }
+            session.add(
+                {"reservationId": reservation, "estimate": estimate, "ttlSeconds": 120}, "reserve_spend"
+            )
+            call = step(f"op_{serial}_t{n}", when, model, provider, "AIUsage", units, n == 0)
+            call["reservationId"] = reservation
+            body = {"session": {"id": sid, "feature": "llm_chat"}, "steps": [call]}
+            session.add(body)
             when += timedelta(seconds=rng.randint(10, 120))
-        feature = "llm_chat"
+        if not left_idle:
+            session.add({"session": {"id": sid, "complete": True}, "steps": []})
+        return session
     # Clients send a session's first step, then the rest; most complete it at the end.
-    session.bodies.append({"session": {"id": sid, "feature": feature}, "steps": steps[:1]})
+    session.add({"session": {"id": sid, "feature": feature}, "steps": steps[:1]})
     if len(steps) > 1:
-        session.bodies.append({"session": {"id": sid, "complete": not left_idle}, "steps": steps[1:]})
+        session.add({"session": {"id": sid, "complete": not left_idle}, "steps": steps[1:]})
     elif not left_idle:
-        session.bodies.append({"session": {"id": sid, "complete": True}, "steps": []})
+        session.add({"session": {"id": sid, "complete": True}, "steps": []})
     return session
 
 
-def send(http_pool: dict[int, requests.Session], session: Session, url: str) -> int:
-    """Send one session's requests in order; return how many were sent."""
+def send(http_pool: dict[int, requests.Session], session: Session, outcomes: Outcomes) -> int:
+    """Send one session's requests in order; return how many.
+
+    Once the gate refuses a paid call, the app makes no further call in that conversation; it
+    completes the session only if one was started.
+    """
     http = http_pool.setdefault(threading.get_ident(), requests.Session())
     sent = 0
-    for body in session.bodies:
-        response = http.post(url, json=body, headers=session.user.user.headers, timeout=60)
+    refused = started = False
+    for body, endpoint in zip(session.bodies, session.endpoints, strict=True):
+        completion = endpoint == "record_steps" and not body["steps"]
+        if (refused and not completion) or (completion and refused and not started):
+            continue  # the paid call was never made
+        response = accounts.record(session.user.user, body, http=http, endpoint=endpoint)
         if response.status_code != 200:
-            raise RuntimeError(f"record_steps answered {response.status_code}: {response.text}")
+            raise RuntimeError(f"{endpoint} answered {response.status_code}: {response.text}")
         sent += 1
+        started = started or endpoint == "record_steps"
+        answer = response.json()
+        if endpoint == "reserve_spend" and not answer["allowed"]:
+            refused = True
+            with outcomes.lock:
+                outcomes.refused[answer["reason"]] = outcomes.refused.get(answer["reason"], 0) + 1
     return sent
 
 
@@ -319,9 +363,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.users <= 500 or not 1 <= args.days <= 34:
         parser.error("--users must be 1-500 and --days 1-34")
     started = time.monotonic()
+    emails: dict[str, str] = {}
+
+    def delivered(delivery: webhook.Delivery) -> None:
+        body = delivery.body
+        who = emails.get(str(body.get("userId")), "the platform")
+        verdict = "signature verified" if delivery.signature_valid else "BAD SIGNATURE"
+        console.print(
+            f"[magenta]webhook[/] alert {body['month']} {body['kind']} {body['threshold']}% for {who} "
+            f"(used {body['used']} of {body['limit']}): {verdict}"
+        )
+
+    receiver = webhook.from_environment(on_delivery=delivered)
     rng = random.Random(args.seed)  # noqa: S311 - simulated traffic, not crypto
     now = datetime.now(UTC)
-    url = emulator.functions_url("record_steps")
 
     with requests.Session() as http, console.status("creating the admin and users in the Auth emulator..."):
         admin = accounts.make_user(
@@ -346,22 +401,35 @@ def main(argv: list[str] | None = None) -> int:
                 "prices": {"request": str(price)},
             },
         )
-    # Two users with their own budgets, so the free-tier table has something to show.
-    limits = {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40}
-    accounts.result_of("set_limits", admin, limits)
-    accounts.result_of("set_limits", admin, {"userId": users[3].uid, "monthlyCostLimit": 0.5})
+    # Users with their own budgets: the free-tier table has something to show, and the gate refuses
+    # some of their calls once a budget is spent.
+    budgets = [
+        {"userId": users[0].uid, "monthlyCostLimit": 2.5, "monthlyFreeRuns": 40},
+        {"userId": users[1].uid, "monthlyCostLimit": 0.4},
+        {"userId": users[2].uid, "monthlyFreeRuns": 6},
+        {"userId": users[3].uid, "monthlyCostLimit": 0.5},
+    ]
+    for budget in budgets:
+        accounts.result_of("set_limits", admin, budget)
+    emails.update({u.uid: u.email for u in users})
     console.print(f"Created 1 admin and {len(users)} users ({ADMIN_EMAIL} is the admin).")
 
     sessions = plan_traffic(rng, users, args.days, now)
     total_requests = sum(len(s.bodies) for s in sessions)
-    columns = (TextColumn("[bold]record_steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     pool: dict[int, requests.Session] = {}
+    outcomes = Outcomes()
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(max_workers=8) as workers:
         task = progress.add_task("seeding", total=total_requests)
-        futures = [workers.submit(send, pool, session, url) for session in sessions]
+        futures = [workers.submit(send, pool, session, outcomes) for session in sessions]
         for future in as_completed(futures):
-            progress.advance(task, future.result())
-    console.print(f"Sent {total_requests:,} requests ({len(sessions):,} sessions) over {args.days} days.")
+            outcomes.sent += (done := future.result())
+            progress.advance(task, done)
+    refusals = ", ".join(f"{count} for {reason}" for reason, count in sorted(outcomes.refused.items()))
+    console.print(
+        f"Sent {outcomes.sent:,} requests ({len(sessions):,} sessions) over {args.days} days; "
+        f"the budget gate refused {sum(outcomes.refused.values())} paid calls ({refusals or 'none'})."
+    )
 
     store = emulator.store()
     swept = sweep_sessions(store=store, now=datetime.now(UTC) + timedelta(minutes=1), idle_minutes=0)
@@ -370,8 +438,15 @@ def main(argv: list[str] | None = None) -> int:
         f"simulated sessions were all recorded just now)."
     )
     wait_for_finalizations(store)
+    time.sleep(2)  # the last alerts' deliveries
+    receiver.close()
     result = accounts.result_of("usage_analytics", admin, {"top": 10, "fresh": True})
     report(result, {u.uid: u.email for u in users})
+    console.print(
+        f"Alerts: {len(result['alerts'])} raised this month (the 20 latest listed by usage_analytics); "
+        f"the demo's webhook receiver verified {sum(d.signature_valid for d in receiver.deliveries)} of "
+        f"{len(receiver.deliveries)} deliveries."
+    )
     with console.status("reconciling the month against its steps..."):
         check = reconcile(
             store=store, month=result["month"], settings=Settings.from_env(), now=datetime.now(UTC), fix=False
@@ -381,10 +456,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.serve:
         hosting = os.environ.get("TALLY_HOSTING_URL", "http://127.0.0.1:5000")
-        console.print(
-            f"\n[bold green]Dashboard: {hosting}[/]  sign in as {ADMIN_EMAIL} / {ADMIN_PASSWORD}  "
-            "(a user account, e.g. user05@tally.demo / tally-demo-user, sees the permission message)"
-        )
+        console.print(f"\n[bold green]Dashboard: {hosting}[/]")
+        console.print(f"  admin page: sign in as {ADMIN_EMAIL} / {ADMIN_PASSWORD}")
+        console.print(f"  a user's own live page: sign in as {users[4].email} / {USER_PASSWORD}")
         console.print("Press Ctrl-C to stop the emulators.")
         try:
             signal.pause()

@@ -286,3 +286,10 @@ class MemoryStore:
             and d.path.split("/")[1] == user_id
             and d.fields.get("status") in ("pending", "active")
         ]
+
+    def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]:
+        docs = sorted(
+            (d for d in self._collection(layout.USER_MONTHS) if d.fields.get("month") == month),
+            key=lambda d: d.path,
+        )
+        return [d for d in docs if after is None or d.path > after][:limit]

@@ -16,7 +16,7 @@ from typing import TextIO
 from google.cloud import firestore
 
 import adapters
-from tally import folding, layout, sweep
+from tally import export, folding, layout, sweep
 from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.legacy import check_csv_header, import_legacy
@@ -154,6 +154,23 @@ def run_migrate(args: argparse.Namespace, store: FirestoreStore, settings: Setti
     return 0
 
 
+def run_export(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
+    """Write every user's totals for a month as CSV (standard output, or --out)."""
+    handle = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    writer = csv.writer(handle)
+    count = -1
+    try:
+        for count, row in enumerate(export.rows(store, adapters.directory(), args.month)):
+            writer.writerow(row)
+            if count and count % 1000 == 0:
+                sys.stderr.write(f"export: {count:,} users\n")
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+    sys.stderr.write(f"export: {max(count, 0):,} users of {args.month}\n")
+    return 0
+
+
 def _rollup_version(store: FirestoreStore, month: str) -> object:
     path = layout.rollup_path(month)
     return store.read([path])[path].version
@@ -211,6 +228,13 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
         "old TallyPlatformMonths documents from the steps (reconcile --fix), then deletes the old documents.",
     )
     upgrade.set_defaults(run=run_migrate)
+
+    dump = commands.add_parser("export", help="write every user's totals for a month as CSV")
+    dump.add_argument(
+        "--month", type=_month, default=month_key(utc_now()), help="YYYY-MM (default: this month)"
+    )
+    dump.add_argument("--out", help="the CSV file to write (default: standard output)")
+    dump.set_defaults(run=run_export)
 
     fold = commands.add_parser("fold", help="fold a month's platform shards into its rollup now")
     fold.add_argument(

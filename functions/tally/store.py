@@ -391,3 +391,15 @@ class FirestoreStore:
             filter=FieldFilter("status", "in", [HoldStatus.PENDING.value, HoldStatus.ACTIVE.value])
         )
         return self._documents(query, read_time)
+
+    def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]:
+        """Return one page of the users' month documents of a month, by path (for exports)."""
+        query = (
+            self._db.collection(layout.USER_MONTHS)
+            .where(filter=FieldFilter("month", "==", month))
+            .order_by("__name__")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after({"__name__": self._db.document(after)})
+        return self._documents(query, None)

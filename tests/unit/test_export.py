@@ -1,0 +1,56 @@
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from tally import export, names, plans
+from tally.config import Settings
+from tally.recording import record_steps
+from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
+from tally_dev.memory import MemoryStore
+
+NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
+
+
+class Emails:
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        self.asked.append(len(user_ids))
+        return {uid: f"{uid}@example.com" for uid in user_ids if uid != "u-2"}
+
+
+def seed(store: MemoryStore, user: str, cost: int, *, when: datetime = NOW, billable: bool = True) -> None:
+    steps = (Step(f"{user}-{cost}-{when:%m}", UsageType.AI, "f", "p", cost, billable, when),)
+    record_steps(
+        store=store,
+        caller=Caller("svc", recorder=True),
+        request=RecordRequest(user, SessionRequest(f"s-{steps[0].operation_id}", None, True), steps),
+        settings=Settings(),
+        now=NOW,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    )
+
+
+def test_export_one_row_per_user_of_the_month_over_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    for n in range(7):
+        seed(store, f"u-{n}", 1_000_000_001 * (n + 1))
+    seed(store, "u-old", 5, when=datetime(2026, 10, 3, tzinfo=UTC))
+    directory = Emails()
+    monkeypatch.setattr(export, "PAGE_SIZE", 3)
+
+    table = list(export.rows(store, directory, "2026-11"))
+
+    assert table[0] == list(export.COLUMNS)
+    assert [row[0] for row in table[1:]] == [f"u-{n}" for n in range(7)]
+    assert table[1] == ["u-0", "u-0@example.com", "1.000000001", "1", "1", "0"]
+    assert table[3][1] == ""
+    assert table[7][2] == "7.000000007"
+    assert directory.asked == [3, 3, 1]
+
+
+def test_export_of_an_empty_month_is_the_header() -> None:
+    assert list(export.rows(MemoryStore(), Emails(), "2026-11")) == [list(export.COLUMNS)]
