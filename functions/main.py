@@ -12,7 +12,7 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 import adapters
-from tally import alerts, analytics, prices, reservations, sweep, users
+from tally import alerts, analytics, export, prices, reservations, sweep, users
 from tally.models import parse_record_request, parse_release_request, parse_reserve_request
 from tally.recording import record_steps as record_steps_service
 from tally.sessions import finalize_session as finalize_session_service
@@ -138,6 +138,12 @@ _set_price = _callable(
         store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
     ),
 )
+_export_usage = _callable(
+    "export_usage",
+    lambda caller, data: export.export_usage(
+        store=adapters.store(), directory=adapters.directory(), caller=caller, data=data, now=utc_now()
+    ),
+)
 _list_prices = _callable(
     "list_prices",
     lambda caller, data: prices.list_prices(
@@ -174,6 +180,12 @@ def set_price(req: https_fn.CallableRequest[Any]) -> Any:
 def list_prices(req: https_fn.CallableRequest[Any]) -> Any:
     """List the prices admins set, newest first (admin)."""
     return _list_prices(req)
+
+
+@https_fn.on_call()
+def export_usage(req: https_fn.CallableRequest[Any]) -> Any:
+    """Return one page of every user's totals for a month (admin)."""
+    return _export_usage(req)
 
 
 @adapters.with_retry

@@ -1,16 +1,30 @@
-"""Every user's totals for a month, as CSV rows, page by page (bounded memory, any number of users)."""
+"""Every user's totals for a month, page by page (bounded memory, any number of users).
+
+The command line (`make export`) writes them as CSV; the dashboard's download pages
+through `export_usage` (admin) and joins the pages.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Protocol
 
+from pydantic import BeforeValidator, Field
+
+from tally import layout
+from tally.access import require_admin
+from tally.inputs import Month, parse_data
+from tally.models import EdgeModel, UserId, field_error
 from tally.money import nanos_to_usd
+from tally.timeutil import month_key
 from tally.usage import Counts
-from tally.values import Document
+from tally.values import Caller, Document
 
 COLUMNS = ("userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps")
 PAGE_SIZE = 500
+MAX_PAGE_SIZE = 1000
 
 
 class ExportStore(Protocol):
@@ -25,16 +39,39 @@ class Directory(Protocol):
     def emails(self, user_ids: Sequence[str]) -> dict[str, str]: ...
 
 
-def rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[str]]:
-    """Yield the header, then one row per user with usage in the month, by user id."""
-    yield list(COLUMNS)
-    after: str | None = None
-    while page := store.month_users(month=month, limit=PAGE_SIZE, after=after):
-        emails = directory.emails([str(doc.fields["userId"]) for doc in page])
-        for doc in page:
-            counts = Counts.from_fields(doc.fields)
-            uid = str(doc.fields["userId"])
-            yield [
+def _limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SIZE:
+        raise field_error(f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return value
+
+
+class ExportIn(EdgeModel):
+    """`export_usage` data."""
+
+    month: Month | None = None
+    page_token: UserId | None = Field(default=None, alias="pageToken")
+    limit: Annotated[int, BeforeValidator(_limit)] = PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows (no header) and the token of the next page, if any."""
+
+    rows: list[list[str]]
+    next_token: str | None
+
+
+def page(store: ExportStore, directory: Directory, *, month: str, after_user: str | None, limit: int) -> Page:
+    """Return the users with usage in the month after `after_user`, by user id."""
+    after = layout.user_month_path(after_user, month) if after_user is not None else None
+    docs = store.month_users(month=month, limit=limit, after=after)
+    emails = directory.emails([str(doc.fields["userId"]) for doc in docs]) if docs else {}
+    rows = []
+    for doc in docs:
+        counts = Counts.from_fields(doc.fields)
+        uid = str(doc.fields["userId"])
+        rows.append(
+            [
                 uid,
                 emails.get(uid, ""),
                 f"{nanos_to_usd(counts.cost_nanos):.9f}",
@@ -42,6 +79,32 @@ def rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[
                 str(counts.billable_runs),
                 str(int(doc.fields.get("unpricedSteps", 0))),
             ]
-        if len(page) < PAGE_SIZE:
+        )
+    return Page(rows, rows[-1][0] if len(docs) == limit else None)
+
+
+def rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[str]]:
+    """Yield the header, then one row per user with usage in the month, by user id."""
+    yield list(COLUMNS)
+    token: str | None = None
+    while True:
+        found = page(store, directory, month=month, after_user=token, limit=PAGE_SIZE)
+        yield from found.rows
+        if (token := found.next_token) is None:
             return
-        after = page[-1].path
+
+
+def export_usage(
+    *, store: ExportStore, directory: Directory, caller: Caller | None, data: object, now: datetime
+) -> dict[str, Any]:
+    """Return one page of every user's totals for a month (admin); follow `nextPageToken`."""
+    require_admin(caller)
+    request = parse_data(ExportIn, data)
+    month = request.month or month_key(now)
+    found = page(store, directory, month=month, after_user=request.page_token, limit=request.limit)
+    return {
+        "month": month,
+        "columns": list(COLUMNS),
+        "rows": found.rows,
+        "nextPageToken": found.next_token,
+    }

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import calendar
+import csv
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from tally_dev import accounts, emulator
+from tally_dev.steps import step as one_step
 
 FEATURES = [
     ("claude-3.5-sonnet", "anthropic", "AI"),
@@ -474,3 +479,38 @@ def test_set_limits_roles_and_input() -> None:
         "data: give monthlyCostLimit, monthlyFreeRuns or both",
     )
     assert runs[1]["error"]["message"].startswith("monthlyFreeRuns: must be an integer")
+
+
+def test_export_lists_every_user_of_the_month_by_callable_and_command(tmp_path: Path) -> None:
+    month = this_month()
+    admin = accounts.make_user(claims={"admin": True})
+    users = [accounts.make_user(uid=f"exp-{n}-{emulator.unique('u')}") for n in range(12)]
+    for n, user in enumerate(users):
+        body = {"steps": [one_step(cost=f"0.{n + 1:02d}0000001", billable=n % 2 == 0)]}
+        assert accounts.record(user, body).status_code == 200
+    out = tmp_path / "export.csv"
+
+    pages, token = [], None
+    while True:
+        page = accounts.result_of("export_usage", admin, {"month": month, "limit": 5, "pageToken": token})
+        pages.append(page["rows"])
+        if (token := page["nextPageToken"]) is None:
+            break
+    done = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "tally.cli", "export", "--month", month, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    with out.open(newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    expected = sorted(
+        [u.uid, u.email, f"0.{n + 1:02d}0000001", "1", str(int(n % 2 == 0)), "0"] for n, u in enumerate(users)
+    )
+    assert [len(rows) for rows in pages] == [5, 5, 2]
+    assert [row for rows in pages for row in rows] == expected
+    assert table == [["userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps"], *expected]
+    assert "12 users" in done.stderr

@@ -5,6 +5,7 @@ import pytest
 
 from tally import export, names, plans
 from tally.config import Settings
+from tally.errors import InvalidArgument, PermissionDenied
 from tally.recording import record_steps
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
 from tally_dev.memory import MemoryStore
@@ -54,3 +55,43 @@ def test_export_one_row_per_user_of_the_month_over_pages(monkeypatch: pytest.Mon
 
 def test_export_of_an_empty_month_is_the_header() -> None:
     assert list(export.rows(MemoryStore(), Emails(), "2026-11")) == [list(export.COLUMNS)]
+
+
+def test_export_usage_pages_by_token_for_admins_only() -> None:
+    store = MemoryStore()
+    for n in range(3):
+        seed(store, f"u-{n}", 10 + n)
+    admin = Caller("boss", admin=True)
+
+    first = export.export_usage(
+        store=store, directory=Emails(), caller=admin, data={"month": "2026-11", "limit": 2}, now=NOW
+    )
+    second = export.export_usage(
+        store=store,
+        directory=Emails(),
+        caller=admin,
+        data={"limit": 2, "pageToken": first["nextPageToken"]},
+        now=NOW,
+    )
+
+    assert [row[0] for row in first["rows"]] == ["u-0", "u-1"]
+    assert first["nextPageToken"] == "u-1"
+    assert [row[0] for row in second["rows"]] == ["u-2"]
+    assert second["nextPageToken"] is None
+    assert second["columns"] == list(export.COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"month": "2026-13"}, "month"), ({"x": 1}, "x")],
+)
+def test_export_usage_names_the_bad_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidArgument, match=field):
+        export.export_usage(
+            store=MemoryStore(), directory=Emails(), caller=Caller("boss", admin=True), data=data, now=NOW
+        )
+
+
+def test_export_usage_is_for_admins() -> None:
+    with pytest.raises(PermissionDenied):
+        export.export_usage(store=MemoryStore(), directory=Emails(), caller=Caller("u-1"), data={}, now=NOW)
