@@ -14,6 +14,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +47,7 @@ console = Console(stderr=True)
 COST = "0.00283"
 COST_NANOS = 2_830_000
 RATES = (1000, 5000)
+SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate")
 
 
 def progress(message: str) -> None:
@@ -459,6 +462,159 @@ def size_bench(quick: bool) -> dict[str, Any]:
 # Output
 
 
+# 6. Pricing and the budget gate over HTTP (issues 12 and 13)
+
+COLD_BASE = "import time; t = time.perf_counter(); import tally.recording; print(time.perf_counter() - t)"
+COLD_PRICED = (
+    "import time; t = time.perf_counter(); import tally.recording; "
+    "from datetime import UTC, datetime; from tally import pricing; from tally.values import Units; "
+    "pricing.price(provider='openai', units=Units('gpt-4o-mini', 1000, 100), "
+    "at=datetime.now(UTC), book=None); "
+    "print(time.perf_counter() - t)"
+)
+
+
+def cold_start(repeats: int) -> dict[str, Any]:
+    """Time a fresh interpreter's imports, without and with a first genai-prices price."""
+
+    def once(code: str) -> float:
+        done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        )
+        return float(done.stdout.strip()) * 1000
+
+    base = statistics.median(once(COLD_BASE) for _ in range(repeats))
+    priced = statistics.median(once(COLD_PRICED) for _ in range(repeats))
+    return {
+        "repeats": repeats,
+        "import_recording_ms": round(base, 1),
+        "import_and_first_price_ms": round(priced, 1),
+        "pricing_cold_start_ms": round(priced - base, 1),
+    }
+
+
+PRICED_BODIES: dict[str, Callable[[], dict[str, Any]]] = {
+    "cost given (baseline)": lambda: {"cost": COST},
+    "units, admins' catalog": lambda: {"units": {"model": "bench-model", "requests": 1}},
+    "units, genai-prices": lambda: {
+        "units": {"model": "gpt-4o-mini", "inputTokens": 900, "outputTokens": 120}
+    },
+    "units, unpriced model": lambda: {"units": {"model": "bench-unknown-llm", "inputTokens": 900}},
+}
+
+
+def llm_step(provider: str, **priced: Any) -> dict[str, Any]:
+    return {
+        "operationId": f"bench_{uuid.uuid4().hex}",
+        "usageType": "AI",
+        "feature": "chat",
+        "provider": provider,
+        **priced,
+    }
+
+
+def gate_bench(admin: accounts.User, quick: bool) -> dict[str, Any]:
+    """Latency of priced vs unpriced steps and of reserve_spend vs record_steps, interleaved; concurrency."""
+    user = accounts.make_user()
+    accounts.result_of("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 1_000_000})
+    accounts.result_of(
+        "set_price",
+        admin,
+        {
+            "provider": "bench",
+            "model": "bench-model",
+            "effectiveFrom": "2020-01-01",
+            "prices": {"request": 0.002},
+        },
+    )
+    rounds = 40 if quick else 150
+    times: dict[str, list[float]] = {name: [] for name in [*PRICED_BODIES, "reserve_spend", "settle"]}
+    with requests.Session() as http:
+
+        def timed_post(name: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+            started = time.perf_counter()
+            response = accounts.record(user, body, http=http, endpoint=endpoint)
+            times[name].append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        for _ in range(3):  # warm-up: genai-prices imported in every worker the emulator starts
+            for name, priced in PRICED_BODIES.items():
+                timed_post(name, "record_steps", {"steps": [llm_step("openai", **priced())]})
+        times = {name: [] for name in times}
+        for n in range(rounds):
+            for name, priced in PRICED_BODIES.items():
+                provider = "bench" if "catalog" in name else "openai"
+                timed_post(name, "record_steps", {"steps": [llm_step(provider, **priced())]})
+            reservation = f"res_bench_{n}_{uuid.uuid4().hex[:8]}"
+            decision = timed_post(
+                "reserve_spend", "reserve_spend", {"reservationId": reservation, "estimate": {"cost": 0.01}}
+            )
+            assert decision["allowed"], decision
+            step = llm_step("openai", cost=COST, reservationId=reservation)
+            timed_post("settle", "record_steps", {"steps": [step]})
+    baseline = percentile(times["cost given (baseline)"], 50)
+    rows = [
+        {
+            "call": name,
+            "requests": len(values),
+            "p50_ms": round(percentile(values, 50), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+            "p50_vs_cost_given": round(percentile(values, 50) / baseline, 2),
+        }
+        for name, values in times.items()
+    ]
+    return {"rounds": rounds, "latency": rows, "concurrency": gate_concurrency(admin, quick)}
+
+
+def concurrent_reservations(
+    user: accounts.User, clients: int, estimate: dict[str, Any]
+) -> tuple[list[dict[str, Any]], float]:
+    """Send `clients` reservations of `estimate` at once (a barrier releases them); return the answers."""
+    barrier = threading.Barrier(clients)
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        body = {"reservationId": f"res_c{index}_{uuid.uuid4().hex[:8]}", "estimate": estimate}
+        with requests.Session() as http:
+            barrier.wait()
+            response = accounts.record(user, body, http=http, endpoint="reserve_spend")
+        assert response.status_code == 200, response.text
+        with lock:
+            answers.append(response.json())
+
+    seconds = run_clients(clients, client)
+    return answers, seconds
+
+
+def gate_concurrency(admin: accounts.User, quick: bool) -> list[dict[str, Any]]:
+    """Many concurrent reservations against a small limit: how many were admitted."""
+    results = []
+    clients = 24 if quick else 48
+    for kind, limits, estimate, fits in (
+        ("cost", {"monthlyCostLimit": 1.0}, {"cost": 0.1}, 10),
+        ("runs", {"monthlyFreeRuns": 5}, {"cost": 0.001, "isBillableRun": True}, 5),
+    ):
+        user = accounts.make_user()
+        accounts.result_of("set_limits", admin, {"userId": user.uid, **limits})
+        answers, seconds = concurrent_reservations(user, clients, estimate)
+        allowed = sum(a["allowed"] for a in answers)
+        results.append(
+            {
+                "limit": kind,
+                "concurrent_reservations": clients,
+                "fit_within_limit": fits,
+                "allowed": allowed,
+                "refused": clients - allowed,
+                "over_admitted": max(0, allowed - fits),
+                "seconds": round(seconds, 2),
+            }
+        )
+    return results
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     lines = [
@@ -589,6 +745,39 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['largest_with_40x_the_users'] or '-':,} |"
         )
     lines += ["", "`users/{id}` is Tally's `usage` map only; the app's own fields come on top.", ""]
+    gate, cold = results["gate"], results["cold_start"]
+    lines += [
+        "## 6. Pricing and the budget gate",
+        "",
+        f"Cold start of pricing, fresh interpreters (median of {cold['repeats']}): importing the recording "
+        f"service takes {cold['import_recording_ms']} ms; with genai-prices imported and a first price "
+        f"computed, {cold['import_and_first_price_ms']} ms, so pricing's cold start is "
+        f"{cold['pricing_cold_start_ms']} ms, paid once per instance by the first step with `units` only.",
+        "",
+        f"Warm latency over HTTP, {gate['rounds']} rounds, the calls interleaved in each round (one step "
+        "per request; `settle` is a `record_steps` whose step carries the `reservationId` just granted):",
+        "",
+        "| call | requests | p50 ms | p95 ms | p50 vs cost given |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in gate["latency"]:
+        lines.append(
+            f"| {row['call']} | {row['requests']} | {row['p50_ms']} | {row['p95_ms']} | "
+            f"{row['p50_vs_cost_given']}x |"
+        )
+    lines += [
+        "",
+        "Concurrent reservations of one user, all released at once by a barrier, against a small limit:",
+        "",
+        "| limit | concurrent reservations | fit within the limit | allowed | refused | over-admitted |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in gate["concurrency"]:
+        lines.append(
+            f"| {row['limit']} | {row['concurrent_reservations']} | {row['fit_within_limit']} | "
+            f"{row['allowed']} | {row['refused']} | {row['over_admitted']} |"
+        )
+    lines.append("")
     lines += ["## Targets", ""] + [f"- {line}" for line in results["targets"]] + [""]
     return "\n".join(lines)
 
@@ -634,6 +823,12 @@ def targets(results: dict[str, Any]) -> list[str]:
         f"{largest_doc['share_of_1_mib']:.1%})",
         f"16 clients of one user at least 4x the throughput of 1: {verdict(scale >= 4)} ({scale:.1f}x)",
         f"zero lost updates: {'met' if zero else 'MISSED'}",
+        *[
+            f"{r['concurrent_reservations']} concurrent reservations against the {r['limit']} limit admit "
+            f"exactly what fits ({r['fit_within_limit']}): {verdict(r['allowed'] == r['fit_within_limit'])} "
+            f"({r['allowed']} allowed)"
+            for r in results["gate"]["concurrency"]
+        ],
     ]
 
 
@@ -643,13 +838,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md and .json")
     parser.add_argument(
         "--only",
-        choices=["http", "design", "census", "analytics", "sizes"],
+        choices=list(SECTIONS),
         action="append",
         help="run only these sections (repeatable; the report needs all)",
     )
     args = parser.parse_args(argv)
     quick = args.quick
-    only = set(args.only or ["http", "design", "census", "analytics", "sizes"])
+    only = set(args.only or SECTIONS)
     db = emulator.db()
     emulator.wipe()
     user = accounts.make_user()
@@ -701,9 +896,15 @@ def main(argv: list[str] | None = None) -> int:
         results["analytics"] = analytics_bench(admin, sizes)
     if "sizes" in only:
         results["sizes"] = size_bench(quick)
+    if "gate" in only:
+        emulator.wipe_documents()
+        progress("pricing: cold start in fresh interpreters")
+        results["cold_start"] = cold_start(3 if quick else 7)
+        progress("pricing and the gate: interleaved latency, then concurrent reservations")
+        results["gate"] = gate_bench(admin, quick)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if only == {"http", "design", "census", "analytics", "sizes"}:
+    if only == set(SECTIONS):
         results["targets"] = targets(results)
         (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "benchmarks.md").write_text(markdown(results))
