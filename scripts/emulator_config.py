@@ -4,12 +4,14 @@ The ports are read from firebase.json (the one place they are written). When eve
 of them is free, that file is used as it is. Otherwise each emulator gets a free port
 from the system, and a copy of firebase.json with those ports is written for this run
 (its hosting folder too, so this run's dashboard talks to this run's emulators).
+`TALLY_RULES=path` makes the run's copy load that rules file instead of firestore.rules.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import socket
 import sys
@@ -54,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     ports = ports_of(config)
     public = config["hosting"]["public"]
     config_file = "firebase.json"
-    if any(in_use(host, port) for port in ports.values()):
+    rules = os.environ.get("TALLY_RULES")  # another rules file, e.g. an app's merged rules (make rules-test)
+    if rules:
+        if not Path(rules).is_file():
+            parser.error(f"TALLY_RULES: no such file: {rules}")
+        config["firestore"]["rules"] = str(Path(rules).resolve())
+    taken = any(in_use(host, port) for port in ports.values())
+    if taken:
         chosen: set[int] = set()
         for name in ports:
             while (port := free_port(host)) in chosen:
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 link.symlink_to(entry.resolve())
         public = str(run_public.relative_to(args.root))
         config["hosting"]["public"] = public
+    if taken or rules:
         config_file = f"firebase.{args.run}.json"  # beside firebase.json: paths in it stay relative
         (args.root / config_file).write_text(json.dumps(config, indent=2))
     # This run's dashboard reads where its emulators are (hosting serves the file).
