@@ -11,7 +11,7 @@ WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup lint unit integration test sweep reconcile fold import-legacy migrate export demo screenshot bench clean
+.PHONY: help setup lint unit integration rules-test test sweep reconcile fold import-legacy migrate export demo screenshot bench clean
 BENCH_ARGS ?=
 SWEEP_ARGS ?=
 MONTH ?=
@@ -19,15 +19,16 @@ FIX ?=
 CSV ?=
 DRY ?=
 OUT ?=
+RULES ?= firestore.rules
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt functions/requirements.txt pyproject.toml
+$(BIN)/.installed: requirements-dev.txt functions/requirements.txt pyproject.toml clients/python/pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "$(PY) is required (the functions run on python311)"; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . -e clients/python
 	touch $@
 
 $(FUNCS_VENV)/.installed: functions/requirements.txt
@@ -39,7 +40,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(WEB_BUNDLE): web/src/main.js node_modules/.installed
+$(WEB_BUNDLE): $(wildcard web/src/*.js) node_modules/.installed
 	node_modules/.bin/esbuild web/src/main.js --bundle --format=esm --minify --target=es2022 --log-level=warning --outfile=$@
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
@@ -49,24 +50,29 @@ $(CHROMIUM):
 
 setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed $(WEB_BUNDLE) $(CHROMIUM) ## Install everything (idempotent)
 
-lint: $(BIN)/.installed ## ruff and mypy
-	$(BIN)/ruff check functions devkit tests scripts
-	$(BIN)/ruff format --check functions devkit tests scripts
+lint: $(BIN)/.installed ## ruff and mypy (Tally, the kit, tests, scripts, the Python client)
+	$(BIN)/ruff check functions devkit tests scripts clients/python
+	$(BIN)/ruff format --check functions devkit tests scripts clients/python
 	$(BIN)/mypy
+	cd clients/python && $(CURDIR)/$(BIN)/mypy
 
-unit: $(BIN)/.installed ## Unit tests (no emulator)
+unit: $(BIN)/.installed ## Unit tests (no emulator), Tally's and the Python client's
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest clients/python -m "not emulator" -q $(PYTEST_ARGS)
 
-integration: setup ## Integration tests against the emulator suite
-	./scripts/with-emulators $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+integration: setup ## Integration and browser tests against the emulator suite, then the client's
+	./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(PYTEST_ARGS) && $(BIN)/pytest clients/python -m emulator -q $(PYTEST_ARGS)'
 
 test: lint unit integration ## Lint, unit tests, integration tests
 
 demo: setup ## Seed 30 days of traffic, print the report, serve the dashboard (SERVE=0: report only)
 	./scripts/with-emulators $(BIN)/python scripts/demo.py $(if $(filter 0,$(SERVE)),--no-serve,--serve)
 
-screenshot: setup ## Refresh docs/dashboard.png from the browser test
+screenshot: setup ## Refresh docs/dashboard.png and docs/user-page.png from the browser tests
 	TALLY_SCREENSHOT=$(CURDIR)/docs/dashboard.png ./scripts/with-emulators $(BIN)/pytest tests/integration/test_dashboard.py -q
+
+rules-test: setup ## Run Tally's security-rules matrix against a rules file (RULES=path, e.g. your app's merged rules)
+	TALLY_RULES=$(abspath $(RULES)) TALLY_EMULATORS=auth,firestore ./scripts/with-emulators $(BIN)/pytest -q tests/integration/test_rules.py
 
 bench: setup ## Benchmarks against the emulators; writes docs/benchmarks.md and .json
 	./scripts/with-emulators $(BIN)/python scripts/bench.py $(BENCH_ARGS)
