@@ -293,3 +293,9 @@ class MemoryStore:
             key=lambda d: d.path,
         )
         return [d for d in docs if after is None or d.path > after][:limit]
+
+    def shard_beyond(self, count: int) -> Document | None:
+        found = [
+            d for d in self._collection(layout.PLATFORM_SHARDS) if int(d.fields.get("shard", 0)) >= count
+        ]
+        return found[0] if found else None

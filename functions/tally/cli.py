@@ -1,7 +1,8 @@
 """Tally's command line: `python -m tally.cli COMMAND` (see `--help`).
 
 Works on the emulator when FIRESTORE_EMULATOR_HOST is set, and on the project of the
-Application Default Credentials otherwise.
+Application Default Credentials otherwise. Reads the settings the functions are deployed
+with (`functions/.env`, `functions/.env.<project>`); variables set in the shell win.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import argparse
 import csv
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TextIO
 
+from dotenv import dotenv_values
 from google.cloud import firestore
 
 import adapters
@@ -21,7 +24,7 @@ from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.legacy import check_csv_header, import_legacy
 from tally.migrate import migrate
-from tally.reconcile import reconcile
+from tally.reconcile import ShardCountMismatch, reconcile
 from tally.sessions import SWEEP_PAGE_SIZE
 from tally.store import FirestoreStore
 from tally.timeutil import month_key, parse_month, utc_now
@@ -244,15 +247,38 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
     return root
 
 
+FUNCTIONS_DIR = Path(__file__).resolve().parents[1]
+
+
+def deployed_environment(
+    project: str | None, *, environ: Mapping[str, str] = os.environ, folder: Path = FUNCTIONS_DIR
+) -> dict[str, str]:
+    """Return the settings the deployed functions see: `.env`, then `.env.<project>`, then the shell's."""
+    env: dict[str, str] = {}
+    for name in (".env", f".env.{project}" if project else None):
+        if name is not None and (folder / name).is_file():
+            env.update(
+                {key: value for key, value in dotenv_values(folder / name).items() if value is not None}
+            )
+    env.update(environ)
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the command."""
-    settings = Settings.from_env()
+    project = argparse.ArgumentParser(add_help=False)
+    project.add_argument("--project", default=os.environ.get("GCLOUD_PROJECT"))
+    settings = Settings.from_env(deployed_environment(project.parse_known_args(argv)[0].project))
     args = parser(settings).parse_args(argv)
     if getattr(args, "idle_minutes", 0) < 0 or getattr(args, "page_size", 1) < 1:
         parser(settings).error("--idle-minutes must be >= 0 and --page-size >= 1")
     store = FirestoreStore(firestore.Client(project=args.project), shards=settings.aggregate_shards)
     run: Command = args.run
-    return run(args, store, settings)
+    try:
+        return run(args, store, settings)
+    except ShardCountMismatch as exc:
+        sys.stderr.write(f"{args.command}: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ class ReconcileStore(Protocol):
 
     def user_holds(self, *, user_id: str, read_time: datetime | None) -> list[Document]: ...
 
+    def shard_beyond(self, count: int) -> Document | None: ...
+
+
+class ShardCountMismatch(ValueError):
+    """Platform shards exist beyond the configured count: this is not the deployed configuration."""
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -317,7 +323,16 @@ def reconcile(
     fix: bool,
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """Recompute a month's aggregates from its steps, as of `now`; with `fix`, repair what differs."""
+    """Recompute a month's aggregates from its steps, as of `now`; with `fix`, repair what differs.
+
+    Refuses to run with fewer shards than the platform has (`ShardCountMismatch`): it would
+    miss the others' counts and "repair" them into shard 0, counting them twice.
+    """
+    if (extra := store.shard_beyond(store.shards)) is not None:
+        raise ShardCountMismatch(
+            f"{extra.path} exists, but TALLY_AGGREGATE_SHARDS is {store.shards}: "
+            "use the value the functions are deployed with"
+        )
     read_time = now
     report = Report(month=month)
     repairs = Repairs()

@@ -403,3 +403,13 @@ class FirestoreStore:
         if after is not None:
             query = query.start_after({"__name__": self._db.document(after)})
         return self._documents(query, None)
+
+    def shard_beyond(self, count: int) -> Document | None:
+        """Return a platform shard numbered `count` or more, of any month, if one exists."""
+        query = (
+            self._db.collection(layout.PLATFORM_SHARDS)
+            .where(filter=FieldFilter("shard", ">=", count))
+            .limit(1)
+        )
+        found = self._documents(query, None)
+        return found[0] if found else None

@@ -4,7 +4,7 @@ import pytest
 
 from tally import layout, names, plans
 from tally.config import Settings
-from tally.reconcile import reconcile
+from tally.reconcile import ShardCountMismatch, reconcile
 from tally.recording import record_steps
 from tally.sessions import finalize_session
 from tally.users import set_limits
@@ -139,3 +139,11 @@ def test_a_repair_adds_the_difference_so_a_concurrent_step_is_kept() -> None:
 
     assert report.differences
     assert run(store) == []
+
+
+def test_reconcile_refuses_fewer_shards_than_the_platform_has() -> None:
+    store = MemoryStore(shards=4)
+    store.put(layout.shard_path("2026-11", 6), {"month": "2026-11", "shard": 6, "costNanos": 5})
+
+    with pytest.raises(ShardCountMismatch, match="TALLY_AGGREGATE_SHARDS is 4"):
+        reconcile(store=store, month="2026-11", settings=Settings(), now=NOW, fix=True)
