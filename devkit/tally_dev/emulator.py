@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import requests
@@ -16,6 +16,7 @@ from tally import layout
 from tally.config import Settings
 from tally.rollup import MonthAggregate
 from tally.store import FirestoreStore
+from tally.timeutil import month_end, month_key
 
 T = TypeVar("T")
 OWNER = {"Authorization": "Bearer owner"}  # the emulators' administrator: bypasses rules
@@ -82,6 +83,15 @@ def utc_now() -> datetime:
 def this_month() -> str:
     """Return the current UTC month."""
     return datetime.now(UTC).strftime("%Y-%m")
+
+
+def settled_month(margin: timedelta = timedelta(minutes=2)) -> str:
+    """Return the current UTC month, first waiting out its last `margin` (a test then stays in one month)."""
+    now = datetime.now(UTC)
+    left = month_end(month_key(now)) - now
+    if left < margin:
+        time.sleep(left.total_seconds() + 0.1)
+    return this_month()
 
 
 def unique(prefix: str) -> str:

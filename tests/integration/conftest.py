@@ -17,6 +17,12 @@ def _clean_emulators() -> Iterator[None]:
 
 
 @pytest.fixture
+def this_month() -> str:
+    """The UTC month the test runs in, taken before it acts (away from a month's last minutes)."""
+    return emulator.settled_month()
+
+
+@pytest.fixture
 def db() -> firestore.Client:
     client: firestore.Client = emulator.db()
     return client

@@ -137,10 +137,6 @@ def ranked(named: dict[str, Sums]) -> list[dict[str, Any]]:
     return [{"name": name, **sums.view()} for name, sums in ordered]
 
 
-def this_month() -> str:
-    return datetime.now(UTC).strftime("%Y-%m")
-
-
 def analytics(admin: accounts.User, data: dict[str, Any] | None = None) -> dict[str, Any]:
     status, body = accounts.call("usage_analytics", admin, data or {})
     assert status == 200, body
@@ -148,7 +144,7 @@ def analytics(admin: accounts.User, data: dict[str, Any] | None = None) -> dict[
     return result
 
 
-def test_analytics_equal_the_workload_to_the_nano() -> None:
+def test_analytics_equal_the_workload_to_the_nano(this_month: str) -> None:
     rng = random.Random(20261121)
     admin = accounts.make_user(claims={"admin": True})
     users = [accounts.make_user() for _ in range(6)]
@@ -157,7 +153,7 @@ def test_analytics_equal_the_workload_to_the_nano() -> None:
     status, _ = accounts.call("set_limits", admin, {"userId": tight.uid, "monthlyCostLimit": 0.01})
     assert status == 200
     emulator.wait_for_finalizations()
-    month = this_month()
+    month = this_month
     expected: Expected = workload["months"][month]
 
     result = analytics(admin, {"month": month, "top": 3})
@@ -344,7 +340,7 @@ def test_bad_analytics_input_is_invalid_argument(data: Any, message: str) -> Non
     assert body["error"]["message"] == message
 
 
-def test_my_usage_shows_only_the_callers_own_month() -> None:
+def test_my_usage_shows_only_the_callers_own_month(this_month: str) -> None:
     alice, bob = accounts.make_user(), accounts.make_user()
     rng = random.Random(7)
     now = datetime.now(UTC) - timedelta(minutes=1)
@@ -370,7 +366,7 @@ def test_my_usage_shows_only_the_callers_own_month() -> None:
 
     assert status == 200
     result = body["result"]
-    assert result["month"] == this_month()
+    assert result["month"] == this_month
     assert {k: result[k] for k in ("apiCalls", "billableRuns")} == {
         "apiCalls": 3,
         "billableRuns": mine.billable,
@@ -481,8 +477,10 @@ def test_set_limits_roles_and_input() -> None:
     assert runs[1]["error"]["message"].startswith("monthlyFreeRuns: must be an integer")
 
 
-def test_export_lists_every_user_of_the_month_by_callable_and_command(tmp_path: Path) -> None:
-    month = this_month()
+def test_export_lists_every_user_of_the_month_by_callable_and_command(
+    tmp_path: Path, this_month: str
+) -> None:
+    month = this_month
     admin = accounts.make_user(claims={"admin": True})
     users = [accounts.make_user(uid=f"exp-{n}-{emulator.unique('u')}") for n in range(12)]
     for n, user in enumerate(users):

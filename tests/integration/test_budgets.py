@@ -142,9 +142,11 @@ def alerts_of(uid: str | None) -> list[dict[str, Any]]:
     return [d.to_dict() or {} for d in docs if (d.to_dict() or {}).get("userId") == uid]
 
 
-def test_twenty_concurrent_requests_across_80_and_100_percent_raise_one_alert_each(webhook: Receiver) -> None:
+def test_twenty_concurrent_requests_across_80_and_100_percent_raise_one_alert_each(
+    webhook: Receiver, this_month: str
+) -> None:
     user = accounts.make_user()
-    month = emulator.this_month()
+    month = this_month
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(lambda _: spend(user, "0.3"), range(20)))
@@ -158,9 +160,9 @@ def test_twenty_concurrent_requests_across_80_and_100_percent_raise_one_alert_ea
         assert deliveries[-1].body["threshold"] == threshold
 
 
-def test_a_failed_delivery_is_retried_until_the_receiver_answers(webhook: Receiver) -> None:
+def test_a_failed_delivery_is_retried_until_the_receiver_answers(webhook: Receiver, this_month: str) -> None:
     user = accounts.make_user()
-    alert_id = layout.alert_id(user.uid, emulator.this_month(), "cost", 80)
+    alert_id = layout.alert_id(user.uid, this_month, "cost", 80)
     webhook.fail_next(2, alert_id)
 
     spend(user, "4.5")
@@ -174,7 +176,7 @@ def test_a_failed_delivery_is_retried_until_the_receiver_answers(webhook: Receiv
     assert doc["attempts"] == 3
 
 
-def test_lowering_a_limit_below_usage_raises_the_alert(webhook: Receiver) -> None:
+def test_lowering_a_limit_below_usage_raises_the_alert(webhook: Receiver, this_month: str) -> None:
     admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
     spend(user, "1")
     assert alerts_of(user.uid) == []
@@ -184,7 +186,7 @@ def test_lowering_a_limit_below_usage_raises_the_alert(webhook: Receiver) -> Non
 
     assert [(a["threshold"], a["raisedBy"]) for a in alerts_of(user.uid)] == [(80, "set_limits")]
     assert mine["limits"]["warning"] is True
-    webhook.wait_for(layout.alert_id(user.uid, emulator.this_month(), "cost", 80))
+    webhook.wait_for(layout.alert_id(user.uid, this_month, "cost", 80))
 
 
 def test_the_platform_budget_alert_fires_once(webhook: Receiver) -> None:

@@ -33,10 +33,6 @@ def maps_step(kind: str, *, billable: bool = False, **extra: Any) -> dict[str, A
     }
 
 
-def this_month() -> str:
-    return datetime.now(UTC).strftime("%Y-%m")
-
-
 def usage_of(db: firestore.Client, uid: str) -> dict[str, Any]:
     usage: dict[str, Any] = (db.collection("users").document(uid).get().to_dict() or {}).get("usage", {})
     return usage
@@ -61,7 +57,9 @@ def all_documents(db: firestore.Client) -> list[str]:
     return paths
 
 
-def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: firestore.Client) -> None:
+def test_maps_search_session_matches_to_the_nano(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     session_id = emulator.unique("session")
     steps = [
@@ -89,10 +87,10 @@ def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: fir
     assert body["usage"]["billableRuns"] == 1
     assert body["usage"]["limits"]["costRemaining"] == 4.94251
     assert body["usage"]["limits"]["freeRunsRemaining"] == 99
-    month = usage_of(db, user.uid)["months"][this_month()]
+    month = usage_of(db, user.uid)["months"][this_month]
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["byType"] == {"API": {"costNanos": expected_nanos, "apiCalls": 5, "billableRuns": 1}}
-    month = emulator.user_month(user.uid, this_month())
+    month = emulator.user_month(user.uid, this_month)
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (expected_nanos, 5, 1)
     assert month["features"]["google_maps_autocomplete"] == {
         "costNanos": 8_490_000,
@@ -123,10 +121,12 @@ def test_maps_search_session_matches_to_the_nano(http: requests.Session, db: fir
     step_docs = list(db.collection(f"SessionUsage/{user.uid}/steps").stream())
     assert sorted(d.id for d in step_docs) == sorted(s["operationId"] for s in steps)
     assert all(isinstance((d.to_dict() or {})["timestamp"], datetime) for d in step_docs)
-    assert platform_month(db, this_month()) == {"costNanos": expected_nanos, "apiCalls": 5, "billableRuns": 1}
+    assert platform_month(db, this_month) == {"costNanos": expected_nanos, "apiCalls": 5, "billableRuns": 1}
 
 
-def test_the_same_request_sent_twice_counts_once(http: requests.Session, db: firestore.Client) -> None:
+def test_the_same_request_sent_twice_counts_once(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     body = {"session": {"id": emulator.unique("s")}, "steps": [maps_step("details"), maps_step("nearby")]}
 
@@ -136,11 +136,13 @@ def test_the_same_request_sent_twice_counts_once(http: requests.Session, db: fir
     assert (first.json()["recorded"], first.json()["duplicates"]) == (2, 0)
     assert (second.json()["recorded"], second.json()["duplicates"]) == (0, 2)
     assert second.json()["usage"]["totalCost"] == 0.049
-    assert usage_of(db, user.uid)["months"][this_month()]["apiCalls"] == 2
-    assert platform_month(db, this_month())["apiCalls"] == 2
+    assert usage_of(db, user.uid)["months"][this_month]["apiCalls"] == 2
+    assert platform_month(db, this_month)["apiCalls"] == 2
 
 
-def test_retry_after_completion_is_not_counted_again(http: requests.Session, db: firestore.Client) -> None:
+def test_retry_after_completion_is_not_counted_again(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     body = {"session": {"id": emulator.unique("s"), "complete": True}, "steps": [maps_step("details")]}
 
@@ -150,12 +152,12 @@ def test_retry_after_completion_is_not_counted_again(http: requests.Session, db:
     assert first.json()["session"]["status"] == "completed"
     assert retry.status_code == 200
     assert (retry.json()["recorded"], retry.json()["duplicates"]) == (0, 1)
-    assert usage_of(db, user.uid)["months"][this_month()]["costNanos"] == 17_000_000
+    assert usage_of(db, user.uid)["months"][this_month]["costNanos"] == 17_000_000
 
 
 @pytest.mark.parametrize("with_session", [True, False], ids=["session", "standalone"])
 def test_one_operation_sent_fifty_times_concurrently_counts_once(
-    db: firestore.Client, with_session: bool
+    db: firestore.Client, with_session: bool, this_month: str
 ) -> None:
     user = accounts.make_user()
     body: dict[str, Any] = {"steps": [maps_step("nearby", billable=True)]}
@@ -171,13 +173,13 @@ def test_one_operation_sent_fifty_times_concurrently_counts_once(
     assert [r.status_code for r in responses] == [200] * 50
     assert sum(r.json()["recorded"] for r in responses) == 1
     assert sum(r.json()["duplicates"] for r in responses) == 49
-    month = usage_of(db, user.uid)["months"][this_month()]
+    month = usage_of(db, user.uid)["months"][this_month]
     assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == (32_000_000, 1, 1)
-    assert platform_month(db, this_month()) == {"costNanos": 32_000_000, "apiCalls": 1, "billableRuns": 1}
+    assert platform_month(db, this_month) == {"costNanos": 32_000_000, "apiCalls": 1, "billableRuns": 1}
 
 
 def test_eight_concurrent_clients_of_one_user_lose_nothing(
-    db: firestore.Client, capsys: pytest.CaptureFixture[str]
+    db: firestore.Client, capsys: pytest.CaptureFixture[str], this_month: str
 ) -> None:
     user = accounts.make_user()
     clients, steps_each = 8, 25
@@ -201,13 +203,13 @@ def test_eight_concurrent_clients_of_one_user_lose_nothing(
 
     total = clients * steps_each
     assert statuses == [200] * total
-    month = usage_of(db, user.uid)["months"][this_month()]
+    month = usage_of(db, user.uid)["months"][this_month]
     assert month["apiCalls"] == total
     assert month["costNanos"] == total * 2_830_000
     assert month["billableRuns"] == clients * 5
     emulator.wait_for_finalizations()
     assert usage_of(db, user.uid)["sessions"] == {"active": 0, "completed": clients}
-    assert platform_month(db, this_month())["costNanos"] == total * 2_830_000
+    assert platform_month(db, this_month)["costNanos"] == total * 2_830_000
     # Lock waits would take ~2 s each; 200 steps finishing in seconds shows no serialization.
     assert elapsed < 60
     with capsys.disabled():
@@ -233,7 +235,9 @@ def test_a_batch_with_one_bad_step_writes_nothing(http: requests.Session, db: fi
     assert all_documents(db) == []
 
 
-def test_legacy_usage_type_forms_land_in_two_types(http: requests.Session, db: firestore.Client) -> None:
+def test_legacy_usage_type_forms_land_in_two_types(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     forms = ["ai", "AIUsage", "AI", "api", "Api", "ApiUsage", "APIUsage", "API"]
     steps = [maps_step("details") | {"usageType": form} for form in forms]
@@ -241,7 +245,7 @@ def test_legacy_usage_type_forms_land_in_two_types(http: requests.Session, db: f
     response = record(http, user, {"steps": steps})
 
     assert response.status_code == 200, response.text
-    by_type = usage_of(db, user.uid)["months"][this_month()]["byType"]
+    by_type = usage_of(db, user.uid)["months"][this_month]["byType"]
     assert by_type["AI"]["apiCalls"] == 3
     assert by_type["API"]["apiCalls"] == 5
     stored = {
@@ -251,7 +255,7 @@ def test_legacy_usage_type_forms_land_in_two_types(http: requests.Session, db: f
 
 
 def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
-    http: requests.Session, db: firestore.Client
+    http: requests.Session, db: firestore.Client, this_month: str
 ) -> None:
     user = accounts.make_user()
     now = datetime.now(UTC)
@@ -265,11 +269,11 @@ def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
     response = record(http, user, {"steps": [iso, epoch, late]})
 
     assert response.status_code == 200, response.text
-    assert response.json()["usage"]["month"] == this_month()
+    assert response.json()["usage"]["month"] == this_month
     assert response.json()["usage"]["totalCost"] == 0.034
     months = usage_of(db, user.uid)["months"]
     assert months[previous_month]["costNanos"] == 32_000_000
-    assert months[this_month()]["costNanos"] == 34_000_000
+    assert months[this_month]["costNanos"] == 34_000_000
     assert platform_month(db, previous_month)["costNanos"] == 32_000_000
     late_doc = db.document(f"SessionUsage/{user.uid}/steps/{late['operationId']}").get().to_dict() or {}
     assert late_doc["timestamp"] == last_month_step
@@ -277,7 +281,7 @@ def test_iso_and_epoch_timestamps_and_a_step_in_the_previous_month(
 
 
 def test_a_new_session_with_only_last_month_steps_keeps_this_months_breakdowns(
-    http: requests.Session, db: firestore.Client
+    http: requests.Session, db: firestore.Client, this_month: str
 ) -> None:
     user = accounts.make_user()
     now = datetime.now(UTC)
@@ -288,19 +292,21 @@ def test_a_new_session_with_only_last_month_steps_keeps_this_months_breakdowns(
     response = record(http, user, {"session": {"id": emulator.unique("s")}, "steps": [late]})
 
     assert response.status_code == 200, response.text
-    assert usage_of(db, user.uid)["months"][this_month()]["byType"] == {
+    assert usage_of(db, user.uid)["months"][this_month]["byType"] == {
         "API": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
     }
-    month = emulator.user_month(user.uid, this_month())
+    month = emulator.user_month(user.uid, this_month)
     assert month["features"] == {
         "google_maps_details": {"costNanos": 17_000_000, "apiCalls": 1, "billableRuns": 0}
     }
-    current = emulator.platform_month(this_month())
+    current = emulator.platform_month(this_month)
     assert current.by_type["API"].api_calls == 1
     assert current.sessions["active"] == 2
 
 
-def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: firestore.Client) -> None:
+def test_a_feature_named_with_a_dot_is_one_name(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     step = {
         "operationId": emulator.unique("llm"),
@@ -313,12 +319,14 @@ def test_a_feature_named_with_a_dot_is_one_name(http: requests.Session, db: fire
     response = record(http, user, {"session": {"id": emulator.unique("chat")}, "steps": [step]})
 
     assert response.status_code == 200, response.text
-    features = emulator.user_month(user.uid, this_month())["features"]
+    features = emulator.user_month(user.uid, this_month)["features"]
     assert features == {"claude-3.5-sonnet": {"costNanos": 12_300_000, "apiCalls": 1, "billableRuns": 0}}
-    assert "claude-3.5-sonnet" in emulator.platform_month(this_month()).features
+    assert "claude-3.5-sonnet" in emulator.platform_month(this_month).features
 
 
-def test_a_thousand_tenths_total_exactly_one_hundred(http: requests.Session, db: firestore.Client) -> None:
+def test_a_thousand_tenths_total_exactly_one_hundred(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     last: requests.Response | None = None
 
@@ -338,12 +346,12 @@ def test_a_thousand_tenths_total_exactly_one_hundred(http: requests.Session, db:
 
     assert last is not None
     assert last.json()["usage"]["totalCost"] == 100.0
-    assert usage_of(db, user.uid)["months"][this_month()]["costNanos"] == 100 * 10**9
+    assert usage_of(db, user.uid)["months"][this_month]["costNanos"] == 100 * 10**9
     assert usage_of(db, user.uid)["lifetime"]["costNanos"] == 100 * 10**9
 
 
 def test_other_fields_of_the_user_document_are_untouched(
-    http: requests.Session, db: firestore.Client
+    http: requests.Session, db: firestore.Client, this_month: str
 ) -> None:
     user = accounts.make_user()
     app_fields = {"displayName": "Ada", "plan": {"tier": "pro", "seats": 3}, "tags": ["a", "b"]}
@@ -354,10 +362,12 @@ def test_other_fields_of_the_user_document_are_untouched(
 
     stored = db.collection("users").document(user.uid).get().to_dict() or {}
     assert {k: v for k, v in stored.items() if k != "usage"} == app_fields
-    assert stored["usage"]["months"][this_month()]["apiCalls"] == 2
+    assert stored["usage"]["months"][this_month]["apiCalls"] == 2
 
 
-def test_recorders_and_admins_record_for_another_user(http: requests.Session, db: firestore.Client) -> None:
+def test_recorders_and_admins_record_for_another_user(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     target = accounts.make_user()
     recorder = accounts.make_user(claims={"recorder": True})
     admin = accounts.make_user(claims={"admin": True})
@@ -367,7 +377,7 @@ def test_recorders_and_admins_record_for_another_user(http: requests.Session, db
 
     assert (by_recorder.status_code, by_admin.status_code) == (200, 200)
     assert by_admin.json()["usage"]["apiCalls"] == 2
-    assert usage_of(db, target.uid)["months"][this_month()]["apiCalls"] == 2
+    assert usage_of(db, target.uid)["months"][this_month]["apiCalls"] == 2
     assert usage_of(db, recorder.uid) == {}
 
 
@@ -419,7 +429,9 @@ def test_error_statuses_follow_the_spec(http: requests.Session, db: firestore.Cl
     assert all_documents(db) == []
 
 
-def test_a_new_step_for_a_completed_session_is_refused(http: requests.Session, db: firestore.Client) -> None:
+def test_a_new_step_for_a_completed_session_is_refused(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     session = {"id": emulator.unique("s")}
     record(http, user, {"session": session | {"complete": True}, "steps": [maps_step("details")]})
@@ -431,7 +443,7 @@ def test_a_new_step_for_a_completed_session_is_refused(http: requests.Session, d
     assert error["status"] == "FAILED_PRECONDITION"
     assert session["id"] in error["message"]
     assert complete_again.status_code == 200
-    assert usage_of(db, user.uid)["months"][this_month()]["apiCalls"] == 1
+    assert usage_of(db, user.uid)["months"][this_month]["apiCalls"] == 1
 
 
 def test_validation_errors_name_the_field(http: requests.Session, db: firestore.Client) -> None:

@@ -32,7 +32,7 @@ def record(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Client) -> None:
+def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Client, this_month: str) -> None:
     user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # their finalizer deliveries fail
     sid = emulator.unique("s")
     record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.25")]})
@@ -46,12 +46,12 @@ def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Cli
     assert (before["status"], before.get("finalizedAt")) == ("completed", None)
     assert result.finalized == 1
     assert after["summary"]["totalCostNanos"] == 250_000_000
-    platform = emulator.platform_month(emulator.this_month()).sessions
+    platform = emulator.platform_month(this_month).sessions
     assert (platform["completed"], platform["active"]) == (1, 0)
     assert emulator.document(layout.user_path(user.uid))["usage"]["sessions"] == {"active": 0, "completed": 1}
 
 
-def test_a_failure_after_the_commit_still_answers_with_what_was_recorded() -> None:
+def test_a_failure_after_the_commit_still_answers_with_what_was_recorded(this_month: str) -> None:
     user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # their work after the commit fails
 
     body = record(user, {"steps": [step(cost="4.5", billable=True), step(cost="0.5")]})
@@ -59,32 +59,32 @@ def test_a_failure_after_the_commit_still_answers_with_what_was_recorded() -> No
     assert (body["recorded"], body["duplicates"]) == (2, 0)
     assert body["usage"]["totalCost"] == 5.0
     assert body["usage"]["limits"]["warning"] is True
-    assert emulator.user_month(user.uid, emulator.this_month())["costNanos"] == 5_000_000_000
+    assert emulator.user_month(user.uid, this_month)["costNanos"] == 5_000_000_000
 
 
 DAMAGE = {
-    "usage erased by set() without merge": lambda db, uid: db.document(layout.user_path(uid)).set({"app": 1}),
-    "a shared aggregate decremented": lambda db, uid: db.document(
-        layout.shard_path(emulator.this_month(), 5)
-    ).set({"costNanos": firestore.Increment(-7)}, merge=True),
-    "a user's month deleted": lambda db, uid: db.document(
-        layout.user_month_path(uid, emulator.this_month())
-    ).delete(),
-    "a free-tier entry removed": lambda db, uid: db.document(
-        layout.user_month_path(uid, emulator.this_month())
+    "usage erased by set() without merge": lambda db, uid, month: db.document(layout.user_path(uid)).set(
+        {"app": 1}
+    ),
+    "a shared aggregate decremented": lambda db, uid, month: db.document(layout.shard_path(month, 5)).set(
+        {"costNanos": firestore.Increment(-7)}, merge=True
+    ),
+    "a user's month deleted": lambda db, uid, month: db.document(layout.user_month_path(uid, month)).delete(),
+    "a free-tier entry removed": lambda db, uid, month: db.document(
+        layout.user_month_path(uid, month)
     ).update({"limitPercent": firestore.DELETE_FIELD}),
 }
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_reconcile_reports_and_repairs_damage(damage: str, db: firestore.Client) -> None:
+def test_reconcile_reports_and_repairs_damage(damage: str, db: firestore.Client, this_month: str) -> None:
     admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
     sid = emulator.unique("s")
     record(user, {"session": {"id": sid}, "steps": [step(cost="4.5", feature="f.a"), step(cost="0.25")]})
     record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.001", billable=True)]})
     emulator.wait_for_finalizations()
     assert cli("reconcile").stdout.strip().startswith("reconcile: 0 differences")
-    DAMAGE[damage](db, user.uid)
+    DAMAGE[damage](db, user.uid, this_month)
 
     found = cli("reconcile")
     fixed = cli("reconcile", "--fix")
@@ -154,18 +154,18 @@ def test_import_legacy_brings_in_the_old_systems_exactly_once(db: firestore.Clie
         assert cli("reconcile", "--month", month).returncode == 0
 
 
-def test_migrate_converts_data_written_before_v2(db: firestore.Client) -> None:
+def test_migrate_converts_data_written_before_v2(db: firestore.Client, this_month: str) -> None:
     user = accounts.make_user()
     record(user, {"steps": [step(cost="1.25")]})
-    db.document(f"{layout.LEGACY_PLATFORM_MONTHS}/{emulator.this_month()}-s03").set(
-        {"month": emulator.this_month(), "costNanos": 1_250_000_000, "users": {user.uid: True}}
+    db.document(f"{layout.LEGACY_PLATFORM_MONTHS}/{this_month}-s03").set(
+        {"month": this_month, "costNanos": 1_250_000_000, "users": {user.uid: True}}
     )
-    db.document(layout.user_month_path(user.uid, emulator.this_month())).delete()  # v1 had none
+    db.document(layout.user_month_path(user.uid, this_month)).delete()  # v1 had none
 
     run = cli("migrate")
 
     assert run.returncode == 0, run.stderr
-    assert f"1 months rebuilt ({emulator.this_month()})" in run.stdout
-    assert emulator.user_month(user.uid, emulator.this_month())["costNanos"] == 1_250_000_000
+    assert f"1 months rebuilt ({this_month})" in run.stdout
+    assert emulator.user_month(user.uid, this_month)["costNanos"] == 1_250_000_000
     assert list(db.collection(layout.LEGACY_PLATFORM_MONTHS).stream()) == []
     assert cli("reconcile").returncode == 0

@@ -49,7 +49,9 @@ def shared_documents(db: firestore.Client) -> dict[str, int]:
     return sizes
 
 
-def test_a_name_storm_is_absorbed_by_other(http: requests.Session, db: firestore.Client) -> None:
+def test_a_name_storm_is_absorbed_by_other(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     storm, bystander = accounts.make_user(), accounts.make_user()
     statuses, warned = [], 0
 
@@ -66,16 +68,16 @@ def test_a_name_storm_is_absorbed_by_other(http: requests.Session, db: firestore
     assert warned == 180  # the first 20 new names of each kind were the user's to introduce
     assert calm.status_code == 200
     assert calm.json()["warnings"] == []
-    platform = emulator.platform_month(emulator.this_month())
+    platform = emulator.platform_month(this_month)
     assert len(platform.features) == 20 + 1 + 2  # the storm's 20, (other), the bystander's 2
     assert platform.features["(other)"].api_calls == 180
     assert platform.total.cost_nanos == 200 * 10_000_000 + 1_510_000_000
-    assert emulator.user_month(bystander.uid, emulator.this_month())["costNanos"] == 1_510_000_000
+    assert emulator.user_month(bystander.uid, this_month)["costNanos"] == 1_510_000_000
     sizes = shared_documents(db)
     assert max(sizes.values()) < SHARED_DOCUMENT_BOUND, max(sizes.items(), key=lambda item: item[1])
 
 
-def test_a_recorder_naming_too_many_names_gets_a_clear_400(http: requests.Session) -> None:
+def test_a_recorder_naming_too_many_names_gets_a_clear_400(http: requests.Session, this_month: str) -> None:
     recorder = accounts.make_user(claims={"recorder": True})
     target = accounts.make_user()
     steps = [step(f"feature-{i}", "p") for i in range(100)]
@@ -87,10 +89,12 @@ def test_a_recorder_naming_too_many_names_gets_a_clear_400(http: requests.Sessio
     assert error["status"] == "INVALID_ARGUMENT"
     assert error["details"][0]["field"] == "steps[20].feature"
     assert "at most 20 distinct features" in error["message"]
-    assert emulator.user_month(target.uid, emulator.this_month()) == {}
+    assert emulator.user_month(target.uid, this_month) == {}
 
 
-def test_reserved_and_untrimmed_names_are_refused(http: requests.Session, db: firestore.Client) -> None:
+def test_reserved_and_untrimmed_names_are_refused(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     cases = {
         "steps[0].feature": step("__x__", "p"),
@@ -99,7 +103,7 @@ def test_reserved_and_untrimmed_names_are_refused(http: requests.Session, db: fi
     }
 
     responses = {field: post(http, user, {"steps": [body]}) for field, body in cases.items()}
-    month = accounts.call("my_usage", user, {"month": f"{emulator.this_month()}\n"})
+    month = accounts.call("my_usage", user, {"month": f"{this_month}\n"})
 
     for field, response in responses.items():
         assert response.status_code == 400, response.text

@@ -72,10 +72,6 @@ def platform_sessions(db: firestore.Client, month: str) -> dict[str, int]:
     return {key: sessions[key] for key in SESSION_FIELDS if key in sessions}
 
 
-def this_month() -> str:
-    return datetime.now(UTC).strftime("%Y-%m")
-
-
 def written_event(path: str, before: dict[str, Any] | None, after: dict[str, Any]) -> CloudEvent:
     """Build the CloudEvent Firestore sends for a write of `path` (JSON encoding)."""
     name = f"projects/{emulator.project()}/databases/(default)/documents/{path}"
@@ -110,7 +106,7 @@ def deliver(event: CloudEvent) -> None:
 
 
 def test_the_trigger_finalizes_a_completed_session(
-    http: requests.Session, db: firestore.Client, capsys: pytest.CaptureFixture[str]
+    http: requests.Session, db: firestore.Client, capsys: pytest.CaptureFixture[str], this_month: str
 ) -> None:
     user = accounts.make_user()
     sid = emulator.unique("session")
@@ -137,7 +133,7 @@ def test_the_trigger_finalizes_a_completed_session(
     assert summary["providers"]["google_maps"]["calls"] == 3
     assert isinstance(doc["finalizedAt"], datetime)
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 1}
-    assert platform_sessions(db, this_month()) == {
+    assert platform_sessions(db, this_month) == {
         "active": 0,
         "completed": 1,
         "stepCount": 3,
@@ -149,7 +145,7 @@ def test_the_trigger_finalizes_a_completed_session(
 
 
 def test_repeated_and_concurrent_finalization_counts_once(
-    http: requests.Session, db: firestore.Client
+    http: requests.Session, db: firestore.Client, this_month: str
 ) -> None:
     user = accounts.make_user()
     sid = emulator.unique("session")
@@ -174,12 +170,12 @@ def test_repeated_and_concurrent_finalization_counts_once(
     time.sleep(1.0)  # let the emulator's own deliveries of every write run too
 
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 1}
-    assert platform_sessions(db, this_month())["completed"] == 1
-    assert platform_sessions(db, this_month())["active"] == 0
+    assert platform_sessions(db, this_month)["completed"] == 1
+    assert platform_sessions(db, this_month)["active"] == 0
 
 
 def test_client_and_sweep_completing_at_once_finalize_once(
-    http: requests.Session, db: firestore.Client
+    http: requests.Session, db: firestore.Client, this_month: str
 ) -> None:
     user = accounts.make_user()
     sids = [emulator.unique("session") for _ in range(6)]
@@ -201,7 +197,7 @@ def test_client_and_sweep_completing_at_once_finalize_once(
     assert set(by) <= {"client", "timeout"}
     assert sweep.result().completed == by.count("timeout")
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 6}
-    assert platform_sessions(db, this_month())["completed"] == 6
+    assert platform_sessions(db, this_month)["completed"] == 6
 
 
 def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db: firestore.Client) -> None:
@@ -248,7 +244,9 @@ def test_a_session_with_no_new_steps_finalizes_with_zeros(
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 1}
 
 
-def test_a_session_spanning_a_month_boundary(http: requests.Session, db: firestore.Client) -> None:
+def test_a_session_spanning_a_month_boundary(
+    http: requests.Session, db: firestore.Client, this_month: str
+) -> None:
     user = accounts.make_user()
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -264,8 +262,8 @@ def test_a_session_spanning_a_month_boundary(http: requests.Session, db: firesto
     usage = (db.collection("users").document(user.uid).get().to_dict() or {})["usage"]
     previous = (month_start - timedelta(seconds=1)).strftime("%Y-%m")
     assert usage["months"][previous]["costNanos"] == 500_000_000
-    assert usage["months"][this_month()]["costNanos"] == 250_000_000
-    assert platform_sessions(db, this_month())["costNanos"] == 750_000_000
+    assert usage["months"][this_month]["costNanos"] == 250_000_000
+    assert platform_sessions(db, this_month)["costNanos"] == 750_000_000
 
 
 def backdate(db: firestore.Client, uid: str, sid: str, hours: float) -> None:
