@@ -1,19 +1,33 @@
-"""The admin dashboard in a real browser: Debian's headless Chromium driven by Playwright."""
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright, on the emulators.
+
+Two pages in one app: admins (custom claim `admin`) get the platform's month, a drill-down into any
+user, the price catalog and a CSV export; every other user gets their own month, updated live from
+the documents the security rules let them read. Every number shown is checked against the callable
+that owns it (`usage_analytics`, `my_usage`, `list_prices`) or against the stored documents.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, sync_playwright
+from google.cloud.firestore import FieldFilter
+from playwright.sync_api import Browser, Page, Request, Route, sync_playwright
 
 from tally_dev import accounts, emulator
+from tally_dev.steps import step
 
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Flags for a closed network: no background connections, no first-run work.
 CHROMIUM_ARGS = [
@@ -25,7 +39,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PASSWORD = "correct-horse-battery"  # the password accounts.make_user gives every user
+WAIT = 30_000  # ms: the first call of a function on the emulator can be slow
+NAMES = ["ada", "grace", "alan", "edsger", "barbara", "donald", "margaret", "ken", "frances", "john"]
+NAMES += ["radia", "tim"]
+FEATURES = [
+    ("google_maps_autocomplete", "google_maps", "ApiUsage"),
+    ("claude-3.5-sonnet", "anthropic", "AI"),
+    ("property_lookup", "rentcast", "api"),
+]
+
+
+# ---- browser ----
 
 
 @pytest.fixture(scope="module")
@@ -38,145 +62,847 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1400})
-    yield context.new_page()
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
     context.close()
+    assert errors == [], f"errors in the page: {errors}"
 
 
-def sign_in(page: Page, user: accounts.User) -> None:
-    page.goto(emulator.env("TALLY_HOSTING_URL"))
-    page.fill("#email", user.email)
-    page.fill("#password", PASSWORD)
-    page.click("#sign-in button[type=submit]")
+def open_app(page: Page, query: str = "") -> None:
+    page.goto(emulator.env("TALLY_HOSTING_URL") + "/" + query)
 
 
-def seed(users: list[accounts.User]) -> None:
-    now = datetime.now(UTC)
-    with requests.Session() as http:
-        for index, user in enumerate(users):
-            steps = [
-                {
-                    "operationId": emulator.unique("op"),
-                    "usageType": "AI" if n % 2 else "ApiUsage",
-                    "feature": ["claude-3.5-sonnet", "google_maps_nearby", "property_lookup"][n % 3],
-                    "provider": ["anthropic", "google_maps", "rentcast"][n % 3],
-                    "cost": f"{0.0123 * (index + 1) * (n + 1):.6f}",
-                    "isBillableRun": n % 3 == 1,
-                    "timestamp": (now - timedelta(minutes=5 + n)).isoformat(),
-                }
-                for n in range(3 + index)
-            ]
-            body = {"session": {"id": emulator.unique("s"), "complete": index != 1}, "steps": steps}
-            response = http.post(
-                emulator.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
-            )
-            assert response.status_code == 200, response.text
+def sign_in(page: Page, user: accounts.User, query: str = "") -> None:
+    open_app(page, query)
+    page.fill('[data-testid="email"]', user.email)
+    page.fill('[data-testid="password"]', user.password)
+    page.click('[data-testid="sign-in-submit"]')
 
 
-def value(page: Page, test_id: str) -> float:
-    raw = page.get_attribute(f'[data-testid="{test_id}"]', "data-value")
-    assert raw is not None
-    return float(raw)
+def wait_state(page: Page, test_id: str, *states: str) -> str:
+    """Wait until a view's status element is in one of `states`; return it."""
+    page.wait_for_function(
+        '([id, states]) => states.includes(document.querySelector(`[data-testid="${id}"]`)?.dataset.state)',
+        arg=[test_id, list(states)],
+        timeout=WAIT,
+    )
+    state = page.get_attribute(f'[data-testid="{test_id}"]', "data-state")
+    assert state is not None
+    return state
 
 
-def table_rows(page: Page, test_id: str) -> list[dict[str, str]]:
+def wait_form(page: Page, test_id: str) -> str:
+    """Wait until a form's message says saved or error; return which, with the message on error."""
+    selector = f'[data-testid="{test_id}"]'
+    page.wait_for_selector(f'{selector}[data-state="saved"], {selector}[data-state="error"]', timeout=WAIT)
+    state = page.get_attribute(selector, "data-state")
+    return "saved" if state == "saved" else f"{state}: {page.text_content(selector)}"
+
+
+def wait_value(page: Page, selector: str, expected: object, timeout: float = WAIT) -> None:
+    """Wait until the element's data-value is `expected` (as JavaScript writes it)."""
+    page.wait_for_function(
+        "([s, v]) => document.querySelector(s)?.dataset.value === v",
+        arg=[selector, _js(expected)],
+        timeout=timeout,
+    )
+
+
+def wait_rows(page: Page, selector: str, count: int, timeout: float = WAIT) -> None:
+    """Wait until a table shows `count` rows."""
+    page.wait_for_function(
+        "([s, n]) => document.querySelectorAll(`${s} tbody tr:not(.empty-row)`).length === n",
+        arg=[selector, count],
+        timeout=timeout,
+    )
+
+
+def analytics_requests(page: Page) -> list[dict[str, Any]]:
+    """The data of every usage_analytics call the page makes, from now on."""
+    seen: list[dict[str, Any]] = []
+
+    def record(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/usage_analytics"):
+            seen.append((request.post_data_json or {}).get("data") or {})
+
+    page.on("request", record)
+    return seen
+
+
+def settle(page: Page) -> None:
+    """Let the page paint twice (charts react to the mouse on the next animation frame)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+# ---- reading the page ----
+
+
+def value(page: Page, selector: str) -> str:
+    raw = page.get_attribute(selector, "data-value")
+    assert raw is not None, selector
+    return raw
+
+
+def tid(test_id: str, scope: str = "") -> str:
+    inner = f'[data-testid="{test_id}"]'
+    return f'[data-testid="{scope}"] {inner}' if scope else inner
+
+
+def table_rows(page: Page, selector: str) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = page.eval_on_selector_all(
-        f'[data-testid="{test_id}"] tbody tr:not(.empty-row)',
+        f"{selector} tbody tr:not(.empty-row)",
         "rows => rows.map(r => Object.fromEntries([...r.cells].map(c => [c.dataset.key, c.dataset.value])))",
     )
     return rows
+
+
+def row_keys(page: Page, selector: str) -> list[str]:
+    keys: list[str] = page.eval_on_selector_all(
+        f"{selector} tbody tr:not(.empty-row)", "rows => rows.map(r => r.dataset.key)"
+    )
+    return keys
+
+
+def _js(raw: Any) -> str:
+    """Python's shortest float repr equals JavaScript's String(number), except for integral floats."""
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    return str(raw)
 
 
 def as_strings(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, str]]:
     return [{key: _js(row[key]) for key in keys} for row in rows]
 
 
-def _js(raw: Any) -> str:
-    """Python's shortest float repr equals JavaScript's String(number), except for integral floats."""
-    if isinstance(raw, float) and raw.is_integer():
-        return str(int(raw))
-    return str(raw)
+USAGE_KEYS = ["name", "cost", "apiCalls", "billableRuns"]
 
 
-def test_the_dashboard_shows_exactly_what_the_callable_returns(page: Page) -> None:
-    admin = accounts.make_user(claims={"admin": True})
-    users = [accounts.make_user() for _ in range(3)]
-    seed(users)
-    status, _ = accounts.call("set_limits", admin, {"userId": users[2].uid, "monthlyCostLimit": 0.2})
-    assert status == 200
+def user_view(page: Page, scope: str) -> dict[str, Any]:
+    """Every number of the user view (user page or drill-down) under `scope`, as the page holds them."""
+    shown: dict[str, Any] = {
+        name: value(page, tid(name, scope))
+        for name in (
+            "u-cost",
+            "u-calls",
+            "u-runs",
+            "u-ai-cost",
+            "u-api-cost",
+            "u-lifetime-cost",
+            "u-lifetime-calls",
+            "u-unpriced-steps",
+            "cost-used",
+            "cost-held",
+            "cost-limit",
+            "cost-remaining",
+            "runs-used",
+            "runs-held",
+            "runs-limit",
+            "runs-remaining",
+            "u-sessions-active",
+            "u-sessions-completed",
+        )
+    }
+    status = tid("limit-status", scope)
+    shown["exceeded"] = page.get_attribute(status, "data-exceeded")
+    shown["warning"] = page.get_attribute(status, "data-warning")
+    shown["features"] = table_rows(page, tid("u-features", scope))
+    shown["providers"] = table_rows(page, tid("u-providers", scope))
+    return shown
+
+
+def expected_view(usage: dict[str, Any]) -> dict[str, Any]:
+    """The same numbers from a my_usage answer."""
+    limits = usage["limits"]
+    return {
+        "u-cost": _js(usage["totalCost"]),
+        "u-calls": _js(usage["apiCalls"]),
+        "u-runs": _js(usage["billableRuns"]),
+        "u-ai-cost": _js(usage["byType"]["AI"]["cost"]),
+        "u-api-cost": _js(usage["byType"]["API"]["cost"]),
+        "u-lifetime-cost": _js(usage["lifetime"]["cost"]),
+        "u-lifetime-calls": _js(usage["lifetime"]["apiCalls"]),
+        "u-unpriced-steps": _js(usage["unpricedSteps"]),
+        "cost-used": _js(usage["totalCost"]),
+        "cost-held": _js(limits["held"]),
+        "cost-limit": _js(limits["monthlyCostLimit"]),
+        "cost-remaining": _js(limits["costRemaining"]),
+        "runs-used": _js(usage["billableRuns"]),
+        "runs-held": _js(limits["heldRuns"]),
+        "runs-limit": _js(limits["monthlyFreeRuns"]),
+        "runs-remaining": _js(limits["freeRunsRemaining"]),
+        "u-sessions-active": _js(usage["sessions"]["active"]),
+        "u-sessions-completed": _js(usage["sessions"]["completed"]),
+        "exceeded": _js(limits["exceeded"]),
+        "warning": _js(limits["warning"]),
+        "features": as_strings(usage["features"], USAGE_KEYS),
+        "providers": as_strings(usage["providers"], USAGE_KEYS),
+    }
+
+
+def sessions_of(uid: str) -> list[tuple[str, str, str, str]]:
+    """A user's sessions, newest first: (id, steps, cost, status) as the page's table holds them."""
+    docs = (
+        emulator.db().collection(f"SessionUsage/{uid}/sessions").order_by("createdAt", direction="DESCENDING")
+    )
+    rows = []
+    for snap in docs.stream():
+        data = snap.to_dict() or {}
+        summary, stats = data.get("summary") or {}, data.get("stats") or {}
+        nanos = summary.get("totalCostNanos", stats.get("costNanos", 0))
+        steps = summary.get("stepCount", stats.get("stepCount", 0))
+        rows.append((snap.id, _js(steps), _js(round(nanos / 1e9, 9)), data["status"]))
+    return rows
+
+
+def shown_sessions(page: Page, scope: str) -> list[tuple[str, str, str, str]]:
+    selector = tid("u-session-list", scope)
+    keys = row_keys(page, selector)
+    rows = table_rows(page, selector)
+    return [(key, row["steps"], row["cost"], row["status"]) for key, row in zip(keys, rows, strict=True)]
+
+
+def alerts_of(uid: str, month: str) -> list[dict[str, str]]:
+    docs = [
+        snap.to_dict() or {}
+        for snap in emulator.db()
+        .collection("TallyAlerts")
+        .where(filter=FieldFilter("userId", "==", uid))
+        .where(filter=FieldFilter("month", "==", month))
+        .stream()
+    ]
+    docs.sort(key=lambda d: d["createdAt"], reverse=True)
+    return as_strings(docs, ["kind", "threshold", "used", "limit"])
+
+
+def shown_alerts(page: Page, selector: str) -> list[dict[str, str]]:
+    return [{k: row[k] for k in ("kind", "threshold", "used", "limit")} for row in table_rows(page, selector)]
+
+
+# ---- checks every page gets ----
+
+
+def assert_no_serious_accessibility_violation(page: Page) -> None:
+    """Run axe-core (npm) in the page: no serious or critical violation."""
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    serious = [
+        (v["id"], v["impact"], v["help"], [n["target"] for n in v["nodes"]][:5])
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == [], serious
+
+
+def assert_nothing_overflows(page: Page) -> None:
+    """The page never scrolls sideways, and no card, panel or chart is wider than its box."""
+    page.wait_for_timeout(300)  # charts follow their box on the next resize observation
+    widths = page.evaluate(
+        """() => ({
+          page: document.scrollingElement.scrollWidth, viewport: innerWidth,
+          boxes: [...document.querySelectorAll('.panel, .card, .chart-box, .notice, header.top')]
+            .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+            .map(e => `${e.className} ${e.dataset.testid || ''}: ${e.scrollWidth} > ${e.clientWidth}`),
+        })"""
+    )
+    assert widths["page"] <= widths["viewport"], widths
+    assert widths["boxes"] == [], widths
+
+
+def check_layout(page: Page) -> None:
+    """No overflow at 1280 px and at 390 px, then back to 1280 px."""
+    assert_nothing_overflows(page)
+    page.set_viewport_size({"width": 390, "height": 900})
+    assert_nothing_overflows(page)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+
+
+def screenshot(page: Page, name: str) -> None:
+    """docs/dashboard.png (admin) and docs/user-page.png: TALLY_SCREENSHOT names the admin one (the
+    user page goes beside it); TALLY_SCREENSHOT_DIR names the folder; otherwise the run's artifacts."""
+    admin_path = os.environ.get("TALLY_SCREENSHOT")
+    folder = os.environ.get("TALLY_SCREENSHOT_DIR")
+    if admin_path:
+        path = Path(admin_path) if name == "dashboard" else Path(admin_path).with_name(f"{name}.png")
+    else:
+        path = Path(folder or emulator.env("TALLY_ARTIFACTS")) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = false; })")
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(path), full_page=True)
+
+
+# ---- data ----
+
+
+def when(minutes_ago: float) -> str:
+    """An instant this month (never before its first second), `minutes_ago` before now."""
+    now = datetime.now(UTC)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return max(now - timedelta(minutes=minutes_ago), start).isoformat().replace("+00:00", "Z")
+
+
+def people(count: int) -> list[accounts.User]:
+    return [
+        accounts.make_user(email=f"{NAMES[i % len(NAMES)]}{i // len(NAMES) or ''}@example.com")
+        for i in range(count)
+    ]
+
+
+def seed_user(
+    user: accounts.User,
+    index: int,
+    *,
+    steps: int = 3,
+    complete: bool = True,
+    unpriced: bool = False,
+    days_ago: int = 0,
+    http: requests.Session | None = None,
+) -> Decimal:
+    """Record one session of `steps` steps for `user` (`days_ago`, within this month); return its cost."""
+    body_steps = []
+    total = Decimal(0)
+    for n in range(steps):
+        feature, provider, kind = FEATURES[(index + n) % len(FEATURES)]
+        cost = Decimal("0.0123") * (index + 1) * (n + 1)
+        total += cost
+        body_steps.append(
+            step(
+                feature=feature,
+                provider=provider,
+                usage_type=kind,
+                cost=str(cost),
+                billable=n % 3 == 1,
+                timestamp=when(days_ago * 1440 + 40 - 7 * n),
+            )
+        )
+    if unpriced:
+        body_steps.append(
+            step(
+                feature="chat",
+                provider="openai",
+                usage_type="AI",
+                cost=None,
+                units={"model": "gpt-unlisted-1", "inputTokens": 1200, "outputTokens": 300},
+                timestamp=when(2),
+            )
+        )
+    body = {
+        "session": {"id": emulator.unique("session"), "feature": "demo", "complete": complete},
+        "steps": body_steps,
+    }
+    response = accounts.record(user, body, http=http)
+    assert response.status_code == 200, response.text
+    return total
+
+
+def reserve(user: accounts.User, cost: str, billable: bool = True) -> None:
+    body = {
+        "reservationId": emulator.unique("res"),
+        "estimate": {"cost": cost, "isBillableRun": billable},
+        "ttlSeconds": 600,
+    }
+    response = accounts.record(user, body, endpoint="reserve_spend")
+    assert response.status_code == 200, response.text
+    assert response.json()["allowed"] is True, response.text
+
+
+# ---- the admin page ----
+
+
+def test_the_admin_page_shows_exactly_what_usage_analytics_returns(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    users = people(12)
+    costs: dict[str, Decimal] = {}
+    with requests.Session() as http:
+        for index, user in enumerate(users):
+            costs[user.uid] = seed_user(
+                user,
+                index,
+                steps=2 + index % 3,
+                complete=index != 1,
+                unpriced=index == 3,
+                days_ago=(index * 5) % 11,  # a few days of this month (the 1st, early in a month)
+                http=http,
+            )
+    accounts.result_of("set_limits", admin, {"userId": users[2].uid, "monthlyCostLimit": 0.1})
+    price = {
+        "provider": "anthropic",
+        "model": "claude-3-5-haiku",
+        "prices": {"inputMTok": 0.8, "outputMTok": 4},
+    }
+    accounts.result_of("set_price", admin, price)
     emulator.wait_for_finalizations()
-    month = datetime.now(UTC).strftime("%Y-%m")
-    expected = accounts.call("usage_analytics", admin, {"month": month, "top": 10})[1]["result"]
+    expected = accounts.result_of("usage_analytics", admin, {"month": month, "top": 10, "fresh": True})
+    requested = analytics_requests(page)
 
     sign_in(page, admin)
-    page.wait_for_selector('[data-testid="total-cost"][data-value]', timeout=30_000)
+    assert wait_state(page, "overview-status", "ready") == "ready"
+    # The refresh button asks for an exact-now answer, and the page shows when its data is from.
+    generated = page.get_attribute(tid("as-of"), "data-generated-at")
+    page.click(tid("refresh"))
+    page.wait_for_function(
+        "g => document.querySelector('[data-testid=\"as-of\"]').dataset.generatedAt !== g", arg=generated
+    )
+    assert requested[0] == {"month": month, "top": 10, "fresh": False}
+    assert requested[-1] == {"month": month, "top": 10, "fresh": True}
+    as_of = page.get_attribute(tid("as-of"), "data-as-of")
+    assert as_of is not None
+    assert abs(datetime.fromisoformat(as_of).timestamp() - time.time()) < 60
+    assert "Data as of" in (page.text_content(tid("as-of")) or "")
 
     totals = expected["totals"]
-    assert value(page, "total-cost") == totals["cost"]
-    assert value(page, "ai-cost") == totals["byType"]["AI"]["cost"]
-    assert value(page, "api-cost") == totals["byType"]["API"]["cost"]
-    assert value(page, "api-calls") == totals["apiCalls"]
-    assert value(page, "billable-runs") == totals["billableRuns"]
-    assert value(page, "active-users") == totals["activeUsers"] == 3
-    assert page.text_content('[data-testid="api-calls"]') == f"{totals['apiCalls']:,}"
-    keys = ["name", "cost", "apiCalls", "billableRuns"]
-    assert table_rows(page, "features") == as_strings(expected["features"], keys)
-    assert table_rows(page, "providers") == as_strings(expected["providers"], keys)
-    user_keys = ["userId", "cost", "apiCalls", "billableRuns"]
-    assert table_rows(page, "top-users") == as_strings(expected["topUsers"], user_keys)
+    assert value(page, tid("total-cost")) == _js(totals["cost"])
+    assert value(page, tid("ai-cost")) == _js(totals["byType"]["AI"]["cost"])
+    assert value(page, tid("api-cost")) == _js(totals["byType"]["API"]["cost"])
+    assert value(page, tid("api-calls")) == _js(totals["apiCalls"])
+    assert value(page, tid("billable-runs")) == _js(totals["billableRuns"])
+    assert value(page, tid("active-users")) == _js(totals["activeUsers"]) == "12"
+    assert value(page, tid("unpriced-count")) == _js(totals["unpricedSteps"]) == "1"
+    assert page.text_content(tid("api-calls")) == f"{totals['apiCalls']:,}"
+    assert page.get_attribute(tid("total-cost"), "title") == f"${Decimal(str(totals['cost'])).normalize():f}"
+    assert table_rows(page, tid("features")) == as_strings(expected["features"], USAGE_KEYS)
+    assert table_rows(page, tid("providers")) == as_strings(expected["providers"], USAGE_KEYS)
+    # Users are shown by email (the uid is the cell's value and the link's title).
+    top = expected["topUsers"]
+    assert len(top) == 10
+    assert table_rows(page, tid("top-users")) == as_strings(
+        top, ["userId", "cost", "apiCalls", "billableRuns"]
+    )
+    shown_emails = page.eval_on_selector_all(
+        f"{tid('top-users')} tbody a", "links => links.map(a => a.textContent)"
+    )
+    assert shown_emails == [row["email"] for row in top]
     free_keys = ["userId", "costUsed", "monthlyCostLimit", "runsUsed", "monthlyFreeRuns", "percent"]
-    assert table_rows(page, "free-tier") == as_strings(expected["freeTier"], free_keys)
     assert len(expected["freeTier"]) == 1
-    sessions = page.eval_on_selector_all(
-        '[data-testid="sessions"] dd', "dds => dds.map(d => d.dataset.value)"
+    assert table_rows(page, tid("free-tier")) == as_strings(expected["freeTier"], free_keys)
+    assert page.text_content(f"{tid('free-tier')} tbody a") == users[2].email
+    # The month's alerts, the unpriced steps and their models.
+    assert expected["alerts"], "set_limits below the usage raises an alert"
+    alert_keys = ["userId", "kind", "threshold", "used", "limit"]
+    shown_month_alerts = table_rows(page, tid("alerts"))
+    assert [{k: row[k] for k in alert_keys} for row in shown_month_alerts] == as_strings(
+        expected["alerts"], alert_keys
     )
-    s = expected["sessions"]
-    assert sessions == [
-        _js(v) for v in (s["active"], s["completed"], s["avgCost"], s["avgSteps"], s["avgDurationSeconds"])
+    assert [row["createdAt"] for row in shown_month_alerts] == [
+        datetime.fromisoformat(a["createdAt"]).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for a in expected["alerts"]
     ]
-    bars = page.eval_on_selector_all("#daily-chart rect", "rects => rects.map(r => r.dataset.value)")
-    assert bars == [_js(d["cost"]) for d in expected["daily"]]
-    history = page.eval_on_selector_all("#history-chart rect", "rects => rects.map(r => r.dataset.value)")
-    assert history == [_js(h["cost"]) for h in expected["history"]]
-    assert page.is_hidden('[data-testid="denied"]')
-    assert page.is_hidden("#sign-in")
-    screenshot = os.environ.get("TALLY_SCREENSHOT")
-    page.screenshot(
-        path=screenshot or str(Path(emulator.env("TALLY_ARTIFACTS")) / "dashboard.png"), full_page=True
+    assert page.is_visible(tid("unpriced"))
+    models = page.eval_on_selector_all(
+        f"{tid('unpriced-models')} li", "items => items.map(i => ({...i.dataset}))"
+    )
+    assert models == [{k: _js(v) for k, v in m.items()} for m in expected["unpriced"]]
+    assert models == [{"provider": "openai", "model": "gpt-unlisted-1", "steps": "1"}]
+    # Sessions, with the average duration from the steps' own timestamps (not 0 s).
+    s = expected["sessions"]
+    sessions = page.eval_on_selector_all(f"{tid('sessions')} dd", "dds => dds.map(d => d.dataset.value)")
+    assert sessions == [
+        _js(s[k]) for k in ("active", "completed", "avgCost", "avgSteps", "avgDurationSeconds")
+    ]
+    assert s["avgDurationSeconds"] > 0
+    assert page.text_content(f"{tid('sessions')} dd:last-of-type") != "0 s"
+    # The charts' numbers, and their values on hover.
+    daily = table_rows(page, tid("daily-data"))
+    assert [(r["label"], r["value"], r["detail"]) for r in daily] == [
+        (d["date"], _js(d["cost"]), _js(d["apiCalls"])) for d in expected["daily"]
+    ]
+    history = table_rows(page, tid("history-data"))
+    assert [(r["label"], r["value"]) for r in history] == [
+        (h["month"], _js(h["cost"])) for h in expected["history"]
+    ]
+    busiest = max(range(len(expected["daily"])), key=lambda i: expected["daily"][i]["cost"])
+    tip = hover_bar(page, "daily", busiest)
+    assert tip["label"] == expected["daily"][busiest]["date"]
+    assert tip["value"] == _js(expected["daily"][busiest]["cost"]) != "0"
+    assert f"{expected['daily'][busiest]['apiCalls']} calls" in tip["text"]
+    tip = hover_bar(page, "history", 11)
+    assert (tip["label"], tip["value"]) == (month, _js(totals["cost"]))
+    assert page.get_attribute(f"{tid('daily-chart')} canvas", "role") == "img"
+
+    # The CSV: every user of the month (also those outside the top 10), exact totals.
+    with page.expect_download() as download_info:
+        page.click(tid("export-csv"))
+    download = download_info.value
+    assert download.suggested_filename == f"tally-usage-{month}.csv"
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+    assert [list(row) for row in rows[:1]] == [
+        ["userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps"]
+    ]
+    assert sorted(row["userId"] for row in rows) == sorted(u.uid for u in users)
+    outside_top = {u.uid for u in users} - {row["userId"] for row in top}
+    assert len(outside_top) == 2
+    emails = {u.uid: u.email for u in users}  # every user's, also outside the top list
+    for row in rows:
+        stored = emulator.user_month(row["userId"], month)
+        assert Decimal(row["costUsd"]) == costs[row["userId"]] == Decimal(stored["costNanos"]) / 10**9
+        assert int(row["apiCalls"]) == stored["apiCalls"]
+        assert int(row["billableRuns"]) == stored["billableRuns"]
+        assert int(row["unpricedSteps"]) == stored.get("unpricedSteps", 0)
+        assert row["email"] == emails.get(row["userId"], "")
+    assert sum(Decimal(row["costUsd"]) for row in rows) == Decimal(str(totals["cost"]))
+    assert sum(int(row["apiCalls"]) for row in rows) == totals["apiCalls"]
+    assert value(page, tid("export-status")) == "12"
+    # The price catalog (list_prices).
+    wait_state(page, "prices-status", "ready")
+    shown_prices = table_rows(page, tid("prices-table"))
+    assert [
+        (p["provider"], p["model"], p["inputMTok"], p["outputMTok"], p["request"]) for p in shown_prices
+    ] == [("anthropic", "claude-3-5-haiku", "0.8", "4", "")]
+
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+    screenshot(page, "dashboard")
+
+
+def hover_bar(page: Page, chart: str, index: int) -> dict[str, str]:
+    """Move the mouse over bar `index` of a chart (found by bisection); return its tooltip."""
+    page.locator(tid(f"{chart}-chart")).scroll_into_view_if_needed()
+    box = page.locator(tid(f"{chart}-chart")).bounding_box()
+    assert box is not None
+    low, high = box["x"], box["x"] + box["width"] - 1
+    y = box["y"] + box["height"] / 2
+    for _ in range(40):
+        middle = (low + high) / 2
+        page.mouse.move(middle, y)
+        settle(page)
+        shown = page.evaluate(
+            "id => { const t = document.querySelector(`[data-testid='${id}']`);"
+            " return t.hidden ? null : {...t.dataset, text: t.textContent}; }",
+            f"{chart}-tip",
+        )
+        if shown is None:
+            low = middle + 1  # left of the plot (the axis): go right
+            continue
+        at = int(shown["index"])
+        if at == index:
+            return shown  # type: ignore[no-any-return]
+        if at < index:
+            low = middle + 1
+        else:
+            high = middle - 1
+    raise AssertionError(f"no tooltip for bar {index} of the {chart} chart")
+
+
+def test_the_drill_down_shows_my_usage_and_sets_the_users_limits(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    ada, grace = people(2)
+    with requests.Session() as http:
+        for n in range(12):  # more sessions than a page holds
+            seed_user(ada, n % 4, steps=1 + n % 2, complete=n != 11, http=http)
+        seed_user(grace, 1, http=http)
+    reserve(ada, "0.05")
+    accounts.result_of(
+        "set_limits", admin, {"userId": ada.uid, "monthlyCostLimit": 0.5, "monthlyFreeRuns": 6}
+    )
+    emulator.wait_for_finalizations()
+
+    sign_in(page, admin)
+    wait_state(page, "overview-status", "ready")
+    link = f'{tid("top-users")} a[href="#user/{ada.uid}"]'
+    assert page.text_content(link) == ada.email
+    page.click(link)
+    wait_state(page, "drill-status", "ready")
+    assert page.text_content(tid("drill-title")) == ada.email
+    assert page.url.endswith(f"#user/{ada.uid}")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"sessions-older\"]').disabled")
+
+    expected = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})
+    assert (expected["limits"]["held"], expected["limits"]["heldRuns"]) == (0.05, 1)
+    assert user_view(page, "drilldown") == expected_view(expected)
+    # Her sessions, newest first, ten at a time.
+    sessions = sessions_of(ada.uid)
+    assert len(sessions) == 12
+    assert shown_sessions(page, "drilldown") == sessions[:10]
+    page.click(tid("sessions-older"))
+    wait_value(page, tid("sessions-page", "drilldown"), 2)
+    assert shown_sessions(page, "drilldown") == sessions[10:]
+    assert page.is_disabled(tid("sessions-older"))
+    page.click(tid("sessions-newer"))
+    wait_value(page, tid("sessions-page", "drilldown"), 1)
+    assert shown_sessions(page, "drilldown") == sessions[:10]
+    # Her alerts (the lowered limits raised some).
+    alerts = alerts_of(ada.uid, month)
+    assert alerts
+    assert shown_alerts(page, tid("u-alerts", "drilldown")) == alerts
+
+    # Setting her limits from the page.
+    assert page.input_value(tid("limit-cost-input")) == "0.5"
+    assert page.input_value(tid("limit-runs-input")) == "6"
+    page.fill(tid("limit-cost-input"), "7.25")
+    page.fill(tid("limit-runs-input"), "250")
+    page.click(tid("limits-save"))
+    assert wait_form(page, "limits-message") == "saved"
+    wait_value(page, tid("cost-limit", "drilldown"), 7.25)
+    after = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})
+    assert after["limits"]["monthlyCostLimit"] == 7.25
+    assert after["limits"]["monthlyFreeRuns"] == 250
+    assert user_view(page, "drilldown") == expected_view(after)
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+    # Grace's month is untouched; back to every user.
+    assert accounts.result_of("my_usage", grace, {})["limits"]["monthlyCostLimit"] == 5.0
+    page.click(tid("drill-back"))
+    wait_state(page, "overview-status", "ready")
+    assert page.is_visible(tid("overview"))
+    assert page.is_hidden(tid("drilldown"))
+
+
+def test_adding_a_price_shows_in_list_prices(page: Page) -> None:
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    (ada,) = people(1)
+    seed_user(ada, 0, unpriced=True)
+    accounts.result_of(
+        "set_price",
+        admin,
+        {
+            "provider": "anthropic",
+            "model": "claude-old",
+            "effectiveFrom": "2026-01-01",
+            "prices": {"inputMTok": 3},
+        },
     )
 
+    sign_in(page, admin)
+    wait_state(page, "overview-status", "ready")
+    wait_state(page, "prices-status", "ready")
+    listed = accounts.result_of("list_prices", admin)["prices"]
+    price_keys = ["provider", "model", "effectiveFrom"]
+    assert [{k: r[k] for k in price_keys} for r in table_rows(page, tid("prices-table"))] == as_strings(
+        listed, price_keys
+    )
+    # The unpriced model's "add a price" fills the form.
+    page.click(f'{tid("unpriced-models")} li[data-model="gpt-unlisted-1"] button')
+    assert page.input_value(tid("price-provider")) == "openai"
+    assert page.input_value(tid("price-model")) == "gpt-unlisted-1"
+    today = datetime.now(UTC).date().isoformat()
+    assert page.input_value(tid("price-from")) == today
+    page.fill(tid("price-input"), "1.25")
+    page.fill(tid("price-output"), "5")
+    page.fill(tid("price-request"), "0.00283")
+    page.click(tid("price-save"))
+    assert wait_form(page, "price-message") == "saved"
+    wait_state(page, "prices-status", "ready")
 
-def test_a_non_admin_sees_the_permission_message(page: Page) -> None:
-    user = accounts.make_user()
+    listed = accounts.result_of("list_prices", admin)["prices"]
+    assert listed[0]["provider"] == "openai"
+    assert listed[0]["model"] == "gpt-unlisted-1"
+    assert listed[0]["effectiveFrom"] == today
+    assert listed[0]["prices"] == {"inputMTok": 1.25, "outputMTok": 5.0, "request": 0.00283}
+    shown = table_rows(page, tid("prices-table"))
+    assert len(shown) == len(listed) == 2
+    assert shown[0]["model"] == "gpt-unlisted-1"
+    assert (shown[0]["inputMTok"], shown[0]["outputMTok"], shown[0]["request"]) == ("1.25", "5", "0.00283")
+    assert shown[0]["cacheReadMTok"] == ""
+    # A refused price says why and adds nothing.
+    page.fill(tid("price-provider"), "bad provider!")
+    page.fill(tid("price-input"), "1")
+    page.click(tid("price-save"))
+    assert wait_form(page, "price-message").startswith("error: Not added: provider")
+    assert len(accounts.result_of("list_prices", admin)["prices"]) == 2
 
-    sign_in(page, user)
-    page.wait_for_selector('[data-testid="denied"]:not([hidden])', timeout=30_000)
 
-    assert "not an admin" in (page.text_content('[data-testid="denied"]') or "")
-    assert page.is_hidden("#dashboard")
-    assert page.is_hidden("#sign-in")
+# ---- the user page ----
+
+
+def test_the_user_page_shows_my_usage_and_changes_live(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    ada, grace = people(2)
+    with requests.Session() as http:
+        for n in range(3):
+            seed_user(ada, n, steps=2 + n, unpriced=n == 0, http=http)
+        seed_user(grace, 5, http=http)
+    reserve(ada, "0.1")
+    accounts.result_of("set_limits", admin, {"userId": ada.uid, "monthlyCostLimit": 0.6})
+    emulator.wait_for_finalizations()
+
+    sign_in(page, ada)
+    assert wait_state(page, "user-status", "ready") == "ready"
+    page.wait_for_selector(f'{tid("live")}[data-state="live"]', timeout=WAIT)
+    assert page.is_hidden(tid("admin-page"))
+    expected = accounts.result_of("my_usage", ada, {"month": month})
+    assert (expected["limits"]["held"], expected["unpricedSteps"]) == (0.1, 1)
+    assert user_view(page, "user-page") == expected_view(expected)
+    wait_rows(page, tid("u-session-list", "user-page"), 3)
+    assert shown_sessions(page, "user-page") == sessions_of(ada.uid)
+    assert shown_alerts(page, tid("u-alerts", "user-page")) == alerts_of(ada.uid, month) != []
+    assert page.is_visible(tid("u-unpriced", "user-page"))
+
+    # A step recorded while the page is open shows within seconds, without a reload.
+    calls = int(value(page, tid("u-calls", "user-page")))
+    started = time.monotonic()
+    response = accounts.record(
+        ada,
+        {
+            "session": {"id": emulator.unique("session"), "feature": "chat", "complete": True},
+            "steps": [step(feature="chat", provider="openai", usage_type="AI", cost="0.25", billable=True)],
+        },
+    )
+    assert response.status_code == 200, response.text
+    wait_value(page, tid("u-calls", "user-page"), calls + 1, timeout=5_000)
+    elapsed = time.monotonic() - started
+    print(f"\n[measure] the user page showed a recorded step {elapsed:.2f} s after record_steps was sent")
+    emulator.wait_for_finalizations()
+    expected = accounts.result_of("my_usage", ada, {"month": month})
+    assert expected["limits"]["exceeded"] is True  # 0.25 more went over the $0.60 limit
+    wait_value(page, tid("u-sessions-completed", "user-page"), expected["sessions"]["completed"])
+    assert user_view(page, "user-page") == expected_view(expected)
+    wait_rows(page, tid("u-session-list", "user-page"), 4)
+    assert shown_sessions(page, "user-page") == sessions_of(ada.uid)
+    wait_rows(page, tid("u-alerts", "user-page"), len(alerts_of(ada.uid, month)))
+    assert shown_alerts(page, tid("u-alerts", "user-page")) == alerts_of(ada.uid, month)
+    assert page.get_attribute(tid("limit-status", "user-page"), "data-value") == "exceeded"
+
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+    screenshot(page, "user-page")
+
+
+def test_a_new_user_sees_their_first_step_arrive(page: Page) -> None:
+    (ada,) = people(1)
+
+    sign_in(page, ada)
+    assert wait_state(page, "user-status", "empty") == "empty"
+    assert "Nothing recorded" in (page.text_content(tid("user-status")) or "")
+    page.wait_for_selector(f'{tid("live")}[data-state="live"]', timeout=WAIT)
+    assert value(page, tid("u-calls", "user-page")) == "0"
+    assert value(page, tid("cost-limit", "user-page")) == "5"  # the default limit, from my_usage
+
+    seed_user(ada, 2, steps=2)
+    wait_state(page, "user-status", "ready")
+    wait_value(page, tid("u-calls", "user-page"), 2, timeout=5_000)
+    emulator.wait_for_finalizations()
+    wait_value(page, tid("u-sessions-completed", "user-page"), 1)
+    assert user_view(page, "user-page") == expected_view(accounts.result_of("my_usage", ada, {}))
+
+
+# ---- states ----
+
+
+def callable_error(status: int, code: str, message: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "headers": {"Access-Control-Allow-Origin": "*"},
+        "content_type": "application/json",
+        "json": {"error": {"status": code, "message": message}},
+    }
+
+
+def test_loading_error_and_permission_states(page: Page) -> None:
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    held: list[Route] = []
+    answer: dict[str, Any] = {}
+
+    def analytics(route: Route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+        elif answer:
+            route.fulfill(**answer)
+        else:
+            held.append(route)  # answered later: the page shows that it is loading
+
+    page.route("**/usage_analytics", analytics)
+    sign_in(page, admin)
+    assert wait_state(page, "overview-status", "loading") == "loading"
+    assert "Loading" in (page.text_content(tid("overview-status")) or "")
+    assert page.is_hidden(tid("overview-content"))
+    answer.update(callable_error(500, "INTERNAL", "the analytics failed"))
+    for route in held:
+        route.fulfill(**answer)
+    assert wait_state(page, "overview-status", "error") == "error"
+    assert "the analytics failed" in (page.text_content(tid("overview-status")) or "")
+
+    answer.update(callable_error(403, "PERMISSION_DENIED", "admins only"))
+    page.fill(tid("month"), "2025-02")
+    assert wait_state(page, "overview-status", "denied") == "denied"
+    assert "admin claim" in (page.text_content(tid("overview-status")) or "")
+    assert page.is_hidden(tid("overview-content"))
 
 
 def test_an_empty_month_says_so(page: Page) -> None:
-    admin = accounts.make_user(claims={"admin": True})
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
 
     sign_in(page, admin)
-    page.wait_for_selector('[data-testid="empty"]:not([hidden])', timeout=30_000)
-    page.fill('[data-testid="month"]', "2025-01")
-    page.dispatch_event('[data-testid="month"]', "change")
-    page.wait_for_function("document.querySelector('[data-testid=meta]').textContent.startsWith('2025-01')")
+    wait_state(page, "overview-status", "empty")
+    page.fill(tid("month"), "2025-01")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"meta\"]').dataset.month === '2025-01'"
+    )
 
-    assert page.is_visible('[data-testid="empty"]')
-    assert value(page, "total-cost") == 0
+    assert wait_state(page, "overview-status", "empty") == "empty"
+    assert "No usage was recorded in January 2025" in (page.text_content(tid("overview-status")) or "")
+    assert value(page, tid("total-cost")) == "0"
+    assert page.text_content(tid("total-cost")) == "$0.00"
+    assert page.is_hidden(tid("unpriced"))
+
+
+def test_a_late_answer_for_an_earlier_month_is_ignored(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    (ada,) = people(1)
+    seed_user(ada, 0)
+    slow: list[Route] = []
+
+    def analytics(route: Route) -> None:
+        data = (route.request.post_data_json or {}).get("data") or {}
+        if data.get("month") == "2025-03":
+            slow.append(route)  # held back until the later request has been answered
+        else:
+            route.continue_()
+
+    page.route("**/usage_analytics", analytics)
+    sign_in(page, admin)
+    wait_state(page, "overview-status", "ready")
+    page.fill(tid("month"), "2025-03")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"overview-status\"]').dataset.state === 'loading'"
+    )
+    page.fill(tid("month"), month)
+    wait_state(page, "overview-status", "ready")
+    assert slow  # (filling the month input fires its change event; each change asks once)
+    for route in slow:
+        route.continue_()  # the answers for 2025-03 arrive last
+    page.wait_for_timeout(1500)
+
+    assert page.get_attribute(tid("meta"), "data-month") == month
+    assert value(page, tid("api-calls")) == "3"
+    assert wait_state(page, "overview-status", "ready") == "ready"
+
+
+def test_the_admin_page_refreshes_itself(page: Page) -> None:
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    calls = analytics_requests(page)
+
+    sign_in(page, admin, "?refresh=2")
+    wait_state(page, "overview-status", "empty")
+    generated = page.get_attribute(tid("as-of"), "data-generated-at")
+    page.wait_for_function(
+        "g => document.querySelector('[data-testid=\"as-of\"]').dataset.generatedAt !== g",
+        arg=generated,
+        timeout=10_000,
+    )
+    assert len(calls) >= 2
 
 
 def test_a_wrong_password_is_reported(page: Page) -> None:
     user = accounts.make_user()
 
-    page.goto(emulator.env("TALLY_HOSTING_URL"))
-    page.fill("#email", user.email)
-    page.fill("#password", "wrong-password")
-    page.click("#sign-in button[type=submit]")
-    page.wait_for_selector("#sign-in-error:has-text('Sign-in failed')", timeout=30_000)
+    open_app(page)
+    page.fill(tid("email"), user.email)
+    page.fill(tid("password"), "wrong-password")
+    page.click(tid("sign-in-submit"))
+    page.wait_for_selector(f'{tid("sign-in-error")}:has-text("Sign-in failed")', timeout=WAIT)
 
-    assert page.is_visible("#sign-in")
+    assert page.is_visible(tid("sign-in"))
+    assert page.is_hidden(tid("admin-page"))
+    assert page.is_hidden(tid("user-page"))

@@ -1,0 +1,70 @@
+// Firebase clients: the project's public web config from Hosting, and this run's emulators locally.
+import { initializeApp } from "firebase/app";
+import { connectAuthEmulator, getAuth } from "firebase/auth";
+import { connectFirestoreEmulator, getFirestore } from "firebase/firestore";
+import { connectFunctionsEmulator, getFunctions, httpsCallable } from "firebase/functions";
+
+const TRANSIENT = new Set(["functions/internal", "functions/unavailable", "functions/deadline-exceeded"]);
+
+export const LOCAL = ["127.0.0.1", "localhost"].includes(location.hostname);
+
+// Firebase Hosting serves the project's public web config here (never a secret).
+async function firebaseConfig() {
+  const response = await fetch("/__/firebase/init.json");
+  const config = response.ok ? await response.json() : {};
+  if (LOCAL && !config.apiKey) config.apiKey = "demo-api-key"; // the emulators accept any key
+  if (LOCAL && !config.projectId) config.projectId = "demo-tally";
+  return config;
+}
+
+function hostPort(value) {
+  const [host, port] = value.split(":");
+  return [host, Number(port)];
+}
+
+/** Start Firebase; return the Auth, Firestore and callable clients. */
+export async function connect() {
+  const app = initializeApp(await firebaseConfig());
+  const auth = getAuth(app);
+  const functions = getFunctions(app, "us-central1");
+  const db = getFirestore(app);
+  if (LOCAL) {
+    // scripts/with-emulators writes where this run's emulators listen (their ports can be free ones).
+    const response = await fetch("/emulators.json", { cache: "no-store" });
+    const hosts = {
+      auth: "127.0.0.1:9099",
+      functions: "127.0.0.1:5001",
+      firestore: "127.0.0.1:8080",
+      ...(response.ok ? await response.json() : {}),
+    };
+    connectAuthEmulator(auth, `http://${hosts.auth}`, { disableWarnings: true });
+    connectFunctionsEmulator(functions, ...hostPort(hosts.functions));
+    connectFirestoreEmulator(db, ...hostPort(hosts.firestore));
+  }
+  // A call that may safely be made twice is retried once after a transient failure (a dropped
+  // connection reads as "internal"); set_price is not (it logs every price set).
+  const callable = (name, { idempotent = true } = {}) => {
+    const call = httpsCallable(functions, name, { timeout: 120_000 });
+    return async (data) => {
+      try {
+        return (await call(data)).data;
+      } catch (error) {
+        if (!idempotent || !TRANSIENT.has(error?.code)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        return (await call(data)).data;
+      }
+    };
+  };
+  return {
+    auth,
+    db,
+    api: {
+      usageAnalytics: callable("usage_analytics"),
+      myUsage: callable("my_usage"),
+      setLimits: callable("set_limits"),
+      setPrice: callable("set_price", { idempotent: false }),
+      listPrices: callable("list_prices"),
+      exportUsage: callable("export_usage"),
+    },
+  };
+}

@@ -1,0 +1,165 @@
+// One user's month (my_usage's shape): the user page and the admin's drill-down both show it.
+import { Latest, describeError, fillTable, hooks, setNumber } from "./dom.js";
+import { SessionPages } from "./data.js";
+import { count, dateTime, duration, moneyDigits, percent, plural, usd, usdExact } from "./format.js";
+
+const usage = [
+  { key: "name", label: "Name" },
+  { key: "cost", label: "Cost", money: true },
+  { key: "apiCalls", label: "Calls", num: true, format: count },
+  { key: "billableRuns", label: "Billable", num: true, format: count },
+];
+
+export const USAGE_COLUMNS = usage;
+
+const alertKind = (kind) => (kind === "cost" ? "Cost" : kind === "runs" ? "Free runs" : String(kind));
+const alertAmount = (value, row) => (row.kind === "cost" ? usd(value) : count(value));
+
+export const ALERT_COLUMNS = [
+  { key: "createdAt", label: "When", value: (r) => r.createdAt?.toISOString() ?? "", format: (_, r) => dateTime(r.createdAt) },
+  { key: "kind", label: "Limit", format: alertKind },
+  { key: "threshold", label: "Reached", num: true, format: (v) => `${v}%` },
+  { key: "used", label: "Used", num: true, format: alertAmount },
+  { key: "limit", label: "Of", num: true, format: alertAmount },
+];
+
+const SESSION_COLUMNS = [
+  { key: "createdAt", label: "Started", value: (r) => r.createdAt?.toISOString() ?? "", format: (_, r) => dateTime(r.createdAt) },
+  { key: "feature", label: "Feature" },
+  {
+    key: "status",
+    label: "Status",
+    format: (v, r) => (v === "completed" && r.completedBy === "timeout" ? "timed out" : v),
+  },
+  { key: "steps", label: "Steps", num: true, format: count },
+  { key: "cost", label: "Cost", money: true },
+  {
+    key: "durationSeconds",
+    label: "Duration",
+    num: true,
+    format: (v) => (v === null || v === undefined ? "—" : duration(v)),
+  },
+];
+
+/** A limit's bar: used and held as shares of the limit (capped at 100 %), and its words. */
+function renderLimit(h, prefix, { used, held, limit, remaining, money }) {
+  const digits = moneyDigits([used, held, limit, remaining]);
+  const format = money ? (v) => usd(v, digits) : count;
+  setNumber(h[`${prefix}-used`], used, format(used), money ? usdExact(used) : undefined);
+  setNumber(h[`${prefix}-held`], held, format(held), money ? usdExact(held) : undefined);
+  setNumber(h[`${prefix}-limit`], limit, format(limit), money ? usdExact(limit) : undefined);
+  setNumber(h[`${prefix}-remaining`], remaining, format(remaining), money ? usdExact(remaining) : undefined);
+  const share = (value) => (limit > 0 ? Math.min(100, (100 * value) / limit) : value > 0 ? 100 : 0);
+  const usedShare = share(used);
+  const heldShare = Math.min(100 - usedShare, share(held));
+  const bar = h[`${prefix}-bar`];
+  bar.querySelector(".used").style.width = `${usedShare}%`;
+  bar.querySelector(".held").style.width = `${heldShare}%`;
+  bar.dataset.level = used > limit ? "exceeded" : usedShare >= 80 ? "warning" : "ok";
+  h[`${prefix}-share`].textContent = percent(limit > 0 ? (100 * used) / limit : used > 0 ? 100 : 0);
+}
+
+export class UserView {
+  /** Put a copy of the template into `container`; `db` reads sessions; `title` names the view. */
+  constructor(container, { db, pageSize = 10 }) {
+    const fragment = document.getElementById("user-view-template").content.cloneNode(true);
+    this.root = fragment.firstElementChild;
+    this.h = hooks(this.root);
+    container.append(fragment);
+    this.db = db;
+    this.pageSize = pageSize;
+    this.pages = null;
+    this.sessionsRequest = new Latest();
+    this.h["sessions-newer"].addEventListener("click", () => this.loadSessions(this.pages.index - 1));
+    this.h["sessions-older"].addEventListener("click", () => this.loadSessions(this.pages.index + 1));
+  }
+
+  /** Show a my_usage answer (or the same shape computed from live documents). */
+  render(view) {
+    const h = this.h;
+    this.view = view;
+    this.root.dataset.userId = view.userId;
+    this.root.dataset.month = view.month;
+    setNumber(h["u-cost"], view.totalCost, usd(view.totalCost), usdExact(view.totalCost));
+    setNumber(h["u-calls"], view.apiCalls, count(view.apiCalls));
+    setNumber(h["u-runs"], view.billableRuns, count(view.billableRuns));
+    setNumber(h["u-ai-cost"], view.byType.AI.cost, usd(view.byType.AI.cost), usdExact(view.byType.AI.cost));
+    setNumber(h["u-api-cost"], view.byType.API.cost, usd(view.byType.API.cost), usdExact(view.byType.API.cost));
+    setNumber(h["u-lifetime-cost"], view.lifetime.cost, usd(view.lifetime.cost), usdExact(view.lifetime.cost));
+    setNumber(h["u-lifetime-calls"], view.lifetime.apiCalls, `${count(view.lifetime.apiCalls)} calls`);
+    setNumber(h["u-unpriced-steps"], view.unpricedSteps, plural(view.unpricedSteps, "step"));
+    h["u-unpriced"].hidden = view.unpricedSteps === 0;
+    const limits = view.limits;
+    renderLimit(h, "cost", {
+      used: view.totalCost,
+      held: limits.held,
+      limit: limits.monthlyCostLimit,
+      remaining: limits.costRemaining,
+      money: true,
+    });
+    renderLimit(h, "runs", {
+      used: view.billableRuns,
+      held: limits.heldRuns,
+      limit: limits.monthlyFreeRuns,
+      remaining: limits.freeRunsRemaining,
+      money: false,
+    });
+    const state = limits.exceeded ? "exceeded" : limits.warning ? "warning" : "ok";
+    const status = h["limit-status"];
+    status.dataset.value = state;
+    status.dataset.exceeded = String(limits.exceeded);
+    status.dataset.warning = String(limits.warning);
+    status.textContent =
+      state === "exceeded" ? "Over a limit" : state === "warning" ? "At 80% or more of a limit" : "Within limits";
+    fillTable(h["u-features"], usage, view.features, { empty: "No features this month." });
+    fillTable(h["u-providers"], usage, view.providers, { empty: "No providers this month." });
+    setNumber(h["u-sessions-active"], view.sessions.active, count(view.sessions.active));
+    setNumber(h["u-sessions-completed"], view.sessions.completed, count(view.sessions.completed));
+  }
+
+  setAlerts(rows) {
+    fillTable(this.h["u-alerts"], ALERT_COLUMNS, rows, { empty: "No alerts this month." });
+  }
+
+  alertsFailed(error) {
+    const { denied, message } = describeError(error);
+    fillTable(this.h["u-alerts"], ALERT_COLUMNS, [], {
+      empty: denied ? "You may not read these alerts." : `Could not load the alerts: ${message}`,
+    });
+  }
+
+  /** Show the first page of a user's sessions (again: `reset` false keeps the page shown). */
+  async showSessions(userId, { reset = true } = {}) {
+    if (reset || !this.pages || this.pages.userId !== userId) this.pages = new SessionPages(this.db, userId, this.pageSize);
+    return this.loadSessions(this.pages.index);
+  }
+
+  async loadSessions(index) {
+    const pages = this.pages;
+    const h = this.h;
+    const current = this.sessionsRequest.begin();
+    h["sessions-older"].disabled = true;
+    h["sessions-newer"].disabled = true;
+    h["u-session-list"].setAttribute("aria-busy", "true");
+    try {
+      const rows = await pages.load(index);
+      if (!current() || pages !== this.pages) return;
+      fillTable(h["u-session-list"], SESSION_COLUMNS, rows, { empty: "No sessions yet.", rowKey: (r) => r.id });
+      h["sessions-page"].textContent = `Page ${index + 1}`;
+      h["sessions-page"].dataset.value = String(index + 1);
+    } catch (error) {
+      if (!current()) return;
+      const { denied, message } = describeError(error);
+      fillTable(h["u-session-list"], SESSION_COLUMNS, [], {
+        empty: denied ? "You may not read these sessions." : `Could not load the sessions: ${message}`,
+      });
+    } finally {
+      if (current()) {
+        h["u-session-list"].removeAttribute("aria-busy");
+        h["sessions-newer"].disabled = pages.index === 0;
+        h["sessions-older"].disabled = !pages.hasNext;
+      }
+    }
+  }
+}
+
