@@ -61,9 +61,14 @@ unit: $(BIN)/.installed ## Unit tests (no emulator), Tally's and the Python clie
 	$(BIN)/pytest clients/python -m "not emulator" -q $(PYTEST_ARGS)
 
 integration: setup ## Integration and browser tests against the emulator suite, then the client's
-	./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(PYTEST_ARGS) && $(BIN)/pytest clients/python -m emulator -q $(PYTEST_ARGS)'
+	./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(PYTEST_ARGS) && $(BIN)/pytest clients/python -m emulator -q -p no:cacheprovider $(PYTEST_ARGS)'
 
-test: lint unit integration ## Lint, unit tests, integration tests
+test: lint setup ## Lint, unit tests (Tally's and the client's; run while the emulators start), integration and browser tests
+	@mkdir -p .emulators; $(MAKE) --no-print-directory unit > .emulators/unit.log 2>&1 & unit=$$!; \
+	$(MAKE) --no-print-directory integration; integration=$$?; \
+	wait $$unit; unit_status=$$?; echo "--- unit tests (run alongside) ---"; cat .emulators/unit.log; \
+	echo "make test: unit tests exit $$unit_status, integration tests exit $$integration"; \
+	[ $$unit_status -eq 0 ] && [ $$integration -eq 0 ]
 
 demo: setup ## Seed 30 days of traffic, print the report, serve the dashboard (SERVE=0: report only)
 	./scripts/with-emulators $(BIN)/python scripts/demo.py $(if $(filter 0,$(SERVE)),--no-serve,--serve)

@@ -4,7 +4,9 @@ The ports are read from firebase.json (the one place they are written). When eve
 of them is free, that file is used as it is. Otherwise each emulator gets a free port
 from the system, and a copy of firebase.json with those ports is written for this run
 (its hosting folder too, so this run's dashboard talks to this run's emulators).
-`TALLY_RULES=path` makes the run's copy load that rules file instead of firestore.rules.
+`TALLY_RULES=path` makes the run's copy load that rules file instead of firestore.rules;
+`TALLY_FREE_PORTS=1` takes free ports even when firebase.json's are free (for suites that
+start at the same moment, which would otherwise both find those free).
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(rules).is_file():
             parser.error(f"TALLY_RULES: no such file: {rules}")
         config["firestore"]["rules"] = str(Path(rules).resolve())
-    taken = any(in_use(host, port) for port in ports.values())
+    # TALLY_FREE_PORTS=1: free ports even when firebase.json's are free (suites started together).
+    taken = bool(os.environ.get("TALLY_FREE_PORTS")) or any(in_use(host, port) for port in ports.values())
     if taken:
         chosen: set[int] = set()
         for name in ports:

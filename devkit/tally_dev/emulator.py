@@ -13,7 +13,7 @@ import requests
 from google.cloud import firestore
 
 from tally import layout
-from tally.config import Settings
+from tally.config import Settings, deployed_environment
 from tally.rollup import MonthAggregate
 from tally.store import FirestoreStore
 from tally.timeutil import month_end, month_key
@@ -41,9 +41,14 @@ def db() -> firestore.Client:
     return firestore.Client(project=project())
 
 
+def settings() -> Settings:
+    """Return the settings the emulator's functions run with (functions/.env files, then the shell)."""
+    return Settings.from_env(deployed_environment(project()))
+
+
 def store(**kwargs: Any) -> FirestoreStore:
     """Return Tally's store on the emulator, with the configured shard count."""
-    return FirestoreStore(db(), shards=Settings.from_env().aggregate_shards, **kwargs)
+    return FirestoreStore(db(), shards=settings().aggregate_shards, **kwargs)
 
 
 def functions_url(name: str) -> str:

@@ -11,16 +11,14 @@ import argparse
 import csv
 import os
 import sys
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TextIO
 
-from dotenv import dotenv_values
 from google.cloud import firestore
 
 import adapters
 from tally import export, folding, layout, sweep
-from tally.config import Settings
+from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
 from tally.legacy import check_csv_header, import_legacy
 from tally.migrate import migrate
@@ -245,23 +243,6 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
     )
     fold.set_defaults(run=run_fold)
     return root
-
-
-FUNCTIONS_DIR = Path(__file__).resolve().parents[1]
-
-
-def deployed_environment(
-    project: str | None, *, environ: Mapping[str, str] = os.environ, folder: Path = FUNCTIONS_DIR
-) -> dict[str, str]:
-    """Return the settings the deployed functions see: `.env`, then `.env.<project>`, then the shell's."""
-    env: dict[str, str] = {}
-    for name in (".env", f".env.{project}" if project else None):
-        if name is not None and (folder / name).is_file():
-            env.update(
-                {key: value for key, value in dotenv_values(folder / name).items() if value is not None}
-            )
-    env.update(environ)
-    return env
 
 
 def main(argv: list[str] | None = None) -> int:

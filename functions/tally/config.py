@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from tally.money import usd_to_nanos
 from tally.names import NameLimits
@@ -114,3 +115,25 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}")
     return value
+
+
+FUNCTIONS_DIR = Path(__file__).resolve().parents[1]
+
+
+def deployed_environment(
+    project: str | None, *, environ: Mapping[str, str] = os.environ, folder: Path = FUNCTIONS_DIR
+) -> dict[str, str]:
+    """Return the variables the deployed functions see: `.env`, `.env.<project>`, then `environ`'s.
+
+    For the command line and the tests (the functions get these from the platform).
+    """
+    from dotenv import dotenv_values
+
+    env: dict[str, str] = {}
+    for name in (".env", f".env.{project}" if project else None):
+        if name is not None and (folder / name).is_file():
+            env.update(
+                {key: value for key, value in dotenv_values(folder / name).items() if value is not None}
+            )
+    env.update(environ)
+    return env

@@ -13,6 +13,7 @@ import pytest
 from google.cloud import firestore
 
 from tally import layout
+from tally.reconcile import Report, reconcile
 from tally.sessions import sweep_sessions
 from tally_dev import accounts, emulator
 from tally_dev import legacy_fixtures as legacy
@@ -23,6 +24,31 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
         [sys.executable, "-m", "tally.cli", *args], capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def reconcile_now(month: str, *, fix: bool = False) -> Report:
+    """Reconcile a month in-process, as `make reconcile` does (the command line is tested below)."""
+    return reconcile(
+        store=emulator.store(), month=month, settings=emulator.settings(), now=emulator.utc_now(), fix=fix
+    )
+
+
+def test_the_reconcile_command_reports_repairs_and_exits_by_what_it_found(
+    db: firestore.Client, this_month: str
+) -> None:
+    user = accounts.make_user()
+    record(user, {"steps": [step(cost="0.75")]})
+    db.document(layout.user_month_path(user.uid, this_month)).update({"costNanos": firestore.Increment(5)})
+
+    found = cli("reconcile")
+    fixed = cli("reconcile", "--month", this_month, "--fix")
+    again = cli("reconcile")
+
+    assert found.returncode == 1, found.stderr
+    assert f"{layout.user_month_path(user.uid, this_month)} costNanos: stored 750000005" in found.stdout
+    assert found.stdout.splitlines()[-1].startswith("reconcile: 1 differences")
+    assert (fixed.returncode, "repaired" in fixed.stdout) == (0, True)
+    assert (again.returncode, again.stdout.strip().split(" (")[0]) == (0, "reconcile: 0 differences")
 
 
 def record(user: accounts.User, body: dict[str, Any]) -> dict[str, Any]:
@@ -83,19 +109,17 @@ def test_reconcile_reports_and_repairs_damage(damage: str, db: firestore.Client,
     record(user, {"session": {"id": sid}, "steps": [step(cost="4.5", feature="f.a"), step(cost="0.25")]})
     record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.001", billable=True)]})
     emulator.wait_for_finalizations()
-    assert cli("reconcile").stdout.strip().startswith("reconcile: 0 differences")
+    assert reconcile_now(this_month).differences == []
     DAMAGE[damage](db, user.uid, this_month)
 
-    found = cli("reconcile")
-    fixed = cli("reconcile", "--fix")
-    again = cli("reconcile")
+    found = reconcile_now(this_month)
+    fixed = reconcile_now(this_month, fix=True)
+    again = reconcile_now(this_month)
 
-    assert found.returncode == 1, found.stderr
-    assert found.stdout.splitlines()[-1].startswith("reconcile: ")
-    assert not found.stdout.splitlines()[-1].startswith("reconcile: 0 differences")
-    assert fixed.returncode == 0, fixed.stderr
-    assert "repaired" in fixed.stdout
-    assert (again.returncode, again.stdout.strip().split(" (")[0]) == (0, "reconcile: 0 differences")
+    assert found.differences
+    assert fixed.fixed
+    assert fixed.differences == found.differences
+    assert again.differences == []
     assert accounts.result_of("usage_analytics", admin, {"fresh": True})["totals"]["cost"] == 4.751
     assert accounts.result_of("my_usage", user)["totalCost"] == 4.751
 
@@ -151,7 +175,7 @@ def test_import_legacy_brings_in_the_old_systems_exactly_once(db: firestore.Clie
     assert history["totals"]["cost"] == (108_660_000 + 60_700_000) / 1e9
     assert history["sessions"]["completed"] == 2  # the maps and the chat sessions (completed on 1 October)
     for month in ("2025-09", "2025-10"):
-        assert cli("reconcile", "--month", month).returncode == 0
+        assert reconcile_now(month).differences == []
 
 
 def test_migrate_converts_data_written_before_v2(db: firestore.Client, this_month: str) -> None:
@@ -168,4 +192,4 @@ def test_migrate_converts_data_written_before_v2(db: firestore.Client, this_mont
     assert f"1 months rebuilt ({this_month})" in run.stdout
     assert emulator.user_month(user.uid, this_month)["costNanos"] == 1_250_000_000
     assert list(db.collection(layout.LEGACY_PLATFORM_MONTHS).stream()) == []
-    assert cli("reconcile").returncode == 0
+    assert reconcile_now(this_month).differences == []

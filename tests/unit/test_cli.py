@@ -1,7 +1,6 @@
 from pathlib import Path
 
-from tally.cli import deployed_environment
-from tally.config import Settings
+from tally.config import Settings, deployed_environment
 
 
 def test_the_command_line_reads_the_settings_the_functions_are_deployed_with(tmp_path: Path) -> None:

@@ -245,10 +245,9 @@ def test_150_steps_over_21_features_are_batched_and_all_counted(
             feature=f"feature_{n % 21}", provider=f"provider_{n % 3}", cost="0.0625", user_id=user.uid
         )
 
-    responses = tally.flush()
+    responses = tally.flush()  # (a full batch may already have gone out from the background thread)
 
-    assert len(responses) >= 2
-    assert sum(r["recorded"] for r in responses) == 150
+    assert tally.pending == 0
     assert all(r.get("warnings", []) == [] for r in responses)
     usage = my_usage(user)
     assert usage["apiCalls"] == 150
