@@ -14,10 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tally import layout
+from tally import layout, names, plans
+from tally.config import Settings
+from tally.recording import record_steps
 from tally.timeutil import month_key
 from tally.usage import Counts
-from tally.values import Contention, Document, IdleSession
+from tally.values import (
+    Caller,
+    Contention,
+    Document,
+    IdleSession,
+    RecordRequest,
+    SessionRequest,
+    Step,
+    UsageType,
+)
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
 
 
@@ -299,3 +310,28 @@ class MemoryStore:
             d for d in self._collection(layout.PLATFORM_SHARDS) if int(d.fields.get("shard", 0)) >= count
         ]
         return found[0] if found else None
+
+
+def record_one(
+    store: MemoryStore,
+    user: str,
+    cost_nanos: int,
+    *,
+    when: datetime,
+    now: datetime,
+    feature: str = "f",
+    billable: bool = True,
+) -> None:
+    """Record one AI step of `user` at `when` in a completed session of its own (a recorder calls)."""
+    step = Step(
+        f"{user}-{cost_nanos}-{int(when.timestamp())}", UsageType.AI, feature, "p", cost_nanos, billable, when
+    )
+    record_steps(
+        store=store,
+        caller=Caller("svc", recorder=True),
+        request=RecordRequest(user, SessionRequest(f"s-{step.operation_id}", None, True), (step,)),
+        settings=Settings(),
+        now=now,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    )

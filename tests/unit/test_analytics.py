@@ -4,18 +4,17 @@ from typing import Any
 
 import pytest
 
-from tally import folding, layout, names, plans
+from tally import folding, layout
 from tally.access import require_admin, resolve_reader
 from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from tally.inputs import AnalyticsIn, SetLimitsIn, parse_data
-from tally.recording import record_steps
 from tally.rollup import MonthAggregate, Rollup
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts
-from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
-from tally_dev.memory import MemoryStore
+from tally.values import Caller
+from tally_dev.memory import MemoryStore, record_one
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 ADMIN = Caller("boss", admin=True)
@@ -114,16 +113,7 @@ def test_roles() -> None:
 
 
 def seed(store: MemoryStore, user: str, cost: int, *, when: datetime = NOW, feature: str = "f") -> None:
-    steps = (Step(f"{user}-{cost}-{int(when.timestamp())}", UsageType.AI, feature, "p", cost, True, when),)
-    record_steps(
-        store=store,
-        caller=Caller("svc", recorder=True),
-        request=RecordRequest(user, SessionRequest(f"s-{steps[0].operation_id}", None, True), steps),
-        settings=Settings(),
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+    record_one(store, user, cost, when=when, now=NOW, feature=feature)
 
 
 def analytics(store: MemoryStore, now: datetime = NOW, **data: Any) -> dict[str, Any]:

@@ -3,12 +3,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tally import export, names, plans
-from tally.config import Settings
+from tally import export
 from tally.errors import InvalidArgument, PermissionDenied
-from tally.recording import record_steps
-from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
-from tally_dev.memory import MemoryStore
+from tally.values import Caller
+from tally_dev.memory import MemoryStore, record_one
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 
@@ -22,17 +20,8 @@ class Emails:
         return {uid: f"{uid}@example.com" for uid in user_ids if uid != "u-2"}
 
 
-def seed(store: MemoryStore, user: str, cost: int, *, when: datetime = NOW, billable: bool = True) -> None:
-    steps = (Step(f"{user}-{cost}-{when:%m}", UsageType.AI, "f", "p", cost, billable, when),)
-    record_steps(
-        store=store,
-        caller=Caller("svc", recorder=True),
-        request=RecordRequest(user, SessionRequest(f"s-{steps[0].operation_id}", None, True), steps),
-        settings=Settings(),
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+def seed(store: MemoryStore, user: str, cost: int, *, when: datetime = NOW) -> None:
+    record_one(store, user, cost, when=when, now=NOW)
 
 
 def test_export_one_row_per_user_of_the_month_over_pages(monkeypatch: pytest.MonkeyPatch) -> None:
