@@ -156,11 +156,13 @@ class MemoryStore:
                 if path.startswith(name + "/") and path.count("/") == 1
             ]
 
-    def top_users(self, *, month: str, limit: int) -> list[Document]:
+    def top_users(self, *, month: str, limit: int, read_time: datetime | None = None) -> list[Document]:
         docs = [d for d in self._collection(layout.USER_MONTHS) if d.fields.get("month") == month]
         return sorted(docs, key=lambda d: -int(d.fields.get("costNanos", 0)))[:limit]
 
-    def free_tier(self, *, month: str, min_percent: float, limit: int) -> list[Document]:
+    def free_tier(
+        self, *, month: str, min_percent: float, limit: int, read_time: datetime | None = None
+    ) -> list[Document]:
         docs = [
             d
             for d in self._collection(layout.USER_MONTHS)

@@ -3,8 +3,9 @@
 Every month the simulation admits the maximum number of names (100 characters long,
 the longest allowed), sends more that go to `(other)`, fills one session past its name
 cap, records steps with the largest metadata, finalizes the sessions and folds the
-month. The real services run against the in-memory store, so the documents are the
-ones production would hold; their sizes follow Firestore's published rules.
+month (its ranking filled to the most a rollup keeps). The real services run against
+the in-memory store, so the documents are the ones production would hold; their sizes
+follow Firestore's published rules.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from tally import folding, names, plans
+from tally import folding, layout, names, plans
 from tally.config import Settings
 from tally.recording import record_steps
+from tally.rollup import FREE_TIER_ROWS, RANKED_FIELDS, TOP_USERS_KEPT, Ranking
 from tally.sessions import finalize_session
 from tally.timeutil import month_end
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
@@ -108,8 +111,15 @@ def simulate(*, months: int, light_users: int, max_names: int = 500, shards: int
             _, uid, _, sid = path.split("/")
             finalize_session(store=store, user_id=uid, session_id=sid, now=now)
         month = start.strftime("%Y-%m")
-        folding.fold(store, month, now=month_end(month) + timedelta(days=40))
+        folding.fold_ranked(store, month, now=month_end(month) + timedelta(days=40))
+        store.docs[layout.rollup_path(month)].update(worst_ranking())  # as if a million users ranked
     return store
+
+
+def worst_ranking() -> dict[str, Any]:
+    """Return the largest ranking a rollup can hold: every row kept, 128-character user ids."""
+    row: dict[str, Any] = dict.fromkeys(RANKED_FIELDS, 2**63 - 1) | {"userId": "u" * 128, "limitPercent": 1e9}
+    return Ranking.of([row] * TOP_USERS_KEPT, [row] * FREE_TIER_ROWS).fields()
 
 
 def largest_by_kind(docs: Mapping[str, Mapping[str, object]]) -> dict[str, KindSize]:

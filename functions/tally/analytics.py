@@ -11,23 +11,17 @@ from tally.access import require_admin
 from tally.config import Settings
 from tally.inputs import AnalyticsIn, parse_data
 from tally.money import nanos_to_usd
-from tally.rollup import MonthAggregate
+from tally.rollup import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.timeutil import days_of, month_key, months_back
-from tally.usage import WARNING_PERCENT, Counts, Limits, limit_percent
+from tally.usage import Counts, Limits, limit_percent
 from tally.values import Caller, Document
 
-FREE_TIER_ROWS = 100
-FREE_TIER_PERCENT = WARNING_PERCENT
 HISTORY_MONTHS = 12
 ALERT_ROWS = 20
 
 
-class AnalyticsStore(folding.FoldStore, Protocol):
+class AnalyticsStore(folding.RankStore, Protocol):
     """The store operations analytics needs."""
-
-    def top_users(self, *, month: str, limit: int) -> list[Document]: ...
-
-    def free_tier(self, *, month: str, min_percent: float, limit: int) -> list[Document]: ...
 
     def month_alerts(self, *, month: str, limit: int) -> list[Document]: ...
 
@@ -126,31 +120,30 @@ def usage_analytics(
     """Return the platform's month for an admin, from a bounded number of reads.
 
     Without `fresh` the month comes from its rollup (exact as of `asOf`, at most 60 s
-    before the call); with `fresh` it is folded now, so every step recorded before the
-    call is in it.
+    before the call), ranking included; with `fresh` it is folded and ranked now, so
+    every step recorded before the call is in it.
     """
     require_admin(caller)
     request = parse_data(AnalyticsIn, data)
     month = request.month or month_key(now)
     months = months_back(month, HISTORY_MONTHS)
-    found, reads = folding.rollups(store, months, now=now, fresh=[month] if request.fresh else [])
-    current, as_of = found[month].aggregate, found[month].as_of or now
-    history = {m: found[m].aggregate for m in months}
-    top = store.top_users(month=month, limit=request.top)
-    candidates = store.free_tier(month=month, min_percent=FREE_TIER_PERCENT, limit=FREE_TIER_ROWS)
-    latest = store.month_alerts(month=month, limit=ALERT_ROWS)
-    reads += max(1, len(top)) + max(1, len(candidates)) + max(1, len(latest))
-    free_rows = [row for doc in candidates if (row := free_tier_row(doc.fields, settings)) is not None]
-    free_rows.sort(key=lambda row: (-row["percent"], row["userId"]))
-    emails = directory.emails(
-        sorted({doc.fields["userId"] for doc in top} | {r["userId"] for r in free_rows})
+    found, reads = folding.rollups(
+        store, months, now=now, fresh=[month] if request.fresh else [], ranked=[month]
     )
+    current, as_of = found[month].aggregate, found[month].as_of or now
+    ranking = found[month].ranking or Ranking()
+    history = {m: found[m].aggregate for m in months}
+    top = ranking.top[: request.top]
+    latest = store.month_alerts(month=month, limit=ALERT_ROWS)
+    reads += max(1, len(latest))
+    free_rows = [row for doc in ranking.free_tier if (row := free_tier_row(doc, settings)) is not None]
+    free_rows.sort(key=lambda row: (-row["percent"], row["userId"]))
+    emails = directory.emails(sorted({doc["userId"] for doc in top} | {r["userId"] for r in free_rows}))
     return {
         **month_report(month=month, aggregate=current, history=history),
         "topUsers": [
-            {"userId": uid, "email": emails.get(uid), **Counts.from_fields(doc.fields).usd()}
+            {"userId": doc["userId"], "email": emails.get(doc["userId"]), **Counts.from_fields(doc).usd()}
             for doc in top
-            for uid in (doc.fields["userId"],)
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],
         "alerts": [alerts.document_view(doc) for doc in latest],

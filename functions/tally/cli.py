@@ -54,7 +54,7 @@ def run_sweep(args: argparse.Namespace, store: FirestoreStore, settings: Setting
 
 def run_fold(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
     """Fold a month's platform shards into its rollup now."""
-    rollup = folding.fold(store, args.month, now=utc_now(), version=_rollup_version(store, args.month))
+    rollup = folding.fold_ranked(store, args.month, now=utc_now(), version=_rollup_version(store, args.month))
     total = rollup.aggregate.total
     sys.stdout.write(
         f"fold: {args.month} from {store.shards} shards: cost {total.cost_nanos / 1e9:.9f} USD, "

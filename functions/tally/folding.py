@@ -5,16 +5,21 @@ the server's read time, and summed; each commit touches one shard per month, so
 every step is wholly in it or wholly out. Readers use a rollup younger than `FRESH_SECONDS`
 and fold again otherwise, so keeping analytics fresh costs one read per shard per
 minute only while somebody reads, and nothing at all while nobody does.
+
+The month an admin asks for is also ranked when folded: its top users and free-tier
+candidates come from two indexed queries at the shards' read time, and are kept in the
+rollup, so the answer is one consistent snapshot and a call that finds a young rollup
+runs no query at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from tally import layout, plans
-from tally.rollup import MonthAggregate, Rollup
+from tally.rollup import FREE_TIER_PERCENT, FREE_TIER_ROWS, TOP_USERS_KEPT, MonthAggregate, Ranking, Rollup
 from tally.timeutil import MAX_AGE, month_end
 from tally.values import Contention, Document, Version
 from tally.writes import CommitResult, Write
@@ -36,12 +41,23 @@ class FoldStore(Protocol):
     def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
 
+class RankStore(FoldStore, Protocol):
+    """The store operations folding with a ranking needs (two indexed queries)."""
+
+    def top_users(self, *, month: str, limit: int, read_time: datetime | None = None) -> list[Document]: ...
+
+    def free_tier(
+        self, *, month: str, min_percent: float, limit: int, read_time: datetime | None = None
+    ) -> list[Document]: ...
+
+
 def rollup_of(month: str, doc: Document) -> Rollup:
     """Read a stored rollup (or the empty one of a month never folded)."""
     if not doc.exists:
         return Rollup.missing(month)
     as_of = doc.fields.get("asOf")
-    return Rollup(month, MonthAggregate.from_document(doc.fields), as_of, doc.version)
+    aggregate = MonthAggregate.from_document(doc.fields)
+    return Rollup(month, aggregate, as_of, doc.version, Ranking.from_document(doc.fields))
 
 
 def needs_fold(rollup: Rollup, now: datetime) -> bool:
@@ -53,8 +69,28 @@ def needs_fold(rollup: Rollup, now: datetime) -> bool:
     return now - rollup.as_of > timedelta(seconds=FRESH_SECONDS) - MARGIN
 
 
-def fold_months(store: FoldStore, versions: Mapping[str, Version], *, now: datetime) -> dict[str, Rollup]:
-    """Fold months now (all shards in one read) and store their rollups (a lost race is fine)."""
+def rank(store: RankStore, month: str, read_time: datetime | None) -> Ranking:
+    """Rank a month's users as of `read_time`: the top by cost, and those near a limit."""
+    top = store.top_users(month=month, limit=TOP_USERS_KEPT, read_time=read_time)
+    near = store.free_tier(
+        month=month, min_percent=FREE_TIER_PERCENT, limit=FREE_TIER_ROWS, read_time=read_time
+    )
+    return Ranking.of((doc.fields for doc in top), (doc.fields for doc in near))
+
+
+def fold_months(
+    store: FoldStore,
+    versions: Mapping[str, Version],
+    *,
+    now: datetime,
+    ranker: RankStore | None = None,
+    ranked: Collection[str] = (),
+) -> dict[str, Rollup]:
+    """Fold months now (all shards in one read), rank those in `ranked`, and store the rollups.
+
+    `ranker` is the store again, typed for the queries ranking needs. A lost race is
+    fine: another fold stored an equally exact rollup first.
+    """
     paths = {month: [layout.shard_path(month, shard) for shard in range(store.shards)] for month in versions}
     docs = store.read([path for month_paths in paths.values() for path in month_paths])
     as_of = max((doc.read_at for doc in docs.values() if doc.read_at is not None), default=now)
@@ -62,9 +98,15 @@ def fold_months(store: FoldStore, versions: Mapping[str, Version], *, now: datet
         month: MonthAggregate.fold(docs[path].fields for path in month_paths if docs[path].exists)
         for month, month_paths in paths.items()
     }
+    rankings = {m: rank(ranker, m, as_of) for m in versions if ranker is not None and m in ranked}
     writes = [
         plans.rollup_write(
-            month=month, aggregate=aggregate, as_of=as_of, shards=store.shards, version=versions[month]
+            month=month,
+            aggregate=aggregate,
+            as_of=as_of,
+            shards=store.shards,
+            version=versions[month],
+            ranking=rankings.get(month),
         )
         for month, aggregate in folded.items()
     ]
@@ -72,21 +114,40 @@ def fold_months(store: FoldStore, versions: Mapping[str, Version], *, now: datet
         store.commit(writes)
     except Contention:  # another fold stored some rollup first: store the others on their own
         store.commit_each([[write] for write in writes])
-    return {month: Rollup(month, aggregate, as_of, None) for month, aggregate in folded.items()}
+    return {month: Rollup(month, agg, as_of, None, rankings.get(month)) for month, agg in folded.items()}
 
 
 def fold(store: FoldStore, month: str, *, now: datetime, version: Version = None) -> Rollup:
-    """Fold one month now and store its rollup."""
+    """Fold one month now and store its rollup, without a ranking (the next reader ranks it)."""
     return fold_months(store, {month: version}, now=now)[month]
 
 
+def fold_ranked(store: RankStore, month: str, *, now: datetime, version: Version = None) -> Rollup:
+    """Fold and rank one month now, and store its rollup."""
+    return fold_months(store, {month: version}, now=now, ranker=store, ranked=[month])[month]
+
+
 def rollups(
-    store: FoldStore, months: Sequence[str], *, now: datetime, fresh: Sequence[str] = ()
+    store: RankStore,
+    months: Sequence[str],
+    *,
+    now: datetime,
+    fresh: Sequence[str] = (),
+    ranked: Sequence[str] = (),
 ) -> tuple[dict[str, Rollup], int]:
-    """Return the rollups of `months`, folding stale ones (and those in `fresh`); and the documents read."""
+    """Return the rollups of `months` and the documents read.
+
+    Stale ones are folded again, as are those in `fresh`, and those in `ranked` stored
+    without a ranking.
+    """
     docs = store.read([layout.rollup_path(month) for month in months])
     found = {month: rollup_of(month, docs[layout.rollup_path(month)]) for month in months}
-    stale = {month: r.version for month, r in found.items() if month in fresh or needs_fold(r, now)}
+    stale = {
+        month: r.version
+        for month, r in found.items()
+        if month in fresh or needs_fold(r, now) or (month in ranked and r.ranking is None)
+    }
     if stale:
-        found.update(fold_months(store, stale, now=now))
-    return found, len(months) + len(stale) * store.shards
+        found.update(fold_months(store, stale, now=now, ranker=store, ranked=ranked))
+    ranking_reads = sum(ranking.reads() for m in stale if (ranking := found[m].ranking) is not None)
+    return found, len(months) + len(stale) * store.shards + ranking_reads

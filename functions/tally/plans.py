@@ -18,7 +18,7 @@ from typing import Any
 from tally import layout
 from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
-from tally.rollup import MonthAggregate, nested_counts
+from tally.rollup import MonthAggregate, Ranking, nested_counts
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import (
@@ -755,12 +755,25 @@ def registry_writes(keys: Iterable[NameKey], *, by: str, now: datetime) -> list[
 
 
 def rollup_write(
-    *, month: str, aggregate: MonthAggregate, as_of: datetime, shards: int, version: Any
+    *,
+    month: str,
+    aggregate: MonthAggregate,
+    as_of: datetime,
+    shards: int,
+    version: Any,
+    ranking: Ranking | None = None,
 ) -> Write:
-    """Return the write of a month's rollup: created, or replaced only if unchanged since read."""
+    """Return the write of a month's rollup: created, or replaced only if unchanged since read.
+
+    A rollup folded without a ranking drops the one it had: a ranking is only ever as of
+    its own rollup's `asOf`.
+    """
     document = aggregate.document(month=month, as_of=as_of, shards=shards)
     if version is None:
+        if ranking is not None:
+            document.update(ranking.fields())
         return Write(layout.rollup_path(month), Op.CREATE, document)
+    document.update(ranking.fields() if ranking is not None else {"topUsers": DELETE, "freeTier": DELETE})
     replaced = {
         key: Replace(value) if isinstance(value, Mapping) else value for key, value in document.items()
     }

@@ -1,4 +1,8 @@
-"""A platform month as counters: shards add up into one, and one reads back from a document (pure)."""
+"""A platform month as counters: shards add up into one, and one reads back from a document (pure).
+
+A rollup also keeps the month's ranking (top users and free-tier candidates, as of the
+same instant), so answering analytics reads no query whose cost could grow with users.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tally.usage import Counts
+from tally.usage import WARNING_PERCENT, Counts
 
 SESSION_FIELDS = ("active", "completed", "stepCount", "costNanos", "durationMs")
+TOP_USERS_KEPT = 100  # the most `usage_analytics` may ask for
+FREE_TIER_ROWS = 50  # with the top 100 and 12 months folded at 8 shards: 278 reads at most
+FREE_TIER_PERCENT = WARNING_PERCENT
+# The fields of a user's month a ranked row keeps (the top-users and free-tier rows need no more).
+RANKED_FIELDS = (
+    "userId",
+    "costNanos",
+    "apiCalls",
+    "billableRuns",
+    "monthlyCostLimitNanos",
+    "monthlyFreeRuns",
+    "limitPercent",
+)
 
 
 def _add(into: dict[str, Counts], named: Mapping[str, Any] | None) -> None:
@@ -93,14 +110,50 @@ class MonthAggregate:
         return aggregate
 
 
+def _kept(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: doc[key] for key in RANKED_FIELDS if key in doc}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A month's top users (cost descending) and free-tier candidates (percent descending)."""
+
+    top: tuple[dict[str, Any], ...] = ()
+    free_tier: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, top: Iterable[Mapping[str, Any]], free_tier: Iterable[Mapping[str, Any]]) -> Ranking:
+        """Keep only the fields the rows need, of at most the kept number of users each."""
+        return cls(
+            tuple(_kept(doc) for doc in top)[:TOP_USERS_KEPT],
+            tuple(_kept(doc) for doc in free_tier)[:FREE_TIER_ROWS],
+        )
+
+    def reads(self) -> int:
+        """Return the documents its two queries read (a query that finds nothing costs one)."""
+        return max(1, len(self.top)) + max(1, len(self.free_tier))
+
+    def fields(self) -> dict[str, Any]:
+        """Return the rollup fields that hold this ranking."""
+        return {"topUsers": list(self.top), "freeTier": list(self.free_tier)}
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Ranking | None:
+        """Read a stored ranking back (None when the rollup was folded without one)."""
+        if "topUsers" not in doc:
+            return None
+        return cls.of(doc.get("topUsers") or (), doc.get("freeTier") or ())
+
+
 @dataclass(frozen=True)
 class Rollup:
-    """A stored rollup: the aggregate, the instant it is exact as of, and its version."""
+    """A stored rollup: the aggregate, the instant it is exact as of, its version and ranking."""
 
     month: str
     aggregate: MonthAggregate
     as_of: datetime | None
     version: Any
+    ranking: Ranking | None = None
 
     @classmethod
     def missing(cls, month: str) -> Rollup:

@@ -168,7 +168,7 @@ class FirestoreStore:
 
     # Analytics queries
 
-    def top_users(self, *, month: str, limit: int) -> list[Document]:
+    def top_users(self, *, month: str, limit: int, read_time: datetime | None = None) -> list[Document]:
         """Return the month's biggest spenders (indexed: month, costNanos desc)."""
         query = (
             self._db.collection(layout.USER_MONTHS)
@@ -176,11 +176,11 @@ class FirestoreStore:
             .order_by("costNanos", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
-        return [
-            Document(snap.reference.path, snap.to_dict() or {}, snap.update_time) for snap in query.stream()
-        ]
+        return self._documents(query, read_time)
 
-    def free_tier(self, *, month: str, min_percent: float, limit: int) -> list[Document]:
+    def free_tier(
+        self, *, month: str, min_percent: float, limit: int, read_time: datetime | None = None
+    ) -> list[Document]:
         """Return users at or over `min_percent` of a limit (indexed: month, limitPercent desc)."""
         query = (
             self._db.collection(layout.USER_MONTHS)
@@ -189,9 +189,7 @@ class FirestoreStore:
             .order_by("limitPercent", direction=firestore.Query.DESCENDING)
             .limit(limit)
         )
-        return [
-            Document(snap.reference.path, snap.to_dict() or {}, snap.update_time) for snap in query.stream()
-        ]
+        return self._documents(query, read_time)
 
     # Session lifecycle queries (each sweep shard's range of the index, never one hot range)
 

@@ -237,6 +237,8 @@ def test_fresh_totals_are_exact_as_of_the_call_and_cached_ones_as_of_their_as_of
     assert first["totals"]["apiCalls"] == 1
     assert cached["meta"]["asOf"] == first["meta"]["asOf"]
     assert cached["totals"]["apiCalls"] == 1  # exact as of asOf: the second step came later
+    assert [u["apiCalls"] for u in cached["topUsers"]] == [1]  # the ranking is of the same instant
+    assert [u["apiCalls"] for u in fresh["topUsers"]] == [2]
     generated = datetime.fromisoformat(cached["meta"]["generatedAt"])
     assert generated - datetime.fromisoformat(cached["meta"]["asOf"]) <= timedelta(seconds=60)
     assert (fresh["totals"]["apiCalls"], fresh["totals"]["activeUsers"]) == (2, 1)
@@ -430,7 +432,7 @@ def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> N
         emulator.functions_url("record_steps"), json={"steps": [step2]}, headers=user.headers, timeout=60
     )
     mine = accounts.call("my_usage", user, {})[1]["result"]
-    table = analytics(admin)["freeTier"]
+    table = analytics(admin, {"fresh": True})["freeTier"]
 
     assert status == 200
     assert body["result"]["limits"]["monthlyCostLimit"] == 0.6
@@ -460,7 +462,7 @@ def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> N
     ]
 
     accounts.call("set_limits", admin, {"userId": user.uid, "monthlyCostLimit": 100})
-    assert analytics(admin)["freeTier"] == []
+    assert analytics(admin, {"fresh": True})["freeTier"] == []
 
 
 def test_set_limits_roles_and_input() -> None:

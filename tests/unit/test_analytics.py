@@ -10,10 +10,10 @@ from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from tally.inputs import AnalyticsIn, SetLimitsIn, parse_data
-from tally.rollup import MonthAggregate, Rollup
+from tally.rollup import TOP_USERS_KEPT, MonthAggregate, Rollup
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts
-from tally.values import Caller
+from tally.values import Caller, Document
 from tally_dev.memory import MemoryStore, record_one
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
@@ -148,11 +148,61 @@ def test_analytics_reads_a_bounded_number_of_documents() -> None:
     warm = analytics(store, top=5, now=NOW + timedelta(seconds=10))
     fresh = analytics(store, top=5, fresh=True, now=NOW + timedelta(seconds=10))
 
-    assert cold["meta"]["documentsRead"] == 12 + 12 * 8 + 5 + 1 + 1  # rollups, folds, top, free tier, alerts
-    assert warm["meta"]["documentsRead"] == 12 + 5 + 1 + 1
-    assert fresh["meta"]["documentsRead"] == 12 + 8 + 5 + 1 + 1
-    assert [u["userId"] for u in warm["topUsers"]][:2] == ["user29", "user28"]
+    # rollups, every month's shards, the 30 users ranked, an empty free-tier query, alerts
+    assert cold["meta"]["documentsRead"] == 12 + 12 * 8 + 30 + 1 + 1
+    assert warm["meta"]["documentsRead"] == 12 + 1
+    assert fresh["meta"]["documentsRead"] == 12 + 8 + 30 + 1 + 1
+    assert [u["userId"] for u in warm["topUsers"]] == ["user29", "user28", "user27", "user26", "user25"]
     assert warm["topUsers"][0]["email"] == "user29@example.com"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the ranking queries run against it."""
+
+    queries = 0
+
+    def top_users(self, *, month: str, limit: int, read_time: datetime | None = None) -> list[Document]:
+        self.queries += 1
+        return super().top_users(month=month, limit=limit, read_time=read_time)
+
+
+def test_a_young_rollup_answers_with_its_own_ranking_and_runs_no_query() -> None:
+    store = CountingStore()
+    seed(store, "a", 3_000_000_000)
+    first = analytics(store)
+    seed(store, "b", 4_000_000_000)
+
+    cached = analytics(store, now=NOW + timedelta(seconds=30))
+    fresh = analytics(store, now=NOW + timedelta(seconds=30), fresh=True)
+
+    assert store.queries == 2
+    assert [u["userId"] for u in first["topUsers"]] == [u["userId"] for u in cached["topUsers"]] == ["a"]
+    assert [u["userId"] for u in fresh["topUsers"]] == ["b", "a"]
+    assert [r["userId"] for r in fresh["freeTier"]] == ["b"]
+    assert cached["freeTier"] == []
+
+
+def test_a_rollup_folded_without_a_ranking_is_ranked_by_the_next_reader() -> None:
+    store = MemoryStore()
+    seed(store, "a", 3_000_000_000)
+    folding.fold(store, "2026-11", now=NOW)
+
+    result = analytics(store, now=NOW + timedelta(seconds=5))
+
+    assert [u["userId"] for u in result["topUsers"]] == ["a"]
+    assert result["meta"]["asOf"] == "2026-11-14T10:00:05Z"
+
+
+def test_top_asks_for_a_slice_of_the_hundred_ranked_users() -> None:
+    store = MemoryStore()
+    for n in range(105):
+        seed(store, f"user{n:03d}", 1_000 * (n + 1))
+
+    result = analytics(store, top=100)
+
+    assert len(result["topUsers"]) == 100
+    assert result["topUsers"][-1]["userId"] == "user005"
+    assert len(store.docs[layout.rollup_path("2026-11")]["topUsers"]) == TOP_USERS_KEPT
 
 
 def test_free_tier_rows_carry_emails_and_percent() -> None:

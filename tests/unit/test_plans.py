@@ -4,6 +4,7 @@ import pytest
 
 from tally import layout, plans
 from tally.names import OTHER, NameKind
+from tally.rollup import MonthAggregate, Ranking
 from tally.values import SessionState, SessionStatus, Step, UsageType, UserMonthState
 from tally.writes import DELETE, Increment, Op, Write, check_commit, transforms_per_document
 
@@ -196,3 +197,22 @@ def test_shards_are_handed_out_round_robin() -> None:
     picks = [picker.next(8) for _ in range(800)]
 
     assert {picks.count(shard) for shard in range(8)} == {100}
+
+
+def test_a_rollup_keeps_its_ranking_and_a_refold_without_one_drops_it() -> None:
+    as_of = datetime(2026, 11, 14, tzinfo=UTC)
+    ranking = Ranking.of([{"userId": "a", "costNanos": 5, "email": "x", "updatedAt": as_of}], [])
+
+    created = plans.rollup_write(
+        month="2026-11", aggregate=MonthAggregate(), as_of=as_of, shards=8, version=None, ranking=ranking
+    )
+    refolded = plans.rollup_write(
+        month="2026-11", aggregate=MonthAggregate(), as_of=as_of, shards=8, version="v1"
+    )
+
+    assert created.op is Op.CREATE
+    assert created.data["topUsers"] == [{"userId": "a", "costNanos": 5}]
+    assert created.data["freeTier"] == []
+    assert refolded.op is Op.UPDATE
+    assert refolded.data["topUsers"] is DELETE
+    assert refolded.data["freeTier"] is DELETE
