@@ -448,10 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(receiver.deliveries)} deliveries."
     )
     with console.status("reconciling the month against its steps..."):
+        checking = time.monotonic()
         check = reconcile(
             store=store, month=result["month"], settings=Settings.from_env(), now=datetime.now(UTC), fix=False
         )
-    console.print(f"[bold]{check.summary()}[/]")
+    console.print(f"[bold]{check.summary()}[/] [dim](in {time.monotonic() - checking:.1f} s)[/]")
     console.print(f"[dim]demo ready in {time.monotonic() - started:.0f} s[/]")
 
     if args.serve:
