@@ -374,21 +374,12 @@ def plan_recording(
         return Plan(commit=None, recorded=recorded, duplicates=duplicates)
     elif not new and not session.complete:
         return Plan(commit=None, recorded=recorded, duplicates=duplicates)
-    commit = plans.RecordingCommit(
-        user_id=user_id,
-        request_id=request_id,
-        now=now,
-        steps=new,
-        shard=shard,
+    commit = replace(
+        commit,
         session_id=session.session_id,
         session_feature=session.feature,
         session_base=base,
         complete=session.complete,
-        user_months=state.user_months,
-        stale_months=commit.stale_months,
-        limits=limits,
-        months_before=commit.months_before,
-        settlements=commit.settlements,
     )
     return Plan(commit=commit, recorded=recorded, duplicates=duplicates)
 

@@ -327,14 +327,29 @@ class _AnthropicStream:
         self.call.record(_anthropic_units(self.model, self.usage), self.id)
 
 
-class _RecordingStream:
-    """Pass a stream's items through unchanged; record its usage when it ends or is closed."""
+class _StreamProxy:
+    """A stream's stand-in: other attributes are the stream's; its usage is recorded once."""
 
     def __init__(self, stream: Any, accumulator: _Accumulator) -> None:
         object.__setattr__(self, "_tally_stream", stream)
         object.__setattr__(self, "_tally_acc", accumulator)
         object.__setattr__(self, "_tally_iter", None)
         object.__setattr__(self, "_tally_done", False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_tally_stream"), name)
+
+    def _tally_finish(self) -> None:
+        if not self._tally_done:
+            object.__setattr__(self, "_tally_done", True)
+            try:
+                self._tally_acc.finish()
+            except Exception:
+                logger.exception("tally: recording a stream's usage failed")
+
+
+class _RecordingStream(_StreamProxy):
+    """Pass a stream's items through unchanged; record its usage when it ends or is closed."""
 
     def __iter__(self) -> _RecordingStream:
         return self
@@ -369,26 +384,9 @@ class _RecordingStream:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_tally_stream"), name)
 
-    def _tally_finish(self) -> None:
-        if not self._tally_done:
-            object.__setattr__(self, "_tally_done", True)
-            try:
-                self._tally_acc.finish()
-            except Exception:
-                logger.exception("tally: recording a stream's usage failed")
-
-
-class _AsyncRecordingStream:
+class _AsyncRecordingStream(_StreamProxy):
     """The async form of _RecordingStream."""
-
-    def __init__(self, stream: Any, accumulator: _Accumulator) -> None:
-        object.__setattr__(self, "_tally_stream", stream)
-        object.__setattr__(self, "_tally_acc", accumulator)
-        object.__setattr__(self, "_tally_iter", None)
-        object.__setattr__(self, "_tally_done", False)
 
     def __aiter__(self) -> _AsyncRecordingStream:
         return self
@@ -424,17 +422,6 @@ class _AsyncRecordingStream:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_tally_stream"), name)
-
-    def _tally_finish(self) -> None:
-        if not self._tally_done:
-            object.__setattr__(self, "_tally_done", True)
-            try:
-                self._tally_acc.finish()
-            except Exception:
-                logger.exception("tally: recording a stream's usage failed")
 
 
 # --- interception ---------------------------------------------------------------------
