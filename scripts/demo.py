@@ -87,7 +87,35 @@ class Outcomes:
 
     sent: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    resent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+RESENDS = 3  # a request that met a transient failure is sent again, as is, this many times at most
+
+
+def post_resending(
+    user: accounts.User, body: dict[str, Any], http: requests.Session, endpoint: str, outcomes: Outcomes
+) -> requests.Response:
+    """POST like an app does: resend the same body (same operation or reservation ids) after a 5xx.
+
+    Every request is idempotent, so a resend never counts twice. The functions emulator answers
+    500 `ECONNRESET` now and then, when it reuses a kept-alive connection that the function's
+    worker is closing at that moment.
+    """
+    for attempt in range(RESENDS + 1):
+        try:
+            response = accounts.record(user, body, http=http, endpoint=endpoint)
+        except requests.ConnectionError:
+            if attempt == RESENDS:
+                raise
+        else:
+            if response.status_code < 500 or attempt == RESENDS:
+                return response
+        with outcomes.lock:
+            outcomes.resent += 1
+        time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def step(
@@ -257,7 +285,7 @@ def send(http_pool: dict[int, requests.Session], session: Session, outcomes: Out
         completion = endpoint == "record_steps" and not body["steps"]
         if (refused and not completion) or (completion and refused and not started):
             continue  # the paid call was never made
-        response = accounts.record(session.user.user, body, http=http, endpoint=endpoint)
+        response = post_resending(session.user.user, body, http, endpoint, outcomes)
         if response.status_code != 200:
             raise RuntimeError(f"{endpoint} answered {response.status_code}: {response.text}")
         sent += 1
@@ -428,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     refusals = ", ".join(f"{count} for {reason}" for reason, count in sorted(outcomes.refused.items()))
     console.print(
         f"Sent {outcomes.sent:,} requests ({len(sessions):,} sessions) over {args.days} days; "
-        f"the budget gate refused {sum(outcomes.refused.values())} paid calls ({refusals or 'none'})."
+        f"the budget gate refused {sum(outcomes.refused.values())} paid calls ({refusals or 'none'}); "
+        f"{outcomes.resent} resent after a transient failure."
     )
 
     store = emulator.store()
