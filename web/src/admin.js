@@ -2,7 +2,7 @@
 // their sessions and alerts, their limits), the price catalog, and the month's CSV export.
 import { BarChart } from "./charts.js";
 import { exportMonthCsv, userAlerts } from "./data.js";
-import { Latest, breakable, describeError, el, fillTable, hooks, setNumber, setStatus } from "./dom.js";
+import { Latest, breakable, describeError, el, fillTable, hooks, setNumber, setStatus, showFailure, submitForm } from "./dom.js";
 import { ago, clock, count, dateTime, duration, monthName, monthShort, percent, plural, usd, usdExact } from "./format.js";
 import { ALERT_COLUMNS, USAGE_COLUMNS, UserView } from "./userview.js";
 
@@ -334,12 +334,12 @@ export class AdminPage {
       if (this.limitsFormUser !== userId) this.fillLimitsForm(view);
     } catch (error) {
       if (!current()) return;
-      const { denied, message } = describeError(error);
-      setStatus(
+      showFailure(
         h["drill-status"],
         h["drill-content"],
-        denied ? "denied" : "error",
-        denied ? "Your account may not read this user's usage (it needs the admin claim)." : `Could not load this user: ${message}`,
+        error,
+        "Your account may not read this user's usage (it needs the admin claim).",
+        "Could not load this user",
       );
     }
   }
@@ -355,28 +355,23 @@ export class AdminPage {
     const userId = this.drillUser;
     const cost = h["limit-cost-input"].value.trim();
     const runs = h["limit-runs-input"].value.trim();
-    const message = h["limits-message"];
-    message.classList.remove("error");
-    message.dataset.state = "saving";
-    message.textContent = "Saving…";
-    h["limits-save"].disabled = true;
-    try {
-      const answer = await this.api.setLimits({
-        userId,
-        monthlyCostLimit: Number(cost),
-        monthlyFreeRuns: Number(runs),
-      });
-      message.textContent = `Saved: ${usd(answer.limits.monthlyCostLimit)} and ${count(answer.limits.monthlyFreeRuns)} free runs a month.`;
-      message.dataset.state = "saved";
-      this.limitsFormUser = null;
-      if (this.drillUser === userId) await this.loadDrill({ initial: false });
-    } catch (error) {
-      message.classList.add("error");
-      message.dataset.state = "error";
-      message.textContent = `Not saved: ${describeError(error).message}`;
-    } finally {
-      h["limits-save"].disabled = false;
-    }
+    await submitForm({
+      button: h["limits-save"],
+      message: h["limits-message"],
+      send: async () => {
+        const answer = await this.api.setLimits({
+          userId,
+          monthlyCostLimit: Number(cost),
+          monthlyFreeRuns: Number(runs),
+        });
+        this.limitsFormUser = null;
+        return `Saved: ${usd(answer.limits.monthlyCostLimit)} and ${count(answer.limits.monthlyFreeRuns)} free runs a month.`;
+      },
+      after: async () => {
+        if (this.drillUser === userId) await this.loadDrill({ initial: false });
+      },
+      failed: "Not saved",
+    });
   }
 
   // ---- prices ----
@@ -413,8 +408,7 @@ export class AdminPage {
       setStatus(h["prices-status"], null, "ready");
     } catch (error) {
       if (!current()) return;
-      const { denied, message } = describeError(error);
-      setStatus(h["prices-status"], null, denied ? "denied" : "error", denied ? "Your account may not read prices." : `Could not load prices: ${message}`);
+      showFailure(h["prices-status"], null, error, "Your account may not read prices.", "Could not load prices");
     }
   }
 
@@ -452,22 +446,19 @@ export class AdminPage {
     }
     const data = { provider: h["price-provider"].value.trim(), model: h["price-model"].value.trim(), prices };
     if (h["price-from"].value) data.effectiveFrom = h["price-from"].value;
-    h["price-save"].disabled = true;
-    message.dataset.state = "saving";
-    message.textContent = "Saving…";
-    try {
-      const saved = await this.api.setPrice(data);
-      message.dataset.state = "saved";
-      message.textContent = `Added: ${saved.provider} / ${saved.model} from ${saved.effectiveFrom}.`;
-      for (const id of ["price-input", "price-output", "price-cache-read", "price-cache-write", "price-request"]) h[id].value = "";
-      await this.loadPrices();
-    } catch (error) {
-      message.classList.add("error");
-      message.dataset.state = "error";
-      message.textContent = `Not added: ${describeError(error).message}`;
-    } finally {
-      h["price-save"].disabled = false;
-    }
+    await submitForm({
+      button: h["price-save"],
+      message,
+      send: async () => {
+        const saved = await this.api.setPrice(data);
+        return `Added: ${saved.provider} / ${saved.model} from ${saved.effectiveFrom}.`;
+      },
+      after: async () => {
+        for (const id of ["price-input", "price-output", "price-cache-read", "price-cache-write", "price-request"]) h[id].value = "";
+        await this.loadPrices();
+      },
+      failed: "Not added",
+    });
   }
 
   // ---- the CSV ----

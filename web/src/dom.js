@@ -115,6 +115,40 @@ export function describeError(error) {
   return { denied, message: error?.message || String(error) };
 }
 
+/** What to show for a failed read: `deniedText` when it was not allowed, else `failed: <the error>`. */
+export function failureText(error, deniedText, failed) {
+  const { denied, message } = describeError(error);
+  return { denied, text: denied ? deniedText : `${failed}: ${message}` };
+}
+
+/** Show a failed load in a status line (see failureText). */
+export function showFailure(statusElement, content, error, deniedText, failed) {
+  const { denied, text } = failureText(error, deniedText, failed);
+  setStatus(statusElement, content, denied ? "denied" : "error", text);
+}
+
+/**
+ * Submit a form: its button disabled and its message "Saving…" meanwhile; `send` returns the
+ * message for success, then `after` runs (a reload). A failure of either shows `failed: <the error>`.
+ */
+export async function submitForm({ button, message, send, after = async () => {}, failed }) {
+  message.classList.remove("error");
+  message.dataset.state = "saving";
+  message.textContent = "Saving…";
+  button.disabled = true;
+  try {
+    message.textContent = await send();
+    message.dataset.state = "saved";
+    await after();
+  } catch (error) {
+    message.classList.add("error");
+    message.dataset.state = "error";
+    message.textContent = `${failed}: ${describeError(error).message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 /** A sequence of requests where only the latest answer counts (quick month changes). */
 export class Latest {
   #seq = 0;

@@ -2,7 +2,7 @@
 // page listens to the user's own documents (users/{uid}, TallyMonthlyUsage/{uid}_{month}, their
 // alerts) and recomputes the same numbers whenever one changes, without a reload.
 import { monthView, watchUser, watchUserAlerts, watchUserMonth } from "./data.js";
-import { Latest, describeError, hooks, setStatus } from "./dom.js";
+import { Latest, describeError, failureText, hooks, setStatus, showFailure } from "./dom.js";
 import { clock, currentMonth, monthName } from "./format.js";
 import { UserView } from "./userview.js";
 
@@ -62,12 +62,12 @@ export class UserPage {
       if (!this.#recompute()) this.#show(answer);
     } catch (error) {
       if (!current()) return;
-      const { denied, message } = describeError(error);
-      setStatus(
+      showFailure(
         h["user-status"],
         h["user-content"],
-        denied ? "denied" : "error",
-        denied ? "You are signed out or may not read this usage. Sign in again." : `Could not load your usage: ${message}`,
+        error,
+        "You are signed out or may not read this usage. Sign in again.",
+        "Could not load your usage",
       );
     }
   }
@@ -102,8 +102,7 @@ export class UserPage {
   #watch(uid, month, current) {
     const failed = (what) => (error) => {
       if (!current()) return;
-      const { denied, message } = describeError(error);
-      this.setLive("offline", denied ? `Live updates of ${what} are not allowed.` : `Live updates stopped: ${message}`);
+      this.setLive("offline", failureText(error, `Live updates of ${what} are not allowed.`, "Live updates stopped").text);
     };
     this.unsubscribers.push(
       watchUser(

@@ -1,5 +1,5 @@
 // One user's month (my_usage's shape): the user page and the admin's drill-down both show it.
-import { Latest, describeError, fillTable, hooks, setNumber } from "./dom.js";
+import { Latest, failureText, fillTable, hooks, setNumber } from "./dom.js";
 import { SessionPages } from "./data.js";
 import { count, dateTime, duration, moneyDigits, percent, plural, usd, usdExact } from "./format.js";
 
@@ -122,9 +122,8 @@ export class UserView {
   }
 
   alertsFailed(error) {
-    const { denied, message } = describeError(error);
     fillTable(this.h["u-alerts"], ALERT_COLUMNS, [], {
-      empty: denied ? "You may not read these alerts." : `Could not load the alerts: ${message}`,
+      empty: failureText(error, "You may not read these alerts.", "Could not load the alerts").text,
     });
   }
 
@@ -149,9 +148,8 @@ export class UserView {
       h["sessions-page"].dataset.value = String(index + 1);
     } catch (error) {
       if (!current()) return;
-      const { denied, message } = describeError(error);
       fillTable(h["u-session-list"], SESSION_COLUMNS, [], {
-        empty: denied ? "You may not read these sessions." : `Could not load the sessions: ${message}`,
+        empty: failureText(error, "You may not read these sessions.", "Could not load the sessions").text,
       });
     } finally {
       if (current()) {
