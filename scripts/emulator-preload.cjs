@@ -1,23 +1,36 @@
 // Preloaded into the emulator suite's Node process by scripts/with-emulators (node --require).
-//
-// The Auth emulator serves its REST API through exegesis, which by default compiles a JSON-schema
-// validator for every parameter of every operation when the emulator starts: about 15 s of CPU
-// on every start, before any request. exegesis has an option to compile each validator on its
-// first use instead (`lazyCompileValidationSchemas`); firebase-tools does not set it, so this
-// makes it the default. Requests are validated exactly as before. If exegesis is not where
-// firebase-tools finds it, nothing is changed.
+// It spares CPU, which a small machine runs out of first (scripts/emulator-tuning.cjs says how):
+//   - the Auth emulator compiles its request validators on first use, not all at start;
+//   - a Python function worker serves several requests at once, as a deployed instance does
+//     (TALLY_WORKER_REQUESTS per worker; default functions-framework's thread count, THREADS or
+//     4 per CPU; 1 keeps the emulator's one request per worker).
+// A change whose firebase-tools module is not where it expects is skipped: the suite starts as is.
 "use strict";
 
+const os = require("node:os");
 const path = require("node:path");
+const tuning = require("./emulator-tuning.cjs");
 
-try {
+function toolsModule(name) {
   const toolsDir = path.dirname(require.resolve("firebase-tools/package.json"));
-  const optionsPath = require.resolve("exegesis/lib/options", { paths: [toolsDir] });
-  const options = require(optionsPath);
-  const compile = options.compileOptions;
-  if (typeof compile === "function") {
-    options.compileOptions = (given) => compile({ lazyCompileValidationSchemas: true, ...given });
+  return require(require.resolve(name, { paths: [toolsDir] }));
+}
+
+const changes = [
+  () => tuning.compileValidatorsOnFirstUse(toolsModule("exegesis/lib/options")),
+  () =>
+    tuning.servePythonConcurrently(
+      {
+        ...toolsModule("firebase-tools/lib/emulator/functionsRuntimeWorker"),
+        ...toolsModule("firebase-tools/lib/emulator/functionsEmulator"),
+      },
+      Number(process.env.TALLY_WORKER_REQUESTS) || Number(process.env.THREADS) || os.cpus().length * 4,
+    ),
+];
+for (const change of changes) {
+  try {
+    change();
+  } catch {
+    // firebase-tools or one of its modules moved: leave this part of the emulators unchanged.
   }
-} catch {
-  // firebase-tools or exegesis moved: start the emulators unchanged.
 }

@@ -1,0 +1,117 @@
+// How scripts/emulator-preload.cjs adjusts firebase-tools: each change takes the module or
+// classes it adjusts as arguments (so tests can give it their own) and returns whether it applied.
+"use strict";
+
+// The Auth emulator serves its REST API through exegesis, which by default compiles a JSON-schema
+// validator for every parameter of every operation when the emulator starts: about 15 s of CPU on
+// every start, before any request. exegesis has an option to compile each validator on its first
+// use instead (`lazyCompileValidationSchemas`); firebase-tools does not set it, so this makes it
+// the default. Requests are validated exactly as before; an explicit choice still wins.
+function compileValidatorsOnFirstUse(options) {
+  const compile = options && options.compileOptions;
+  if (typeof compile !== "function") {
+    return false;
+  }
+  options.compileOptions = (given) => compile({ lazyCompileValidationSchemas: true, ...given });
+  return true;
+}
+
+// The Functions emulator gives each Python worker one request at a time, and starts a new worker
+// (a Python process importing the functions' code: about 1.4 s of CPU) for every request that
+// finds them all busy, including every request that arrives while the first worker starts: 30
+// concurrent requests start 30 processes. A deployed 2nd-gen function serves concurrent requests
+// in one instance, and the worker is functions-framework's gunicorn with several threads, built
+// for exactly that. This lets a Python worker take up to `perWorker` requests at once, and has a
+// request that finds every worker full wait for the one worker starting (one start at a time per
+// function) instead of starting its own.
+function servePythonConcurrently({ RuntimeWorkerPool, RuntimeWorkerState, FunctionsEmulator }, perWorker) {
+  const pool = RuntimeWorkerPool && RuntimeWorkerPool.prototype;
+  const emulator = FunctionsEmulator && FunctionsEmulator.prototype;
+  const methods = [
+    pool && pool.getIdleWorker,
+    pool && pool.submitRequest,
+    pool && pool.getTriggerWorkers,
+    pool && pool.getKey,
+    pool && pool.cleanUpWorkers,
+    emulator && emulator.startRuntime,
+  ];
+  if (!(perWorker > 1) || !RuntimeWorkerState || !methods.every((method) => typeof method === "function")) {
+    return false;
+  }
+  const { IDLE, BUSY } = RuntimeWorkerState;
+  const isPython = (runtime) => typeof runtime === "string" && runtime.startsWith("python");
+  const serving = new WeakMap(); // worker -> how many requests it is serving now
+  const startsByPool = new WeakMap(); // pool -> Map(function key -> its single start)
+  const startsOf = (workers) => {
+    if (!startsByPool.has(workers)) {
+      startsByPool.set(workers, new Map());
+    }
+    return startsByPool.get(workers);
+  };
+
+  // A worker with room: started, and serving fewer than perWorker requests.
+  const getIdleWorker = pool.getIdleWorker;
+  pool.getIdleWorker = function (triggerId, runtime) {
+    if (!isPython(runtime)) {
+      return getIdleWorker.call(this, triggerId, runtime);
+    }
+    this.cleanUpWorkers();
+    return this.getTriggerWorkers(triggerId, runtime).find(
+      (worker) => (worker.state === IDLE || worker.state === BUSY) && (serving.get(worker) || 0) < perWorker,
+    );
+  };
+
+  // One worker starts at a time per function; whoever needs a worker meanwhile waits for that start.
+  const startRuntime = emulator.startRuntime;
+  emulator.startRuntime = function (backend, trigger) {
+    if (!trigger || !backend || !isPython(backend.runtime) || !this.workerPools) {
+      return startRuntime.call(this, backend, trigger);
+    }
+    const workers = this.workerPools[backend.codebase];
+    const starts = startsOf(workers);
+    const key = workers.getKey(trigger.id, backend.runtime);
+    if (!starts.has(key)) {
+      const single = { running: null };
+      single.start = () => {
+        if (!single.running) {
+          single.running = Promise.resolve(startRuntime.call(this, backend, trigger)).finally(() => {
+            single.running = null;
+          });
+        }
+        return single.running;
+      };
+      starts.set(key, single);
+    }
+    return starts.get(key).start();
+  };
+
+  const submitRequest = pool.submitRequest;
+  pool.submitRequest = async function (triggerId, req, resp, body, debug, runtime) {
+    const single = isPython(runtime) && !debug ? startsOf(this).get(this.getKey(triggerId, runtime)) : undefined;
+    if (!single) {
+      return submitRequest.call(this, triggerId, req, resp, body, debug, runtime);
+    }
+    let worker = this.getIdleWorker(triggerId, runtime);
+    while (!worker) {
+      try {
+        await single.start(); // every worker is full: start one more, or wait for the one starting
+      } catch (error) {
+        if (!resp.headersSent) {
+          resp.writeHead(500);
+        }
+        resp.end(JSON.stringify({ error: `could not start a worker for ${triggerId}: ${error}` }));
+        return undefined;
+      }
+      worker = this.getIdleWorker(triggerId, runtime);
+    }
+    serving.set(worker, (serving.get(worker) || 0) + 1);
+    try {
+      return await worker.request(req, resp, body, false);
+    } finally {
+      serving.set(worker, serving.get(worker) - 1);
+    }
+  };
+  return true;
+}
+
+module.exports = { compileValidatorsOnFirstUse, servePythonConcurrently };
