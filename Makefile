@@ -5,6 +5,8 @@ VENV := .venv
 FUNCS_VENV := functions/venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Emulator suites for the integration tests, one per test process (1: one process, no pytest-xdist).
+SUITES ?= 2
 SERVE ?= 1
 CHROMIUM ?= /usr/bin/chromium
 WEB_BUNDLE := web/dist/app.js
@@ -60,8 +62,8 @@ unit: $(BIN)/.installed ## Unit tests (no emulator), Tally's and the Python clie
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 	$(BIN)/pytest clients/python -m "not emulator" -q $(PYTEST_ARGS)
 
-integration: setup ## Integration and browser tests against the emulator suite, then the client's
-	./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(PYTEST_ARGS) && $(BIN)/pytest clients/python -m emulator -q -p no:cacheprovider $(PYTEST_ARGS)'
+integration: setup ## Integration and browser tests against the emulator suite (SUITES=2 at once), then the client's
+	TALLY_SUITES=$(SUITES) ./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(if $(filter-out 1,$(SUITES)),-n $(SUITES) --dist loadfile) $(PYTEST_ARGS) && $(BIN)/pytest clients/python -m emulator -q -p no:cacheprovider $(PYTEST_ARGS)'
 
 test: lint setup ## Lint, unit tests (Tally's and the client's; run while the emulators start), integration and browser tests
 	@mkdir -p .emulators; $(MAKE) --no-print-directory unit > .emulators/unit.log 2>&1 & unit=$$!; \

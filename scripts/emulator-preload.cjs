@@ -1,12 +1,15 @@
 // Preloaded into the emulator suite's Node process by scripts/with-emulators (node --require).
-// It spares CPU, which a small machine runs out of first (scripts/emulator-tuning.cjs says how):
+// scripts/emulator-tuning.cjs says why and how:
 //   - the Auth emulator compiles its request validators on first use, not all at start;
 //   - a Python function worker serves several requests at once, as a deployed instance does
 //     (TALLY_WORKER_REQUESTS per worker; default functions-framework's thread count, THREADS or
-//     4 per CPU; 1 keeps the emulator's one request per worker).
+//     4 per CPU; 1 keeps the emulator's one request per worker);
+//   - the emulator opens a fresh connection to a Python worker for each request, so it never sends
+//     one on a kept-alive connection the worker is closing (a 500, and the worker killed).
 // A change whose firebase-tools module is not where it expects is skipped: the suite starts as is.
 "use strict";
 
+const http = require("node:http");
 const os = require("node:os");
 const path = require("node:path");
 const tuning = require("./emulator-tuning.cjs");
@@ -26,6 +29,7 @@ const changes = [
       },
       Number(process.env.TALLY_WORKER_REQUESTS) || Number(process.env.THREADS) || os.cpus().length * 4,
     ),
+  () => tuning.freshConnectionPerRequest(toolsModule("firebase-tools/lib/emulator/functionsEmulator").TCPConn, http),
 ];
 for (const change of changes) {
   try {

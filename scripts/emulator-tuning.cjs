@@ -114,4 +114,21 @@ function servePythonConcurrently({ RuntimeWorkerPool, RuntimeWorkerState, Functi
   return true;
 }
 
-module.exports = { compileValidatorsOnFirstUse, servePythonConcurrently };
+// The emulator talks to a Python worker over HTTP through Node's global agent, which keeps
+// connections alive (Node >= 19) for 5 s, while the worker's gunicorn closes an idle one after 2 s.
+// A request sent on a connection the worker is closing fails (ECONNRESET, "socket hang up"), and
+// the emulator answers it 500 and kills the worker, with every other request it was serving. This
+// gives the worker connections an agent that does not keep them: one local connection per request.
+function freshConnectionPerRequest(TCPConn, http) {
+  const options = TCPConn && TCPConn.prototype && TCPConn.prototype.httpReqOpts;
+  if (typeof options !== "function") {
+    return false;
+  }
+  const agent = new http.Agent({ keepAlive: false });
+  TCPConn.prototype.httpReqOpts = function () {
+    return { ...options.call(this), agent };
+  };
+  return true;
+}
+
+module.exports = { compileValidatorsOnFirstUse, servePythonConcurrently, freshConnectionPerRequest };

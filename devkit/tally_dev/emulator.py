@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+from dotenv import dotenv_values
 from google.cloud import firestore
 
 from tally import layout
@@ -19,6 +26,7 @@ from tally.store import FirestoreStore
 from tally.timeutil import month_end, month_key
 
 T = TypeVar("T")
+REGION = "us-central1"  # the functions' region (scripts/with-emulators puts it in TALLY_FUNCTIONS_URL)
 OWNER = {"Authorization": "Bearer owner"}  # the emulators' administrator: bypasses rules
 
 
@@ -30,15 +38,80 @@ def env(name: str) -> str:
     return value
 
 
+def use_suite(index: int) -> None:
+    """Point this process at the index-th (from 0) suite of those `TALLY_SUITES=N` started."""
+    files = env("TALLY_SUITE_ENVS").split(os.pathsep)
+    if not 0 <= index < len(files):
+        needed = f"suite {index + 1} is needed but {len(files)} started"
+        raise RuntimeError(f"{needed}: set TALLY_SUITES to the number of test processes")
+    os.environ.update({key: value for key, value in dotenv_values(files[index]).items() if value is not None})
+
+
 def project() -> str:
     """Return the emulator project id."""
     return os.environ.get("GCLOUD_PROJECT", "demo-tally")
 
 
 def db() -> firestore.Client:
-    """Return a Firestore client for the emulator."""
-    env("FIRESTORE_EMULATOR_HOST")
-    return firestore.Client(project=project())
+    """Return the Firestore client for the emulator (one per emulator: a new one costs 30 ms)."""
+    return _client(env("FIRESTORE_EMULATOR_HOST"), project())
+
+
+@functools.cache
+def _client(host: str, project: str) -> firestore.Client:
+    """Return a new client of the emulator at `host` (the client reads it from the environment)."""
+    return firestore.Client(project=project)
+
+
+# The functions emulator's log lines for an execution that begins and for one that ends.
+BEGUN = re.compile(r'.*functions: Beginning execution of "[^"]+"')
+ENDED = re.compile(r'.*(functions: Finished "[^"]+" in [0-9.]+ms|Request to function failed: .*)')
+
+
+@dataclass
+class Executions:
+    """Function executions the functions emulator has logged as begun and as ended."""
+
+    begun: int = 0
+    ended: int = 0
+    partial: str = ""
+
+    def read(self, text: str) -> bool:
+        """Count the executions in more of the log; return whether any began or ended."""
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # a line not written to its end yet
+        begun = sum(1 for line in lines if BEGUN.fullmatch(line))
+        ended = sum(1 for line in lines if ENDED.fullmatch(line))
+        self.begun, self.ended = self.begun + begun, self.ended + ended
+        return bool(begun or ended)
+
+    @property
+    def running(self) -> int:
+        """Return how many executions are under way."""
+        return self.begun - self.ended
+
+
+def settle(quiet: float = 0.5, timeout: float = 30.0) -> None:
+    """Wait until every function execution has ended and none has begun for `quiet` seconds.
+
+    For a test that shows a trigger did nothing: the events of its writes were delivered, and
+    the functions ran to their end. The emulator log of scripts/with-emulators says so.
+    """
+    executions = Executions()
+    with (Path(env("TALLY_ARTIFACTS")) / "emulators.log").open(encoding="utf-8", errors="replace") as log:
+        last = time.monotonic()
+        deadline = last + timeout
+        while True:
+            now = time.monotonic()
+            if executions.read(log.read()):
+                last = now
+            if executions.running <= 0 and now - last >= quiet:
+                return
+            if now > deadline:
+                raise AssertionError(
+                    f"{executions.running} function executions still under way after {timeout} s"
+                )
+            time.sleep(0.05)
 
 
 def settings() -> Settings:
@@ -54,6 +127,34 @@ def store(**kwargs: Any) -> FirestoreStore:
 def functions_url(name: str) -> str:
     """Return the emulator URL of a function."""
     return f"{env('TALLY_FUNCTIONS_URL')}/{name}"
+
+
+def https_functions() -> list[str]:
+    """Return the names of the HTTPS functions the functions emulator serves."""
+    origin = env("TALLY_FUNCTIONS_URL").removesuffix(f"/{project()}/{REGION}")
+    response = requests.get(f"{origin}/backends", timeout=30)
+    response.raise_for_status()
+    backends: list[dict[str, Any]] = response.json()["backends"]
+    return sorted(t["name"] for b in backends for t in b["functionTriggers"] if "httpsTrigger" in t)
+
+
+def warm_functions() -> threading.Thread:
+    """Start a worker for every HTTPS function now, all at once, in the background.
+
+    The functions emulator starts a function's first worker (a Python process importing the code,
+    about 1.4 s of CPU) on its first request; started together they overlap instead of each
+    delaying the first test to call its function. The requests are GETs, which every function
+    refuses without doing anything.
+    """
+
+    def warm() -> None:
+        names = https_functions()
+        with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+            list(pool.map(lambda name: requests.get(functions_url(name), timeout=120), names))
+
+    thread = threading.Thread(target=warm, name="warm-functions", daemon=True)
+    thread.start()
+    return thread
 
 
 def auth_url(path: str) -> str:

@@ -1,3 +1,4 @@
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -6,6 +7,21 @@ from google.cloud import firestore
 
 from tally_dev import emulator
 from tally_dev import webhook as webhook_receiver
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each pytest-xdist worker (gw0, gw1, ...) a suite of its own: every test wipes its suite."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        emulator.use_suite(int(worker.removeprefix("gw")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_functions() -> Iterator[None]:
+    """Start every HTTPS function's first worker while the first tests run."""
+    warming = emulator.warm_functions()
+    yield
+    warming.join(timeout=60)
 
 
 @pytest.fixture(autouse=True)

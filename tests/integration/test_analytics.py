@@ -5,8 +5,6 @@ from __future__ import annotations
 import calendar
 import csv
 import random
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import requests
 from tally.models import parse_record_request
 from tally.recording import record_steps
 from tally.values import Caller
-from tally_dev import accounts, emulator
+from tally_dev import accounts, commands, emulator
 from tally_dev.steps import step as one_step
 
 FEATURES = [
@@ -500,13 +498,7 @@ def test_export_lists_every_user_of_the_month_by_callable_and_command(
         pages.append(page["rows"])
         if (token := page["nextPageToken"]) is None:
             break
-    done = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        [sys.executable, "-m", "tally.cli", "export", "--month", month, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = commands.run("export", "--month", month, "--out", str(out))
 
     assert done.returncode == 0, done.stderr
     with out.open(newline="", encoding="utf-8") as handle:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,15 +12,14 @@ from google.cloud import firestore
 from tally import layout
 from tally.reconcile import Report, reconcile
 from tally.sessions import sweep_sessions
-from tally_dev import accounts, emulator
+from tally_dev import accounts, commands, emulator
 from tally_dev import legacy_fixtures as legacy
 from tally_dev.steps import step
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        [sys.executable, "-m", "tally.cli", *args], capture_output=True, text=True, timeout=300, check=False
-    )
+def cli(*args: str) -> commands.Ran:
+    """Run the command line in-process (test_sessions runs it as `python -m tally.cli`)."""
+    return commands.run(*args)
 
 
 def reconcile_now(month: str, *, fix: bool = False) -> Report:
@@ -62,11 +58,11 @@ def test_a_failed_finalizer_delivery_is_finalized_by_the_sweep(db: firestore.Cli
     user = accounts.make_user(uid=f"fault-{uuid.uuid4().hex[:12]}")  # their finalizer deliveries fail
     sid = emulator.unique("s")
     record(user, {"session": {"id": sid, "complete": True}, "steps": [step(cost="0.25")]})
-    time.sleep(2.0)  # the trigger was delivered, and failed
+    emulator.settle()  # the trigger was delivered, and failed
     before = emulator.document(layout.session_path(user.uid, sid))
 
     result = sweep_sessions(store=emulator.store(), now=emulator.utc_now(), idle_minutes=30)
-    time.sleep(1.0)
+    emulator.settle()
 
     after = emulator.document(layout.session_path(user.uid, sid))
     assert (before["status"], before.get("finalizedAt")) == ("completed", None)
@@ -133,7 +129,7 @@ def write_legacy(db: firestore.Client) -> None:
 
 def test_legacy_documents_never_trip_the_finalizer_or_the_sweep(db: firestore.Client) -> None:
     write_legacy(db)
-    time.sleep(2.0)  # the trigger was delivered for every legacy session
+    emulator.settle()  # the trigger was delivered for every legacy session
 
     swept = sweep_sessions(store=emulator.store(), now=emulator.utc_now(), idle_minutes=0)
 
@@ -153,7 +149,7 @@ def test_import_legacy_brings_in_the_old_systems_exactly_once(db: firestore.Clie
 
     dry = cli("import-legacy", "--csv", str(export), "--dry-run")
     first = cli("import-legacy", "--csv", str(export))
-    time.sleep(1.5)  # the trigger sees the converted sessions: already finalized, not counted again
+    emulator.settle()  # the trigger sees the converted sessions: already finalized, not counted again
     second = cli("import-legacy", "--csv", str(export))
 
     assert dry.returncode == 0, dry.stderr

@@ -167,7 +167,7 @@ def test_repeated_and_concurrent_finalization_counts_once(
     deliver(event)
     emulator.wait_until(lambda: finalized(db, user.uid, sid))
     emulator.wait_for_finalizations()
-    time.sleep(1.0)  # let the emulator's own deliveries of every write run too
+    emulator.settle()  # let the emulator's own deliveries of every write run too
 
     assert user_sessions(db, user.uid) == {"active": 0, "completed": 1}
     assert platform_sessions(db, this_month)["completed"] == 1
@@ -190,7 +190,7 @@ def test_client_and_sweep_completing_at_once_finalize_once(
         sweep = pool.submit(sweep_sessions, store=store(db), now=later, idle_minutes=30)
         clients = list(pool.map(client_completes, sids))
     emulator.wait_for_finalizations()
-    time.sleep(1.0)
+    emulator.settle()
 
     assert all(c["session"]["status"] == "completed" for c in clients)
     by = [session_doc(db, user.uid, sid)["completedBy"] for sid in sids]
@@ -210,7 +210,7 @@ def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db:
     record(http, user, {"session": {"id": sid}, "steps": [step("0.032")]})
     second_snap = db.document(path).get()
     deliver(written_event(path, first, second_snap.to_dict() or {}))
-    time.sleep(1.0)
+    emulator.settle()
 
     assert db.document(path).get().update_time == second_snap.update_time
     assert session_doc(db, user.uid, sid).get("summary") is None
@@ -218,7 +218,7 @@ def test_updates_that_are_not_completions_do_nothing(http: requests.Session, db:
 
     record(http, user, {"session": {"id": sid, "complete": True}, "steps": []})
     done = emulator.wait_until(lambda: db.document(path).get() if finalized(db, user.uid, sid) else None)
-    time.sleep(1.0)  # the finalizer's own write was delivered as an event too: it must not loop
+    emulator.settle()  # the finalizer's own write was delivered as an event too: it must not loop
     own_write = written_event(path, first, done.to_dict() or {})
     deliver(own_write)
 

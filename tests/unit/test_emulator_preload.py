@@ -138,3 +138,32 @@ def test_other_runtimes_keep_one_request_per_worker() -> None:
         "most": 1,
         "served": 30,
     }
+
+
+# The options the Functions emulator sends a Python worker's requests with.
+WORKER_CONNECTION = """
+const { TCPConn } = require(require.resolve("firebase-tools/lib/emulator/functionsEmulator", {
+  paths: [require("node:path").dirname(require.resolve("firebase-tools/package.json"))],
+}));
+const options = new TCPConn("127.0.0.1", 8081).httpReqOpts();
+const agent = options.agent || require("node:http").globalAgent;
+process.stdout.write(JSON.stringify([options.host, options.port, agent.keepAlive]));
+"""
+
+
+@needs_firebase_tools
+def test_the_emulator_alone_keeps_worker_connections_alive() -> None:
+    assert json.loads(node_output(WORKER_CONNECTION)) == ["127.0.0.1", 8081, True]
+
+
+@needs_firebase_tools
+def test_the_preload_gives_each_worker_request_a_fresh_connection() -> None:
+    assert json.loads(node_output(WORKER_CONNECTION, "--require", str(PRELOAD))) == ["127.0.0.1", 8081, False]
+
+
+def node_output(script: str, *node_args: str) -> str:
+    assert NODE is not None
+    done = subprocess.run(  # noqa: S603 - node, fixed arguments
+        [NODE, *node_args, "-e", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout
