@@ -547,7 +547,7 @@ def gate_bench(admin: accounts.User, quick: bool) -> dict[str, Any]:
             answer: dict[str, Any] = response.json()
             return answer
 
-        for _ in range(3):  # warm-up: genai-prices imported in every worker the emulator starts
+        for _ in range(3):  # warm-up: genai-prices imported in the workers the emulator starts
             for name, priced in PRICED_BODIES.items():
                 timed_post(name, "record_steps", {"steps": [llm_step("openai", **priced())]})
         times = {name: [] for name in times}
@@ -602,7 +602,7 @@ def concurrent_reservations(
 def gate_concurrency(admin: accounts.User, quick: bool) -> list[dict[str, Any]]:
     """Many concurrent reservations against a small limit: how many were admitted."""
     results = []
-    clients = 24  # the emulator starts one Python worker per concurrent request; more only queue
+    clients = 24  # concurrent reservations (scripts/with-emulators: up to 4 per CPU in one worker)
     warm = accounts.make_user()  # start the workers first, so the barrier releases real contention
     accounts.result_of("set_limits", admin, {"userId": warm.uid, "monthlyCostLimit": 1_000_000})
     concurrent_reservations(warm, clients, {"cost": 0.001})
@@ -887,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "http" in only:
         progress(
-            "write path: warming up (the emulator starts a Python worker per concurrent request at first)"
+            "write path: warming up (the emulator starts Python workers as concurrent requests need them)"
         )
         latency(user, 1, 5)
         throughput([user], 16, 3, db)

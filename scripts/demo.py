@@ -30,7 +30,6 @@ from rich.table import Table
 from tally.config import Settings
 from tally.reconcile import reconcile
 from tally.sessions import sweep_sessions
-from tally.store import FirestoreStore
 from tally_dev import accounts, emulator, webhook
 
 ADMIN_EMAIL = "admin@tally.demo"
@@ -298,11 +297,11 @@ def send(http_pool: dict[int, requests.Session], session: Session, outcomes: Out
     return sent
 
 
-def wait_for_finalizations(store: FirestoreStore, timeout: float = 300) -> None:
+def wait_for_finalizations(timeout: float = 300) -> None:
     """Wait until the trigger has summarized every completed session (or `timeout` passes)."""
     deadline = time.monotonic() + timeout
     with console.status("waiting for finalize_session to summarize completed sessions...") as status:
-        while (left := store.count_unfinalized()) and time.monotonic() < deadline:
+        while (left := emulator.unfinalized_sessions()) and time.monotonic() < deadline:
             status.update(f"waiting for finalize_session: {left} completed sessions left to summarize")
             time.sleep(0.5)
 
@@ -466,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Sweep: completed {swept.completed} idle sessions (demo threshold 0 minutes, since the "
         f"simulated sessions were all recorded just now)."
     )
-    wait_for_finalizations(store)
+    wait_for_finalizations()
     time.sleep(2)  # the last alerts' deliveries
     receiver.close()
     result = accounts.result_of("usage_analytics", admin, {"top": 10, "fresh": True})

@@ -24,6 +24,7 @@ from tally.config import Settings, deployed_environment
 from tally.rollup import MonthAggregate
 from tally.store import FirestoreStore
 from tally.timeutil import month_end, month_key
+from tally.values import SessionStatus
 
 T = TypeVar("T")
 REGION = "us-central1"  # the functions' region (scripts/with-emulators puts it in TALLY_FUNCTIONS_URL)
@@ -218,8 +219,18 @@ def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, inte
 
 
 def unfinalized_sessions() -> int:
-    """Count completed sessions the trigger has not finalized yet."""
-    return store().count_unfinalized()
+    """Count Tally's completed sessions the trigger has not finalized yet.
+
+    One query over every sweep shard: the emulator needs no index for it (the sweep, which must
+    run in production, reads them a shard at a time).
+    """
+    query = (
+        db()
+        .collection_group(layout.SESSIONS)
+        .where(filter=firestore.FieldFilter("status", "==", SessionStatus.COMPLETED.value))
+        .where(filter=firestore.FieldFilter("finalizedAt", "==", None))
+    )
+    return sum(1 for snap in query.stream() if layout.session_ids(snap.reference.path) is not None)
 
 
 def wait_for_finalizations(timeout: float = 60.0) -> None:

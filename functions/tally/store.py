@@ -228,16 +228,6 @@ class FirestoreStore:
                 page.append(IdleSession(ids[0], ids[1], snap.update_time, snap))
         return page
 
-    def count_unfinalized(self) -> int:
-        """Count Tally's completed sessions not finalized yet (tests and the demo wait on it)."""
-        count = 0
-        for shard in range(layout.SWEEP_SHARDS):
-            after: Any | None = None
-            while page := self.unfinalized_sessions(shard=shard, limit=500, after=after):
-                count += len(page)
-                after = page[-1].cursor
-        return count
-
     # Reconcile: the month's steps and sessions, at one snapshot
 
     def _documents(self, query: Any, read_time: datetime | None) -> list[Document]:

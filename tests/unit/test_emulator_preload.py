@@ -1,169 +1,150 @@
-"""scripts/emulator-preload.cjs and emulator-tuning.cjs: lazy validators, concurrent Python workers."""
+"""scripts/emulator-preload.cjs and emulator-tuning.cjs, in firebase-tools' own modules.
+
+One Node process answers every question without the preload, one with it (each loads firebase-tools).
+"""
 
 import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PRELOAD = ROOT / "scripts" / "emulator-preload.cjs"
-EXEGESIS_OPTIONS = ROOT / "node_modules" / "exegesis" / "lib" / "options.js"
-
-# exegesis's compiled options, as firebase-tools' Auth emulator would get them (it passes no such key).
-PROBE = """
-const options = require(require.resolve("exegesis/lib/options", {
-  paths: [require("node:path").dirname(require.resolve("firebase-tools/package.json"))],
-}));
-const given = options.compileOptions({ controllers: {} });
-const chosen = options.compileOptions({ controllers: {}, lazyCompileValidationSchemas: false });
-const lazy = [given, chosen].map((compiled) => compiled.lazyCompileValidationSchemas);
-process.stdout.write(JSON.stringify(lazy));
-"""
-
-NODE = shutil.which("node")
-needs_node_modules = pytest.mark.skipif(
-    NODE is None or not EXEGESIS_OPTIONS.is_file(),
-    reason="node and node_modules (make setup) are needed",
-)
-
-
-def probe(*node_args: str) -> list[bool]:
-    assert NODE is not None
-    done = subprocess.run(  # noqa: S603 - node, fixed arguments
-        [NODE, *node_args, "-e", PROBE], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    answer: list[bool] = json.loads(done.stdout)
-    return answer
-
-
-@needs_node_modules
-def test_without_the_preload_exegesis_compiles_every_validator_at_start() -> None:
-    assert probe() == [False, False]
-
-
-@needs_node_modules
-def test_the_preload_makes_lazy_compiling_the_default_and_keeps_an_explicit_choice() -> None:
-    assert probe("--require", str(PRELOAD)) == [True, False]
-
-
 TUNING = ROOT / "scripts" / "emulator-tuning.cjs"
 WORKER_POOL = ROOT / "node_modules" / "firebase-tools" / "lib" / "emulator" / "functionsRuntimeWorker.js"
 
-# firebase-tools' own worker pool, a stand-in emulator whose workers take 30 ms to start and 200 ms
-# per request, and the emulator's request handling (start a worker when none has room, then submit).
-CONCURRENT_REQUESTS = """
-const [tuningPath, perWorker, runtime, requests] = process.argv.slice(1);
-const { RuntimeWorkerPool, RuntimeWorkerState } = require(require.resolve(
-  "firebase-tools/lib/emulator/functionsRuntimeWorker",
-  { paths: [require("node:path").dirname(require.resolve("firebase-tools/package.json"))] },
-));
+PROBE = """
+const tools = (name) => require(require.resolve(name, {
+  paths: [require("node:path").dirname(require.resolve("firebase-tools/package.json"))],
+}));
+const answers = {};
+
+// exegesis's compiled options, as the Auth emulator gets them (it passes no such key), and when
+// a caller chooses.
+const options = tools("exegesis/lib/options");
+answers.lazy = [{}, { lazyCompileValidationSchemas: false }].map(
+  (given) => options.compileOptions({ controllers: {}, ...given }).lazyCompileValidationSchemas,
+);
+
+// The options the Functions emulator sends a Python worker's requests with.
+const { TCPConn } = tools("firebase-tools/lib/emulator/functionsEmulator");
+const connection = new TCPConn("127.0.0.1", 8081).httpReqOpts();
+const agent = connection.agent || require("node:http").globalAgent;
+answers.connection = [connection.host, connection.port, agent.keepAlive];
+
+// firebase-tools' own worker pool, a stand-in emulator whose workers take 30 ms to start and 200 ms
+// per request, and the emulator's request handling (start a worker when none has room, then submit):
+// 30 concurrent requests.
+const { RuntimeWorkerPool, RuntimeWorkerState } = tools("firebase-tools/lib/emulator/functionsRuntimeWorker");
 const { BUSY, IDLE } = RuntimeWorkerState;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-class Pool extends RuntimeWorkerPool {}
-class Emulator {
-  constructor() { this.workerPools = { tally: new Pool() }; this.workers = []; }
-  async startRuntime(backend, trigger) {
-    const worker = { state: "CREATED", now: 0, most: 0, served: 0 };
-    worker.request = async () => {
-      worker.state = BUSY; worker.now += 1; worker.most = Math.max(worker.most, worker.now);
-      await sleep(200);
-      worker.now -= 1; worker.served += 1; worker.state = IDLE;
-    };
-    const pool = this.workerPools[backend.codebase];
-    const running = pool.getTriggerWorkers(trigger.id, backend.runtime);
-    pool.setTriggerWorkers(trigger.id, [...running, worker], backend.runtime);
-    this.workers.push(worker);
-    await sleep(30);
-    worker.state = IDLE;
-    return worker;
+async function concurrentRequests(perWorker, runtime) {
+  class Pool extends RuntimeWorkerPool {}
+  class Emulator {
+    constructor() { this.workerPools = { tally: new Pool() }; this.workers = []; }
+    async startRuntime(backend, trigger) {
+      const worker = { state: "CREATED", now: 0, most: 0, served: 0 };
+      worker.request = async () => {
+        worker.state = BUSY; worker.now += 1; worker.most = Math.max(worker.most, worker.now);
+        await sleep(200);
+        worker.now -= 1; worker.served += 1; worker.state = IDLE;
+      };
+      const pool = this.workerPools[backend.codebase];
+      const running = pool.getTriggerWorkers(trigger.id, backend.runtime);
+      pool.setTriggerWorkers(trigger.id, [...running, worker], backend.runtime);
+      this.workers.push(worker);
+      await sleep(30);
+      worker.state = IDLE;
+      return worker;
+    }
   }
-}
-const applied = require(tuningPath).servePythonConcurrently(
-  { RuntimeWorkerPool: Pool, RuntimeWorkerState, FunctionsEmulator: Emulator }, Number(perWorker));
-const emulator = new Emulator();
-const pool = emulator.workerPools.tally;
-async function handle() {
+  const applied = require(process.argv[1]).servePythonConcurrently(
+    { RuntimeWorkerPool: Pool, RuntimeWorkerState, FunctionsEmulator: Emulator }, perWorker);
+  const emulator = new Emulator();
+  const pool = emulator.workerPools.tally;
   const backend = { codebase: "tally", runtime }, trigger = { id: "us-central1-reserve_spend" };
-  if (!pool.readyForWork(trigger.id, runtime)) await emulator.startRuntime(backend, trigger);
-  await pool.submitRequest(trigger.id, {}, {}, "", undefined, runtime);
-}
-Promise.all(Array.from({ length: Number(requests) }, handle)).then(() => {
+  await Promise.all(Array.from({ length: 30 }, async () => {
+    if (!pool.readyForWork(trigger.id, runtime)) await emulator.startRuntime(backend, trigger);
+    await pool.submitRequest(trigger.id, {}, {}, "", undefined, runtime);
+  }));
   const workers = emulator.workers;
-  process.stdout.write(JSON.stringify({
+  return {
     applied,
     workers: workers.length,
     most: Math.max(...workers.map((w) => w.most)),
     served: workers.reduce((sum, w) => sum + w.served, 0),
-  }));
-});
+  };
+}
+(async () => {
+  answers.concurrency = {
+    alone: await concurrentRequests(1, "python311"),
+    python: await concurrentRequests(8, "python311"),
+    node: await concurrentRequests(8, "nodejs22"),
+  };
+  process.stdout.write(JSON.stringify(answers));
+})();
 """
 
-needs_firebase_tools = pytest.mark.skipif(
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(
     NODE is None or not WORKER_POOL.is_file(), reason="node and node_modules (make setup) are needed"
 )
 
 
-def concurrent_requests(*, per_worker: int, runtime: str = "python311") -> dict[str, object]:
+def node_answers(*node_args: str) -> dict[str, Any]:
     assert NODE is not None
-    args = [str(TUNING), str(per_worker), runtime, "30"]
-    done = subprocess.run(  # noqa: S603 - node, fixed script
-        [NODE, "-e", CONCURRENT_REQUESTS, *args],
+    done = subprocess.run(  # noqa: S603 - node, fixed arguments
+        [NODE, *node_args, "-e", PROBE, str(TUNING)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    answer: dict[str, object] = json.loads(done.stdout)
-    return answer
+    answers: dict[str, Any] = json.loads(done.stdout)
+    return answers
 
 
-@needs_firebase_tools
-def test_the_emulator_alone_starts_a_python_worker_per_concurrent_request() -> None:
-    assert concurrent_requests(per_worker=1) == {"applied": False, "workers": 30, "most": 1, "served": 30}
+@pytest.fixture(scope="module")
+def plain() -> dict[str, Any]:
+    """What firebase-tools does by itself."""
+    return node_answers()
 
 
-@needs_firebase_tools
-def test_thirty_concurrent_requests_share_four_python_workers_of_eight() -> None:
-    assert concurrent_requests(per_worker=8) == {"applied": True, "workers": 4, "most": 8, "served": 30}
+@pytest.fixture(scope="module")
+def preloaded() -> dict[str, Any]:
+    """What firebase-tools does with scripts/emulator-preload.cjs, as scripts/with-emulators runs it."""
+    return node_answers("--require", str(PRELOAD))
 
 
-@needs_firebase_tools
-def test_other_runtimes_keep_one_request_per_worker() -> None:
-    assert concurrent_requests(per_worker=8, runtime="nodejs22") == {
-        "applied": True,
-        "workers": 30,
-        "most": 1,
-        "served": 30,
-    }
+def test_without_the_preload_exegesis_compiles_every_validator_at_start(plain: dict[str, Any]) -> None:
+    assert plain["lazy"] == [False, False]
 
 
-# The options the Functions emulator sends a Python worker's requests with.
-WORKER_CONNECTION = """
-const { TCPConn } = require(require.resolve("firebase-tools/lib/emulator/functionsEmulator", {
-  paths: [require("node:path").dirname(require.resolve("firebase-tools/package.json"))],
-}));
-const options = new TCPConn("127.0.0.1", 8081).httpReqOpts();
-const agent = options.agent || require("node:http").globalAgent;
-process.stdout.write(JSON.stringify([options.host, options.port, agent.keepAlive]));
-"""
+def test_the_preload_makes_lazy_compiling_the_default_and_keeps_an_explicit_choice(
+    preloaded: dict[str, Any],
+) -> None:
+    assert preloaded["lazy"] == [True, False]
 
 
-@needs_firebase_tools
-def test_the_emulator_alone_keeps_worker_connections_alive() -> None:
-    assert json.loads(node_output(WORKER_CONNECTION)) == ["127.0.0.1", 8081, True]
+def test_the_emulator_alone_keeps_worker_connections_alive(plain: dict[str, Any]) -> None:
+    assert plain["connection"] == ["127.0.0.1", 8081, True]
 
 
-@needs_firebase_tools
-def test_the_preload_gives_each_worker_request_a_fresh_connection() -> None:
-    assert json.loads(node_output(WORKER_CONNECTION, "--require", str(PRELOAD))) == ["127.0.0.1", 8081, False]
+def test_the_preload_gives_each_worker_request_a_fresh_connection(preloaded: dict[str, Any]) -> None:
+    assert preloaded["connection"] == ["127.0.0.1", 8081, False]
 
 
-def node_output(script: str, *node_args: str) -> str:
-    assert NODE is not None
-    done = subprocess.run(  # noqa: S603 - node, fixed arguments
-        [NODE, *node_args, "-e", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    return done.stdout
+def test_the_emulator_alone_starts_a_python_worker_per_concurrent_request(plain: dict[str, Any]) -> None:
+    assert plain["concurrency"]["alone"] == {"applied": False, "workers": 30, "most": 1, "served": 30}
+
+
+def test_thirty_concurrent_requests_share_four_python_workers_of_eight(plain: dict[str, Any]) -> None:
+    assert plain["concurrency"]["python"] == {"applied": True, "workers": 4, "most": 8, "served": 30}
+
+
+def test_other_runtimes_keep_one_request_per_worker(plain: dict[str, Any]) -> None:
+    assert plain["concurrency"]["node"] == {"applied": True, "workers": 30, "most": 1, "served": 30}
