@@ -206,7 +206,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
-def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.1) -> T:
+def wait_until(predicate: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05) -> T:
     """Poll until `predicate` returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -235,7 +235,7 @@ def unfinalized_sessions() -> int:
 
 def wait_for_finalizations(timeout: float = 60.0) -> None:
     """Wait until every completed session is finalized, so no trigger writes after a test."""
-    wait_until(lambda: unfinalized_sessions() == 0 or None, timeout=timeout, interval=0.2)
+    wait_until(lambda: unfinalized_sessions() == 0 or None, timeout=timeout, interval=0.05)
 
 
 def platform_month(month: str) -> MonthAggregate:
