@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from dotenv import dotenv_values
@@ -27,7 +28,6 @@ from tally.timeutil import month_end, month_key
 from tally.values import SessionStatus
 
 T = TypeVar("T")
-REGION = "us-central1"  # the functions' region (scripts/with-emulators puts it in TALLY_FUNCTIONS_URL)
 OWNER = {"Authorization": "Bearer owner"}  # the emulators' administrator: bypasses rules
 
 
@@ -132,8 +132,8 @@ def functions_url(name: str) -> str:
 
 def https_functions() -> list[str]:
     """Return the names of the HTTPS functions the functions emulator serves."""
-    origin = env("TALLY_FUNCTIONS_URL").removesuffix(f"/{project()}/{REGION}")
-    response = requests.get(f"{origin}/backends", timeout=30)
+    url = urlsplit(env("TALLY_FUNCTIONS_URL"))
+    response = requests.get(f"{url.scheme}://{url.netloc}/backends", timeout=30)
     response.raise_for_status()
     backends: list[dict[str, Any]] = response.json()["backends"]
     return sorted(t["name"] for b in backends for t in b["functionTriggers"] if "httpsTrigger" in t)

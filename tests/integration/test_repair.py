@@ -17,11 +17,6 @@ from tally_dev import legacy_fixtures as legacy
 from tally_dev.steps import step
 
 
-def cli(*args: str) -> commands.Ran:
-    """Run the command line in-process (test_sessions runs it as `python -m tally.cli`)."""
-    return commands.run(*args)
-
-
 def reconcile_now(month: str, *, fix: bool = False) -> Report:
     """Reconcile a month in-process, as `make reconcile` does (the command line is tested below)."""
     return reconcile(
@@ -36,9 +31,9 @@ def test_the_reconcile_command_reports_repairs_and_exits_by_what_it_found(
     record(user, {"steps": [step(cost="0.75")]})
     db.document(layout.user_month_path(user.uid, this_month)).update({"costNanos": firestore.Increment(5)})
 
-    found = cli("reconcile")
-    fixed = cli("reconcile", "--month", this_month, "--fix")
-    again = cli("reconcile")
+    found = commands.run("reconcile")
+    fixed = commands.run("reconcile", "--month", this_month, "--fix")
+    again = commands.run("reconcile")
 
     assert found.returncode == 1, found.stderr
     assert f"{layout.user_month_path(user.uid, this_month)} costNanos: stored 750000005" in found.stdout
@@ -147,10 +142,10 @@ def test_import_legacy_brings_in_the_old_systems_exactly_once(db: firestore.Clie
     export.write_text(legacy.CSV)
     admin = accounts.make_user(claims={"admin": True})
 
-    dry = cli("import-legacy", "--csv", str(export), "--dry-run")
-    first = cli("import-legacy", "--csv", str(export))
+    dry = commands.run("import-legacy", "--csv", str(export), "--dry-run")
+    first = commands.run("import-legacy", "--csv", str(export))
     emulator.settle()  # the trigger sees the converted sessions: already finalized, not counted again
-    second = cli("import-legacy", "--csv", str(export))
+    second = commands.run("import-legacy", "--csv", str(export))
 
     assert dry.returncode == 0, dry.stderr
     assert "would import 3 sessions and 10 steps" in dry.stdout
@@ -182,7 +177,7 @@ def test_migrate_converts_data_written_before_v2(db: firestore.Client, this_mont
     )
     db.document(layout.user_month_path(user.uid, this_month)).delete()  # v1 had none
 
-    run = cli("migrate")
+    run = commands.run("migrate")
 
     assert run.returncode == 0, run.stderr
     assert f"1 months rebuilt ({this_month})" in run.stdout
