@@ -5,10 +5,14 @@
 //     (TALLY_WORKER_REQUESTS per worker; default functions-framework's thread count, THREADS or
 //     4 per CPU; 1 keeps the emulator's one request per worker);
 //   - the emulator opens a fresh connection to a Python worker for each request, so it never sends
-//     one on a kept-alive connection the worker is closing (a 500, and the worker killed).
+//     one on a kept-alive connection the worker is closing (a 500, and the worker killed);
+//   - Python workers start as forks of one process that imported their libraries
+//     (scripts/worker_zygote.py; TALLY_WORKER_ZYGOTE=0 starts each as a new process).
 // A change whose firebase-tools module is not where it expects is skipped: the suite starts as is.
 "use strict";
 
+const childProcess = require("node:child_process");
+const fs = require("node:fs");
 const http = require("node:http");
 const os = require("node:os");
 const path = require("node:path");
@@ -30,6 +34,13 @@ const changes = [
       Number(process.env.TALLY_WORKER_REQUESTS) || Number(process.env.THREADS) || os.cpus().length * 4,
     ),
   () => tuning.freshConnectionPerRequest(toolsModule("firebase-tools/lib/emulator/functionsEmulator").TCPConn, http),
+  () =>
+    process.env.TALLY_WORKER_ZYGOTE !== "0" &&
+    tuning.forkPythonWorkers(
+      toolsModule("firebase-tools/lib/functions/python"),
+      { childProcess, fs, os, path },
+      path.join(__dirname, "worker_zygote.py"),
+    ),
 ];
 for (const change of changes) {
   try {

@@ -78,6 +78,35 @@ async function concurrentRequests(perWorker, runtime) {
     served: workers.reduce((sum, w) => sum + w.served, 0),
   };
 }
+// The commands the Functions emulator runs in the functions' virtualenv, with a stand-in for
+// firebase-tools' python module and for spawning: discovering the functions, then two workers.
+function zygoteCommands() {
+  const spawned = [], ran = [];
+  const python = { runWithVirtualEnv: (args, cwd) => { ran.push([args, cwd]); return "ran"; } };
+  const childProcess = { spawn: (command, args, options) => {
+    spawned.push({ command, args, cwd: options.cwd, env: options.env });
+    return { pid: 4242, on() {}, unref() {}, stdin: { unref() {} } };
+  } };
+  const fs = { mkdtempSync: (prefix) => `${prefix}x`, existsSync: () => true };
+  const os = { tmpdir: () => "/scratch" };
+  const applied = require(process.argv[1]).forkPythonWorkers(
+    python, { childProcess, fs, os, path: require("node:path") }, "/kit/worker_zygote.py");
+  const results = [
+    python.runWithVirtualEnv(["python3.11", "-c", "discover"], "/app/functions", {}),
+    python.runWithVirtualEnv(["functions-framework"], "/app/functions", { FUNCTION_TARGET: "record_steps" }),
+    python.runWithVirtualEnv(["functions-framework"], "/app/functions", { FUNCTION_TARGET: "my_usage" }),
+  ];
+  const spawns = spawned.map(({ command, args, cwd, env }) => ({
+    command, args, cwd,
+    env: env === process.env ? "the emulator's"
+      : [env.FUNCTION_TARGET, env.VIRTUAL_ENV, env.TALLY_WORKER_ZYGOTE_PID, env.PATH.split(":")[0]],
+  }));
+  return { applied, ran, spawns, returned: results.map((r) => (r === "ran" ? r : "client")) };
+}
+answers.zygote = zygoteCommands();
+const python = tools("firebase-tools/lib/functions/python");
+answers.workersForked = String(python.runWithVirtualEnv).includes("zygote");
+
 (async () => {
   answers.concurrency = {
     alone: await concurrentRequests(1, "python311"),
@@ -148,3 +177,33 @@ def test_thirty_concurrent_requests_share_four_python_workers_of_eight(plain: di
 
 def test_other_runtimes_keep_one_request_per_worker(plain: dict[str, Any]) -> None:
     assert plain["concurrency"]["node"] == {"applied": True, "workers": 30, "most": 1, "served": 30}
+
+
+def test_the_emulator_alone_starts_each_python_worker_as_a_new_process(
+    plain: dict[str, Any], preloaded: dict[str, Any]
+) -> None:
+    assert (plain["workersForked"], preloaded["workersForked"]) == (False, True)
+
+
+def test_python_workers_are_started_by_one_zygote_and_other_commands_run_as_before(
+    plain: dict[str, Any],
+) -> None:
+    zygote = plain["zygote"]
+    socket = "/scratch/tally-zygote-x/socket"
+    serve = ["-u", "/kit/worker_zygote.py", "serve", socket]
+    client = ["-S", "/kit/worker_zygote.py", "client", socket]
+    interpreter = "/app/functions/venv/bin/python"
+    environment = ["/app/functions/venv", "4242", "/app/functions/venv/bin"]
+    assert zygote["applied"] is True
+    assert zygote["ran"] == [[["python3.11", "-c", "discover"], "/app/functions"]]
+    assert zygote["returned"] == ["ran", "client", "client"]
+    assert zygote["spawns"] == [
+        {"command": interpreter, "args": serve, "cwd": "/app/functions", "env": "the emulator's"},
+        {
+            "command": interpreter,
+            "args": client,
+            "cwd": "/app/functions",
+            "env": ["record_steps", *environment],
+        },
+        {"command": interpreter, "args": client, "cwd": "/app/functions", "env": ["my_usage", *environment]},
+    ]
