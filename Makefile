@@ -13,6 +13,10 @@ CHROMIUM ?= /usr/bin/chromium
 WEB_BUNDLE := web/dist/app.js
 
 .DEFAULT_GOAL := help
+# pytest keeps its assertion rewriting of test modules and plugins (hypothesis's and anyio's 100
+# modules: 2-3 s of CPU in every pytest process) in __pycache__, and Python its compiled modules;
+# an environment with PYTHONDONTWRITEBYTECODE set would redo both in every process.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup lint unit integration rules-test test sweep reconcile fold import-legacy migrate export demo screenshot bench clean
 BENCH_ARGS ?=

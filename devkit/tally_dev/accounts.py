@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,15 @@ def make_user(
             timeout=30,
         ).raise_for_status()
     return User(uid=uid, email=email, token=sign_in(email, password, http=client), password=password)
+
+
+def make_users(count: int, *, emails: list[str] | None = None) -> list[User]:
+    """Create `count` users at once (with these emails, in order), as make_user does."""
+    chosen: list[str | None] = list(emails) if emails is not None else [None] * count
+    if len(chosen) != count:
+        raise ValueError(f"{count} users need {count} emails, not {len(chosen)}")
+    with ThreadPoolExecutor(max_workers=min(count, 8) or 1) as pool:
+        return list(pool.map(lambda email: make_user(email=email), chosen))
 
 
 def call(name: str, user: User | None, data: Any = None) -> tuple[int, dict[str, Any]]:

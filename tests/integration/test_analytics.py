@@ -7,6 +7,7 @@ import csv
 import random
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -86,50 +87,60 @@ def normalized_type(kind: str) -> str:
 
 
 def run_workload(rng: random.Random, users: list[accounts.User], sessions_each: int) -> dict[str, Any]:
-    """Send sessions of steps on different days through record_steps; return the expected numbers."""
+    """Send sessions of steps on different days through record_steps; return the expected numbers.
+
+    The bodies are drawn first, in order; each user's are then sent in order, the users at once.
+    """
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     earliest = now - timedelta(days=30)
     per_month: defaultdict[str, Expected] = defaultdict(Expected)
     sessions = {"completed": 0, "open": 0, "steps": 0, "cost": 0}
-    with requests.Session() as http:
-        for user in users:
-            for index in range(sessions_each):
-                sid = emulator.unique(f"s{index}")
-                complete = rng.random() < 0.6
-                requests_in_session = rng.randint(1, 3)
-                session_steps = session_cost = 0
-                for n in range(requests_in_session):
-                    when = earliest + (now - timedelta(minutes=1) - earliest) * rng.random()
-                    steps = [step_at(rng, when) for _ in range(rng.randint(1, 4))]
-                    last = n == requests_in_session - 1
-                    body = {"session": {"id": sid, "complete": complete and last}, "steps": steps}
-                    response = http.post(
-                        emulator.functions_url("record_steps"), json=body, headers=user.headers, timeout=60
-                    )
-                    assert response.status_code == 200, response.text
-                    for step in steps:
-                        cost = nanos(step["cost"])
-                        stamp = datetime.fromisoformat(step["timestamp"])
-                        expected = per_month[stamp.strftime("%Y-%m")]
-                        billable = step["isBillableRun"]
-                        for sums in (
-                            expected.total,
-                            expected.by_type[normalized_type(step["usageType"])],
-                            expected.features[step["feature"]],
-                            expected.providers[step["provider"]],
-                            expected.days[stamp.strftime("%Y-%m-%d")],
-                            expected.users[user.uid],
-                        ):
-                            sums.add(cost, billable)
-                        session_steps += 1
-                        session_cost += cost
-                if complete:
-                    sessions["completed"] += 1
-                    sessions["steps"] += session_steps
-                    sessions["cost"] += session_cost
-                else:
-                    sessions["open"] += 1
+    bodies: dict[str, list[dict[str, Any]]] = {user.uid: [] for user in users}
+    for user in users:
+        for index in range(sessions_each):
+            sid = emulator.unique(f"s{index}")
+            complete = rng.random() < 0.6
+            requests_in_session = rng.randint(1, 3)
+            session_steps = session_cost = 0
+            for n in range(requests_in_session):
+                when = earliest + (now - timedelta(minutes=1) - earliest) * rng.random()
+                steps = [step_at(rng, when) for _ in range(rng.randint(1, 4))]
+                last = n == requests_in_session - 1
+                bodies[user.uid].append(
+                    {"session": {"id": sid, "complete": complete and last}, "steps": steps}
+                )
+                for step in steps:
+                    cost = nanos(step["cost"])
+                    stamp = datetime.fromisoformat(step["timestamp"])
+                    expected = per_month[stamp.strftime("%Y-%m")]
+                    billable = step["isBillableRun"]
+                    for sums in (
+                        expected.total,
+                        expected.by_type[normalized_type(step["usageType"])],
+                        expected.features[step["feature"]],
+                        expected.providers[step["provider"]],
+                        expected.days[stamp.strftime("%Y-%m-%d")],
+                        expected.users[user.uid],
+                    ):
+                        sums.add(cost, billable)
+                    session_steps += 1
+                    session_cost += cost
+            if complete:
+                sessions["completed"] += 1
+                sessions["steps"] += session_steps
+                sessions["cost"] += session_cost
+            else:
+                sessions["open"] += 1
+
+    def send(user: accounts.User) -> None:
+        with requests.Session() as http:
+            for body in bodies[user.uid]:
+                response = accounts.record(user, body, http=http)
+                assert response.status_code == 200, response.text
+
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        list(pool.map(send, users))
     return {"months": per_month, "sessions": sessions, "month_start": month_start}
 
 
@@ -148,7 +159,7 @@ def analytics(admin: accounts.User, data: dict[str, Any] | None = None) -> dict[
 def test_analytics_equal_the_workload_to_the_nano(this_month: str) -> None:
     rng = random.Random(20261121)
     admin = accounts.make_user(claims={"admin": True})
-    users = [accounts.make_user() for _ in range(6)]
+    users = accounts.make_users(6)
     workload = run_workload(rng, users, sessions_each=3)
     tight = users[0]
     status, _ = accounts.call("set_limits", admin, {"userId": tight.uid, "monthlyCostLimit": 0.01})
@@ -267,16 +278,19 @@ def seed_users(count: int) -> None:
     """Record one step for each of `count` new users, through the recording service (no HTTP: quicker)."""
     rng = random.Random(count)
     store, settings, now = emulator.store(), emulator.settings(), emulator.utc_now()
-    for _ in range(count):
-        body = {"steps": [step_at(rng, now - timedelta(minutes=1))]}
-        request = parse_record_request(body, now=now)
+    bodies = [{"steps": [step_at(rng, now - timedelta(minutes=1))]} for _ in range(count)]
+
+    def record(body: dict[str, Any]) -> None:
         record_steps(
             store=store,
             caller=Caller(emulator.unique("u"), recorder=True),
-            request=request,
+            request=parse_record_request(body, now=now),
             settings=settings,
             now=now,
         )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(record, bodies))
 
 
 def timed_analytics(admin: accounts.User) -> tuple[int, float]:

@@ -25,7 +25,7 @@ from tally import layout
 from tally.rollup import SESSION_FIELDS
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.store import FirestoreStore
-from tally_dev import accounts, emulator
+from tally_dev import accounts, commands, emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -341,18 +341,11 @@ def test_the_sweep_runs_from_the_command_line(http: requests.Session, db: firest
         timeout=120,
         check=False,
     )
-    help_text = subprocess.run(
-        [sys.executable, "-m", "tally.cli", "sweep", "--help"],
-        cwd=ROOT / "functions",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    help_text = commands.run("sweep", "--help")
 
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("sweep: completed 1 idle sessions, finalized ")
-    assert "--idle-minutes" in help_text.stdout
+    assert (help_text.returncode, "--idle-minutes" in help_text.stdout) == (0, True)
     assert emulator.wait_until(lambda: finalized(db, user.uid, sid))["completedBy"] == "timeout"
 
 
