@@ -210,6 +210,9 @@ def check_platform(store: AlertStore, month: str, settings: Settings, now: datet
 # Delivery
 
 
+PAYLOAD_FIELDS = ("alertId", "month", "kind", "threshold", "used", "limit")  # what a webhook needs
+
+
 def payload(alert: Mapping[str, Any]) -> bytes:
     """Return the JSON body POSTed for an alert (the bytes the signature covers)."""
     created = alert.get("createdAt")
@@ -279,6 +282,11 @@ def deliver(
         return Delivery(False, 0, "no such alert")
     if doc.fields.get("deliveredAt") is not None:
         return Delivery(True, 0, "already delivered")
+    missing = [name for name in PAYLOAD_FIELDS if name not in doc.fields]
+    if missing:  # written by something other than Tally: retrying would never help
+        reason = f"not an alert Tally wrote (no {', '.join(missing)})"
+        log.error("alert %s not delivered: %s", alert_id, reason)
+        return Delivery(False, 0, reason)
     body = payload(doc.fields)
     headers = {
         "Content-Type": "application/json",

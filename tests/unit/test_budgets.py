@@ -241,6 +241,27 @@ def test_webhook_payload_is_signed_and_retried_until_a_2xx() -> None:
     assert (stored["attempts"], stored["deliveredAt"]) == (3, NOW)
 
 
+def test_a_document_tally_did_not_write_is_refused_not_retried_forever() -> None:
+    store = MemoryStore()
+    store.put(layout.alert_path("stray"), {"note": "written by hand", "month": "2026-11"})
+    settings = Settings(webhook_url="https://hooks.example.com/tally", webhook_secret="s3cret")
+    sent: list[bytes] = []
+
+    def post(url: str, body: bytes, headers: Any) -> int:
+        sent.append(body)
+        return 204
+
+    result = alerts.deliver(
+        store=store, alert_id="stray", settings=settings, post=post, sleep=lambda _: None, now=lambda: NOW
+    )
+
+    assert result == alerts.Delivery(
+        False, 0, "not an alert Tally wrote (no alertId, kind, threshold, used, limit)"
+    )
+    assert sent == []
+    assert store.docs[layout.alert_path("stray")] == {"note": "written by hand", "month": "2026-11"}
+
+
 def test_a_webhook_without_a_secret_is_a_clear_refusal_not_a_crash() -> None:
     store = MemoryStore()
     settings = Settings(webhook_url="https://hooks.example.com/tally")
