@@ -146,7 +146,12 @@ function forkPythonWorkers(python, { childProcess, fs, os, path }, script) {
   }
   let zygote = null; // { interpreter, socket, pid }
   const startZygote = (interpreter, cwd) => {
-    const socket = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tally-zygote-")), "socket");
+    // In the suite's own folder when scripts/with-emulators names one (it removes the folders of
+    // suites that ended), unless that path is too long for a socket; else a new temporary folder.
+    const given = process.env.TALLY_WORKER_ZYGOTE_DIR;
+    const inGiven = given && path.join(given, "worker-zygote.sock").length <= 100;
+    const folder = inGiven ? given : fs.mkdtempSync(path.join(os.tmpdir(), "tally-zygote-"));
+    const socket = path.join(folder, "worker-zygote.sock");
     // Its stdin is a pipe from this process: when the emulator ends, so does the zygote.
     const child = childProcess.spawn(interpreter, ["-u", script, "serve", socket], {
       cwd,

@@ -99,12 +99,17 @@ def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         raise ConnectionError("a client sent no request header or not its three streams")
     (size,) = HEADER.unpack(header)
     body = b""
-    while len(body) < size:
-        chunk = conn.recv(size - len(body))
-        if not chunk:
-            raise ConnectionError("a client closed before its request ended")
-        body += chunk
-    request: dict[str, Any] = json.loads(body)
+    try:
+        while len(body) < size:
+            chunk = conn.recv(size - len(body))
+            if not chunk:
+                raise ConnectionError("a client closed before its request ended")
+            body += chunk
+        request: dict[str, Any] = json.loads(body)
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
     return request, fds
 
 

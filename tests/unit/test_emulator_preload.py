@@ -104,6 +104,13 @@ function zygoteCommands() {
   return { applied, ran, spawns, returned: results.map((r) => (r === "ran" ? r : "client")) };
 }
 answers.zygote = zygoteCommands();
+// The socket's folder: the suite's (scripts/with-emulators names it), unless too long for a socket.
+answers.zygoteSockets = ["/suite/run-1", `/${"x".repeat(100)}`].map((folder) => {
+  process.env.TALLY_WORKER_ZYGOTE_DIR = folder;
+  const socket = zygoteCommands().spawns[0].args[3];
+  delete process.env.TALLY_WORKER_ZYGOTE_DIR;
+  return socket;
+});
 const python = tools("firebase-tools/lib/functions/python");
 answers.workersForked = String(python.runWithVirtualEnv).includes("zygote");
 
@@ -189,7 +196,7 @@ def test_python_workers_are_started_by_one_zygote_and_other_commands_run_as_befo
     plain: dict[str, Any],
 ) -> None:
     zygote = plain["zygote"]
-    socket = "/scratch/tally-zygote-x/socket"
+    socket = "/scratch/tally-zygote-x/worker-zygote.sock"
     serve = ["-u", "/kit/worker_zygote.py", "serve", socket]
     client = ["-S", "/kit/worker_zygote.py", "client", socket]
     interpreter = "/app/functions/venv/bin/python"
@@ -206,4 +213,11 @@ def test_python_workers_are_started_by_one_zygote_and_other_commands_run_as_befo
             "env": ["record_steps", *environment],
         },
         {"command": interpreter, "args": client, "cwd": "/app/functions", "env": ["my_usage", *environment]},
+    ]
+
+
+def test_the_zygote_listens_in_the_suites_folder_unless_its_path_is_too_long(plain: dict[str, Any]) -> None:
+    assert plain["zygoteSockets"] == [
+        "/suite/run-1/worker-zygote.sock",
+        "/scratch/tally-zygote-x/worker-zygote.sock",
     ]
