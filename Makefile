@@ -70,8 +70,8 @@ unit: $(BIN)/.installed ## Unit tests (no emulator), Tally's and the Python clie
 integration: setup ## Integration and browser tests against the emulator suite (SUITES=N suites at once), then the client's
 	TALLY_SUITES=$(SUITES) ./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(if $(filter-out 1,$(SUITES)),-n $(SUITES) --dist loadfile) $(PYTEST_ARGS) && $(BIN)/pytest clients/python/tests/test_emulator.py -m emulator -q -p no:cacheprovider $(PYTEST_ARGS)'
 
-# Lint and the unit tests run beside the integration tests at the lowest CPU priority: they take
-# the CPU the emulators leave idle (their requests wait on each other) and never slow them down.
+# Lint and the unit tests run beside the integration tests at the lowest CPU priority, so they
+# mostly take the CPU the integration tests leave idle while their requests wait on each other.
 test: setup ## Lint and unit tests (Tally's and the client's; run while the emulators start), integration and browser tests
 	@mkdir -p .emulators; { nice -n 19 $(MAKE) --no-print-directory lint && nice -n 19 $(MAKE) --no-print-directory unit; } > .emulators/unit.log 2>&1 & unit=$$!; \
 	$(MAKE) --no-print-directory integration; integration=$$?; \

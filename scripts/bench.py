@@ -918,13 +918,13 @@ def main(argv: list[str] | None = None) -> int:
         emulator.wipe_documents()
         results["census"] = census_bench(quick)
     if "analytics" in only:
-        emulator.wipe_documents()
+        emulator.wipe_documents(timeout=900)
         sizes = Sizes(users=[100, 1000] if quick else [100, 10_000, 100_000], repeats=5, steps_up_to=10_000)
         results["analytics"] = analytics_bench(admin, sizes)
     if "sizes" in only:
         results["sizes"] = size_bench(quick)
     if "gate" in only:
-        emulator.wipe_documents()
+        emulator.wipe_documents(timeout=900)  # after the analytics' 100,000 users: minutes on 2 cores
         receiver = webhook.from_environment()  # the alerts the gate's users raise are delivered here
         progress("pricing: cold start in fresh interpreters")
         results["cold_start"] = cold_start(3 if quick else 7)

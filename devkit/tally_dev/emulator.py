@@ -163,12 +163,12 @@ def auth_url(path: str) -> str:
     return f"http://{env('FIREBASE_AUTH_EMULATOR_HOST')}/identitytoolkit.googleapis.com/v1/{path}"
 
 
-def wipe_documents() -> None:
-    """Delete every document (Auth users stay)."""
+def wipe_documents(timeout: float = 30.0) -> None:
+    """Delete every document (Auth users stay); a large database takes longer (`timeout` seconds)."""
     requests.delete(
         f"http://{env('FIRESTORE_EMULATOR_HOST')}/emulator/v1/projects/{project()}/databases/(default)/documents",
         headers=OWNER,
-        timeout=30,
+        timeout=timeout,
     ).raise_for_status()
 
 
