@@ -15,28 +15,14 @@ import argparse
 import json
 import os
 import shlex
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+from tally_dev.ports import free_port, in_use
+
 EMULATORS = ("auth", "firestore", "functions", "hosting", "hub", "logging")
 HOSTS_FILE = "emulators.json"
-
-
-def in_use(host: str, port: int) -> bool:
-    """Return whether something listens on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex((host, port)) == 0
-
-
-def free_port(host: str) -> int:
-    """Return a port the system says is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def ports_of(config: dict[str, Any]) -> dict[str, int]:

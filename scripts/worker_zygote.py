@@ -93,13 +93,11 @@ def end_with(stream: int, group: bool) -> None:
 def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """Read a client's request (environment and folder) and its standard streams."""
     header, fds, _, _ = socket.recv_fds(conn, HEADER.size, len(STREAMS))
-    if len(header) != HEADER.size or len(fds) != len(STREAMS):
-        for fd in fds:
-            os.close(fd)
-        raise ConnectionError("a client sent no request header or not its three streams")
-    (size,) = HEADER.unpack(header)
-    body = b""
     try:
+        if len(header) != HEADER.size or len(fds) != len(STREAMS):
+            raise ConnectionError("a client sent no request header or not its three streams")
+        (size,) = HEADER.unpack(header)
+        body = b""
         while len(body) < size:
             chunk = conn.recv(size - len(body))
             if not chunk:

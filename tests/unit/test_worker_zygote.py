@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,9 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tally_dev.ports import free_port, in_use
+
 ROOT = Path(__file__).resolve().parents[2]
 ZYGOTE = ROOT / "scripts" / "worker_zygote.py"
 PYTHON = ROOT / "functions" / "venv" / "bin" / "python"
+HOST = "127.0.0.1"
 MAIN = """
 import os
 
@@ -33,28 +35,16 @@ def hello(request):
 pytestmark = pytest.mark.skipif(not PYTHON.is_file(), reason="functions/venv (make setup) is needed")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def answer(port: int, timeout: float = 30.0) -> requests.Response:
     """GET the worker on `port` once it listens."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+            return requests.get(f"http://{HOST}:{port}/", timeout=5)
         except requests.ConnectionError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -98,12 +88,12 @@ def start_worker(sockets: Path, functions_dir: Path) -> Iterator[Start]:
     def start(
         greeting: str, *, zygote_pid: int | None, target: str = "hello"
     ) -> tuple[subprocess.Popen[str], int]:
-        port = free_port()
+        port = free_port(HOST)
         env = {
             "PATH": os.environ["PATH"],
             "FUNCTION_TARGET": target,
             "FUNCTION_SIGNATURE_TYPE": "http",
-            "HOST": "127.0.0.1",
+            "HOST": HOST,
             "PORT": str(port),
             "GREETING": greeting,
         }
@@ -155,9 +145,9 @@ def test_a_worker_ends_with_its_client(zygote: subprocess.Popen[bytes], start_wo
     client.wait()
 
     deadline = time.monotonic() + 10
-    while listening(port) and time.monotonic() < deadline:
+    while in_use(HOST, port) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not listening(port)
+    assert not in_use(HOST, port)
 
 
 def test_a_worker_that_cannot_start_says_why_and_its_client_exits_with_failure(
