@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
+from werkzeug.serving import WSGIRequestHandler
 
 from tally_client import Tally
 from tally_fakes import FakeTally
 
 
 @pytest.fixture
-def fake(httpserver: HTTPServer) -> FakeTally:
-    """Return a fake of Tally's functions on the test HTTP server."""
+def fake(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> FakeTally:
+    """Return a fake of Tally's functions on the test HTTP server (its `Date` header is the fake's clock)."""
     fake_tally = FakeTally(httpserver)
     fake_tally.install()
+    monkeypatch.setattr(WSGIRequestHandler, "date_time_string", lambda *_: fake_tally.http_date())
     return fake_tally
 
 

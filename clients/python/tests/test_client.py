@@ -224,6 +224,78 @@ def test_21_distinct_providers_make_two_requests(tally: Tally, fake: FakeTally) 
     assert sum(len(body["steps"]) for body in bodies) == 30
 
 
+def test_21_distinct_models_make_two_requests(tally: Tally, fake: FakeTally) -> None:
+    ids = [
+        tally.record(feature="chat", provider="openai", units={"model": f"model-{n}", "inputTokens": 1})
+        for n in range(21)
+    ]
+
+    tally.flush()
+
+    bodies = fake.bodies()
+    assert [len(body["steps"]) for body in bodies] == [20, 1]
+    assert list(fake.recorded) == ids
+
+
+def test_names_and_models_split_at_whichever_bound_comes_first(tally: Tally, fake: FakeTally) -> None:
+    for n in range(60):
+        tally.record(
+            feature=f"feature_{n % 25}",
+            provider=f"provider_{n % 7}",
+            units={"model": f"model-{n % 23}", "outputTokens": 1},
+        )
+        tally.record(feature="f", provider="p", cost=1)  # steps without units name no model
+
+    tally.flush()
+
+    bodies = fake.bodies()
+    for body in bodies:
+        assert len({s["feature"] for s in body["steps"]}) <= 20
+        assert len({s["provider"] for s in body["steps"]}) <= 20
+        assert len({s["units"]["model"] for s in body["steps"] if "units" in s}) <= 20
+    assert len(fake.recorded) == 120
+    assert len(fake.received) == len(bodies)
+
+
+def test_a_body_is_filled_up_to_256_kib_and_never_over(tally: Tally, fake: FakeTally) -> None:
+    for n in range(100):
+        tally.record(feature="f", provider="p", cost=1, metadata={"blob": "x" * (3900 + n)})
+
+    tally.flush()
+
+    sizes = [len(r.raw) for r in fake.received]
+    assert all(size <= 256 * 1024 for size in sizes)
+    assert sizes[0] > 256 * 1024 - 4100  # the next step would not have fitted
+    assert len(fake.recorded) == 100
+
+
+def test_a_repeated_operation_id_goes_in_another_request(tally: Tally, fake: FakeTally) -> None:
+    tally.record(feature="f", provider="p", cost=1, operation_id="usage_repeated_1")
+    tally.record(feature="f", provider="p", cost=1, operation_id="usage_repeated_1")
+
+    responses = tally.flush()
+
+    assert [(r["recorded"], r["duplicates"]) for r in responses] == [(1, 0), (0, 1)]
+
+
+def test_a_session_over_every_bound_completes_only_with_its_last_request(
+    tally: Tally, fake: FakeTally
+) -> None:
+    with tally.session(feature="assistant") as session:
+        for n in range(130):
+            session.step(
+                provider=f"provider_{n % 21}",
+                feature=f"feature_{n % 22}",
+                units={"model": f"model-{n % 23}", "inputTokens": n},
+            )
+
+    bodies = fake.bodies()
+    assert len(bodies) >= 7
+    assert [b["session"]["complete"] for b in bodies] == [False] * (len(bodies) - 1) + [True]
+    assert len(fake.recorded) == 130
+    assert session.id in fake.completed_sessions
+
+
 def test_big_metadata_splits_requests_under_the_body_limit(tally: Tally, fake: FakeTally) -> None:
     for _ in range(100):
         tally.record(feature="f", provider="p", cost=1, metadata={"blob": "x" * 4000})
@@ -338,7 +410,7 @@ def test_after_every_retry_fails_the_steps_stay_queued(tally: Tally, fake: FakeT
 def test_a_400_raises_with_the_server_message_and_drops_the_batch(tally: Tally, fake: FakeTally) -> None:
     details = [{"field": "steps[0].timestamp", "problem": "older than 35 days"}]
     fake.inject("record_steps", 400, error_body("INVALID_ARGUMENT", "steps[0].timestamp: older", details))
-    operation_id = tally.record(feature="f", provider="p", cost=1)
+    operation_id = tally.record(feature="f", provider="p", cost=1, timestamp="2026-01-01T00:00:00Z")
 
     with pytest.raises(InvalidArgument) as caught:
         tally.flush()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tally_client import BudgetExceeded, InvalidArgument, NotFound, Tally
+from tally_client import BudgetExceeded, InvalidArgument, NotFound, PermissionDenied, Tally, TallyError
 
 FUNCTIONS_URL = os.environ.get("TALLY_FUNCTIONS_URL", "").rstrip("/")
 AUTH_HOST = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST", "")
@@ -328,6 +328,103 @@ def test_a_units_step_is_priced_or_counted_unpriced(user: User, open_tally: Call
     assert usage["apiCalls"] == 1
     assert usage["byType"]["AI"]["apiCalls"] == 1
     assert usage["totalCost"] >= 0
+
+
+# --- nothing lost at the seams (clients v3) -----------------------------------------------
+
+
+def test_a_step_for_a_session_completed_meanwhile_is_recorded_standalone(
+    user: User, open_tally: Callable[..., Tally]
+) -> None:
+    tally = open_tally(user)
+    session = tally.session(feature="chat")
+    session.step(provider="openai", cost="0.25")
+    session.flush()
+    completed = requests.post(  # another path completes the session, as the idle sweep does
+        f"{FUNCTIONS_URL}/record_steps",
+        json={"session": {"id": session.id, "complete": True}, "steps": []},
+        headers={"Authorization": f"Bearer {user.token}"},
+        timeout=60,
+    )
+    assert completed.status_code == 200, completed.text
+    session.step(provider="openai", cost="0.5", metadata={"turn": 2})
+
+    responses = tally.flush()
+
+    assert responses[-1]["session"] is None
+    assert responses[-1]["recorded"] == 1
+    assert tally.refused == []
+    assert tally.pending == 0
+    usage = my_usage(user)
+    assert usage["apiCalls"] == 2
+    assert usage["totalCost"] == 0.75
+
+
+def test_one_bad_step_goes_to_on_refused_and_the_others_are_recorded(
+    user: User, open_tally: Callable[..., Tally]
+) -> None:
+    handed: list[tuple[list[dict[str, Any]], TallyError]] = []
+    tally = open_tally(user, on_refused=lambda steps, error: handed.append((steps, error)))
+    tally.record(feature="chat", provider="openai", cost="0.25")
+    bad = tally.record(
+        feature="chat", provider="openai", cost="0.5", timestamp=datetime.now(UTC) - timedelta(days=40)
+    )
+    tally.record(feature="chat", provider="openai", cost="0.125")
+
+    with pytest.raises(InvalidArgument):
+        tally.flush()
+
+    ((steps, error),) = handed
+    assert [s["operationId"] for s in steps] == [bad]
+    assert error.details[0]["field"] == "steps[1].timestamp"
+    assert [r.steps[0]["operationId"] for r in tally.take_refused()] == [bad]
+    usage = my_usage(user)
+    assert usage["apiCalls"] == 2
+    assert usage["totalCost"] == 0.375
+
+
+def test_a_forbidden_batch_goes_to_on_refused(user: User, open_tally: Callable[..., Tally]) -> None:
+    other = make_user()
+    handed: list[tuple[list[dict[str, Any]], TallyError]] = []
+    tally = open_tally(user, on_refused=lambda steps, error: handed.append((steps, error)))
+    operation_id = tally.record(feature="chat", provider="openai", cost="0.5", user_id=other.uid)
+
+    with pytest.raises(PermissionDenied):
+        tally.flush()
+
+    ((steps, error),) = handed
+    assert [s["operationId"] for s in steps] == [operation_id]
+    assert (error.http_status, error.user_id) == (403, other.uid)
+    assert my_usage(other)["apiCalls"] == 0
+
+
+def test_101_steps_are_all_counted(user: User, open_tally: Callable[..., Tally]) -> None:
+    tally = open_tally(user)
+    for _ in range(101):
+        tally.record(feature="chat", provider="openai", cost="0.01")
+
+    tally.flush()  # (the first 100 may already have gone out from the background thread)
+
+    assert tally.pending == 0
+    assert tally.refused == []
+    usage = my_usage(user)
+    assert usage["apiCalls"] == 101
+    assert usage["totalCost"] == 1.01
+
+
+def test_21_models_in_one_flush_are_all_counted(user: User, open_tally: Callable[..., Tally]) -> None:
+    tally = open_tally(user)
+    for n in range(21):
+        units = {"model": f"client-model-{n}", "inputTokens": 10, "outputTokens": 1}
+        tally.record(feature="chat", provider="openai", cost="0.125", units=units)
+
+    responses = tally.flush()
+
+    assert len(responses) == 2
+    assert tally.refused == []
+    usage = my_usage(user)
+    assert usage["apiCalls"] == 21
+    assert usage["totalCost"] == 2.625
 
 
 # --- the gate (reserve_spend, v2): skipped while the server has no reserve_spend --------

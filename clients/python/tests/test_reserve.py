@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -145,3 +146,71 @@ def test_the_current_reservation_is_set_inside_the_block_only(tally: Tally) -> N
         assert current_reservation() is reservation
 
     assert current_reservation() is None
+
+
+def test_a_units_estimate_carries_its_provider_and_feature(tally: Tally, fake: FakeTally) -> None:
+    estimate = {"model": "gpt-4o", "inputTokens": 2000, "outputTokens": 500}
+
+    with tally.reserve(estimate=estimate, provider="openai", feature="chat", user_id="user-1") as reservation:
+        reservation.record(units={**estimate, "outputTokens": 420})
+
+    assert fake.bodies("reserve_spend")[0]["estimate"] == {
+        "units": estimate,
+        "provider": "openai",
+        "feature": "chat",
+        "isBillableRun": False,
+    }
+    (step,) = fake.steps()
+    assert (step["provider"], step["feature"]) == ("openai", "chat")
+    assert step["reservationId"] == reservation.reservation_id
+
+
+def test_a_cost_estimate_may_name_its_provider_and_feature(tally: Tally, fake: FakeTally) -> None:
+    with tally.reserve(estimate="0.017", provider="google_maps", feature="place_details") as reservation:
+        reservation.record(cost="0.017")
+
+    estimate = fake.bodies("reserve_spend")[0]["estimate"]
+    assert estimate == {
+        "cost": "0.017",
+        "provider": "google_maps",
+        "feature": "place_details",
+        "isBillableRun": False,
+    }
+    assert fake.steps()[0]["feature"] == "place_details"
+
+
+def test_a_session_reservation_names_the_sessions_feature(tally: Tally, fake: FakeTally) -> None:
+    with tally.session(feature="assistant", user_id="user-1") as session:
+        estimate = {"model": "claude-haiku-4-5", "outputTokens": 100}
+        with session.reserve(estimate=estimate, provider="anthropic") as reservation:
+            reservation.record(units=estimate)
+
+    assert fake.bodies("reserve_spend")[0]["estimate"]["feature"] == "assistant"
+    assert fake.bodies("reserve_spend")[0]["estimate"]["provider"] == "anthropic"
+    assert fake.steps()[0]["provider"] == "anthropic"
+
+
+def test_a_units_estimate_without_provider_is_sent_and_logged(
+    tally: Tally, fake: FakeTally, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tally_client")
+
+    tally.reserve(estimate={"model": "gpt-4o", "inputTokens": 10})
+
+    assert "provider" not in fake.bodies("reserve_spend")[0]["estimate"]
+    assert any("without provider" in r.getMessage() for r in caplog.records)
+
+
+def test_recording_needs_a_provider_when_the_reservation_has_none(tally: Tally) -> None:
+    reservation = tally.reserve(estimate="0.05")
+
+    with pytest.raises(InvalidArgument):
+        reservation.record(feature="chat", cost="0.01")
+
+
+def test_an_invalid_estimate_provider_is_refused_before_sending(tally: Tally, fake: FakeTally) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        tally.reserve(estimate="0.05", provider="open ai")
+
+    assert caught.value.details[0]["field"] == "estimate.provider"
+    assert fake.received == []

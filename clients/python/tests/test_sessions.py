@@ -43,7 +43,7 @@ def test_a_session_is_completed_when_the_block_raises(tally: Tally, fake: FakeTa
 
 
 def test_a_tally_error_at_exit_does_not_hide_the_blocks_exception(tally: Tally, fake: FakeTally) -> None:
-    fake.inject("record_steps", 409, error_body("FAILED_PRECONDITION", "session is completed"))
+    fake.inject("record_steps", 403, error_body("PERMISSION_DENIED", "not yours"))
 
     def app_code() -> None:
         with tally.session(feature="chat") as session:

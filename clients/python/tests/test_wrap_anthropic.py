@@ -81,6 +81,10 @@ class FakeAnthropic:
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
         self.requests: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] | None = None
+        """Usage to answer with instead of MESSAGE's (and message_start's in a stream)."""
+        self.delta_usage: dict[str, Any] | None = None
+        """Usage of a stream's message_delta instead of STREAM_EVENTS'."""
         server.expect_request("/v1/messages", method="POST").respond_with_handler(self._messages)
 
     @property
@@ -91,8 +95,14 @@ class FakeAnthropic:
         body = json.loads(request.get_data())
         self.requests.append(body)
         if not body.get("stream"):
-            return Response(json.dumps(MESSAGE), content_type="application/json")
-        text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in STREAM_EVENTS)
+            message = MESSAGE if self.usage is None else {**MESSAGE, "usage": self.usage}
+            return Response(json.dumps(message), content_type="application/json")
+        events = json.loads(json.dumps(STREAM_EVENTS))
+        if self.usage is not None:
+            events[0]["message"]["usage"] = self.usage
+        if self.delta_usage is not None:
+            events[-2]["usage"] = self.delta_usage
+        text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
         return Response(text, content_type="text/event-stream")
 
 
@@ -223,3 +233,82 @@ def test_the_async_client_and_its_stream_are_recorded(
     assert kinds[0] == "message_start"
     assert kinds[-1] == "message_stop"
     assert [s["units"] for s in fake.steps()] == [MESSAGE_UNITS, STREAM_UNITS]
+
+
+def test_one_hour_cache_writes_are_counted_apart_from_five_minute_ones(
+    tally: Tally, fake: FakeTally, api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    api.usage = {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 1500,
+        "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
+    }
+    wrapped = wrap_anthropic(client, tally=tally, feature="support_chat")
+
+    message = wrapped.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+    )
+    tally.flush()
+
+    assert message.usage.cache_creation is not None
+    assert message.usage.cache_creation.ephemeral_1h_input_tokens == 1000
+    (step,) = fake.steps()
+    assert step["units"] == {
+        "model": MODEL,
+        "inputTokens": 100,
+        "outputTokens": 50,
+        "cacheReadTokens": 0,
+        "cacheWriteTokens": 500,
+        "cacheWrite1hTokens": 1000,
+        "requests": 1,
+    }
+
+
+def test_a_stream_counts_one_hour_cache_writes_apart(
+    tally: Tally, fake: FakeTally, api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    api.usage = {
+        "input_tokens": 25,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 10,
+        "cache_creation_input_tokens": 40,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 40},
+    }
+    api.delta_usage = {
+        "output_tokens": 15,
+        "input_tokens": 25,
+        "cache_read_input_tokens": 10,
+        "cache_creation_input_tokens": 40,
+    }
+    wrapped = wrap_anthropic(client, tally=tally, feature="support_chat")
+
+    with wrapped.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}], stream=True
+    ) as stream:
+        for _ in stream:
+            pass
+    tally.flush()
+
+    (step,) = fake.steps()
+    assert step["units"] == {
+        **STREAM_UNITS,
+        "cacheWriteTokens": 0,
+        "cacheWrite1hTokens": 40,
+    }
+
+
+def test_without_a_breakdown_every_cache_write_counts_as_five_minute(
+    tally: Tally, fake: FakeTally, api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    wrapped = wrap_anthropic(client, tally=tally, feature="support_chat")
+
+    wrapped.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
+    )
+    tally.flush()
+
+    units = fake.steps()[0]["units"]
+    assert units["cacheWriteTokens"] == 300
+    assert "cacheWrite1hTokens" not in units

@@ -230,6 +230,21 @@ def test_a_call_inside_a_reservation_settles_it(tally: Tally, fake: FakeTally, c
     assert fake.bodies("release_spend") == []
 
 
+def test_a_call_inside_a_reservation_records_the_reservations_feature(
+    tally: Tally, fake: FakeTally, client: openai.OpenAI
+) -> None:
+    wrapped = wrap_openai(client, tally=tally)
+    estimate = {"model": "gpt-4o", "inputTokens": 2000, "outputTokens": 500}
+
+    with tally.reserve(estimate=estimate, provider="openai", feature="summarize"):
+        wrapped.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+
+    assert fake.bodies("reserve_spend")[0]["estimate"]["provider"] == "openai"
+    (step,) = fake.steps()
+    assert (step["provider"], step["feature"]) == ("openai", "summarize")
+    assert step["units"]["model"] == MODEL
+
+
 def test_a_stream_passes_chunks_through_and_records_the_final_usage(
     tally: Tally, fake: FakeTally, api: FakeOpenAI, client: openai.OpenAI
 ) -> None:

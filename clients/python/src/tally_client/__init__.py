@@ -7,7 +7,15 @@ client = wrap_openai(OpenAI(), tally=tally, feature="chat")
 client.chat.completions.create(model="gpt-4o", messages=[...])  # recorded
 """
 
-from tally_client.client import Reservation, Session, Tally, current_reservation, current_session
+from tally_client.client import (
+    OnRefused,
+    Refusal,
+    Reservation,
+    Session,
+    Tally,
+    current_reservation,
+    current_session,
+)
 from tally_client.errors import (
     BudgetExceeded,
     FailedPrecondition,
@@ -28,8 +36,10 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "OnRefused",
     "PermissionDenied",
     "QueueFull",
+    "Refusal",
     "Reservation",
     "Session",
     "Tally",

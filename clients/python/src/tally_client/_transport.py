@@ -6,6 +6,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -60,6 +62,8 @@ class Transport:
         self._owns_http = http is None
         self._http = http if http is not None else requests.Session()
         self._sleep = sleep
+        self.server_clock_offset: float | None = None
+        """Seconds the server's clock is ahead of this machine's, from the last `Date` header, if any."""
 
     def close(self) -> None:
         """Close the HTTP session if this transport made it."""
@@ -110,6 +114,7 @@ class Transport:
                 # A bad URL or similar: retrying cannot help, but the steps must not be lost either.
                 raise Unavailable(f"{name}: {type(exc).__name__}: {exc}") from exc
             else:
+                self._note_server_clock(response)
                 if 200 <= response.status_code < 300:
                     try:
                         return response.json()
@@ -134,6 +139,20 @@ class Transport:
             )
             self._sleep(delay)
             attempt += 1
+
+    def _note_server_clock(self, response: requests.Response) -> None:
+        """Learn the server's clock from the response's `Date` header (1 s resolution: add half a second)."""
+        value = response.headers.get("Date")
+        if not value:
+            return
+        try:
+            server_date = parsedate_to_datetime(value)
+            if server_date.tzinfo is None:  # "-0000": UTC by RFC 5322
+                server_date = server_date.replace(tzinfo=UTC)
+            server_time = server_date.timestamp() + 0.5
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.server_clock_offset = server_time - time.time()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         delay: float = min(self._backoff_max, self._backoff_base * (2**attempt))

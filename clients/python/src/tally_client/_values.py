@@ -25,7 +25,14 @@ MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 10
 MAX_COST = Decimal(1000)
 MAX_COUNT = 10**9
-UNIT_COUNTS = ("inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "requests")
+UNIT_COUNTS = (
+    "inputTokens",
+    "outputTokens",
+    "cacheReadTokens",
+    "cacheWriteTokens",
+    "cacheWrite1hTokens",
+    "requests",
+)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_\-.:/]{1,100}")
 _ID_RE = re.compile(r"[A-Za-z0-9_\-.]{1,128}")

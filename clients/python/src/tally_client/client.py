@@ -5,11 +5,13 @@ from __future__ import annotations
 import atexit
 import contextvars
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,14 +27,37 @@ from tally_client.errors import (
     Unavailable,
 )
 
-__all__ = ["Reservation", "Session", "Tally", "current_reservation", "current_session"]
+__all__ = [
+    "OnRefused",
+    "Refusal",
+    "Reservation",
+    "Session",
+    "Tally",
+    "current_reservation",
+    "current_session",
+]
 
 logger = logging.getLogger("tally_client")
 
-MAX_BODY_BYTES = 200_000
-"""Bytes of JSON per request the batcher stays under (the server refuses bodies over 256 KiB)."""
+MAX_BODY_BYTES = 256 * 1024
+"""Bytes of JSON a `record_steps` request may hold (the server refuses more); bodies are measured exactly."""
+
+CLOCK_SKEW_TOLERANCE = 60.0
+"""Seconds this machine's clock may be off the server's before the client stamps steps by the server's."""
+
+MAX_CLOCK_FIXES = 2
+"""Resends of a step whose client-made timestamp was refused (by the server's clock, then without one)."""
+
+MAX_COMPLETED_SESSIONS = 1024
+"""Sessions the server said were completed meanwhile that the client remembers (their steps go standalone)."""
+
+OnRefused = Callable[[list[dict[str, Any]], TallyError], None]
+"""The `on_refused` callback: the refused steps (as sent) and the server's error."""
 
 _GroupKey = tuple[str | None, str | None]  # (userId, session id)
+_STEP_FIELD = re.compile(r"steps\[(\d+)\](?:\.(.+))?")
+_BOUND_PROBLEM = re.compile(r"distinct|at most \d+ steps", re.IGNORECASE)
+_COMPLETED_SESSION = re.compile(r"\bcompleted\b|accepts no new steps", re.IGNORECASE)
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "tally_current_session", default=None
@@ -52,12 +77,29 @@ def current_reservation() -> Reservation | None:
     return _current_reservation.get()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Steps the server refused for good: what was sent (`steps`), why (`error`), and for whom."""
+
+    steps: list[dict[str, Any]]
+    error: TallyError
+    user_id: str | None
+    session_id: str | None
+
+
 @dataclass
 class _Pending:
-    """One checked step, as it goes on the wire."""
+    """One checked step as sent; `stamped_at`: this machine's clock when the client stamped it (else None)."""
 
     body: dict[str, Any]
     size: int
+    stamped_at: datetime | None = None
+    clock_fixes: int = 0
+
+    @classmethod
+    def of(cls, body: dict[str, Any], stamped_at: datetime | None = None, clock_fixes: int = 0) -> _Pending:
+        """Return the pending step for `body`, measuring its JSON."""
+        return cls(body, len(v.encode(body)), stamped_at, clock_fixes)
 
 
 @dataclass
@@ -73,7 +115,7 @@ class _Group:
 
 @dataclass
 class _Batch:
-    """One `record_steps` request: within 100 steps, 20 features, 20 providers and MAX_BODY_BYTES."""
+    """One `record_steps` request within every per-request bound (steps, names, models, bytes)."""
 
     key: _GroupKey
     group: _Group
@@ -94,34 +136,116 @@ class _Batch:
         return body
 
 
+def _model_of(step: _Pending) -> str | None:
+    units = step.body.get("units")
+    return units.get("model") if isinstance(units, Mapping) else None
+
+
 def split_batches(key: _GroupKey, group: _Group) -> list[_Batch]:
-    """Split a group's steps into requests within the SPEC's limits; the last one carries `complete`."""
+    """Split a group's steps into requests within every per-request bound; the last one carries `complete`.
+
+    A request holds at most 100 steps, 20 distinct features, 20 distinct providers, 20
+    distinct `units.model`, one step per operation id, and MAX_BODY_BYTES of JSON
+    (measured exactly: the envelope, each step's JSON and the commas between them).
+    """
+    envelope = len(v.encode(_Batch(key, group, [], complete=False).body()))  # "false" outweighs "true"
     batches: list[_Batch] = []
     current: list[_Pending] = []
     features: set[str] = set()
     providers: set[str] = set()
-    size = 0
+    models: set[str] = set()
+    operations: set[str] = set()
+    size = envelope
     for step in group.steps:
-        feature, provider = step.body["feature"], step.body["provider"]
+        feature, provider, model = step.body["feature"], step.body["provider"], _model_of(step)
+        operation = step.body["operationId"]
         new_features = features | {feature}
         new_providers = providers | {provider}
+        new_models = (models | {model}) if model is not None else models
         if current and (
             len(current) >= v.MAX_STEPS
             or len(new_features) > v.MAX_NAMES
             or len(new_providers) > v.MAX_NAMES
-            or size + step.size > MAX_BODY_BYTES
+            or len(new_models) > v.MAX_NAMES
+            or operation in operations
+            or size + 1 + step.size > MAX_BODY_BYTES
         ):
             batches.append(_Batch(key, group, current, complete=False))
-            current, features, providers, size = [], set(), set(), 0
+            current, operations, size = [], set(), envelope
             new_features, new_providers = {feature}, {provider}
+            new_models = {model} if model is not None else set()
+        size += step.size + (1 if current else 0)
         current.append(step)
-        features, providers = new_features, new_providers
-        size += step.size + 1
+        operations.add(operation)
+        features, providers, models = new_features, new_providers, new_models
     if current or group.complete:
         batches.append(_Batch(key, group, current, complete=False))
     if batches and group.complete:
         batches[-1].complete = True
     return batches
+
+
+def _metadata_with_session(metadata: Mapping[str, Any], session_id: str) -> dict[str, Any]:
+    """Return metadata holding `session_id` (as `sessionId`) within 4 KiB, dropping last keys if needed."""
+    key = "sessionId" if metadata.get("sessionId") in (None, session_id) else "tallySessionId"
+    kept = [(name, value) for name, value in metadata.items() if name != key]
+    merged: dict[str, Any] = {key: session_id, **dict(kept)}
+    while len(v.encode(merged)) > v.MAX_METADATA_BYTES:
+        kept.pop()
+        merged = {key: session_id, "metadataTruncated": True, **dict(kept)}
+    return merged
+
+
+def _standalone_batches(batch: _Batch) -> list[_Batch]:
+    """Return a session batch's steps as standalone requests (same operation ids, session id in metadata)."""
+    session_id = batch.group.session_id
+    if session_id is None:
+        return [batch]
+    steps = [
+        _Pending.of(
+            {**step.body, "metadata": _metadata_with_session(step.body.get("metadata") or {}, session_id)},
+            step.stamped_at,
+            step.clock_fixes,
+        )
+        for step in batch.steps
+    ]
+    group = _Group(user_id=batch.group.user_id, session_id=None, session_feature=None, steps=steps)
+    return split_batches((group.user_id, None), group)
+
+
+def _bad_steps(error: TallyError, count: int) -> dict[int, set[str]] | None:
+    """Return the fields a 400 names per step index, or None if it names no step or anything else too."""
+    if not isinstance(error, InvalidArgument) or not error.details:
+        return None
+    bad: dict[int, set[str]] = {}
+    for detail in error.details:
+        match = _STEP_FIELD.fullmatch(str(detail.get("field", "")))
+        if match is None or int(match.group(1)) >= count:
+            return None
+        bad.setdefault(int(match.group(1)), set()).add(match.group(2) or "")
+    return bad
+
+
+def _over_a_bound(error: TallyError) -> bool:
+    """Return whether the server refused a request for its size or its number of steps or names."""
+    if error.http_status == 413:
+        return True
+    return (
+        isinstance(error, InvalidArgument)
+        and bool(error.details)
+        and all(_BOUND_PROBLEM.search(str(detail.get("problem", ""))) for detail in error.details)
+    )
+
+
+def _session_was_completed(batch: _Batch, error: TallyError) -> bool:
+    """Return whether a session batch was refused because its session was completed meanwhile (409)."""
+    return (
+        error.http_status == 409
+        and error.status == "FAILED_PRECONDITION"
+        and batch.group.session_id is not None
+        and bool(batch.steps)
+        and _COMPLETED_SESSION.search(error.message) is not None
+    )
 
 
 class Tally:
@@ -132,6 +256,11 @@ class Tally:
     steps wait; `flush()`, `close()`, the end of a session and the end of a reservation
     send at once. Each step gets its `operationId` when it is queued, and a retried
     request resends the very same bytes, so nothing is counted twice.
+
+    No step is dropped silently: a step whose session was completed meanwhile (409) is
+    recorded again as a standalone step; a step the server refuses for good is logged at
+    error level, handed to `on_refused` and kept in `refused` until `take_refused()`; the
+    other steps of its request are still recorded.
     """
 
     def __init__(
@@ -148,6 +277,8 @@ class Tally:
         session: requests.Session | None = None,
         max_queued_steps: int = 100_000,
         sleep: Callable[[float], None] = time.sleep,
+        on_refused: OnRefused | None = None,
+        max_refused_steps: int = 10_000,
     ) -> None:
         """Configure the client; nothing is sent and no thread starts until the first step.
 
@@ -159,6 +290,9 @@ class Tally:
         as `X-Firebase-AppCheck`. Network errors, 5xx and 429 are retried `max_retries` times
         after `backoff_base * 2**n` seconds (capped at `backoff_max`, jittered). With
         `flush_interval=None` the background thread only sends full batches.
+        `on_refused(steps, error)` is called (on the thread that sent them) with the steps the
+        server refused for good; `refused` keeps them too, up to `max_refused_steps` steps
+        (the oldest go first, logged) until `take_refused()` reads them.
         """
         if flush_interval is not None and flush_interval <= 0:
             raise ValueError("flush_interval must be > 0 or None")
@@ -175,7 +309,7 @@ class Tally:
         )
         self._flush_interval = flush_interval
         self._max_queued = max_queued_steps
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: close() may run in a signal handler on this thread
         self._wakeup = threading.Condition(self._lock)
         self._send_lock = threading.RLock()
         self._groups: dict[_GroupKey, _Group] = {}
@@ -183,6 +317,11 @@ class Tally:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pause_until = 0.0
+        self._on_refused = on_refused
+        self._max_refused = max_refused_steps
+        self._refused: list[Refusal] = []
+        self._refused_steps = 0
+        self._completed_sessions: OrderedDict[_GroupKey, None] = OrderedDict()  # guarded by _send_lock
         atexit.register(self.close)
 
     @property
@@ -195,6 +334,18 @@ class Tally:
         """Return how many steps are queued and not yet acknowledged by the server."""
         with self._lock:
             return self._queued
+
+    @property
+    def refused(self) -> list[Refusal]:
+        """Return what the server refused for good, oldest first; kept until `take_refused()`."""
+        with self._lock:
+            return list(self._refused)
+
+    def take_refused(self) -> list[Refusal]:
+        """Return what the server refused for good, oldest first, and forget it."""
+        with self._lock:
+            taken, self._refused, self._refused_steps = self._refused, [], 0
+            return taken
 
     # --- recording ---------------------------------------------------------------
 
@@ -251,8 +402,16 @@ class Tally:
         is_billable_run: bool = False,
         ttl_seconds: int = 300,
         reservation_id: str | None = None,
+        provider: str | None = None,
+        feature: str | None = None,
     ) -> Reservation:
-        """Hold `estimate` (a cost or a units dict) on the user's budget now, or raise BudgetExceeded."""
+        """Hold `estimate` (a cost or a units dict) on the user's budget now, or raise BudgetExceeded.
+
+        `provider` and `feature` go into the estimate (`estimate.provider`, `estimate.feature`):
+        Tally prices a units estimate at that provider's price (without one it cannot, and
+        refuses it as `UNPRICED`) and checks the user's limits for that feature. They are
+        also the defaults of the reservation's `record()`.
+        """
         return Reservation._open(
             self,
             session=None,
@@ -261,6 +420,8 @@ class Tally:
             is_billable_run=is_billable_run,
             ttl_seconds=ttl_seconds,
             reservation_id=reservation_id,
+            provider=provider,
+            feature=feature,
         )
 
     def my_usage(self, *, month: str | None = None, user_id: str | None = None) -> dict[str, Any]:
@@ -280,9 +441,10 @@ class Tally:
     def flush(self) -> list[dict[str, Any]]:
         """Send every queued step now and return the server's responses, one per request.
 
-        Raises the TallyError of the first request that fails: a 4xx drops that request's
-        steps (resending cannot succeed; they are on the error as `.steps`), a transient
-        failure (Unavailable) keeps them and everything after them queued for the next flush.
+        A transient failure (Unavailable, after the retries) keeps the unsent steps queued
+        for the next flush and is raised at once. A refusal (4xx) removes only the refused
+        steps (logged, handed to `on_refused`, kept in `refused`, and on the error as
+        `.steps`); the other steps are still sent, and then the first refusal's error is raised.
         """
         return self._flush(None)
 
@@ -298,6 +460,10 @@ class Tally:
             thread.join()
         try:
             self._flush(None)
+        except Unavailable as exc:
+            logger.error("tally: close() could not send every step: %s", exc)
+        except TallyError:
+            pass  # refused steps are logged, handed to on_refused and kept in `refused` already
         except Exception as exc:  # noqa: BLE001 - close() runs at exit and must not raise
             logger.error("tally: close() could not send every step: %s", exc)
         left = self.pending
@@ -337,6 +503,7 @@ class Tally:
         operation_id: str | None,
         reservation_id: str | None,
     ) -> str:
+        stamped_at = datetime.now(UTC) if timestamp is None else None
         step = _step_body(
             feature=feature,
             provider=provider,
@@ -344,7 +511,7 @@ class Tally:
             units=units,
             usage_type=usage_type,
             is_billable_run=is_billable_run,
-            timestamp=timestamp,
+            timestamp=timestamp if stamped_at is None else stamped_at + self._clock_skew(),
             metadata=metadata,
             operation_id=operation_id,
             reservation_id=reservation_id,
@@ -367,7 +534,7 @@ class Tally:
                     session_feature=session.feature if session is not None else None,
                 )
                 self._groups[key] = group
-            group.steps.append(_Pending(step, len(v.encode(step))))
+            group.steps.append(_Pending.of(step, stamped_at))
             self._queued += 1
             if session is not None:
                 session._steps += 1
@@ -375,6 +542,13 @@ class Tally:
             if self._queued >= v.MAX_STEPS:
                 self._wakeup.notify_all()
         return str(step["operationId"])
+
+    def _clock_skew(self) -> timedelta:
+        """Return how far the server's clock is ahead of this machine's, if more than CLOCK_SKEW_TOLERANCE."""
+        offset = self._transport.server_clock_offset
+        if offset is None or abs(offset) <= CLOCK_SKEW_TOLERANCE:
+            return timedelta(0)
+        return timedelta(seconds=offset)
 
     def _start_thread_locked(self) -> None:
         if self._thread is None:
@@ -407,51 +581,194 @@ class Tally:
                     continue
             try:
                 self._flush(None)
-            except TallyError as exc:
+            except Unavailable as exc:
                 logger.warning("tally: background flush failed, steps kept for the next one: %s", exc)
                 with self._lock:
                     self._pause_until = time.monotonic() + (self._flush_interval or 1.0)
+            except TallyError:
+                pass  # refused steps are logged, handed to on_refused and kept in `refused` already
             except Exception:
                 logger.exception("tally: background flush failed unexpectedly")
                 with self._lock:
                     self._pause_until = time.monotonic() + (self._flush_interval or 1.0)
 
     def _flush(self, keys: set[_GroupKey] | None) -> list[dict[str, Any]]:
-        """Send the groups named by `keys` (every group if None), one request per batch, in order."""
+        """Send the groups named by `keys` (every group if None); then hand refusals to on_refused."""
+        handed: list[Refusal] = []
+        try:
+            return self._send(keys, handed)
+        finally:
+            for refusal in handed:
+                self._call_on_refused(refusal)
+
+    def _send(self, keys: set[_GroupKey] | None, handed: list[Refusal]) -> list[dict[str, Any]]:
+        """Send the groups' batches in order, recovering what a refusal allows; raise the first refusal."""
         with self._send_lock:
             with self._lock:
                 taken = [
                     (key, self._groups.pop(key)) for key in list(self._groups) if keys is None or key in keys
                 ]
-            batches = [batch for key, group in taken for batch in split_batches(key, group)]
+            work = deque(batch for key, group in taken for batch in split_batches(key, group))
             responses: list[dict[str, Any]] = []
-            for index, batch in enumerate(batches):
+            errors: list[TallyError] = []
+            while work:
+                batch = work.popleft()
+                if batch.key[1] is not None and batch.key in self._completed_sessions:
+                    work.extendleft(reversed(_standalone_batches(batch)))
+                    continue
                 try:
                     response = self._post("record_steps", batch.body())
                 except Unavailable:
-                    self._requeue(batches[index:])
+                    self._requeue([batch, *work])
                     raise
                 except TallyError as exc:
-                    self._requeue(batches[index + 1 :])
-                    self._drop(batch)
-                    exc.steps = [step.body for step in batch.steps]
-                    logger.error(
-                        "tally: record_steps refused %d step(s) (%s); they are dropped", len(batch.steps), exc
-                    )
-                    raise
+                    work.extendleft(reversed(self._after_refusal(batch, exc, handed, errors)))
+                    continue
                 except BaseException:
-                    self._requeue(batches[index:])
+                    self._requeue([batch, *work])
                     raise
-                self._drop(batch)
+                self._drop(len(batch.steps))
                 warnings = response.get("warnings")
                 if warnings:
                     logger.warning("tally: record_steps warnings: %s", warnings)
                 responses.append(response)
+            if errors:
+                raise errors[0]
             return responses
 
-    def _drop(self, batch: _Batch) -> None:
+    def _after_refusal(
+        self,
+        batch: _Batch,
+        error: TallyError,
+        handed: list[Refusal],
+        errors: list[TallyError],
+    ) -> list[_Batch]:
+        """Handle a refused batch (nothing of it was written); return the batches to send instead."""
+        if _session_was_completed(batch, error):
+            self._completed_sessions[batch.key] = None  # for good: its later steps go standalone at once
+            while len(self._completed_sessions) > MAX_COMPLETED_SESSIONS:
+                self._completed_sessions.popitem(last=False)
+            logger.warning(
+                "tally: session %s was completed meanwhile (%s); recording its %d step(s) as standalone",
+                batch.group.session_id,
+                error,
+                len(batch.steps),
+            )
+            return _standalone_batches(batch)
+        if len(batch.steps) > 1 and _over_a_bound(error):
+            logger.warning(
+                "tally: record_steps refused a batch of %d steps (%s); splitting it", len(batch.steps), error
+            )
+            half = len(batch.steps) // 2
+            return [
+                _Batch(batch.key, batch.group, batch.steps[:half], complete=False),
+                _Batch(batch.key, batch.group, batch.steps[half:], complete=batch.complete),
+            ]
+        bad = _bad_steps(error, len(batch.steps))
+        if bad is None:
+            self._refuse(batch, batch.steps, error, handed, errors)
+            return []
+        kept: list[_Pending] = []
+        refused: list[_Pending] = []
+        for index, step in enumerate(batch.steps):
+            if index not in bad:
+                kept.append(step)
+            elif (
+                bad[index] == {"timestamp"}
+                and step.stamped_at is not None
+                and step.clock_fixes < MAX_CLOCK_FIXES
+            ):
+                kept.append(self._restamp(step, error))
+            else:
+                refused.append(step)
+        if refused:
+            self._refuse(batch, refused, error, handed, errors)
+        if not kept and not batch.complete:
+            return []
+        group = batch.group
+        rest = _Group(group.user_id, group.session_id, group.session_feature, kept, complete=batch.complete)
+        return split_batches(batch.key, rest)
+
+    def _restamp(self, step: _Pending, error: TallyError) -> _Pending:
+        """Return a step the client stamped, stamped by the server's clock (`Date`), or else unstamped."""
+        assert step.stamped_at is not None
+        offset = self._transport.server_clock_offset
+        body = dict(step.body)
+        if step.clock_fixes == 0 and offset is not None:
+            body["timestamp"] = v.utc_iso(step.stamped_at + timedelta(seconds=offset))
+            logger.warning(
+                "tally: the server refused the timestamp of step %s (%s); this machine's clock is %.1f s "
+                "off the server's: resending it at %s",
+                body["operationId"],
+                error,
+                -offset,
+                body["timestamp"],
+            )
+        else:
+            body.pop("timestamp", None)
+            logger.warning(
+                "tally: the server refused the timestamp of step %s again (%s); resending it without one "
+                "(the server's time)",
+                body["operationId"],
+                error,
+            )
+        return _Pending.of(body, step.stamped_at, step.clock_fixes + 1)
+
+    def _refuse(
+        self,
+        batch: _Batch,
+        steps: list[_Pending],
+        error: TallyError,
+        handed: list[Refusal],
+        errors: list[TallyError],
+    ) -> None:
+        """Give up on `steps`: log them, keep them in `refused`, and queue them for on_refused."""
+        user_id, session_id = batch.group.user_id, batch.group.session_id
+        error.steps = [step.body for step in steps]
+        error.user_id, error.session_id = user_id, session_id
+        errors.append(error)
+        self._drop(len(steps))
+        if not steps:
+            logger.error("tally: record_steps refused to complete session %s: %s", session_id, error)
+            return
+        ids = [str(step.body["operationId"]) for step in steps]
+        logger.error(
+            "tally: record_steps refused %d step(s) (user %s, session %s): %s; operation ids: %s%s",
+            len(steps),
+            user_id or "(the caller)",
+            session_id or "(none)",
+            error,
+            ", ".join(ids[:10]),
+            f" and {len(ids) - 10} more" if len(ids) > 10 else "",
+        )
+        refusal = Refusal(steps=list(error.steps), error=error, user_id=user_id, session_id=session_id)
+        handed.append(refusal)
         with self._lock:
-            self._queued -= len(batch.steps)
+            self._refused.append(refusal)
+            self._refused_steps += len(refusal.steps)
+            while self._refused and self._refused_steps > self._max_refused:
+                oldest = self._refused.pop(0)
+                self._refused_steps -= len(oldest.steps)
+                logger.error(
+                    "tally: %d refused step(s) were never read from `refused` and are forgotten "
+                    "(max_refused_steps=%d); operation ids: %s",
+                    len(oldest.steps),
+                    self._max_refused,
+                    ", ".join(str(step.get("operationId")) for step in oldest.steps[:10]),
+                )
+
+    def _call_on_refused(self, refusal: Refusal) -> None:
+        """Hand a refusal to the application's callback; log (never raise) if it fails."""
+        if self._on_refused is None:
+            return
+        try:
+            self._on_refused(list(refusal.steps), refusal.error)
+        except Exception:
+            logger.exception("tally: the on_refused callback raised (the refusal stays in `refused`)")
+
+    def _drop(self, count: int) -> None:
+        with self._lock:
+            self._queued -= count
 
     def _requeue(self, batches: list[_Batch]) -> None:
         """Put unsent batches back at the front of their groups, keeping their order and `complete`."""
@@ -574,8 +891,13 @@ class Session:
         is_billable_run: bool = False,
         ttl_seconds: int = 300,
         reservation_id: str | None = None,
+        provider: str | None = None,
+        feature: str | None = None,
     ) -> Reservation:
-        """Hold `estimate` for this session's user; what the reservation records goes into this session."""
+        """Hold `estimate` for this session's user; what the reservation records goes into this session.
+
+        `provider` and `feature` are as in Tally.reserve; `feature` defaults to the session's.
+        """
         return Reservation._open(
             self.tally,
             session=self,
@@ -584,6 +906,8 @@ class Session:
             is_billable_run=is_billable_run,
             ttl_seconds=ttl_seconds,
             reservation_id=reservation_id,
+            provider=provider,
+            feature=feature if feature is not None else self.feature,
         )
 
     def flush(self) -> list[dict[str, Any]]:
@@ -593,8 +917,10 @@ class Session:
     def complete(self) -> dict[str, Any] | None:
         """Send the remaining steps with `"complete": true` and return the last response.
 
-        A session that never had a step is not sent at all (None is returned). A 4xx raises;
-        a transient failure is logged and the completion stays queued for the next flush.
+        A session that never had a step is not sent at all (None is returned). A refusal raises
+        (after the other steps were sent; steps refused because the session was completed
+        meanwhile are recorded as standalone steps instead); a transient failure is logged
+        and the completion stays queued for the next flush.
         Completing twice is a no-op.
         """
         if self.completed:
@@ -640,12 +966,16 @@ class Reservation:
         user_id: str | None,
         reservation_id: str,
         response: Mapping[str, Any],
+        provider: str | None = None,
+        feature: str | None = None,
     ) -> None:
         """Wrap an allowed `reserve_spend` response (use Tally.reserve or Session.reserve to make one)."""
         self.tally = tally
         self.session = session
         self.user_id = user_id
         self.reservation_id = reservation_id
+        self.provider = provider
+        self.feature = feature
         self.response: dict[str, Any] = dict(response)
         self.allowed = bool(response.get("allowed"))
         self.reserved: Any = response.get("reserved")
@@ -668,6 +998,8 @@ class Reservation:
         is_billable_run: bool,
         ttl_seconds: int,
         reservation_id: str | None,
+        provider: str | None = None,
+        feature: str | None = None,
     ) -> Reservation:
         rid = v.check_id("reservationId", reservation_id) if reservation_id else v.new_reservation_id()
         if not isinstance(is_billable_run, bool):
@@ -678,6 +1010,15 @@ class Reservation:
             body_estimate: dict[str, Any] = {"units": v.units_body("estimate.units", estimate)}
         else:
             body_estimate = {"cost": v.cost_text("estimate.cost", estimate)}
+        if provider is not None:
+            body_estimate["provider"] = v.check_name("estimate.provider", provider)
+        elif "units" in body_estimate:
+            logger.warning(
+                "tally: a units estimate without provider cannot be priced (Tally refuses it as UNPRICED); "
+                "pass provider= to reserve()"
+            )
+        if feature is not None:
+            body_estimate["feature"] = v.check_name("estimate.feature", feature)
         body_estimate["isBillableRun"] = is_billable_run
         body: dict[str, Any] = {}
         if user_id is not None:
@@ -686,13 +1027,21 @@ class Reservation:
         response = tally._post("reserve_spend", body)
         if not response.get("allowed"):
             raise BudgetExceeded(response, reservation_id=rid)
-        return cls(tally, session=session, user_id=user_id, reservation_id=rid, response=response)
+        return cls(
+            tally,
+            session=session,
+            user_id=user_id,
+            reservation_id=rid,
+            response=response,
+            provider=provider,
+            feature=feature,
+        )
 
     def record(
         self,
         *,
         feature: str | None = None,
-        provider: str,
+        provider: str | None = None,
         cost: v.Money | None = None,
         units: Mapping[str, Any] | None = None,
         usage_type: str | None = None,
@@ -703,11 +1052,16 @@ class Reservation:
     ) -> str:
         """Queue the actual usage; the first step carries `reservationId`, which settles the hold.
 
-        In a reservation made by `Session.reserve`, the step goes into that session (and
-        `feature` defaults to the session's). The step is sent when the block ends.
+        `provider` and `feature` default to the reservation's. In a reservation made by
+        `Session.reserve`, the step goes into that session (and `feature` defaults to the
+        session's). The step is sent when the block ends.
         """
         if self.released:
             raise TallyError(f"reservation {self.reservation_id} was released", status="FAILED_PRECONDITION")
+        feature = feature if feature is not None else self.feature
+        provider = provider if provider is not None else self.provider
+        if provider is None:
+            raise InvalidArgument.field("provider", "is required (the reservation has no provider)")
         reservation_id = None if self.settled else self.reservation_id
         if self.session is not None:
             operation = self.session.step(

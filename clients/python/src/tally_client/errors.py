@@ -25,7 +25,8 @@ class TallyError(Exception):
     `status` is the canonical status (`INVALID_ARGUMENT`, ...), `message` the server's
     message, `details` its list of `{"field", "problem"}` objects, `http_status` the
     HTTP status code (None for errors found before anything was sent), `steps` the
-    steps of a `record_steps` request the server refused (they are not queued again).
+    steps of a `record_steps` request the server refused (they are not queued again),
+    `user_id` and `session_id` the request's `userId` and session id (None if absent).
     """
 
     default_status = "UNKNOWN"
@@ -45,6 +46,8 @@ class TallyError(Exception):
         self.details: list[dict[str, Any]] = list(details or [])
         self.http_status = http_status
         self.steps: list[dict[str, Any]] = []
+        self.user_id: str | None = None
+        self.session_id: str | None = None
 
     def __str__(self) -> str:
         """Return `STATUS: message`."""
@@ -101,8 +104,8 @@ class QueueFull(TallyError):
 class BudgetExceeded(TallyError):
     """`reserve_spend` answered `allowed: false`: the user's budget does not admit the estimate.
 
-    `reason` is `MONTHLY_COST_LIMIT` or `FREE_RUNS`; `usage` the user's month as the
-    server sent it; `response` the whole response body.
+    `reason` names what refused (`MONTHLY_COST_LIMIT`, `FREE_RUNS`, `UNPRICED`, ...);
+    `usage` the user's month as the server sent it; `response` the whole response body.
     """
 
     default_status = "RESOURCE_EXHAUSTED"

@@ -103,7 +103,8 @@ class _Call:
             and self.user_id in {None, reservation.user_id}
         ):
             session_feature = reservation.session.feature if reservation.session is not None else None
-            reservation.record(feature=self.feature or session_feature or fallback, **common)
+            feature = self.feature or reservation.feature or session_feature or fallback
+            reservation.record(feature=feature, **common)
             return
         session = self.session
         if (
@@ -203,26 +204,49 @@ _ANTHROPIC_FIELDS = (
 )
 
 
+_ANTHROPIC_CACHE_TTLS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
 def _anthropic_usage(usage: Any) -> dict[str, int]:
-    """Return the usage fields that are set, as ints."""
+    """Return the usage fields that are set, as ints (`cache_creation`'s breakdown by TTL as its own keys)."""
     found: dict[str, int] = {}
     for name in _ANTHROPIC_FIELDS:
         value = _get(usage, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            found[name] = value
+    cache_creation = _get(usage, "cache_creation")
+    for name in _ANTHROPIC_CACHE_TTLS:
+        value = _get(cache_creation, name)
         if isinstance(value, int) and not isinstance(value, bool):
             found[name] = value
     return found
 
 
 def _anthropic_units(model: Any, usage: Mapping[str, int]) -> dict[str, Any]:
-    """Tally units of Anthropic usage, as Anthropic counts them (input_tokens excludes cache tokens)."""
-    return {
+    """Tally units of Anthropic usage, as Anthropic counts them (input_tokens excludes cache tokens).
+
+    `cache_creation_input_tokens` counts every cache write; `cache_creation` (newer API
+    versions) splits it by TTL. The 1-hour writes go to `cacheWrite1hTokens` (sent only
+    when there are some), the rest to `cacheWriteTokens`, so the two add up to the total.
+    """
+    one_hour = _count(usage.get("ephemeral_1h_input_tokens"))
+    if "cache_creation_input_tokens" in usage:
+        total = _count(usage.get("cache_creation_input_tokens"))
+        one_hour = min(one_hour, total)
+        five_minutes = total - one_hour
+    else:
+        five_minutes = _count(usage.get("ephemeral_5m_input_tokens"))
+    units: dict[str, Any] = {
         "model": _model(model),
         "inputTokens": _count(usage.get("input_tokens")),
         "outputTokens": _count(usage.get("output_tokens")),
         "cacheReadTokens": _count(usage.get("cache_read_input_tokens")),
-        "cacheWriteTokens": _count(usage.get("cache_creation_input_tokens")),
+        "cacheWriteTokens": five_minutes,
         "requests": 1,
     }
+    if one_hour:
+        units["cacheWrite1hTokens"] = one_hour
+    return units
 
 
 def _record_response(call: _Call, response: Any) -> None:
