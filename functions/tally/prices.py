@@ -4,7 +4,8 @@ Each provider and model has one price book, `TallyPriceBooks/{hash}`, holding th
 versions a step could still need: every version that took effect in the last 36 days
 (steps are at most 35 days old) and the one in force before them. A version applies to
 steps timestamped on or after its `effectiveFrom` (00:00 UTC) and recorded after it is
-set; recorded steps are never repriced.
+set; recorded steps are never repriced. A price for model `M` also applies to `M`'s dated
+or versioned snapshots (see `pricing`), unless the snapshot has a price of its own.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class PricesIn(EdgeModel):
     input_mtok: Usd | None = Field(default=None, alias="inputMTok")
     output_mtok: Usd | None = Field(default=None, alias="outputMTok")
     cache_read_mtok: Usd | None = Field(default=None, alias="cacheReadMTok")
-    cache_write_mtok: Usd | None = Field(default=None, alias="cacheWriteMTok")
+    cache_write_mtok: Usd | None = Field(default=None, alias="cacheWriteMTok")  # 5-minute writes
+    cache_write_1h_mtok: Usd | None = Field(default=None, alias="cacheWrite1hMTok")  # 1-hour writes
     request: Usd | None = None
 
     def given(self) -> dict[str, Decimal]:
@@ -81,6 +83,7 @@ class PricesIn(EdgeModel):
                 ("outputMTok", self.output_mtok),
                 ("cacheReadMTok", self.cache_read_mtok),
                 ("cacheWriteMTok", self.cache_write_mtok),
+                ("cacheWrite1hMTok", self.cache_write_1h_mtok),
                 ("request", self.request),
             )
             if value is not None
@@ -100,7 +103,8 @@ class SetPriceIn(EdgeModel):
     def _one_price(cls, value: PricesIn) -> PricesIn:
         if not value.given():
             raise field_error(
-                "give at least one price: inputMTok, outputMTok, cacheReadMTok, cacheWriteMTok, request"
+                "give at least one price: inputMTok, outputMTok, cacheReadMTok, cacheWriteMTok, "
+                "cacheWrite1hMTok, request"
             )
         return value
 

@@ -6,13 +6,29 @@ price a step do not pay its import time. It is used offline: its bundled data, n
 auto-update.
 
 Counts: `inputTokens` are the input tokens not read from or written to a cache;
-`cacheReadTokens` and `cacheWriteTokens` are the cached ones (genai-prices counts them
-inside its input tokens, so they are added back for it); `requests` are priced by a
-catalog's per-request price (the package charges its per-request price once per call).
+`cacheReadTokens`, `cacheWriteTokens` (5-minute writes) and `cacheWrite1hTokens` (1-hour
+writes) are the cached ones, disjoint (genai-prices counts them inside its input tokens, and
+the 1-hour writes inside its cache writes, so they are added back for it); `requests` are
+priced by a catalog's per-request price (the package charges its per-request price once per
+call).
+
+Catalog matching: a price set for model `M` applies to `M` and to its dated or versioned
+snapshots, `M` followed by `-YYYY-MM-DD`, `-YYYYMMDD`, `@YYYYMMDD` or `-NNN` at its end. A
+step reads its own model's book and, if its name is a snapshot's, its base model's book (at
+most two documents, no query); the version in force in its own book wins, else the one in
+the base model's.
+
+Catalog counts: a count the price does not name costs 0 if it is `requests`; cache reads,
+5-minute and 1-hour cache writes cost the input price (a 1-hour write uses `cacheWrite1hMTok`
+only, never `cacheWriteMTok`: the SPEC's rule for an unnamed count, taken literally); any
+other token count makes the catalog price not apply, and the step falls through to the
+package, then to unpriced. The matched price is the only catalog price tried: an exact
+price that does not apply does not fall back to the base model's.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +38,7 @@ from typing import Any
 
 from tally import layout
 from tally.money import MoneyError, usd_to_nanos
-from tally.values import CostSource, Units
+from tally.values import CostSource, Document, Units
 
 GENAI_PRICES_VERSION = "0.2.3"
 MILLION = Decimal(1_000_000)
@@ -31,8 +47,14 @@ PRICE_KEYS = {  # set_price's names -> Units' counts they price
     "outputMTok": "output_tokens",
     "cacheReadMTok": "cache_read_tokens",
     "cacheWriteMTok": "cache_write_tokens",
+    "cacheWrite1hMTok": "cache_write_1h_tokens",
     "request": "requests",
 }
+# A count whose price is not named costs the input price (cache reads and writes) or 0 (requests).
+AT_INPUT_PRICE = frozenset({"cacheReadMTok", "cacheWriteMTok", "cacheWrite1hMTok"})
+FREE_UNNAMED = frozenset({"request"})
+# A dated or versioned snapshot of a model: the base name, then one suffix at the end (matched whole).
+_SNAPSHOT_RE = re.compile(r"(?P<base>.+)(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{3})", re.ASCII)
 KEPT_DAYS = 36  # a price book keeps every version a step could still need (steps are at most 35 days old)
 
 # Tally's provider names -> genai-prices' provider ids where they differ (or to pin an alias).
@@ -70,18 +92,21 @@ class CatalogPrice:
         return datetime.fromisoformat(self.effective_from).replace(tzinfo=UTC)
 
     def cost(self, units: Units) -> Decimal | None:
-        """Return what `units` cost at this price, or None if a count it uses has no price here.
+        """Return what `units` cost at this price, or None if a token count they use has no price here.
 
-        Cache reads and writes without a price of their own are charged at the input price.
+        Requests without a price cost 0; cache reads and writes (5-minute and 1-hour) without a
+        price of their own cost the input price.
         """
         total = Decimal(0)
         for key, attribute in PRICE_KEYS.items():
-            count = getattr(units, attribute)
+            count: int = getattr(units, attribute)
             if not count:
                 continue
             price = self.prices.get(key)
-            if price is None and key in ("cacheReadMTok", "cacheWriteMTok"):
+            if price is None and key in AT_INPUT_PRICE:
                 price = self.prices.get("inputMTok")
+            if price is None and key in FREE_UNNAMED:
+                continue
             if price is None:
                 return None
             total += price * count if key == "request" else price * count / MILLION
@@ -112,6 +137,25 @@ def book_path(provider: str, model: str) -> str:
     return f"{layout.PRICE_BOOKS}/{layout.digest(provider, model)[:32]}"
 
 
+def base_model(model: str) -> str | None:
+    """Return the model a dated or versioned snapshot's name is of (None if `model` is no snapshot's)."""
+    found = _SNAPSHOT_RE.fullmatch(model)
+    return found["base"] if found else None
+
+
+def catalog_models(model: str) -> tuple[str, ...]:
+    """Return the models whose catalog price may apply to `model`, the exact one first."""
+    base = base_model(model)
+    return (model,) if base is None else (model, base)
+
+
+def book_paths(provider: str | None, model: str) -> list[str]:
+    """Return the price books a step of `provider` and `model` needs: its own, then its base model's."""
+    if provider is None:
+        return []
+    return [book_path(provider, name) for name in catalog_models(model)]
+
+
 def versions(book: Mapping[str, Any]) -> list[CatalogPrice]:
     """Return a book's versions, oldest first."""
     return sorted(
@@ -127,6 +171,21 @@ def in_force(book: Mapping[str, Any], at: datetime) -> CatalogPrice | None:
         if version.starts <= at:
             found = version
     return found
+
+
+def matching(
+    *, provider: str | None, model: str, at: datetime, books: Mapping[str, Document]
+) -> CatalogPrice | None:
+    """Return the catalog price for `model` in force at `at`: its own, else its base model's.
+
+    `books` holds the documents read at `book_paths(provider, model)` (others are ignored).
+    """
+    for path in book_paths(provider, model):
+        doc = books.get(path)
+        version = in_force(doc.fields, at) if doc is not None else None
+        if version is not None:
+            return version
+    return None
 
 
 @dataclass(frozen=True)
@@ -169,11 +228,13 @@ def package_cost(
 ) -> tuple[Decimal, Mapping[str, Any]] | None:
     """Return the genai-prices price of `units` at `at`, or None for a model or provider it does not know."""
     genai = _genai()
+    writes = units.cache_write_tokens + units.cache_write_1h_tokens
     usage = genai.Usage(
-        input_tokens=units.input_tokens + units.cache_read_tokens + units.cache_write_tokens,
+        input_tokens=units.input_tokens + units.cache_read_tokens + writes,
         output_tokens=units.output_tokens,
         cache_read_tokens=units.cache_read_tokens,
-        cache_write_tokens=units.cache_write_tokens,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=units.cache_write_1h_tokens,  # priced apart where the package has a 1h price
     )
     provider_id = PROVIDER_IDS.get(provider.lower(), provider.lower()) if provider else None
     try:
@@ -191,11 +252,27 @@ def package_cost(
     }
 
 
-def price(*, provider: str | None, units: Units, at: datetime, book: Mapping[str, Any] | None) -> Priced:
-    """Price a step: the catalog version in force, else genai-prices, else unpriced (cost 0)."""
-    version = in_force(book or {}, at)
+def price(
+    *,
+    provider: str | None,
+    units: Units,
+    at: datetime,
+    books: Mapping[str, Document] | None = None,
+    book: Mapping[str, Any] | None = None,
+) -> Priced:
+    """Price a step: the catalog price that matches, else genai-prices, else unpriced (cost 0).
+
+    `books` holds the documents read at `book_paths(provider, units.model)`; `book` (older
+    callers) is the fields of the model's own book only, so it never matches a snapshot.
+    """
+    if books is not None:
+        version = matching(provider=provider, model=units.model, at=at, books=books)
+    else:
+        version = in_force(book or {}, at)
     if version is not None and (cost := version.cost(units)) is not None:
-        return Priced(_nanos(cost), CostSource.CATALOG, {"catalog": version.document()})
+        return Priced(
+            _nanos(cost), CostSource.CATALOG, {"catalog": version.document(), "matched": version.model}
+        )
     found = package_cost(provider, units, at)
     if found is not None:
         return Priced(_nanos(found[0]), CostSource.GENAI_PRICES, found[1])

@@ -120,3 +120,99 @@ def test_prices_are_for_admins_only() -> None:
     assert (by_user[0], by_user[1]["error"]["status"]) == (403, "PERMISSION_DENIED")
     assert (listing[0], anonymous[0]) == (403, 401)
     assert emulator.db().collection(layout.PRICE_BOOKS).get() == []
+
+
+def test_an_admins_price_for_a_model_prices_a_wrappers_step_of_its_dated_snapshot_exactly() -> None:
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
+    price = {"provider": "openai", "model": "gpt-4o", "prices": {"inputMTok": 3.17, "outputMTok": 12.9}}
+    units = {"model": "gpt-4o-2024-08-06", "inputTokens": 1200, "outputTokens": 350, "requests": 1}
+    body = step(feature="chat", provider="openai", usage_type="AI", cost=None, units=units)
+
+    accounts.result_of("set_price", admin, price)
+    response = accounts.record(user, {"steps": [body]})
+
+    assert response.status_code == 200, response.text
+    doc = stored(user, body)
+    usd = (Decimal("3.17") * 1200 + Decimal("12.9") * 350) / 1_000_000  # the request itself costs nothing
+    expected = usd * 10**9
+    assert expected == int(expected) == 8_319_000
+    assert (doc["costSource"], doc["costNanos"]) == ("catalog", int(expected))
+    assert (doc["price"]["matched"], doc["price"]["catalog"]["model"]) == ("gpt-4o", "gpt-4o")
+    assert doc["units"] == {**units, "cacheReadTokens": 0, "cacheWriteTokens": 0}
+    assert response.json()["usage"]["totalCost"] == float(usd)
+
+
+def test_one_hour_cache_writes_are_kept_and_priced_at_their_own_catalog_price() -> None:
+    admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
+    prices = {
+        "inputMTok": 3.1,
+        "outputMTok": 15.5,
+        "cacheReadMTok": 0.31,
+        "cacheWriteMTok": 3.875,
+        "cacheWrite1hMTok": 6.2,
+    }
+    units: dict[str, Any] = {
+        "model": "claude-sonnet-4-5-20250929",
+        "inputTokens": 400,
+        "outputTokens": 200,
+        "cacheReadTokens": 500,
+        "cacheWriteTokens": 100,
+        "cacheWrite1hTokens": 1000,
+        "requests": 1,
+    }
+    body = step(feature="chat", provider="anthropic", usage_type="AI", cost=None, units=units)
+
+    accounts.result_of(
+        "set_price", admin, {"provider": "anthropic", "model": "claude-sonnet-4-5", "prices": prices}
+    )
+    response = accounts.record(user, {"steps": [body]})
+    listed = accounts.result_of("list_prices", admin)["prices"]
+
+    assert response.status_code == 200, response.text
+    doc = stored(user, body)
+    counts = {
+        "inputMTok": "inputTokens",
+        "outputMTok": "outputTokens",
+        "cacheReadMTok": "cacheReadTokens",
+        "cacheWriteMTok": "cacheWriteTokens",
+        "cacheWrite1hMTok": "cacheWrite1hTokens",
+    }
+    expected = sum(Decimal(str(prices[key])) * units[count] for key, count in counts.items()) * 1000
+    assert expected == int(expected) == 11_082_500  # 1000 one-hour writes at $6.2/MTok, not $3.875
+    assert (doc["costSource"], doc["costNanos"]) == ("catalog", int(expected))
+    assert doc["units"] == units
+    assert doc["price"]["matched"] == "claude-sonnet-4-5"
+    assert listed[0]["prices"]["cacheWrite1hMTok"] == 6.2
+
+
+def test_one_hour_cache_writes_cost_what_genai_prices_says_for_them() -> None:
+    user = accounts.make_user()
+    units = {
+        "model": "claude-sonnet-4-5-20250929",
+        "inputTokens": 400,
+        "outputTokens": 200,
+        "cacheReadTokens": 500,
+        "cacheWriteTokens": 100,
+        "cacheWrite1hTokens": 1000,
+        "requests": 1,
+    }
+    body = step(feature="chat", provider="anthropic", usage_type="AI", cost=None, units=units)
+
+    response = accounts.record(user, {"steps": [body]})
+
+    assert response.status_code == 200, response.text
+    doc = stored(user, body)
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=2000,
+            output_tokens=200,
+            cache_read_tokens=500,
+            cache_write_tokens=1100,
+            cache_write_1h_tokens=1000,
+        ),
+        "claude-sonnet-4-5-20250929",
+        provider_id="anthropic",
+        genai_request_timestamp=doc["timestamp"],
+    ).total_price
+    assert doc["costSource"] == "genai-prices"
+    assert doc["costNanos"] == int(Decimal(expected) * 10**9) == 10_725_000  # one-hour writes at $6/MTok

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 
 from tally.errors import InvalidArgument
-from tally.models import parse_record_request
-from tally.values import UsageType
+from tally.models import parse_record_request, parse_reserve_request
+from tally.values import Units, UsageType
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 
@@ -120,6 +120,36 @@ def test_names_with_dots_slashes_and_colons_are_kept_as_given() -> None:
             "1,000,000,000",
         ),
         (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1hTokens": -1})]},
+            "steps[0].units.cacheWrite1hTokens",
+            "whole number from 0 to 1,000,000,000",
+        ),
+        (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1hTokens": 10**9 + 1})]},
+            "steps[0].units.cacheWrite1hTokens",
+            "whole number from 0 to 1,000,000,000",
+        ),
+        (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1hTokens": 2.5})]},
+            "steps[0].units.cacheWrite1hTokens",
+            "whole number",
+        ),
+        (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1hTokens": True})]},
+            "steps[0].units.cacheWrite1hTokens",
+            "whole number",
+        ),
+        (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1hTokens": "5"})]},
+            "steps[0].units.cacheWrite1hTokens",
+            "whole number",
+        ),
+        (
+            {"steps": [step(units={"model": "gpt-4o", "cacheWrite1HTokens": 5})]},
+            "steps[0].units.cacheWrite1HTokens",
+            "is not an accepted field",
+        ),
+        (
             {"steps": [step(units={"model": "gpt 4o", "requests": 1})]},
             "steps[0].units.model",
             "1-100 characters",
@@ -214,3 +244,46 @@ def test_every_problem_is_reported() -> None:
 
     assert {d.field for d in info.value.details} == {"steps[0].cost", "steps[0].feature"}
     assert "(and 1 more)" in info.value.message
+
+
+def test_units_with_one_hour_cache_writes_become_domain_units() -> None:
+    units = {
+        "model": "claude-sonnet-4-5-20250929",
+        "inputTokens": 400,
+        "outputTokens": 200,
+        "cacheReadTokens": 500,
+        "cacheWriteTokens": 100,
+        "cacheWrite1hTokens": 1000,
+        "requests": 1,
+    }
+
+    request = parse_record_request({"steps": [step(cost=..., units=units)]}, now=NOW)
+
+    parsed = request.steps[0].units
+    assert parsed is not None
+    assert parsed == Units(
+        "claude-sonnet-4-5-20250929",
+        input_tokens=400,
+        output_tokens=200,
+        cache_read_tokens=500,
+        cache_write_tokens=100,
+        requests=1,
+        cache_write_1h_tokens=1000,
+    )
+    assert parsed.document() == units
+
+
+def test_one_hour_cache_writes_alone_are_a_count_and_are_stored_only_when_some() -> None:
+    only = parse_record_request(
+        {"steps": [step(cost=..., units={"model": "m", "cacheWrite1hTokens": 0})]}, now=NOW
+    )
+    estimate = parse_reserve_request(
+        {
+            "reservationId": "res_1",
+            "estimate": {"provider": "anthropic", "units": {"model": "m", "cacheWrite1hTokens": 10**9}},
+        }
+    )
+
+    assert only.steps[0].units == Units("m")
+    assert "cacheWrite1hTokens" not in Units("m").document()
+    assert estimate.units == Units("m", cache_write_1h_tokens=10**9)

@@ -11,7 +11,7 @@ from tally.errors import InvalidArgument, PermissionDenied
 from tally.models import parse_record_request
 from tally.prices import kept_versions, list_prices, set_price
 from tally.recording import record_steps
-from tally.values import Caller, CostSource, Units
+from tally.values import Caller, CostSource, Document, Units
 from tally_dev.memory import MemoryStore
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
@@ -279,3 +279,405 @@ def test_a_book_keeps_only_the_versions_a_step_could_still_need() -> None:
 
 def pricing_versions(book_doc: dict[str, Any], day: str) -> dict[str, Any]:
     return kept_versions(book_doc, catalog(day, request="1"), NOW)
+
+
+# Catalog matching (SPEC v3): a price for a model applies to its dated or versioned snapshots.
+
+
+def version(
+    model: str, day: str = "2026-11-01", provider: str = "openai", **prices: str
+) -> pricing.CatalogPrice:
+    return pricing.CatalogPrice(provider, model, day, {k: Decimal(v) for k, v in prices.items()})
+
+
+def books(*versions: pricing.CatalogPrice) -> dict[str, Document]:
+    """Return the price books holding `versions` as a read returns them (one book per provider and model)."""
+    stored: dict[str, dict[str, Any]] = {}
+    for v in versions:
+        path = pricing.book_path(v.provider, v.model)
+        stored.setdefault(path, {"versions": {}})["versions"][v.effective_from] = v.document()
+    return {path: Document(path, data) for path, data in stored.items()}
+
+
+@pytest.mark.parametrize(
+    ("model", "base"),
+    [
+        ("gpt-4o-2024-08-06", "gpt-4o"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-3-5-sonnet@20240620", "claude-3-5-sonnet"),
+        ("gemini-1.5-pro-002", "gemini-1.5-pro"),
+        ("o1-2024-12-17", "o1"),
+        ("gemini-1.5-pro-002-20240101", "gemini-1.5-pro-002"),  # one suffix is taken off, not two
+    ],
+)
+def test_a_snapshot_name_has_its_base_model(model: str, base: str) -> None:
+    assert pricing.base_model(model) == base
+    assert pricing.catalog_models(model) == (model, base)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4o-2024-08-06-preview",
+        "gpt-4-0613",  # four digits
+        "gemini-1.5-pro-02",  # two digits
+        "model-1234567",  # seven digits
+        "model-123456789",  # nine digits
+        "claude-3-5-sonnet@2024-06-20",
+        "claude-3-5-sonnet@2024062",
+        "gpt-4o-2024-8-06",
+        "gpt-4o_2024-08-06",
+        "-123",  # no base left
+        "@20240620",
+        "gpt-4o-2024-08-06\n",  # matched whole
+        "gemini-1.5-pro-\u0660\u0660\u0662",  # Arabic-Indic digits are not digits here
+    ],
+)
+def test_other_names_are_no_snapshots(model: str) -> None:
+    assert pricing.base_model(model) is None
+    assert pricing.catalog_models(model) == (model,)
+
+
+def test_a_step_needs_its_own_book_then_its_base_models_at_most_two() -> None:
+    own, base = pricing.book_path("openai", "gpt-4o-2024-08-06"), pricing.book_path("openai", "gpt-4o")
+
+    assert pricing.book_paths("openai", "gpt-4o-2024-08-06") == [own, base]
+    assert pricing.book_paths("openai", "gpt-4o") == [base]
+    assert pricing.book_paths("openai", "gpt-4o-mini") == [pricing.book_path("openai", "gpt-4o-mini")]
+    assert pricing.book_paths(None, "gpt-4o-2024-08-06") == []
+    assert base == f"{layout.PRICE_BOOKS}/{layout.digest('openai', 'gpt-4o')[:32]}"  # book_path is unchanged
+
+
+@pytest.mark.parametrize(
+    ("provider", "base", "snapshot"),
+    [
+        ("openai", "gpt-4o", "gpt-4o-2024-08-06"),
+        ("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+        ("vertex_ai", "claude-3-5-sonnet", "claude-3-5-sonnet@20240620"),
+        ("google", "gemini-1.5-pro", "gemini-1.5-pro-002"),
+    ],
+)
+def test_a_base_models_price_applies_to_its_snapshots(provider: str, base: str, snapshot: str) -> None:
+    read = books(version(base, provider=provider, inputMTok="3.17", outputMTok="12.9"))
+
+    priced = pricing.price(
+        provider=provider,
+        units=Units(snapshot, input_tokens=1200, output_tokens=350, requests=1),
+        at=NOW,
+        books=read,
+    )
+
+    assert (priced.source, priced.cost_nanos) == (CostSource.CATALOG, 8_319_000)  # 1200*3.17 + 350*12.9 µUSD
+    assert priced.price is not None
+    assert priced.price["matched"] == base
+    assert priced.price["catalog"]["model"] == base
+
+
+def test_an_exact_price_wins_over_the_base_models() -> None:
+    read = books(
+        version("gpt-4o", inputMTok="1"),
+        version("gpt-4o-2024-08-06", inputMTok="2"),
+    )
+
+    snapshot = pricing.price(
+        provider="openai", units=Units("gpt-4o-2024-08-06", input_tokens=1000), at=NOW, books=read
+    )
+    base = pricing.price(provider="openai", units=Units("gpt-4o", input_tokens=1000), at=NOW, books=read)
+
+    assert (snapshot.cost_nanos, base.cost_nanos) == (2_000_000, 1_000_000)
+    assert snapshot.price is not None
+    assert base.price is not None
+    assert (snapshot.price["matched"], base.price["matched"]) == ("gpt-4o-2024-08-06", "gpt-4o")
+
+
+def test_the_base_models_price_applies_until_the_snapshots_own_takes_effect() -> None:
+    read = books(
+        version("gpt-4o", "2026-11-01", inputMTok="1"),
+        version("gpt-4o-2024-08-06", "2026-11-14", inputMTok="2"),
+    )
+    units = Units("gpt-4o-2024-08-06", input_tokens=1000)
+
+    before = pricing.price(provider="openai", units=units, at=NOW - timedelta(days=1), books=read)
+    after = pricing.price(provider="openai", units=units, at=NOW, books=read)
+
+    assert (before.cost_nanos, after.cost_nanos) == (1_000_000, 2_000_000)
+
+
+def test_a_price_is_not_for_a_longer_name_nor_for_the_base_of_its_snapshot() -> None:
+    read = books(version("gpt-4o", inputMTok="100"), version("gpt-4o-2024-08-06", inputMTok="100"))
+
+    mini = pricing.price(provider="openai", units=Units("gpt-4o-mini", input_tokens=1000), at=NOW, books=read)
+    other = pricing.price(
+        provider="acme_ai", units=Units("gpt-4o-2024-08-06", input_tokens=1000), at=NOW, books=read
+    )
+    base_only = {p: d for p, d in read.items() if p == pricing.book_path("openai", "gpt-4o-2024-08-06")}
+    base = pricing.price(provider="openai", units=Units("gpt-4o", input_tokens=1000), at=NOW, books=base_only)
+
+    assert mini.source is CostSource.GENAI_PRICES  # gpt-4o-mini is not a snapshot of gpt-4o
+    assert other.source is not CostSource.CATALOG  # another provider's price
+    assert base.source is CostSource.GENAI_PRICES
+
+
+def test_an_exact_price_that_does_not_apply_does_not_fall_back_to_the_base_models() -> None:
+    read = books(
+        version("gpt-4o", inputMTok="1", outputMTok="1"), version("gpt-4o-2024-08-06", inputMTok="1")
+    )
+
+    priced = pricing.price(
+        provider="openai",
+        units=Units("gpt-4o-2024-08-06", input_tokens=1200, output_tokens=350),
+        at=NOW,
+        books=read,
+    )
+
+    assert priced.source is CostSource.GENAI_PRICES
+
+
+def test_matching_ignores_missing_books_and_books_of_other_models() -> None:
+    path = pricing.book_path("openai", "gpt-4o")
+    unrelated = books(version("gpt-4", inputMTok="1"))
+
+    assert (
+        pricing.matching(provider="openai", model="gpt-4o", at=NOW, books={path: Document(path, None)})
+        is None
+    )
+    assert pricing.matching(provider="openai", model="gpt-4o", at=NOW, books=unrelated) is None
+    assert pricing.matching(provider=None, model="gpt-4o", at=NOW, books=books(version("gpt-4o"))) is None
+
+
+# Counts a catalog price does not name.
+
+
+def test_requests_without_a_request_price_cost_nothing() -> None:
+    read = books(version("house-model-7", provider="acme_ai", inputMTok="3.17", outputMTok="12.9"))
+    units = Units("house-model-7", input_tokens=1200, output_tokens=350, requests=1)
+
+    priced = pricing.price(provider="acme_ai", units=units, at=NOW, books=read)
+    before_the_price = pricing.price(provider="acme_ai", units=units, at=NOW, books={})
+
+    assert (priced.source, priced.cost_nanos) == (CostSource.CATALOG, 8_319_000)
+    assert before_the_price == pricing.UNPRICED
+
+
+def test_named_requests_are_priced_and_requests_alone_without_a_price_cost_nothing() -> None:
+    priced = version("m", inputMTok="1", request="0.002").cost(Units("m", input_tokens=1000, requests=3))
+    free = version("m", inputMTok="1").cost(Units("m", requests=3))
+
+    assert (priced, free) == (Decimal("0.007"), Decimal(0))
+
+
+def test_cache_reads_and_writes_without_their_own_price_cost_the_input_price() -> None:
+    read = books(version("gpt-4o", inputMTok="2"))
+    units = Units(
+        "gpt-4o-2024-08-06",
+        input_tokens=10,
+        cache_read_tokens=20,
+        cache_write_tokens=30,
+        cache_write_1h_tokens=40,
+        requests=1,
+    )
+
+    priced = pricing.price(provider="openai", units=units, at=NOW, books=read)
+
+    assert (priced.source, priced.cost_nanos) == (CostSource.CATALOG, 200_000)  # 100 tokens at $2/MTok
+
+
+def test_cache_tokens_without_any_input_price_make_the_catalog_price_not_apply() -> None:
+    read = books(version("house-model-7", provider="acme_ai", request="0.01", outputMTok="1"))
+
+    priced = pricing.price(
+        provider="acme_ai", units=Units("house-model-7", cache_read_tokens=5, requests=1), at=NOW, books=read
+    )
+
+    assert priced == pricing.UNPRICED
+    assert version("m", request="1").cost(Units("m", cache_write_1h_tokens=5)) is None
+
+
+def test_tokens_without_their_price_fall_through_never_to_a_catalog_zero() -> None:
+    read = books(
+        version("gpt-4o", inputMTok="1"),
+        version("house-model-7", provider="acme_ai", inputMTok="1"),
+        version("house-model-8", provider="acme_ai", outputMTok="1"),
+    )
+
+    known = pricing.price(
+        provider="openai", units=Units("gpt-4o", input_tokens=1200, output_tokens=350), at=NOW, books=read
+    )
+    unknown = pricing.price(
+        provider="acme_ai", units=Units("house-model-7", input_tokens=1, output_tokens=1), at=NOW, books=read
+    )
+    no_input = pricing.price(
+        provider="acme_ai", units=Units("house-model-8", input_tokens=1), at=NOW, books=read
+    )
+
+    assert (known.source, known.cost_nanos) == (CostSource.GENAI_PRICES, 6_500_000)
+    assert unknown == no_input == pricing.UNPRICED
+
+
+# One-hour cache writes.
+
+
+def test_one_hour_cache_writes_use_their_own_price() -> None:
+    price = version("claude-sonnet-4-5", inputMTok="3", cacheWriteMTok="3.75", cacheWrite1hMTok="6")
+    units = Units("claude-sonnet-4-5-20250929", cache_write_tokens=1000, cache_write_1h_tokens=1000)
+
+    assert price.cost(units) == Decimal("0.00975")  # 1000 * 3.75 + 1000 * 6 µUSD
+
+
+def test_one_hour_cache_writes_without_their_own_price_cost_the_input_price_not_the_5_minute_one() -> None:
+    price = version("claude-sonnet-4-5", inputMTok="3", cacheWriteMTok="3.75")
+    units = Units("claude-sonnet-4-5", cache_write_tokens=1000, cache_write_1h_tokens=1000)
+
+    assert price.cost(units) == Decimal("0.00675")  # 1000 * 3.75 + 1000 * 3 µUSD
+
+
+def test_the_package_prices_one_hour_cache_writes_apart_from_5_minute_ones() -> None:
+    units = Units(
+        "claude-sonnet-4-5-20250929",
+        input_tokens=400,
+        output_tokens=200,
+        cache_read_tokens=500,
+        cache_write_tokens=100,
+        cache_write_1h_tokens=1000,
+    )
+
+    priced = pricing.price(provider="anthropic", units=units, at=NOW, books={})
+
+    expected = genai_nanos(
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        NOW,
+        input_tokens=2000,
+        output_tokens=200,
+        cache_read_tokens=500,
+        cache_write_tokens=1100,
+        cache_write_1h_tokens=1000,
+    )
+    assert priced.source is CostSource.GENAI_PRICES
+    # 400*3 + 500*0.3 + 100*3.75 + 1000*6 + 200*15 µUSD: one-hour writes at $6/MTok, not $3.75
+    assert priced.cost_nanos == expected == 10_725_000
+
+
+def test_a_catalog_step_keeps_the_version_used_and_the_model_it_matched() -> None:
+    read = books(version("gpt-4o", inputMTok="2.5", cacheWrite1hMTok="5"))
+
+    priced = pricing.price(
+        provider="openai", units=Units("gpt-4o-2024-08-06", cache_write_1h_tokens=10), at=NOW, books=read
+    )
+
+    assert priced.price == {
+        "catalog": {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "effectiveFrom": "2026-11-01",
+            "prices": {"inputMTok": "2.5", "cacheWrite1hMTok": "5"},
+        },
+        "matched": "gpt-4o",
+    }
+
+
+# set_price and list_prices take the one-hour cache write price.
+
+
+def test_set_price_takes_a_one_hour_cache_write_price_and_list_prices_returns_it() -> None:
+    store = MemoryStore()
+    data = {
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "prices": {"inputMTok": 3, "cacheWriteMTok": "3.75", "cacheWrite1hMTok": 6},
+    }
+
+    stored = set_price(store=store, caller=ADMIN, data=data, settings=Settings(), now=NOW)
+    listed = list_prices(store=store, caller=ADMIN, data=None, settings=Settings(), now=NOW)["prices"]
+    only_1h = set_price(
+        store=store,
+        caller=ADMIN,
+        data={**data, "model": "m", "prices": {"cacheWrite1hMTok": 6}},
+        settings=Settings(),
+        now=NOW,
+    )
+
+    assert stored["prices"] == {"inputMTok": 3.0, "cacheWriteMTok": 3.75, "cacheWrite1hMTok": 6.0}
+    assert listed[0]["prices"] == stored["prices"]
+    assert only_1h["prices"] == {"cacheWrite1hMTok": 6.0}
+    path = pricing.book_path("anthropic", "claude-sonnet-4-5")
+    assert store.docs[path]["versions"]["2026-11-14"]["prices"]["cacheWrite1hMTok"] == "6"
+
+
+@pytest.mark.parametrize(
+    ("prices", "problem"),
+    [
+        ({"cacheWrite1hMTok": -1}, r"prices\.cacheWrite1hMTok: must be >= 0"),
+        ({"cacheWrite1hMTok": "six"}, r"prices\.cacheWrite1hMTok: must be a decimal string"),
+        ({"cacheWrite1hMTok": True}, r"prices\.cacheWrite1hMTok: must be a number or a decimal string"),
+        ({"cacheWrite1hMTok": 1_000_001}, r"prices\.cacheWrite1hMTok: must be <= 1000000"),
+        ({"cacheWrite1HMTok": 6}, r"prices\.cacheWrite1HMTok: is not an accepted field"),
+        ({}, r"prices: give at least one price: .*cacheWrite1hMTok"),
+    ],
+)
+def test_set_price_refuses_a_bad_one_hour_cache_write_price_by_field(
+    prices: dict[str, Any], problem: str
+) -> None:
+    data = {"provider": "anthropic", "model": "claude-sonnet-4-5", "prices": prices}
+
+    with pytest.raises(InvalidArgument, match=problem):
+        set_price(store=MemoryStore(), caller=ADMIN, data=data, settings=Settings(), now=NOW)
+
+
+def test_a_price_set_for_a_base_model_prices_its_snapshot_from_the_books_read() -> None:
+    store = MemoryStore()
+    set_price(
+        store=store,
+        caller=ADMIN,
+        data={"provider": "openai", "model": "gpt-4o", "prices": {"inputMTok": "3.17", "outputMTok": "12.9"}},
+        settings=Settings(),
+        now=NOW - timedelta(hours=1),
+    )
+    units = Units("gpt-4o-2024-08-06", input_tokens=1200, output_tokens=350, requests=1)
+
+    read = store.read(pricing.book_paths("openai", units.model))
+    priced = pricing.price(provider="openai", units=units, at=NOW, books=read)
+
+    assert len(read) == 2
+    assert (priced.source, priced.cost_nanos) == (CostSource.CATALOG, 8_319_000)
+
+
+# Through record_steps (needs recording to read `pricing.book_paths` and pass `books=`).
+
+
+def test_recording_prices_a_wrappers_snapshot_step_from_the_base_models_price() -> None:
+    store = MemoryStore()
+    set_price(
+        store=store,
+        caller=ADMIN,
+        data={"provider": "openai", "model": "gpt-4o", "prices": {"inputMTok": "3.17", "outputMTok": "12.9"}},
+        settings=Settings(),
+        now=NOW - timedelta(hours=1),
+    )
+    wrapper_units = {"model": "gpt-4o-2024-08-06", "inputTokens": 1200, "outputTokens": 350, "requests": 1}
+
+    record(store, {**llm("a"), "units": wrapper_units})
+
+    doc = store.docs[layout.step_path("u1", "a")]
+    assert (doc["costSource"], doc["costNanos"]) == ("catalog", 8_319_000)
+    assert doc["price"]["matched"] == "gpt-4o"
+    assert doc["units"] == {**wrapper_units, "cacheReadTokens": 0, "cacheWriteTokens": 0}
+
+
+def test_recording_keeps_one_hour_cache_writes_and_prices_them() -> None:
+    store = MemoryStore()
+    set_price(
+        store=store,
+        caller=ADMIN,
+        data={"provider": "openai", "model": "gpt-4o", "prices": {"inputMTok": "2", "cacheWrite1hMTok": "4"}},
+        settings=Settings(),
+        now=NOW - timedelta(hours=1),
+    )
+
+    record(store, {**llm("a"), "units": {"model": "gpt-4o", "inputTokens": 1000, "cacheWrite1hTokens": 500}})
+
+    doc = store.docs[layout.step_path("u1", "a")]
+    assert (doc["costSource"], doc["costNanos"]) == ("catalog", 4_000_000)  # 1000*2 + 500*4 µUSD
+    assert doc["units"]["cacheWrite1hTokens"] == 500
