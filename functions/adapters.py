@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import http.client
 import json
 import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import firebase_admin
 import firebase_admin.exceptions
@@ -19,6 +20,7 @@ from firebase_functions import https_fn, logger, params
 from flask import Request, Response
 from google.cloud import firestore
 
+from tally import alerts
 from tally.config import Settings
 from tally.errors import (
     FailedPrecondition,
@@ -98,16 +100,45 @@ class AuthDirectory:
         return found
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: the 3xx is the answer (urllib would resend a POST as a GET, without its body)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        """Refuse every redirect (the answer then surfaces as an HTTPError with its 3xx status)."""
+        return None
+
+
+def _failure(exc: BaseException) -> str:
+    """Return what went wrong without the URL (the messages of some errors quote its path and query)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"{type(reason).__name__}: {reason.strerror}"
+    return type(reason).__name__
+
+
 def post_json(url: str, body: bytes, headers: Mapping[str, str]) -> int:
-    """POST a body; return the HTTP status (0 when no answer came)."""
+    """POST a body; return the HTTP status (a redirect is not followed: its 3xx; 0 when no answer came).
+
+    Logs name the URL's scheme, host and port only: a chat webhook carries its secret in the path.
+    """
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310 - the operator's URL
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with opener.open(request, timeout=10) as response:
             return int(response.status)
-    except urllib.error.HTTPError as exc:
+    except urllib.error.HTTPError as exc:  # a 3xx, 4xx or 5xx answer
+        exc.close()
         return int(exc.code)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        logger.warn("webhook unreachable", url=url.split("?", 1)[0], error=repr(exc))
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        logger.warn("webhook unreachable", webhook=alerts.webhook_origin(url), error=_failure(exc))
         return 0
 
 

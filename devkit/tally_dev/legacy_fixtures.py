@@ -4,12 +4,13 @@ Seed 000's user and session ids, its `0.00283` autocomplete with ISO-string date
 `"ApiUsage"`, a session dated with Timestamps, an active one, one with a bad step,
 `operations` logs (one repeating a session's step, as the dual-write system did), a
 monthly document that counted a session twice and one that is right, and a CSV export
-of seed 003's `api_usage_log` with one bad row.
+of seed 003's `api_usage_log` with one bad row. Also a session too large for one commit, and
+the calls of an app that wrote both systems during its migration (the same operationIds).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 ADA = "rfGX8GX9Y3gv3SKbkiERPFym72r1"  # seed 000's user
@@ -201,3 +202,91 @@ REFUSED = {
     f"AIUsage/{BOB}/operations/usage_bad_time": "operation.timestamp",
     "legacy.csv:4": "line 4.cost",
 }
+
+
+# A legacy session too large for one commit (more than 450 documents, or with so many feature
+# names that a shard would take more than 500 transforms): imported in parts.
+LARGE_SESSION = "session_1761120000000_big0"
+LARGE_START = datetime(2025, 10, 22, 8, tzinfo=UTC)
+
+
+def large_session(
+    user: str, steps: int, *, features: int = 3, session_id: str = LARGE_SESSION
+) -> tuple[str, dict[str, Any]]:
+    """Return the path and document of a completed legacy session of `steps` AI steps of $0.001 each.
+
+    The steps use `features` feature names in turn; every tenth is a billable run.
+    """
+    return f"SessionUsage/{user}/sessions/{session_id}", {
+        "feature": "llm",
+        "status": "completed",
+        "totalCost": round(0.001 * steps, 9),
+        "steps": [
+            {
+                "operationId": f"usage_big_{index:05d}",
+                "usageType": "AIUsage",
+                "feature": f"llm_tool_{index % features:03d}",
+                "provider": "openai",
+                "cost": 0.001,
+                "isBillableRun": index % 10 == 0,
+                "timestamp": (LARGE_START + timedelta(seconds=index)).isoformat().replace("+00:00", "Z"),
+            }
+            for index in range(steps)
+        ],
+        "createdAt": LARGE_START.isoformat().replace("+00:00", "Z"),
+        "completedAt": (LARGE_START + timedelta(seconds=steps)).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def large_session_totals(steps: int) -> tuple[int, int, int]:
+    """Return what a large session adds to its user's month: (cost in nano-USD, calls, billable runs)."""
+    return steps * 1_000_000, steps, (steps + 9) // 10
+
+
+# An app that wrote both systems during its migration: some calls are in Tally already, under
+# the same operationId, and must be skipped by the import (never counted twice).
+DUAL_SESSION = "session_dual_0001"  # one call in Tally already, one only here
+DUAL_RECORDED_SESSION = "session_dual_0002"  # its only call is in Tally already
+DUAL_RECORDED = ("dual_op_1", "dual_op_3", "dual_op_5")
+
+
+def dual_written(user: str, when: datetime) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Return a user's legacy documents of calls at `when`, and the `record_steps` steps Tally has of them."""
+    at = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def call(op: str, feature: str, cost: float, *, billable: bool = False) -> dict[str, Any]:
+        return {
+            "operationId": op,
+            "usageType": "ApiUsage",
+            "feature": feature,
+            "provider": "google_maps",
+            "cost": cost,
+            "isBillableRun": billable,
+            "timestamp": at,
+        }
+
+    calls = {
+        "dual_op_1": call("dual_op_1", "geocode", 0.25),
+        "dual_op_2": call("dual_op_2", "route", 0.5),
+        "dual_op_3": call("dual_op_3", "nearby", 1.25, billable=True),
+        "dual_op_4": call("dual_op_4", "details", 1.0),
+        "dual_op_5": call("dual_op_5", "geocode", 0.1),
+    }
+    session = {"feature": "maps", "status": "completed", "createdAt": at, "completedAt": at}
+    logged = {
+        op: {k: v for k, v in calls[op].items() if k != "operationId"} for op in ("dual_op_3", "dual_op_4")
+    }
+    legacy = {
+        f"SessionUsage/{user}/sessions/{DUAL_SESSION}": {
+            **session,
+            "steps": [calls["dual_op_1"], calls["dual_op_2"]],
+        },
+        f"SessionUsage/{user}/sessions/{DUAL_RECORDED_SESSION}": {**session, "steps": [calls["dual_op_5"]]},
+        **{f"ApiUsage/{user}/operations/{op}": fields for op, fields in logged.items()},
+    }
+    recorded = [{**calls[op], "usageType": "API", "cost": str(calls[op]["cost"])} for op in DUAL_RECORDED]
+    return legacy, recorded
+
+
+# What the user's month of `when` adds up to, counting each call once: (nano-USD, calls, billable runs).
+DUAL_EXPECTED = (3_100_000_000, 5, 1)  # 0.25 + 1.25 + 0.1 in Tally already, 0.5 + 1.0 imported

@@ -9,7 +9,10 @@ process dies between the commit and the alert, a retry of the request, the sweep
 
 Delivery: each alert is POSTed to `TALLY_ALERT_WEBHOOK_URL` as JSON, signed with
 HMAC-SHA256 of the raw body (`X-Tally-Signature: sha256=<hex>`), retried with backoff
-until a 2xx answer; the document records `attempts` and `deliveredAt`.
+until a 2xx answer; the document records `attempts` and `deliveredAt`. A redirect is not
+followed: a 3xx answer is a failed attempt. Logs and messages name the webhook by its
+scheme, host and port only (`webhook_origin`): chat webhooks carry their secret in the
+path or the query.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from tally import folding, layout
 from tally.config import Settings
@@ -247,13 +251,27 @@ class Delivery:
     skipped: str | None = None  # why nothing was tried (no webhook, no secret, already delivered)
 
 
+def webhook_origin(url: str) -> str:
+    """Return what logs may name of a webhook URL: scheme, host and port (no credentials, path or query)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(not a readable URL)"
+    host = parts.hostname
+    if not parts.scheme or not host:
+        return "(not a URL with a scheme and a host)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 def webhook_problem(settings: Settings) -> str | None:
     """Return why alerts cannot be delivered, or None (no webhook configured is not a problem)."""
     url = settings.webhook_url
     if url is None:
         return None
     if not url.startswith(("https://", "http://")):
-        return f"TALLY_ALERT_WEBHOOK_URL must be an http(s) URL, not {url[:40]!r}"
+        return f"TALLY_ALERT_WEBHOOK_URL must be an http(s) URL, not {webhook_origin(url)}"
     if not settings.webhook_secret:
         return "TALLY_ALERT_WEBHOOK_SECRET is not set: alerts are not delivered unsigned"
     return None
@@ -295,8 +313,9 @@ def deliver(
     }
     tries = attempts or settings.webhook_attempts
     done = int(doc.fields.get("attempts", 0))
+    origin = webhook_origin(settings.webhook_url)
     for attempt in range(tries):
-        status = post(settings.webhook_url, body, headers)
+        status = post(settings.webhook_url, body, headers)  # a redirect is not followed: its 3xx fails
         done += 1
         delivered = 200 <= status < 300
         update: dict[str, Any] = {"attempts": Increment(1), "lastStatus": status}
@@ -311,7 +330,14 @@ def deliver(
             log.warning("alert %s: could not record attempt %d", alert_id, done)
         if delivered:
             return Delivery(True, done)
-        log.warning("alert %s: webhook answered %s (attempt %d)", alert_id, status or "nothing", done)
+        log.warning(
+            "alert %s: the webhook at %s answered %s (attempt %d)%s",
+            alert_id,
+            origin,
+            status or "nothing",
+            done,
+            " (a redirect is not followed)" if 300 <= status < 400 else "",
+        )
         if attempt + 1 < tries:
             sleep(settings.webhook_backoff_seconds * 2**attempt)
     return Delivery(False, done)

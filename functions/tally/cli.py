@@ -156,12 +156,12 @@ def run_migrate(args: argparse.Namespace, store: FirestoreStore, settings: Setti
 
 
 def run_export(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
-    """Write every user's totals for a month as CSV (standard output, or --out)."""
+    """Write every user's totals for a month as CSV (standard output, or --out); no cell runs as a formula."""
     handle = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     writer = csv.writer(handle)
     count = -1
     try:
-        for count, row in enumerate(export.rows(store, adapters.directory(), args.month)):
+        for count, row in enumerate(export.csv_rows(store, adapters.directory(), args.month)):
             writer.writerow(row)
             if count and count % 1000 == 0:
                 sys.stderr.write(f"export: {count:,} users\n")

@@ -1,7 +1,9 @@
 """Every user's totals for a month, page by page (bounded memory, any number of users).
 
 The command line (`make export`) writes them as CSV; the dashboard's download pages
-through `export_usage` (admin) and joins the pages.
+through `export_usage` (admin) and joins the pages. Both neutralise the text cells a
+spreadsheet would run as formulas (`csv_cell`); `export_usage` itself returns the values
+as they are (JSON is not a spreadsheet).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tally.usage import Counts
 from tally.values import Caller, Document
 
 COLUMNS = ("userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps")
+TEXT_COLUMNS = frozenset({"userId", "email"})  # chosen by users; the others are Tally's own figures
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
 PAGE_SIZE = 500
 MAX_PAGE_SIZE = 1000
 
@@ -92,6 +96,26 @@ def rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[
         yield from found.rows
         if (token := found.next_token) is None:
             return
+
+
+def csv_cell(text: str) -> str:
+    """Return a text cell as a spreadsheet must show it: as text, never run as a formula.
+
+    The rule (OWASP, "CSV injection"): a cell starting with `=`, `+`, `-`, `@`, a tab or a
+    carriage return would be evaluated by Excel, LibreOffice or Google Sheets (`=HYPERLINK(...)`,
+    `+cmd|...`), so it gets a leading single quote, which they show as text. Only text chosen
+    by users is written through it (user ids may start with `-`, `+` or `@`; emails, with
+    anything); Tally's own figures (amounts as non-negative decimals with 9 places, and counts)
+    never start that way and stay numbers. The dashboard's CSV applies the same rule.
+    """
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[str]]:
+    """Yield the CSV export of a month: the header, then each user's row with its text cells neutralised."""
+    text = [name in TEXT_COLUMNS for name in COLUMNS]
+    for row in rows(store, directory, month):
+        yield [csv_cell(cell) if is_text else cell for cell, is_text in zip(row, text, strict=True)]
 
 
 def export_usage(

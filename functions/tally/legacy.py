@@ -8,38 +8,58 @@ Sources, all in the same Firestore project except the CSV:
 
 Every legacy step becomes a Tally step whose `operationId` is derived from its legacy id
 (`legacy-<id>`), so a step found in two sources, or imported twice, is counted once. A
-legacy session becomes a Tally session at the same path, converted in the same commit as
-its steps (only if unchanged since read), completed ones finalized once. A session with an
-unreadable step is refused whole. The legacy monthly documents are not imported (that
-would count twice); they are compared with what the imported steps add up to.
+legacy step whose own id (the embedded step's `operationId`, or the operations log's
+document id) is the `operationId` of a step Tally already recorded for that user, as when
+an app wrote both systems during its migration, is skipped as already recorded: both
+paths are read in the same round trip. The legacy monthly documents are not imported
+(that would count twice); they are compared with what the legacy steps add up to.
+
+Nothing is ever half-counted: every commit holds step documents together with the
+increments they make, atomically. A legacy session becomes a Tally session at the same
+path, converted (only if unchanged since read, completed ones finalized once) in the same
+commit as its steps when they fit one; a larger one is imported in commits of
+`STEPS_PER_COMMIT` steps, each with its own counts, and converted last. A run interrupted
+between those commits leaves the session a legacy one, with each step it imported counted
+once; a run again skips those steps by id, imports the rest and converts it. A commit that
+loses a race or meets a transient error is planned again from a new read. A session with
+an unreadable step is refused whole.
 """
 
 from __future__ import annotations
 
+import functools
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from tally import layout, plans
+from tally import layout, mirror, plans
 from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.models import is_user_id, parse_step
 from tally.money import MoneyError, nanos_to_usd, usd_to_nanos
 from tally.recording import RecordingStore, counted, limits_of, month_usage, recording_state
 from tally.timeutil import month_key
-from tally.values import Caller, Contention, Document, Step, UsageType
-from tally.writes import Write, batches, check_commit, merged
+from tally.values import Caller, Contention, Document, RecordingState, Step, UsageType
+from tally.writes import Write, check_commit, merged
 
 PAGE_SIZE = 300
 STEPS_PER_COMMIT = 20  # at most 20 distinct names of a kind per commit, as for a request
 LEGACY_KINDS = {"ApiUsage": UsageType.API, "AIUsage": UsageType.AI}
 CSV_REQUIRED = ("id", "user_id", "timestamp", "service", "cost")
 CSV_OPTIONAL = ("endpoint", "input_tokens", "output_tokens", "usage_type", "billable")
+ATTEMPTS = 8  # tries of one commit that loses a race or meets a transient error, each from a new read
+BACKOFF_SECONDS = 0.05  # the first retry's longest wait; each next one doubles
 IMPORTER = Caller("tally-import-legacy", recorder=True)
+REQUEST_ID = "import-legacy"  # the requestId of every step the import writes
+ALREADY_RECORDED = "already recorded by Tally (the same operationId)"
 _ID_RE = re.compile(r"[A-Za-z0-9_\-.]{1,128}")
+_RESERVED_RE = re.compile(r"__.*__")
+_T = TypeVar("_T")
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n", ""}
 
@@ -88,6 +108,14 @@ class MonthlyCheck:
         )
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """Something not imported because Tally already counts it, and why (each is also in the counts)."""
+
+    source: str
+    reason: str
+
+
 @dataclass
 class Counted:
     """Counts of one kind of thing imported."""
@@ -95,6 +123,7 @@ class Counted:
     imported: int = 0
     skipped: int = 0  # already imported
     refused: int = 0
+    recorded: int = 0  # skipped: Tally itself already recorded it (the same operationId)
 
 
 @dataclass
@@ -105,18 +134,30 @@ class ImportReport:
     sessions: Counted = field(default_factory=Counted)
     steps: Counted = field(default_factory=Counted)
     refused: list[Refused] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)  # what Tally already recorded, by source
     monthly: list[MonthlyCheck] = field(default_factory=list)
 
     def summary(self) -> str:
         """Return the summary line."""
         verb = "would import" if self.dry_run else "imported"
         flagged = sum(1 for check in self.monthly if check.differs)
+        recorded = (
+            f"skipped {self.sessions.recorded} sessions and {self.steps.recorded} steps {ALREADY_RECORDED}; "
+            if self.sessions.recorded or self.steps.recorded
+            else ""
+        )
         return (
             f"import-legacy: {verb} {self.sessions.imported} sessions and {self.steps.imported} steps; "
             f"skipped {self.sessions.skipped} sessions and {self.steps.skipped} steps already imported; "
+            f"{recorded}"
             f"refused {self.sessions.refused} sessions and {self.steps.refused} steps; "
             f"{flagged} of {len(self.monthly)} legacy monthly totals differ"
         )
+
+    def skip_recorded(self, source: str, *, session: bool = False) -> None:
+        """Report something skipped because Tally itself already recorded it."""
+        (self.sessions if session else self.steps).recorded += 1
+        self.skipped.append(Skipped(source, ALREADY_RECORDED))
 
 
 def legacy_operation_id(raw: object) -> str:
@@ -125,6 +166,16 @@ def legacy_operation_id(raw: object) -> str:
     if _ID_RE.fullmatch(candidate):
         return candidate
     return f"legacy-{layout.digest(str(raw))[:40]}"
+
+
+def own_operation_id(raw: object) -> str | None:
+    """Return the id an app gave a legacy call, if Tally could have recorded the call under it (else None)."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return None
+    text = str(raw)
+    if not _ID_RE.fullmatch(text) or text in {".", ".."} or _RESERVED_RE.fullmatch(text):
+        return None
+    return text
 
 
 def _plain(value: object) -> object:
@@ -244,6 +295,48 @@ def is_legacy_session(doc: Document) -> bool:
     )
 
 
+class ImportStalled(RuntimeError):
+    """A commit kept losing races or meeting transient errors; what was committed is whole (run again)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """A legacy step to import: the step, where it was read, and the id its app gave the call."""
+
+    step: Step
+    source: str
+    own_id: str | None = None  # the call's own id, when Tally could have recorded it under that id
+
+    @property
+    def operation_id(self) -> str:
+        """Return the Tally operationId the step is imported under."""
+        return self.step.operation_id
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A user's state as read for some steps, and which of them Tally itself recorded already."""
+
+    state: RecordingState
+    recorded: frozenset[str]  # operationIds (legacy-...) of calls Tally recorded under their own ids
+
+    def new(self, found: Iterable[Found]) -> list[Found]:
+        """Return the steps neither imported nor recorded by Tally yet."""
+        return [
+            f
+            for f in found
+            if f.operation_id not in self.state.existing_steps and f.operation_id not in self.recorded
+        ]
+
+
+@dataclass
+class _Progress:
+    """What importing one session has done so far, over its attempts (operationIds)."""
+
+    created: set[str] = field(default_factory=set)
+    recorded: set[str] = field(default_factory=set)
+
+
 class Importer:
     """One import run."""
 
@@ -255,12 +348,14 @@ class Importer:
         now: datetime,
         dry_run: bool,
         progress: Callable[[str, int], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.settings = settings
         self.now = now
         self.report = ImportReport(dry_run=dry_run)
         self._progress = progress
+        self._sleep = sleep
         self._shards = plans.ShardPicker()
         self._checks: dict[tuple[str, str, UsageType], MonthlyCheck] = {}
         self._planned: set[tuple[str, str]] = set()  # dry run: steps it would have imported
@@ -295,120 +390,242 @@ class Importer:
 
     # Writing
 
-    def _commit(
-        self,
-        user_id: str,
-        steps: Sequence[Step],
-        session_id: str | None = None,
-        session: Callable[[tuple[Step, ...]], list[Write]] | None = None,
-    ) -> int:
-        """Import steps (and convert their session) in one commit; return how many steps were new."""
+    def _retrying(self, what: str, attempt: Callable[[], _T]) -> _T:
+        """Run an attempt (each reads anew) until no commit of it loses a race or meets a transient error."""
+        for tries in range(1, ATTEMPTS + 1):
+            try:
+                return attempt()
+            except Contention:
+                if tries < ATTEMPTS:
+                    self._sleep(random.uniform(0, BACKOFF_SECONDS * 2**tries))  # noqa: S311 - jitter, not crypto
+        raise ImportStalled(
+            f"{what}: {ATTEMPTS} commits in a row lost a race or met a transient error; "
+            "everything committed is whole: run the import again"
+        )
+
+    def _counted(self, found: Sequence[Found]) -> list[Found]:
+        """Return the steps with the names they count under (a dry run admits none: that would write)."""
         if self.report.dry_run:
-            counted_steps = tuple(steps)  # admitting names would write: a dry run only counts
-        else:
-            counted_steps, _ = counted(
-                store=self.store, caller=IMPORTER, steps=steps, settings=self.settings, now=self.now
-            )
-        months = sorted({month_key(s.timestamp) for s in counted_steps})
-        paths = [layout.step_path(user_id, s.operation_id) for s in counted_steps]
-        paths += [layout.user_path(user_id)] + [layout.user_month_path(user_id, m) for m in months]
+            return list(found)
+        steps, _ = counted(
+            store=self.store,
+            caller=IMPORTER,
+            steps=[f.step for f in found],
+            settings=self.settings,
+            now=self.now,
+        )
+        return [replace(f, step=s) for f, s in zip(found, steps, strict=True)]
+
+    def _read(self, user_id: str, found: Sequence[Found]) -> _Read:
+        """Read in one round trip the steps, the ones Tally may have under the calls' own ids, the user's."""
+        months = sorted({month_key(f.step.timestamp) for f in found})
+        own = {f.operation_id: layout.step_path(user_id, f.own_id) for f in found if f.own_id is not None}
+        paths = [layout.step_path(user_id, f.operation_id) for f in found]
+        paths += [*own.values(), layout.usage_path(user_id)]
+        paths += [layout.user_month_path(user_id, m) for m in months]
+        docs = self.store.read(paths)
         state = recording_state(
-            self.store.read(paths),
+            docs,
             user_id=user_id,
             session_id=None,
-            operation_ids=[s.operation_id for s in counted_steps],
+            operation_ids=[f.operation_id for f in found],
             months=months,
         )
-        new = tuple(s for s in counted_steps if s.operation_id not in state.existing_steps)
-        if self.report.dry_run:  # remember what this run would write, as a real run finds it written
-            new = tuple(s for s in new if (user_id, s.operation_id) not in self._planned)
-            self._planned.update((user_id, s.operation_id) for s in new)
-            return len(new)
-        step_writes: list[Write] = []
-        if new:
-            commit = plans.RecordingCommit(
-                user_id=user_id,
-                request_id="import-legacy",
-                now=self.now,
-                steps=new,
-                shard=self._shards.next(self.store.shards),
-                user_months=state.user_months,
-                stale_months=plans.stale_months(state.usage, self.now),
-                limits=limits_of(state.usage, self.settings),
-                months_before={m: month_usage(state.usage, m) for m in months},
-                step_session_id=session_id,
-            )
-            step_writes = plans.recording_writes(commit)
-        session_writes = session(counted_steps) if session is not None else []
-        writes = merged(step_writes + session_writes)
-        if _fits(writes):
-            self.store.commit(writes)
-        else:  # a very large legacy session: its steps first, its conversion last (a rerun completes it)
-            for part in batches(step_writes):
-                self.store.commit(part)
-            if session_writes:
-                self.store.commit(merged(session_writes))
-        return len(new)
+        recorded = frozenset(
+            op
+            for op, path in own.items()
+            if docs[path].exists and docs[path].fields.get("requestId") != REQUEST_ID  # not one it imported
+        )
+        return _Read(state, recorded)
 
-    def import_session(self, doc: Document) -> None:
-        """Import one legacy session with its steps, or refuse it whole."""
+    def _writes(
+        self, user_id: str, steps: Sequence[Step], state: RecordingState, session_id: str | None
+    ) -> list[Write]:
+        """Return the writes creating steps together with every increment they make (none without steps)."""
+        if not steps:
+            return []
+        months = sorted({month_key(s.timestamp) for s in steps})
+        commit = plans.RecordingCommit(
+            user_id=user_id,
+            request_id=REQUEST_ID,
+            now=self.now,
+            steps=tuple(steps),
+            shard=self._shards.next(self.store.shards),
+            user_months=state.user_months,
+            stale_months=plans.stale_months(state.usage, self.now),
+            limits=limits_of(state.usage, self.settings),
+            months_before={m: month_usage(state.usage, m) for m in months},
+            step_session_id=session_id,
+        )
+        return plans.recording_writes(commit)
+
+    def _commit(self, writes: Sequence[Write], state: RecordingState) -> None:
+        """Apply writes in one atomic commit with the user's usage mirror; raise Contention if not applied."""
+        mirror.commit(self.store, writes, stale=mirror.MirrorState.of(state.truth).stale)
+
+    def _planned_new(self, user_id: str, new: Sequence[Found]) -> set[str]:
+        """Return what a dry run would create, remembering it (a real run finds it written)."""
+        fresh = {f.operation_id for f in new if (user_id, f.operation_id) not in self._planned}
+        self._planned.update((user_id, op) for op in fresh)
+        return fresh
+
+    def _store_steps(
+        self, user_id: str, found: Sequence[Found], session_id: str | None
+    ) -> tuple[set[str], frozenset[str]]:
+        """Create the new ones of at most STEPS_PER_COMMIT steps with their counts, in one atomic commit.
+
+        Return the steps it created and those Tally had recorded itself. A commit that loses a
+        race or meets a transient error is planned again from a new read, so steps created
+        meanwhile (by a commit whose answer was lost, or by another import) are never counted twice.
+        """
+        tried: set[str] = set()
+
+        def attempt() -> tuple[set[str], frozenset[str]]:
+            read = self._read(user_id, found)
+            new = read.new(found)
+            created = tried & set(read.state.existing_steps)  # by an earlier attempt whose answer was lost
+            if self.report.dry_run:
+                return self._planned_new(user_id, new), read.recorded
+            if new:
+                tried.update(f.operation_id for f in new)
+                self._commit(self._writes(user_id, [f.step for f in new], read.state, session_id), read.state)
+            return created | {f.operation_id for f in new}, read.recorded - created
+
+        return self._retrying(found[0].source if found else user_id, attempt)
+
+    def _report_steps(
+        self, user_id: str, found: Sequence[Found], created: set[str], recorded: Iterable[str]
+    ) -> None:
+        """Count steps imported, skipped as imported before, and skipped as recorded by Tally."""
+        already = set(recorded) - created
+        self.report.steps.imported += len(created)
+        for f in found:
+            if f.operation_id in already:
+                self.report.skip_recorded(f.source)
+            elif f.operation_id not in created:
+                self.report.steps.skipped += 1
+            self._tally_monthly(user_id, f.step)
+
+    # Sessions
+
+    def _session_steps(self, doc: Document) -> list[Found]:
+        """Return a legacy session's steps; raise InvalidArgument naming the first unreadable one."""
         ids = layout.session_ids(doc.path)
         assert ids is not None
-        user_id, session_id = ids
+        steps = doc.fields["steps"]
+        return [
+            Found(
+                legacy_step(raw, operation=f"{ids[1]}-{index}", field=f"steps[{index}]", now=self.now),
+                f"{doc.path} steps[{index}]",
+                own_operation_id(raw.get("operationId")) if isinstance(raw, Mapping) else None,
+            )
+            for index, raw in enumerate(steps)
+        ]
+
+    def _conversion(self, doc: Document, found: Sequence[Found], kept: Sequence[Found]) -> list[Write]:
+        """Return the writes converting a legacy session whose steps in Tally are `kept` (version-checked)."""
+        ids = layout.session_ids(doc.path)
+        assert ids is not None
         data = doc.fields
-        try:
-            steps = [
-                legacy_step(raw, operation=f"{session_id}-{index}", field=f"steps[{index}]", now=self.now)
-                for index, raw in enumerate(data["steps"])
-            ]
-        except InvalidArgument as exc:
-            self.report.sessions.refused += 1
-            self.report.refused.append(Refused(doc.path, exc.message))
-            return
-        times = [s.timestamp for s in steps]
+        times = [f.step.timestamp for f in found]
         created = _instant(data.get("createdAt")) or min(times, default=self.now)
         last = _instant(data.get("lastUpdatedAt")) or max(times, default=created)
         completed_at = None
         if str(data.get("status", "")).lower() == "completed":
             completed_at = _instant(data.get("completedAt")) or max([last, *times])
-        feature = data.get("feature") if isinstance(data.get("feature"), str) else None
+        session = plans.ImportedSession(
+            user_id=ids[0],
+            session_id=ids[1],
+            version=doc.version,
+            feature=data.get("feature") if isinstance(data.get("feature"), str) else None,
+            created_at=created,
+            last_at=last,
+            completed_at=completed_at,
+            steps=tuple(f.step for f in kept),
+            source=doc.path,
+        )
+        return plans.imported_session_writes(
+            session, now=self.now, shard=self._shards.next(self.store.shards)
+        )
 
-        def convert(counted_steps: tuple[Step, ...]) -> list[Write]:
-            session = plans.ImportedSession(
-                user_id=user_id,
-                session_id=session_id,
-                version=doc.version,
-                feature=feature,
-                created_at=created,
-                last_at=last,
-                completed_at=completed_at,
-                steps=counted_steps,
-                source=doc.path,
-            )
-            return plans.imported_session_writes(
-                session, now=self.now, shard=self._shards.next(self.store.shards)
-            )
+    def _import_session_once(self, doc: Document, found: Sequence[Found], done: _Progress) -> bool:
+        """Import a session's steps and convert it, from one read of it; return False if Tally had every call.
 
-        try:
-            new = self._commit(user_id, steps, session_id, convert)
-        except Contention:  # changed meanwhile (another import converted it): it is no longer legacy
-            self.report.sessions.skipped += 1
+        Its steps and its conversion go in one commit when they fit; otherwise the steps go in
+        commits of STEPS_PER_COMMIT, each with its own counts, and the conversion last, so a stop
+        anywhere leaves every committed step counted once and the session legacy (a rerun ends it).
+        Raise Contention when the conversion was not applied (read the session again).
+        """
+        ids = layout.session_ids(doc.path)
+        assert ids is not None
+        user_id, session_id = ids
+        found = self._counted(found)
+        read = self._read(user_id, found)
+        done.recorded |= read.recorded
+        kept = [f for f in found if f.operation_id not in done.recorded]
+        if found and not kept:
+            return False  # Tally has every call, in its own session: a conversion would count it twice
+        new = read.new(kept)
+        if self.report.dry_run:
+            done.created |= self._planned_new(user_id, new)
+            return True
+        writes = merged(
+            self._writes(user_id, [f.step for f in new], read.state, session_id)
+            + self._conversion(doc, found, kept)
+        )
+        if _fits(writes):
+            self._commit(writes, read.state)
+            done.created |= {f.operation_id for f in new}
+            return True
+        for start in range(0, len(kept), STEPS_PER_COMMIT):
+            created, recorded = self._store_steps(user_id, kept[start : start + STEPS_PER_COMMIT], session_id)
+            done.created |= created
+            done.recorded |= recorded
+        kept = [f for f in kept if f.operation_id not in done.recorded]
+        self._commit(merged(self._conversion(doc, found, kept)), self._read(user_id, []).state)
+        return True
+
+    def import_session(self, doc: Document) -> None:
+        """Import a legacy session with its steps (the rest, if a run stopped halfway), or refuse it whole."""
+        ids = layout.session_ids(doc.path)
+        assert ids is not None
+        done = _Progress()
+        for tries in range(1, ATTEMPTS + 1):
+            try:
+                found = self._session_steps(doc)
+            except InvalidArgument as exc:
+                self.report.sessions.refused += 1
+                self.report.refused.append(Refused(doc.path, exc.message))
+                return
+            try:
+                converted = self._import_session_once(doc, found, done)
+            except Contention:  # a commit was not applied, or the session changed since read
+                if tries < ATTEMPTS:
+                    self._sleep(random.uniform(0, BACKOFF_SECONDS * 2**tries))  # noqa: S311 - jitter
+                doc = self.store.read([doc.path])[doc.path]
+                if not is_legacy_session(doc):  # converted meanwhile (another import): no longer legacy
+                    self.report.sessions.skipped += 1
+                    self.report.steps.imported += len(done.created)
+                    return
+                continue
+            if converted:
+                self.report.sessions.imported += 1
+            else:
+                self.report.skip_recorded(doc.path, session=True)
+            self._report_steps(ids[0], found, done.created, done.recorded)
             return
-        self.report.sessions.imported += 1
-        self.report.steps.imported += new
-        self.report.steps.skipped += len(steps) - new
-        for step in steps:
-            self._tally_monthly(user_id, step)
+        raise ImportStalled(
+            f"{doc.path}: {ATTEMPTS} attempts in a row lost a race or met a transient error; "
+            "everything committed is whole: run the import again"
+        )
 
-    def import_steps(self, user_id: str, steps: Sequence[Step]) -> None:
-        """Import standalone steps of one user, a commit per 20."""
-        for start in range(0, len(steps), STEPS_PER_COMMIT):
-            chunk = steps[start : start + STEPS_PER_COMMIT]
-            new = self._commit(user_id, chunk)
-            self.report.steps.imported += new
-            self.report.steps.skipped += len(chunk) - new
-            for step in chunk:
-                self._tally_monthly(user_id, step)
+    def import_steps(self, user_id: str, found: Sequence[Found]) -> None:
+        """Import standalone steps of one user, a commit per STEPS_PER_COMMIT (each step with its counts)."""
+        for start in range(0, len(found), STEPS_PER_COMMIT):
+            chunk = found[start : start + STEPS_PER_COMMIT]
+            named = self._retrying(chunk[0].source, functools.partial(self._counted, chunk))
+            created, recorded = self._store_steps(user_id, named, None)
+            self._report_steps(user_id, named, created, recorded)
 
     def run_sessions(self) -> None:
         """Import every legacy session (Tally's own sessions are passed over)."""
@@ -427,7 +644,7 @@ class Importer:
     def run_operations(self) -> None:
         """Import the `ApiUsage|AIUsage/{uid}/operations` logs, user by user."""
         current: str | None = None
-        pending: list[Step] = []
+        pending: list[Found] = []
         done = 0
         for doc in _pages(self.store, "operations"):
             parts = _legacy_parts(doc.path, "operations")
@@ -439,26 +656,27 @@ class Importer:
                     self.import_steps(current, pending)
                 current, pending = user_id, []
             try:
-                pending.append(
-                    legacy_step(
-                        doc.fields,
-                        operation=operation,
-                        field="operation",
-                        now=self.now,
-                        usage_type=usage_type.value,
-                    )
+                step = legacy_step(
+                    doc.fields,
+                    operation=operation,
+                    field="operation",
+                    now=self.now,
+                    usage_type=usage_type.value,
                 )
             except InvalidArgument as exc:
                 self.report.steps.refused += 1
                 self.report.refused.append(Refused(doc.path, exc.message))
+            else:
+                own = own_operation_id(doc.fields.get("operationId") or operation)
+                pending.append(Found(step, doc.path, own))
             done += 1
             self._tick("operations", done)
         if current is not None:
             self.import_steps(current, pending)
 
     def run_csv(self, rows: Iterable[Mapping[str, str]], name: str) -> None:
-        """Import the rows of an `api_usage_log` export, grouped by user."""
-        per_user: dict[str, list[Step]] = {}
+        """Import the rows of an `api_usage_log` export, grouped by user (a row's id is not a call's id)."""
+        per_user: dict[str, list[Found]] = {}
         for line, row in enumerate(rows, start=2):
             try:
                 user_id, step = csv_step(row, line=line, now=self.now)
@@ -466,12 +684,12 @@ class Importer:
                 self.report.steps.refused += 1
                 self.report.refused.append(Refused(f"{name}:{line}", exc.message))
                 continue
-            per_user.setdefault(user_id, []).append(step)
+            per_user.setdefault(user_id, []).append(Found(step, f"{name}:{line}"))
             if len(per_user[user_id]) >= STEPS_PER_COMMIT:
                 self.import_steps(user_id, per_user.pop(user_id))
             self._tick("CSV rows", line - 1)
-        for user_id, steps in per_user.items():
-            self.import_steps(user_id, steps)
+        for user_id, found in per_user.items():
+            self.import_steps(user_id, found)
 
 
 def import_legacy(
@@ -483,9 +701,12 @@ def import_legacy(
     csv_name: str = "csv",
     dry_run: bool = False,
     progress: Callable[[str, int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ImportReport:
     """Import every legacy source; report what was imported, skipped and refused, and the monthly checks."""
-    importer = Importer(store=store, settings=settings, now=now, dry_run=dry_run, progress=progress)
+    importer = Importer(
+        store=store, settings=settings, now=now, dry_run=dry_run, progress=progress, sleep=sleep
+    )
     importer.read_monthly()
     importer.run_sessions()
     importer.run_operations()

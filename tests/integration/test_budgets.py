@@ -176,6 +176,26 @@ def test_a_failed_delivery_is_retried_until_the_receiver_answers(webhook: Receiv
     assert doc["attempts"] == 3
 
 
+def test_a_redirect_is_a_failed_delivery_and_is_never_followed(webhook: Receiver, this_month: str) -> None:
+    user = accounts.make_user()
+    alert_id = layout.alert_id(user.uid, this_month, "cost", 80)
+    attempts = emulator.settings().webhook_attempts
+    webhook.redirect_next(attempts, "/moved", alert_id)  # a GET there would get a 200 page
+
+    def settled() -> dict[str, Any] | None:
+        doc = emulator.document(layout.alert_path(alert_id))
+        return doc if doc.get("deliveredAt") or doc.get("attempts") == attempts else None
+
+    spend(user, "4.5")
+    doc = emulator.wait_until(settled)
+
+    assert (doc.get("deliveredAt"), doc["attempts"], doc["lastStatus"]) == (None, attempts, 302)
+    deliveries = webhook.received(alert_id)
+    assert [d.answered for d in deliveries] == [302] * attempts
+    assert all(d.signature_valid for d in deliveries)
+    assert (webhook.visits, [d for d in webhook.deliveries if d.path == "/moved"]) == ([], [])
+
+
 def test_lowering_a_limit_below_usage_raises_the_alert(webhook: Receiver, this_month: str) -> None:
     admin, user = accounts.make_user(claims={"admin": True}), accounts.make_user()
     spend(user, "1")

@@ -1,17 +1,23 @@
-"""Nothing stays wrong, against the emulators: failed deliveries, damage and reconcile, the legacy import."""
+"""Nothing stays wrong, against the emulators: failed deliveries, damage, reconcile, imports, exports."""
 
 from __future__ import annotations
 
+import csv
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
+from google.cloud.firestore_v1.batch import WriteBatch
 
 from tally import layout
+from tally.legacy import ALREADY_RECORDED
 from tally.reconcile import Report, reconcile
 from tally.sessions import sweep_sessions
+from tally.timeutil import month_key
 from tally_dev import accounts, commands, emulator
 from tally_dev import legacy_fixtures as legacy
 from tally_dev.steps import step
@@ -184,3 +190,108 @@ def test_migrate_converts_data_written_before_v2(db: firestore.Client, this_mont
     assert emulator.user_month(user.uid, this_month)["costNanos"] == 1_250_000_000
     assert list(db.collection(layout.LEGACY_PLATFORM_MONTHS).stream()) == []
     assert reconcile_now(this_month).differences == []
+
+
+class CommitFaults:
+    """Fail one Firestore commit that writes a given user's steps: the nth, before it applies or after."""
+
+    def __init__(self, user_id: str) -> None:
+        self.marker = f"/documents/{layout.SESSION_USAGE}/{user_id}/{layout.STEPS}/"
+        self.left = 0
+        self.error: type[Exception] = gexc.InternalServerError
+        self.applied = False
+        self.original = WriteBatch.commit
+
+    def arm(self, *, at: int, error: type[Exception], applied: bool) -> None:
+        """Fail the `at`-th next commit of the user's steps with `error` (after applying it, if `applied`)."""
+        self.left, self.error, self.applied = at, error, applied
+
+    def commit(self, batch: WriteBatch, *args: Any, **kwargs: Any) -> Any:
+        """Commit the batch, unless it is the one to fail."""
+        names = [pb.update.name for pb in batch._write_pbs]
+        if self.left and any(self.marker in name for name in names):
+            self.left -= 1
+            if not self.left:
+                if self.applied:
+                    self.original(batch, *args, **kwargs)
+                raise self.error("injected by the test")
+        return self.original(batch, *args, **kwargs)
+
+
+LARGE_STEPS = 600  # more documents than one commit holds: commits of 20 steps, the conversion last
+
+
+def test_an_import_stopped_between_its_commits_and_run_again_ends_whole_and_exact(
+    db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = f"legacy-{uuid.uuid4().hex[:10]}"
+    path, data = legacy.large_session(user, LARGE_STEPS)
+    db.document(path).set(data)
+    faults = CommitFaults(user)
+    monkeypatch.setattr(WriteBatch, "commit", lambda batch, *a, **k: faults.commit(batch, *a, **k))
+    steps = db.collection(f"{layout.SESSION_USAGE}/{user}/{layout.STEPS}")
+
+    faults.arm(at=3, error=gexc.InternalServerError, applied=False)  # the run dies at its third commit
+    with pytest.raises(gexc.InternalServerError):
+        commands.run("import-legacy")
+    stopped, stored = emulator.user_month(user, "2025-10"), len(list(steps.stream()))
+    faults.arm(at=2, error=gexc.DeadlineExceeded, applied=True)  # an answer lost: retried from a new read
+    second = commands.run("import-legacy")
+    third = commands.run("import-legacy")
+
+    assert (stored, stopped["apiCalls"], stopped["costNanos"]) == (40, 40, 40 * 1_000_000)
+    assert second.returncode == 0, second.stderr
+    assert f"imported 1 sessions and {LARGE_STEPS - 40} steps" in second.stdout
+    assert "imported 0 sessions and 0 steps" in third.stdout
+    month = emulator.user_month(user, "2025-10")
+    assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == legacy.large_session_totals(
+        LARGE_STEPS
+    )
+    assert len(list(steps.stream())) == LARGE_STEPS
+    session = emulator.document(path)
+    assert "steps" not in session
+    assert (session["stats"]["stepCount"], session["summary"]["totalCostNanos"]) == (
+        LARGE_STEPS,
+        LARGE_STEPS * 1_000_000,
+    )
+    assert emulator.platform_month("2025-10").total.cost_nanos == LARGE_STEPS * 1_000_000
+    assert reconcile_now("2025-10").differences == []
+
+
+def test_import_legacy_skips_calls_tally_already_recorded(db: firestore.Client) -> None:
+    user = accounts.make_user()
+    when = emulator.utc_now() - timedelta(hours=1)
+    documents, recorded = legacy.dual_written(user.uid, when)
+    record(user, {"steps": recorded})  # the app wrote both systems during its migration
+    batch = db.batch()
+    for path, data in documents.items():
+        batch.set(db.document(path), data)
+    batch.commit()
+
+    done = commands.run("import-legacy")
+    again = commands.run("import-legacy")
+
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 sessions and 2 steps" in done.stdout
+    assert f"skipped 1 sessions and 3 steps {ALREADY_RECORDED}" in done.stdout
+    assert "imported 0 sessions and 0 steps" in again.stdout
+    month = emulator.user_month(user.uid, month_key(when))
+    assert (month["costNanos"], month["apiCalls"], month["billableRuns"]) == legacy.DUAL_EXPECTED
+    mine = accounts.result_of("my_usage", user, {"month": month_key(when)})
+    assert (mine["totalCost"], mine["apiCalls"]) == (3.1, 5)
+    assert reconcile_now(month_key(when)).differences == []
+
+
+def test_the_export_command_writes_no_cell_a_spreadsheet_would_run(tmp_path: Path, this_month: str) -> None:
+    user = accounts.make_user(
+        uid=f"+1555{uuid.uuid4().int % 10**7:07d}", email=f"=cmd-{uuid.uuid4().hex[:8]}@example.com"
+    )
+    record(user, {"steps": [step(cost="0.25")]})
+    out = tmp_path / "export.csv"
+
+    done = commands.run("export", "--month", this_month, "--out", str(out))
+
+    assert done.returncode == 0, done.stderr
+    with out.open(newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    assert table[1:] == [[f"'{user.uid}", f"'{user.email}", "0.250000000", "1", "0", "0"]]

@@ -1,4 +1,5 @@
 import json
+from collections.abc import Iterator
 
 import pytest
 from firebase_functions import https_fn
@@ -14,6 +15,8 @@ from tally.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tally_dev.ports import free_port
+from tally_dev.webhook import Receiver
 
 app = Flask(__name__)
 
@@ -143,3 +146,66 @@ def test_record_steps_refuses_a_request_without_app_check_when_enforced(
 
     assert response.status_code == 401
     assert json.loads(response.get_data())["error"]["message"].startswith("an App Check token")
+
+
+# Webhook deliveries (real local HTTP servers)
+
+ALERT_HEADERS = {"Content-Type": "application/json", "X-Tally-Alert-Id": "a-1"}
+
+
+@pytest.fixture(scope="module")
+def _receivers() -> Iterator[tuple[Receiver, Receiver]]:
+    webhook, elsewhere = Receiver(port=0, secret="s"), Receiver(port=0, secret="s")
+    yield webhook, elsewhere
+    webhook.close()
+    elsewhere.close()
+
+
+@pytest.fixture
+def receivers(_receivers: tuple[Receiver, Receiver]) -> tuple[Receiver, Receiver]:
+    """Two receivers, with nothing received yet: the webhook, and where it may redirect to."""
+    for receiver in _receivers:
+        receiver.clear()
+    return _receivers
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_answered_as_is_and_never_followed(
+    status: int, receivers: tuple[Receiver, Receiver]
+) -> None:
+    webhook, elsewhere = receivers
+    webhook.redirect_next(1, elsewhere.url, status=status)
+
+    answered = adapters.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
+
+    assert answered == status
+    assert [d.answered for d in webhook.deliveries] == [status]
+    assert (elsewhere.deliveries, elsewhere.visits) == ([], [])
+
+
+def test_a_2xx_is_returned(receivers: tuple[Receiver, Receiver]) -> None:
+    webhook, _ = receivers
+
+    answered = adapters.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
+
+    assert answered == 204
+    assert webhook.deliveries[0].body == {"alertId": "a-1"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/services/T0/B0/SECRET-in-path?token=SECRET-in-query", "/hooks/SECRET in path?token=SECRET"]
+)
+def test_logs_of_an_unreachable_webhook_name_its_host_only(
+    path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port("127.0.0.1")  # nothing listens there
+    url = f"http://user:SECRET-password@127.0.0.1:{port}{path}"
+
+    answered = adapters.post_json(url, b"{}", ALERT_HEADERS)
+
+    logged = capsys.readouterr()
+    lines = logged.out + logged.err
+    assert answered == 0
+    assert f"http://127.0.0.1:{port}" in lines
+    assert "SECRET" not in lines
+    assert "webhook unreachable" in lines

@@ -84,3 +84,52 @@ def test_export_usage_names_the_bad_field(data: dict[str, object], field: str) -
 def test_export_usage_is_for_admins() -> None:
     with pytest.raises(PermissionDenied):
         export.export_usage(store=MemoryStore(), directory=Emails(), caller=Caller("u-1"), data={}, now=NOW)
+
+
+# Cells a spreadsheet would run as formulas
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
+        ("+15551234567", "'+15551234567"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\r=1+1", "'\r=1+1"),
+        ("ada@example.com", "ada@example.com"),
+        ("user-1", "user-1"),
+        ("", ""),
+    ],
+)
+def test_csv_cell_neutralises_what_a_spreadsheet_would_run(text: str, written: str) -> None:
+    assert export.csv_cell(text) == written
+
+
+class ChosenEmails:
+    def __init__(self, emails: dict[str, str]) -> None:
+        self.chosen = emails
+
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        return {uid: self.chosen[uid] for uid in user_ids if uid in self.chosen}
+
+
+def test_the_csv_export_neutralises_user_text_and_keeps_figures_numbers() -> None:
+    store = MemoryStore()
+    for user in ("+15551234567", "-dash", "@team", "plain"):
+        seed(store, user, 1_500_000_000)
+    directory = ChosenEmails({"plain": "=cmd|' /C calc'!A0@example.com", "@team": "team@example.com"})
+
+    table = list(export.csv_rows(store, directory, "2026-11"))
+
+    assert table == [
+        list(export.COLUMNS),
+        ["'+15551234567", "", "1.500000000", "1", "1", "0"],
+        ["'-dash", "", "1.500000000", "1", "1", "0"],
+        ["'@team", "team@example.com", "1.500000000", "1", "1", "0"],
+        ["plain", "'=cmd|' /C calc'!A0@example.com", "1.500000000", "1", "1", "0"],
+    ]
+    assert (
+        list(export.rows(store, directory, "2026-11"))[1][0] == "+15551234567"
+    )  # the values stay as they are

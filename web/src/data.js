@@ -169,7 +169,13 @@ function csvField(value) {
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-/** Free text from users (an email) never starts a spreadsheet formula. */
+/**
+ * A text cell a spreadsheet would run as a formula (one starting with `=`, `+`, `-`, `@`, a
+ * tab or a carriage return: OWASP's "CSV injection") gets a leading `'`, so it shows as text.
+ * Applied to what users choose (user ids, emails), never to Tally's own figures (amounts with
+ * 9 decimals and counts, never negative), which stay numbers. The command line's export
+ * (`tally.export.csv_cell`) applies the same rule.
+ */
 const defused = (text) => (/^[=+\-@\t\r]/.test(text) ? `'${text}` : text);
 
 export function csvLine(values) {
@@ -188,7 +194,7 @@ export async function exportMonthCsv(exportUsage, month, { pageSize = 500, onPro
     const page = await exportUsage({ month, pageToken, limit: pageSize });
     if (!lines.length) lines.push(csvLine(page.columns));
     for (const [userId, email, ...figures] of page.rows) {
-      lines.push(csvLine([userId, defused(email), ...figures]));
+      lines.push(csvLine([defused(userId), defused(email), ...figures]));
       users += 1;
     }
     onProgress?.(users);
