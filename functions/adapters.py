@@ -37,9 +37,10 @@ from tally.errors import (
 )
 from tally.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
 from tally.store import FirestoreStore
-from tally.values import Caller
+from tally.values import Caller, Contention
 
 TOKEN_CLOCK_SKEW_SECONDS = 300
+CONTENDED = "too much contention; retry the request"
 APP_CHECK_HEADER = "X-Firebase-AppCheck"
 
 # Deployment option: set TALLY_ENFORCE_APP_CHECK=true in functions/.env.<project> to refuse
@@ -270,6 +271,9 @@ def http_endpoint(name: str, handler: Callable[[Request], dict[str, Any]]) -> Ca
             logger.warn(f"{name} rejected", function=name, status=err.status, reason=err.message)
             headers = {"Allow": "POST, OPTIONS"} if isinstance(err, MethodNotAllowed) else None
             return json_response(err.http_status, err.body(), headers)
+        except Contention as exc:  # a race or transient fault past a service's retries: retry, not a bug
+            logger.warn(f"{name} contended", function=name, error=repr(exc))
+            return json_response(503, Unavailable(CONTENDED).body())
         except Exception as exc:  # noqa: BLE001 - anything unexpected becomes INTERNAL
             logger.error(f"{name} failed", function=name, error=repr(exc))
             return json_response(500, Internal().body())
@@ -288,6 +292,9 @@ def callable_endpoint(
         except TallyError as err:
             logger.warn(f"{name} rejected", function=name, status=err.status, reason=err.message)
             raise to_https_error(err) from None
+        except Contention as exc:
+            logger.warn(f"{name} contended", function=name, error=repr(exc))
+            raise to_https_error(Unavailable(CONTENDED)) from None
         except Exception as exc:  # noqa: BLE001
             logger.error(f"{name} failed", function=name, error=repr(exc))
             raise https_fn.HttpsError(https_fn.FunctionsErrorCode.INTERNAL, "internal error") from None

@@ -24,7 +24,7 @@ from tally.sessions import SessionStore, finalize_session
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Write
 
-PER_USER = (layout.USERS, layout.SESSION_USAGE, layout.USER_MONTHS, layout.NAME_QUOTAS)
+PER_USER = (layout.USERS, layout.USAGE, layout.SESSION_USAGE, layout.USER_MONTHS, layout.NAME_QUOTAS)
 # Written when a month admits a name: at most TALLY_MAX_NAMES times a month each, not per request.
 ADMISSION = (layout.NAMES, layout.NAME_COUNTS)
 
@@ -38,7 +38,7 @@ def kind_of(path: str) -> str:
 def owner_of(path: str) -> str | None:
     """Return the uid a per-user document belongs to (None for a shared document)."""
     parts = path.split("/")
-    if parts[0] in (layout.USERS, layout.SESSION_USAGE):
+    if parts[0] in (layout.USERS, layout.USAGE, layout.SESSION_USAGE):
         return parts[1]
     if parts[0] in (layout.USER_MONTHS, layout.NAME_QUOTAS):
         return parts[1].rsplit("_", 1)[0]

@@ -18,18 +18,20 @@ from tally import layout, names, plans
 from tally.config import Settings
 from tally.recording import record_steps
 from tally.timeutil import month_key
-from tally.usage import Counts
+from tally.usage import Counts, Held
 from tally.values import (
     Caller,
     Contention,
     Document,
     IdleSession,
     RecordRequest,
+    Rejected,
     SessionRequest,
     Step,
     UsageType,
 )
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
+from tally_dev.sizing import MAX_DOCUMENT_BYTES, document_size
 
 
 def _apply_leaf(
@@ -124,6 +126,11 @@ class MemoryStore:
                         raise ValueError("DELETE in a create")
                     _apply_leaf(doc, field, value, results)
             for path, staged_doc in staged.items():
+                if path not in deleted and document_size(path, staged_doc) > MAX_DOCUMENT_BYTES:
+                    raise Rejected(
+                        f"{path}: the document would be over 1 MiB"
+                    )  # as Firestore: nothing applied
+            for path, staged_doc in staged.items():
                 if path in deleted:
                     self.docs.pop(path, None)
                     self.versions.pop(path, None)
@@ -142,7 +149,7 @@ class MemoryStore:
             try:
                 self.commit(group)
                 applied.append(True)
-            except Contention:
+            except (Contention, Rejected):
                 applied.append(False)
         return applied
 
@@ -198,7 +205,7 @@ class MemoryStore:
     # Reconcile's queries
 
     def month_steps(
-        self, *, month: str, read_time: datetime, limit: int, after: str | None
+        self, *, month: str, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         with self._lock:
             found = [
@@ -208,10 +215,16 @@ class MemoryStore:
             ]
         return [doc for doc in found if after is None or doc.path > after][:limit]
 
-    def count_month_steps(self, *, month: str, read_time: datetime) -> int:
+    def user_month_steps(
+        self, *, user_id: str, month: str, read_time: datetime | None, limit: int, after: str | None
+    ) -> list[Document]:
+        found = self.month_steps(month=month, read_time=read_time, limit=10**9, after=after)
+        return [doc for doc in found if layout.step_owner(doc.path) == user_id][:limit]
+
+    def count_month_steps(self, *, month: str, read_time: datetime | None) -> int:
         return len(self.month_steps(month=month, read_time=read_time, limit=10**9, after=None))
 
-    def user_lifetime(self, *, user_id: str, read_time: datetime) -> Counts:
+    def user_lifetime(self, *, user_id: str, read_time: datetime | None) -> Counts:
         counts = Counts()
         with self._lock:
             for path, doc in self.docs.items():
@@ -221,7 +234,7 @@ class MemoryStore:
                     counts.billable_runs += int(bool(doc.get("isBillableRun")))
         return counts
 
-    def user_session_counts(self, *, user_id: str, read_time: datetime) -> dict[str, int]:
+    def user_session_counts(self, *, user_id: str, read_time: datetime | None) -> dict[str, int]:
         counts = {"active": 0, "completed": 0}
         with self._lock:
             for path, doc in self.docs.items():
@@ -231,7 +244,7 @@ class MemoryStore:
         return counts
 
     def month_sessions(
-        self, *, month: str, by: str, shard: int, read_time: datetime, limit: int, after: str | None
+        self, *, month: str, by: str, shard: int, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         field = "createdAt" if by == "created" else "completedAt"
         with self._lock:
@@ -300,7 +313,52 @@ class MemoryStore:
             and d.fields.get("status") in ("pending", "active")
         ]
 
-    def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]:
+    def active_holds(self, *, user_id: str) -> Held:
+        holds = [d.fields for d in self.user_holds(user_id=user_id, read_time=None)]
+        active = [h for h in holds if h.get("status") == "active"]
+        return Held(
+            sum(int(h.get("estimateNanos", 0)) for h in active), sum(int(h.get("runs", 0)) for h in active)
+        )
+
+    def _under_users(
+        self, first_user: str, last_user: str, keep: Callable[[str, Mapping[str, Any]], bool]
+    ) -> list[Document]:
+        with self._lock:
+            return [
+                Document(path, copy.deepcopy(doc), self.versions[path])
+                for path, doc in sorted(self.docs.items())
+                if path.startswith(layout.SESSION_USAGE + "/")
+                and first_user <= path.split("/")[1] <= last_user
+                and keep(path, doc)
+            ]
+
+    def holding_reservations(
+        self, *, first_user: str, last_user: str, read_time: datetime | None
+    ) -> list[Document]:
+        return self._under_users(
+            first_user,
+            last_user,
+            lambda path, doc: (
+                layout.reservation_ids(path) is not None
+                and "tallyShard" in doc
+                and doc.get("status") in ("pending", "active")
+            ),
+        )
+
+    def unfinalized_between(
+        self, *, first_user: str, last_user: str, read_time: datetime | None
+    ) -> list[Document]:
+        return self._under_users(
+            first_user,
+            last_user,
+            lambda path, doc: (
+                layout.session_ids(path) is not None and "tallyShard" in doc and doc.get(plans.OPEN) is True
+            ),
+        )
+
+    def month_users(
+        self, *, month: str, limit: int, after: str | None, read_time: datetime | None = None
+    ) -> list[Document]:
         docs = sorted(
             (d for d in self._collection(layout.USER_MONTHS) if d.fields.get("month") == month),
             key=lambda d: d.path,

@@ -20,7 +20,7 @@ import adapters
 from tally import export, folding, layout, sweep
 from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
-from tally.legacy import check_csv_header, import_legacy
+from tally.legacy import ImportStalled, check_csv_header, import_legacy
 from tally.migrate import migrate
 from tally.reconcile import ShardCountMismatch, reconcile
 from tally.sessions import SWEEP_PAGE_SIZE
@@ -93,13 +93,21 @@ def run_reconcile(args: argparse.Namespace, store: FirestoreStore, settings: Set
     """Recompute a month's aggregates from its steps; report (and with --fix repair) every difference."""
     bar = ProgressBar(f"reconcile {args.month}")
     report = reconcile(
-        store=store, month=args.month, settings=settings, now=utc_now(), fix=args.fix, progress=bar
+        store=store,
+        month=args.month,
+        settings=settings,
+        now=utc_now(),
+        fix=args.fix,
+        progress=bar,
+        deep=args.deep,
     )
     bar.close()
     for difference in report.differences:
         sys.stdout.write(difference.line() + "\n")
+    for line in report.unrepaired:
+        sys.stdout.write(f"not repaired: {line}\n")
     sys.stdout.write(report.summary() + "\n")
-    return 0 if not report.differences or report.fixed else 1
+    return 0 if not report.differences or (report.fixed and not report.unrepaired) else 1
 
 
 def run_import_legacy(args: argparse.Namespace, store: FirestoreStore, settings: Settings) -> int:
@@ -133,11 +141,16 @@ def run_import_legacy(args: argparse.Namespace, store: FirestoreStore, settings:
             dry_run=args.dry_run,
             progress=progress,
         )
+    except ImportStalled as exc:
+        sys.stderr.write(f"import-legacy: {exc}\n")
+        return 1
     finally:
         if handle is not None:
             handle.close()
     for refused in report.refused:
         sys.stdout.write(f"refused {refused.source}: {refused.reason}\n")
+    for skipped in report.skipped:
+        sys.stdout.write(f"skipped {skipped.source}: {skipped.reason}\n")
     for check in report.monthly:
         sys.stdout.write(check.line() + "\n")
     sys.stdout.write(report.summary() + "\n")
@@ -206,6 +219,11 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
         "--month", type=_month, default=month_key(utc_now()), help="YYYY-MM (default: this month)"
     )
     check.add_argument("--fix", action="store_true", help="repair the aggregates so they match the steps")
+    check.add_argument(
+        "--deep",
+        action="store_true",
+        help="also recompute every user's lifetime totals and completed sessions (a few queries per user)",
+    )
     check.set_defaults(run=run_reconcile)
 
     legacy = commands.add_parser(

@@ -19,14 +19,20 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from tally import layout, plans
-from tally.rollup import FREE_TIER_PERCENT, FREE_TIER_ROWS, TOP_USERS_KEPT, MonthAggregate, Ranking, Rollup
-from tally.timeutil import MAX_AGE, month_end
+from tally.rollup import (
+    FREE_TIER_PERCENT,
+    FREE_TIER_ROWS,
+    TOP_USERS_KEPT,
+    MonthAggregate,
+    Ranking,
+    Rollup,
+    is_final,
+)
 from tally.values import Contention, Document, Version
 from tally.writes import CommitResult, Write
 
 FRESH_SECONDS = 60
 MARGIN = timedelta(seconds=1)  # fold a little early, so an answer is never more than 60 s old
-FINAL_AFTER = MAX_AGE + timedelta(days=1)  # no step can land in a month this long after it ended
 
 
 class FoldStore(Protocol):
@@ -64,8 +70,8 @@ def needs_fold(rollup: Rollup, now: datetime) -> bool:
     """Return whether a rollup is too old to answer for its month."""
     if rollup.as_of is None:
         return True
-    if rollup.as_of >= month_end(rollup.month) + FINAL_AFTER:
-        return False  # final: nothing can change the month any more (except reconcile, which refolds)
+    if is_final(rollup.month, rollup.as_of):
+        return False  # final: only an import or a repair can change the month, and those reopen it
     return now - rollup.as_of > timedelta(seconds=FRESH_SECONDS) - MARGIN
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 USERS = "users"
+USAGE = "TallyUsers"  # Tally's own per-user document: the true `usage`, mirrored into users/{uid}
 SESSION_USAGE = "SessionUsage"
 SESSIONS = "sessions"
 STEPS = "steps"
@@ -42,6 +43,16 @@ def digest(*parts: str) -> str:
 def user_path(user_id: str) -> str:
     """Return `users/{uid}`."""
     return f"{USERS}/{user_id}"
+
+
+def user_id_of(path: str) -> str:
+    """Return the uid of `users/{uid}` or `TallyUsers/{uid}`."""
+    return path.split("/", 1)[1]
+
+
+def usage_path(user_id: str) -> str:
+    """Return `TallyUsers/{uid}`: the user's usage as Tally counts it (users/{uid}.usage mirrors it)."""
+    return f"{USAGE}/{user_id}"
 
 
 def session_path(user_id: str, session_id: str) -> str:

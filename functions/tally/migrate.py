@@ -1,4 +1,11 @@
-"""Convert data written by Tally before v2 to the v2 layout (idempotent; safe to run again).
+"""Convert data written by Tally before v3 to the current layout (idempotent; safe to run again).
+
+v3: a user's usage is counted in Tally's own `TallyUsers/{uid}` (the truth) and mirrored into
+`users/{uid}.usage`; before v3 the map in `users/{uid}` was the only copy. Each user's
+map is adopted into the truth: every counter of the truth is raised by the difference
+between the two, read at one instant and applied only if the truth is unchanged since, so
+whatever v3 functions counted in the truth before the migration ran is kept, never doubled
+(they wrote the same increments into the map). The truth is then marked `adopted`.
 
 Before v2, the platform's months lived in `TallyPlatformMonths/{M}-sNN` (with a map of
 every active user's uid), users' months in `TallyUserMonths/{M}_{uid}` and, with their
@@ -9,7 +16,7 @@ documents is rebuilt by `reconcile --fix`; then the old documents are deleted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,9 +26,10 @@ from tally.config import Settings
 from tally.reconcile import ReconcileStore, reconcile
 from tally.timeutil import month_key, months_back
 from tally.values import Contention, Document
-from tally.writes import DELETE, Op, Write
+from tally.writes import DELETE, Increment, Op, Write
 
 PAGE_SIZE = 300
+ADOPTED = "adopted"  # on TallyUsers/{uid}: the map of users/{uid} written before v3 is counted in it
 
 
 class MigrateStore(ReconcileStore, Protocol):
@@ -36,6 +44,7 @@ class MigrationReport:
 
     sessions: int = 0
     users: int = 0
+    adopted: int = 0
     months: list[str] = field(default_factory=list)
     repaired: int = 0
     deleted: int = 0
@@ -43,7 +52,9 @@ class MigrationReport:
     def summary(self) -> str:
         """Return the summary line."""
         return (
-            f"migrate: {self.sessions} sessions given a sweep shard, {self.users} user documents tidied, "
+            f"migrate: {self.sessions} sessions given a sweep shard or the open mark, "
+            f"{self.users} user documents tidied, "
+            f"{self.adopted} users' usage adopted into {layout.USAGE}, "
             f"{len(self.months)} months rebuilt ({', '.join(self.months) or 'none'}) with {self.repaired} "
             f"repairs, {self.deleted} old documents deleted"
         )
@@ -86,6 +97,44 @@ def user_tidying(doc: Document, now: datetime) -> list[Write]:
     return writes
 
 
+def _numbers(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    found: dict[tuple[str, ...], int] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            found.update(_numbers(value, (*prefix, key)))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found[(*prefix, key)] = value
+    return found
+
+
+def adoption_writes(user: Document, truth: Document) -> list[Write]:
+    """Return the writes adopting a user's `usage` map into the truth (none once adopted, or with no map)."""
+    usage = user.fields.get("usage")
+    if truth.fields.get(ADOPTED) is True or not isinstance(usage, Mapping):
+        return []
+    mirror, counted = _numbers(usage), _numbers(truth.fields.get("usage") or {})
+    data: dict[str, Any] = {"userId": layout.user_id_of(user.path), ADOPTED: True}
+    for path in sorted(set(mirror) | set(counted)):
+        node = data.setdefault("usage", {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = Increment(mirror.get(path, 0) - counted.get(path, 0))
+    if not truth.exists:
+        return [Write(truth.path, Op.CREATE, data)]
+    return [Write(truth.path, Op.UPDATE, data, version=truth.version)]
+
+
+def adopt(store: MigrateStore, users: Sequence[Document]) -> int:
+    """Adopt each user's map into the truth (a user whose truth moved meanwhile is left for the next run)."""
+    truths = store.read([layout.usage_path(layout.user_id_of(doc.path)) for doc in users])
+    groups = [
+        writes
+        for doc in users
+        if (writes := adoption_writes(doc, truths[layout.usage_path(layout.user_id_of(doc.path))]))
+    ]
+    return _commit_each(store, groups)
+
+
 def migrate(
     *, store: MigrateStore, settings: Settings, now: datetime, progress: Callable[[str], None] | None = None
 ) -> MigrationReport:
@@ -95,11 +144,17 @@ def migrate(
     upgrades = []
     for doc in _pages(store, layout.SESSIONS):
         ids = layout.session_ids(doc.path)
-        if ids and "stats" in doc.fields and "tallyShard" not in doc.fields:
-            shard = {"tallyShard": layout.sweep_shard(*ids)}
-            upgrades.append([Write(doc.path, Op.UPDATE, shard, version=doc.version)])
+        if ids is None or "stats" not in doc.fields:
+            continue
+        upgrade: dict[str, Any] = {}
+        if "tallyShard" not in doc.fields:
+            upgrade["tallyShard"] = layout.sweep_shard(*ids)
+        if doc.fields.get("finalizedAt") is None and plans.OPEN not in doc.fields:
+            upgrade[plans.OPEN] = True  # v3: marks a session its finalization has not counted yet
+        if upgrade:
+            upgrades.append([Write(doc.path, Op.UPDATE, upgrade, version=doc.version)])
     report.sessions = _commit_each(store, upgrades)
-    say(f"sessions: {report.sessions} given a sweep shard")
+    say(f"sessions: {report.sessions} given a sweep shard or the open mark")
     tidy = [
         writes
         for doc in _pages(store, layout.USERS)
@@ -107,6 +162,15 @@ def migrate(
     ]
     report.users = _commit_each(store, tidy)
     say(f"users: {report.users} documents tidied")
+    page: list[Document] = []
+    for doc in _pages(store, layout.USERS):
+        if doc.path.count("/") == 1 and "usage" in doc.fields:
+            page.append(doc)
+        if len(page) >= PAGE_SIZE:
+            report.adopted += adopt(store, page)
+            page = []
+    report.adopted += adopt(store, page)
+    say(f"users: {report.adopted} users' usage adopted into {layout.USAGE}")
     old = [
         doc
         for collection in (layout.LEGACY_PLATFORM_MONTHS, layout.LEGACY_USER_MONTHS)

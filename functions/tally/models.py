@@ -201,7 +201,8 @@ class UnitsIn(EdgeModel):
     input_tokens: Count = Field(default=0, alias="inputTokens")
     output_tokens: Count = Field(default=0, alias="outputTokens")
     cache_read_tokens: Count = Field(default=0, alias="cacheReadTokens")
-    cache_write_tokens: Count = Field(default=0, alias="cacheWriteTokens")
+    cache_write_tokens: Count = Field(default=0, alias="cacheWriteTokens")  # kept 5 minutes
+    cache_write_1h_tokens: Count = Field(default=0, alias="cacheWrite1hTokens")  # kept 1 hour
     requests: Count = 0
 
     @model_validator(mode="after")
@@ -209,7 +210,7 @@ class UnitsIn(EdgeModel):
         if not self.model_fields_set - {"model"}:
             raise field_error(
                 "give at least one count: inputTokens, outputTokens, cacheReadTokens, "
-                "cacheWriteTokens or requests"
+                "cacheWriteTokens, cacheWrite1hTokens or requests"
             )
         return self
 
@@ -217,11 +218,12 @@ class UnitsIn(EdgeModel):
         """Return the domain value."""
         return Units(
             self.model,
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.cache_write_tokens,
-            self.requests,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            requests=self.requests,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
         )
 
 
@@ -406,7 +408,8 @@ class EstimateIn(EdgeModel):
 
     cost_nanos: Annotated[int, BeforeValidator(_cost)] | None = Field(default=None, alias="cost")
     units: UnitsIn | None = None
-    provider: Name | None = None  # whose price `units` take (the genai-prices package can guess it)
+    provider: Name | None = None  # whose price `units` take (without it, units cannot be priced)
+    feature: Name | None = None  # what the call is for (v3: the feature whose limits it counts in)
     is_billable_run: StrictFlag = Field(default=False, alias="isBillableRun")
 
     @model_validator(mode="after")
@@ -445,6 +448,7 @@ class ReserveRequest:
     provider: str | None
     billable: bool
     ttl_seconds: int
+    feature: str | None = None
 
 
 def parse_reserve_request(body: dict[str, Any]) -> ReserveRequest:
@@ -462,6 +466,7 @@ def parse_reserve_request(body: dict[str, Any]) -> ReserveRequest:
         provider=estimate.provider,
         billable=estimate.is_billable_run,
         ttl_seconds=parsed.ttl_seconds,
+        feature=estimate.feature,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from tally import layout
 from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
-from tally.rollup import MonthAggregate, Ranking, nested_counts
+from tally.rollup import MonthAggregate, Ranking, is_final, nested_counts
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import (
@@ -32,11 +32,14 @@ from tally.values import (
     Step,
     UserMonthState,
 )
-from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload, merged
+from tally.writes import DELETE, Increment, Maximum, Op, Replace, Write, merge_payload
 
 USER_MONTHS_KEPT = 3  # users/{uid}.usage.months keeps this month and the two before it
 FREE_TIER_STEP = 5.0  # percent: a free-tier entry is rewritten after the commit only past a step of this
 SESSION_MAX_NAMES = 100  # names of one kind in one session's breakdown; more go to (other)
+# On a session until its finalization counts it: reconcile finds a user's unfinalized sessions
+# with one indexed equality (a boolean; no ever-increasing index range) instead of 16 shard queries.
+OPEN = "tallyOpen"
 
 
 class ShardPicker:
@@ -88,6 +91,26 @@ def _unpriced_models(delta: MonthDelta) -> dict[str, Any]:
         provider: {model: Increment(count) for model, count in models.items()}
         for provider, models in nested_counts(delta.unpriced_models).items()
     }
+
+
+def reopened(writes: list[Write], *, now: datetime) -> list[Write]:
+    """Return a commit that also reopens the rollup of every final month whose shards it writes.
+
+    A month's rollup becomes final 36 days after the month ends (no step can be recorded
+    into it any more) and is never folded again; an import of old usage, a repair or a
+    late finalization that writes such a month's shards deletes its `asOf` in the same
+    commit, so the next reader folds it again (the month is never frozen). A commit of
+    recent months is returned unchanged.
+    """
+    months = sorted(
+        {
+            str(w.data["month"])
+            for w in writes
+            if w.path.startswith(layout.PLATFORM_SHARDS + "/") and isinstance(w.data.get("month"), str)
+        }
+    )
+    final = [month for month in months if is_final(month, now)]
+    return writes + [Write(layout.rollup_path(month), Op.MERGE, {"asOf": DELETE}) for month in final]
 
 
 # Recording
@@ -222,6 +245,7 @@ def _session_write(commit: RecordingCommit) -> Write:
                 "completedAt": None,
                 "completedBy": None,
                 "finalizedAt": None,
+                OPEN: True,
                 "summary": None,
                 "tallyShard": layout.sweep_shard(commit.user_id, commit.session_id),
                 "stats": {
@@ -267,15 +291,18 @@ def _user_write(commit: RecordingCommit, months: Mapping[str, MonthDelta]) -> Wr
     if commit.session_completed:
         sessions["completed"] = Increment(1)
     usage["sessions"] = sessions
-    for counter, status in (("held", HoldStatus.ACTIVE), ("pending", HoldStatus.PENDING)):
-        ending = [hold for hold, _ in commit.settlements if hold.status is status]
-        if ending:
-            usage[counter] = {
-                "costNanos": Increment(-sum(hold.cost_nanos for hold in ending)),
-                "runs": Increment(-sum(hold.runs for hold in ending)),
-            }
-    # merge: only these leaves change; every other field of users/{uid} is the app's and stays.
-    return Write(layout.user_path(commit.user_id), Op.MERGE, merge_payload({"usage": usage}))
+    if commit.settlements:
+        usage["held"] = {
+            "costNanos": Increment(-sum(hold.cost_nanos for hold, _ in commit.settlements)),
+            "runs": Increment(-sum(hold.runs for hold, _ in commit.settlements)),
+        }
+    # merge: only these leaves change (the mirror in users/{uid} gets the same, see `mirror`).
+    return usage_write(commit.user_id, usage)
+
+
+def usage_write(user_id: str, usage: Mapping[str, Any]) -> Write:
+    """Return a merge into the user's true `usage` (TallyUsers/{uid}); `mirror` copies it into users/{uid}."""
+    return Write(layout.usage_path(user_id), Op.MERGE, merge_payload({"userId": user_id, "usage": usage}))
 
 
 def _free_tier_entry(
@@ -304,6 +331,8 @@ def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) ->
                 "byType": _plain_map(delta.by_type),
                 "features": _plain_map(delta.features),
                 "providers": _plain_map(delta.providers),
+                "days": _plain_map(delta.days),
+                "unpricedModels": nested_counts(delta.unpriced_models),
                 **_free_tier_entry(commit, month, delta, create=True),
             },
         )
@@ -311,6 +340,8 @@ def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) ->
         **_month_counters(delta),
         "features": _increment_map(delta.features),
         "providers": _increment_map(delta.providers),
+        "days": _increment_map(delta.days),
+        "unpricedModels": _unpriced_models(delta),
         **_free_tier_entry(commit, month, delta, create=False),
     }
     if not state.active:
@@ -352,7 +383,7 @@ def recording_writes(commit: RecordingCommit) -> list[Write]:
         if delta.total.api_calls:
             writes.append(_user_month_write(commit, month, delta))
         writes.append(_shard_write(commit, month, delta))
-    return writes
+    return reopened(writes, now=commit.now)
 
 
 def stale_months(usage: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
@@ -377,6 +408,7 @@ class SessionSummary:
     providers: Mapping[str, Mapping[str, Any]]
     created_month: str
     completed_month: str
+    completed_at: datetime | None = None  # when it was completed (as far as the session says)
 
     def document(self) -> dict[str, Any]:
         """Return the stored `summary` map (`*Nanos` authoritative, USD for display)."""
@@ -427,21 +459,41 @@ def summarize(record: SessionRecord) -> SessionSummary:
         providers=_named_counts(stats, "providers"),
         created_month=month_key(created),
         completed_month=month_key(completed_at),
+        completed_at=completed_at,
     )
 
 
+def counted_at_completion(data: Mapping[str, Any]) -> bool:
+    """Return whether a session's completion already counted it in the user's sessions (Tally did)."""
+    return data.get("completedBy") in {by.value for by in CompletedBy}
+
+
 def finalization_writes(
-    *, user_id: str, session_id: str, version: Any, summary: SessionSummary, now: datetime, shard: int
+    *,
+    user_id: str,
+    session_id: str,
+    version: Any,
+    summary: SessionSummary,
+    now: datetime,
+    shard: int,
+    count_user: bool = False,
+    completed_at_missing: bool = False,
 ) -> list[Write]:
-    """Return the finalizer's commit: the summary (if the session is unchanged), the platform's counters."""
-    writes = [
-        Write(
-            layout.session_path(user_id, session_id),
-            Op.UPDATE,
-            {"summary": Replace(summary.document()), "finalizedAt": now},
-            version=version,
+    """Return the finalizer's commit: the summary (if the session is unchanged), the platform's counters.
+
+    With `count_user`, also the user's session counters: a session completed by a writer
+    that is not Tally (the console, an app's tool) was not counted when it was completed,
+    so it is counted here, once, with its finalization. Such a writer may also leave no
+    `completedAt`: the month the summary counts it in is then written there.
+    """
+    fields: dict[str, Any] = {"summary": Replace(summary.document()), "finalizedAt": now, OPEN: DELETE}
+    if completed_at_missing and summary.completed_at is not None:
+        fields["completedAt"] = summary.completed_at
+    writes = [Write(layout.session_path(user_id, session_id), Op.UPDATE, fields, version=version)]
+    if count_user:
+        writes.append(
+            usage_write(user_id, {"sessions": {"active": Increment(-1), "completed": Increment(1)}})
         )
-    ]
     per_month: dict[str, dict[str, Any]] = {
         summary.completed_month: {
             "completed": Increment(1),
@@ -459,7 +511,7 @@ def finalization_writes(
                 {"month": month, "shard": shard, "sessions": sessions},
             )
         )
-    return writes
+    return reopened(writes, now=now)
 
 
 def timeout_writes(*, user_id: str, session_id: str, version: Any, now: datetime) -> list[Write]:
@@ -475,11 +527,7 @@ def timeout_writes(*, user_id: str, session_id: str, version: Any, now: datetime
             },
             version=version,
         ),
-        Write(
-            layout.user_path(user_id),
-            Op.MERGE,
-            {"usage": {"sessions": {"active": Increment(-1), "completed": Increment(1)}}},
-        ),
+        usage_write(user_id, {"sessions": {"active": Increment(-1), "completed": Increment(1)}}),
     ]
 
 
@@ -529,6 +577,7 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
         "completedAt": session.completed_at,
         "completedBy": CompletedBy.CLIENT.value if completed else None,
         "finalizedAt": now if completed else None,
+        OPEN: DELETE if completed else True,
         "summary": Replace(summary.document()) if summary else None,
         "tallyShard": layout.sweep_shard(session.user_id, session.session_id),
         "stats": Replace(stats),
@@ -540,7 +589,7 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
     path = layout.session_path(session.user_id, session.session_id)
     writes = [Write(path, Op.UPDATE, document, version=session.version)]
     sessions = {"completed": Increment(1), "active": Increment(0)} if completed else {"active": Increment(1)}
-    writes.append(Write(layout.user_path(session.user_id), Op.MERGE, {"usage": {"sessions": sessions}}))
+    writes.append(usage_write(session.user_id, {"sessions": sessions}))
     if summary is not None:
         month, platform = (
             summary.completed_month,
@@ -558,13 +607,13 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
             layout.shard_path(month, shard), Op.MERGE, {"month": month, "shard": shard, "sessions": platform}
         )
     )
-    return writes
+    return reopened(writes, now=now)
 
 
 # Reservations
 
 
-def hold_writes(
+def hold_document(
     *,
     user_id: str,
     reservation_id: str,
@@ -574,56 +623,53 @@ def hold_writes(
     month: str,
     now: datetime,
     expires_at: datetime,
-) -> list[Write]:
-    """Return the fetch-and-add of a new hold: the pending reservation, `usage.pending`, the month's totals.
+    feature: str | None = None,
+) -> dict[str, Any]:
+    """Return a new reservation's document (`pending` until its decision is stored)."""
+    return {
+        "userId": user_id,
+        "reservationId": reservation_id,
+        "feature": feature,
+        "status": HoldStatus.PENDING.value,
+        "estimateNanos": cost_nanos,
+        "runs": runs,
+        "month": month,
+        "costSource": source.value,
+        "createdAt": now,
+        "expiresAt": expires_at,
+        "reason": None,
+        "tallyShard": int(layout.digest(user_id, reservation_id)[:8], 16) % layout.SWEEP_SHARDS,
+    }
 
-    The estimate is added to `pending` (holds not decided yet); adding 0 to the held and
-    the month's recorded totals makes the commit return them all, in one atomic step.
+
+def hold_writes(hold: Mapping[str, Any]) -> list[Write]:
+    """Return the fetch-and-add of a new hold: the pending reservation, `usage.held`, the month's totals.
+
+    The estimate is added to `held` at once (a hold being decided counts, so no interleaving
+    admits past a limit); adding 0 to the month's recorded totals makes the commit return
+    them too, in one atomic step. An allowed hold then writes only its own document, so a
+    gated call writes the user's documents once here and once when it is recorded.
     """
+    user_id, month = str(hold["userId"]), str(hold["month"])
     return [
-        Write(
-            layout.reservation_path(user_id, reservation_id),
-            Op.CREATE,
+        Write(layout.reservation_path(user_id, str(hold["reservationId"])), Op.CREATE, dict(hold)),
+        usage_write(
+            user_id,
             {
-                "userId": user_id,
-                "reservationId": reservation_id,
-                "status": HoldStatus.PENDING.value,
-                "estimateNanos": cost_nanos,
-                "runs": runs,
-                "costSource": source.value,
-                "createdAt": now,
-                "expiresAt": expires_at,
-                "reason": None,
-                "tallyShard": int(layout.digest(user_id, reservation_id)[:8], 16) % layout.SWEEP_SHARDS,
-            },
-        ),
-        Write(
-            layout.user_path(user_id),
-            Op.MERGE,
-            {
-                "usage": {
-                    "pending": {"costNanos": Increment(cost_nanos), "runs": Increment(runs)},
-                    "held": {"costNanos": Increment(0), "runs": Increment(0)},
-                    "months": {
-                        month: {
-                            "costNanos": Increment(0),
-                            "apiCalls": Increment(0),
-                            "billableRuns": Increment(0),
-                        }
-                    },
-                }
+                "held": {
+                    "costNanos": Increment(int(hold["estimateNanos"])),
+                    "runs": Increment(int(hold["runs"])),
+                },
+                "months": {month: {name: Increment(0) for name in ("costNanos", "apiCalls", "billableRuns")}},
             },
         ),
     ]
 
 
 def _release_held(hold: HoldState) -> Write:
-    """Take a hold out of the counter it is in: `pending` until decided, `held` once allowed."""
-    counter = "pending" if hold.status is HoldStatus.PENDING else "held"
-    return Write(
-        layout.user_path(hold.user_id),
-        Op.MERGE,
-        {"usage": {counter: {"costNanos": Increment(-hold.cost_nanos), "runs": Increment(-hold.runs)}}},
+    """Take a hold out of `usage.held`: it stops counting."""
+    return usage_write(
+        hold.user_id, {"held": {"costNanos": Increment(-hold.cost_nanos), "runs": Increment(-hold.runs)}}
     )
 
 
@@ -639,25 +685,13 @@ def _end_hold(hold: HoldState, status: HoldStatus, now: datetime, *, by: str | N
 def decision_writes(hold: HoldState, *, reason: str | None, now: datetime) -> list[Write]:
     """Return the writes storing a pending reservation's decision (a refusal takes its hold back)."""
     status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
-    path = layout.reservation_path(hold.user_id, hold.reservation_id)
-    writes = [
-        Write(
-            path,
-            Op.UPDATE,
-            {"status": status.value, "reason": reason, "decidedAt": now},
-            version=hold.version,
-        ),
-        _release_held(hold),  # out of `pending`
-    ]
-    if reason is None:  # and into `held`
-        writes.append(
-            Write(
-                layout.user_path(hold.user_id),
-                Op.MERGE,
-                {"usage": {"held": {"costNanos": Increment(hold.cost_nanos), "runs": Increment(hold.runs)}}},
-            )
-        )
-    return merged(writes)
+    decided = Write(
+        layout.reservation_path(hold.user_id, hold.reservation_id),
+        Op.UPDATE,
+        {"status": status.value, "reason": reason, "decidedAt": now},
+        version=hold.version,
+    )
+    return [decided] if reason is None else [decided, _release_held(hold)]
 
 
 def end_hold_writes(hold: HoldState, *, status: HoldStatus, now: datetime) -> list[Write]:
@@ -711,7 +745,7 @@ def limits_writes(*, user_id: str, limits: Limits) -> list[Write]:
     """Return the writes of a user's limits: `usage.limits` (nothing else touched) and Tally's own copy."""
     fields = limits_fields(limits)
     return [
-        Write(layout.user_path(user_id), Op.MERGE, {"usage": {"limits": fields}}),
+        usage_write(user_id, {"limits": fields}),
         Write(layout.limits_path(user_id), Op.MERGE, {"userId": user_id, **fields}),
     ]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, layout, names, plans, pricing
+from tally import alerts, layout, mirror, names, plans, pricing
 from tally.config import Settings
 from tally.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from tally.money import nanos_to_usd
@@ -125,7 +125,8 @@ def recording_state(
             doc.version,
             float(stored) if isinstance(stored, int | float) else None,
         )
-    usage = docs[layout.user_path(user_id)].fields.get("usage") or {}
+    truth = docs[layout.usage_path(user_id)].fields
+    usage = truth.get("usage") or {}
     holds = {}
     for reservation in reservations:
         doc = docs[layout.reservation_path(user_id, reservation)]
@@ -140,7 +141,12 @@ def recording_state(
                 doc.version,
             )
     return RecordingState(
-        session=session, existing_steps=existing, usage=usage, user_months=user_months, holds=holds
+        session=session,
+        existing_steps=existing,
+        usage=usage,
+        truth=truth,
+        user_months=user_months,
+        holds=holds,
     )
 
 
@@ -155,7 +161,7 @@ def _state_paths(
     paths += [layout.reservation_path(user_id, r) for r in reservations]
     if session_id is not None:
         paths.append(layout.session_path(user_id, session_id))
-    paths.append(layout.user_path(user_id))
+    paths.append(layout.usage_path(user_id))
     paths += [layout.user_month_path(user_id, month) for month in months]
     return paths
 
@@ -247,7 +253,12 @@ def admit_names(
 def book_paths(steps: Sequence[Step]) -> list[str]:
     """Return the price books the steps Tally must price need."""
     return sorted(
-        {pricing.book_path(s.provider, s.units.model) for s in steps if s.needs_price and s.units is not None}
+        {
+            path
+            for s in steps
+            if s.needs_price and s.units is not None
+            for path in pricing.book_paths(s.provider, s.units.model)
+        }
     )
 
 
@@ -258,14 +269,8 @@ def price_steps(steps: Sequence[Step], docs: Mapping[str, Document]) -> tuple[St
         if not step.needs_price or step.units is None:
             priced.append(step)
             continue
-        book = docs.get(pricing.book_path(step.provider, step.units.model))
         try:
-            found = pricing.price(
-                provider=step.provider,
-                units=step.units,
-                at=step.timestamp,
-                book=book.fields if book else None,
-            )
+            found = pricing.price(provider=step.provider, units=step.units, at=step.timestamp, books=docs)
         except pricing.PriceTooHigh as exc:
             raise InvalidArgument.field(f"steps[{index}].units", str(exc)) from None
         priced.append(replace(step, cost_nanos=found.cost_nanos, cost_source=found.source, price=found.price))
@@ -287,30 +292,39 @@ def counted(
     now: datetime,
     admitted_cache: names.AdmittedNames = ADMITTED,
     docs: Mapping[str, Document] | None = None,
+    admit: Sequence[Step] | None = None,
 ) -> tuple[tuple[Step, ...], Mapping[NameKey, Refusal]]:
     """Return the steps with the names they count under (admitting what still fits), and why others are not.
 
-    `docs` may already hold the registry entries and counters of the unknown names.
+    `docs` may already hold the registry entries and counters of the unknown names. With
+    `admit`, only those steps' names may be admitted (the others are already recorded).
     """
     wanted = names.keys_of(steps)
-    unknown = wanted - admitted_cache.known(wanted)
-    admitted = wanted - unknown
-    refused: Mapping[NameKey, Refusal] = {}
+    admitted = set(admitted_cache.known(wanted))
+    unknown = wanted - admitted
+    trying = unknown & names.keys_of(admit) if admit is not None else unknown
+    refused: dict[NameKey, Refusal] = {}
     if unknown:
         paths = _name_paths(caller, unknown)
         if docs is None or any(path not in docs for path in paths):
             docs = store.read(paths)
-        admission = admit_names(
-            store=store,
-            caller=caller,
-            reads=name_reads(docs, caller, unknown),
-            wanted=unknown,
-            limits=settings.name_limits,
-            now=now,
-        )
-        admitted_cache.add(admission.admitted)
-        admitted |= admission.admitted
-        refused = admission.refused
+        reads = name_reads(docs, caller, unknown)
+        admitted |= reads.admitted
+        # Names only already-recorded steps carry are not admitted; say why they would not be (no write).
+        found = names.candidates(unknown - trying, reads, trusted=caller.trusted, limits=settings.name_limits)
+        refused.update(found.refused)
+        if trying:
+            admission = admit_names(
+                store=store,
+                caller=caller,
+                reads=reads,
+                wanted=trying,
+                limits=settings.name_limits,
+                now=now,
+            )
+            admitted_cache.add(admission.admitted)
+            admitted |= admission.admitted
+            refused.update(admission.refused)
     return names.count_under(steps, admitted), refused
 
 
@@ -413,7 +427,7 @@ def month_usage(usage: Mapping[str, Any], month: str) -> Counts:
 
 
 def _committed_month(result: CommitResult, user_id: str, month: str) -> Counts:
-    path = layout.user_path(user_id)
+    path = layout.usage_path(user_id)
     return Counts(
         cost_nanos=result.value(path, "usage", "months", month, "costNanos"),
         api_calls=result.value(path, "usage", "months", month, "apiCalls"),
@@ -447,61 +461,115 @@ def record_steps(
     paths = _state_paths(user_id, session_id, operation_ids, months, reservations)
     books = book_paths(request.steps)
     docs = store.read(paths + _name_paths(caller, unknown) + books)  # one round trip: state, names, prices
-    steps, refused = counted(
-        store=store,
-        caller=caller,
-        steps=price_steps(request.steps, docs),
-        settings=settings,
-        now=now,
-        admitted_cache=admitted_cache,
-        docs=docs,
-    )
-    result: CommitResult | None = None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        if attempt > 1:
-            docs = store.read(paths)
-        state = recording_state(
-            docs,
+
+    def state_of(found: Mapping[str, Document]) -> RecordingState:
+        return recording_state(
+            found,
             user_id=user_id,
             session_id=session_id,
             operation_ids=operation_ids,
             months=months,
             reservations=reservations,
         )
-        plan = plan_recording(
+
+    def plan_of(steps: tuple[Step, ...], state: RecordingState, shard: int) -> Plan:
+        return plan_recording(
             request=request,
             steps=steps,
             user_id=user_id,
             state=state,
             now=now,
             request_id=request_id,
-            shard=shards.next(store.shards),
+            shard=shard,
             limits=limits_of(state.usage, settings),
         )
+
+    priced = price_steps(request.steps, docs)
+    state = state_of(docs)
+    # Refusals come first: a refused request (404, 409) admits no name and uses no quota.
+    new = plan_of(priced, state, shard=0).commit
+    try:
+        steps, refused = counted(
+            store=store,
+            caller=caller,
+            steps=priced,
+            settings=settings,
+            now=now,
+            admitted_cache=admitted_cache,
+            docs=docs,
+            admit=() if new is None else new.steps,
+        )
+    except Contention:
+        raise Unavailable("too much contention admitting new names; retry the request") from None
+    result: CommitResult | None = None
+    mirrored = True
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if attempt > 1:
+            state = state_of(store.read(paths))
+        plan = plan_of(steps, state, shards.next(store.shards))
         if plan.commit is None:
             break
         try:
-            result = store.commit(plans.recording_writes(plan.commit))
-            break
+            committed = mirror.commit(
+                store, plans.recording_writes(plan.commit), stale=mirror.MirrorState.of(state.truth).stale
+            )
         except Contention:
             if attempt == MAX_ATTEMPTS:
                 raise Unavailable("too much contention on this session; retry the request") from None
             sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
-    return RecordOutcome(
-        body=_respond(
+            continue
+        result, mirrored = committed.result, committed.mirrored
+        break
+    if not mirrored:  # the app's users/{uid} is at a limit: try to rewrite its usage map from the truth
+        mirrored = mirror.repair(store, user_id, now=now)
+    used = _used(steps=steps, plan=plan, state=state, result=result, user_id=user_id, now=now)
+    try:
+        after_commit(
             store=store,
-            request=request,
-            steps=steps,
             plan=plan,
             state=state,
             result=result,
-            refused=refused,
+            used={m: used[m] for m in {month_key(s.timestamp) for s in steps}},
             user_id=user_id,
             settings=settings,
             now=now,
-        ),
-        attempts=attempt,
+        )
+    except Exception:
+        log.exception("the work after the commit failed for %s (the steps are recorded)", user_id)
+    body = respond(
+        request=request,
+        steps=steps,
+        plan=plan,
+        state=state,
+        result=result,
+        used=used[month_key(now)],
+        refused=refused,
+        user_id=user_id,
+        settings=settings,
+        now=now,
     )
+    if not mirrored:
+        body["warnings"].append(mirror.warning(user_id))
+    return RecordOutcome(body=body, attempts=attempt)
+
+
+def _used(
+    *,
+    steps: tuple[Step, ...],
+    plan: Plan,
+    state: RecordingState,
+    result: CommitResult | None,
+    user_id: str,
+    now: datetime,
+) -> dict[str, Counts]:
+    """Return the user's totals of the months touched and now's: as the commit left them, else as read."""
+    committed = {month_key(s.timestamp) for s in plan.commit.steps} if plan.commit else set()
+    return {
+        month: _committed_month(result, user_id, month)
+        if result is not None and month in committed
+        else month_usage(state.usage, month)
+        for month in {month_key(s.timestamp) for s in steps} | {month_key(now)}
+    }
 
 
 def usage_body(
@@ -590,44 +658,23 @@ def after_commit(
                 alerts.check_platform(store, month, settings, now, raised_by="record_steps")
 
 
-def _respond(
+def respond(
     *,
-    store: RecordingStore,
     request: RecordRequest,
     steps: tuple[Step, ...],
     plan: Plan,
     state: RecordingState,
     result: CommitResult | None,
+    used: Counts,
     refused: Mapping[NameKey, Refusal],
     user_id: str,
     settings: Settings,
     now: datetime,
 ) -> dict[str, Any]:
-    """Build the response from what was read and what the commit returned; nothing here can fail."""
-    touched = {month_key(s.timestamp) for s in steps}
-    committed = {month_key(s.timestamp) for s in plan.commit.steps} if plan.commit else set()
-    used = {
-        month: _committed_month(result, user_id, month)
-        if result is not None and month in committed
-        else month_usage(state.usage, month)
-        for month in touched | {month_key(now)}
-    }
-    try:
-        after_commit(
-            store=store,
-            plan=plan,
-            state=state,
-            result=result,
-            used={m: used[m] for m in touched},
-            user_id=user_id,
-            settings=settings,
-            now=now,
-        )
-    except Exception:
-        log.exception("the work after the commit failed for %s (the steps are recorded)", user_id)
+    """Build the response from what was read and what the commit returned (pure)."""
     held = None
     if result is not None and plan.commit is not None and plan.commit.settlements:
-        user = layout.user_path(user_id)
+        user = layout.usage_path(user_id)
         held = Held(
             result.value(user, "usage", "held", "costNanos"), result.value(user, "usage", "held", "runs")
         )
@@ -635,7 +682,7 @@ def _respond(
         "recorded": plan.recorded,
         "duplicates": plan.duplicates,
         "session": _session_view(request, plan, state, result, user_id),
-        "usage": usage_body(state.usage, settings=settings, now=now, used=used[month_key(now)], held=held),
+        "usage": usage_body(state.usage, settings=settings, now=now, used=used, held=held),
         "warnings": [w.body() for w in _warnings(steps, plan, state, refused)],
     }
 

@@ -1,13 +1,15 @@
 """Budgets enforced before spending: `reserve_spend`, `release_spend`, settling and expiring holds.
 
 Admission is a fetch-and-add, with no read lock: one commit creates the reservation
-(`pending`) and adds its estimate to `users/{uid}.usage.held`, while adding 0 to the
-month's recorded cost and billable runs; the commit returns all of them as they are
-after it. The reservation is allowed only if recorded + held (its own estimate
-included) stays within the limits; otherwise a second commit takes the hold back.
-Of concurrent reservations, each sees every hold committed before it, so none is
-allowed past a limit; a hold that is taken back only makes others more careful.
-A reservation's decision is stored, so the same `reservationId` gets the same answer.
+(`pending`) and adds its estimate to the user's `usage.held` (in `TallyUsers/{uid}`, the
+truth), while adding 0 to the month's recorded cost and billable runs; the commit returns
+all of them as they are after it. The reservation is allowed only if recorded + held (its
+own estimate included) stays within the limits; then only the reservation document is
+updated (`active`), otherwise a second commit takes the hold back (`denied`). Of concurrent
+reservations, each sees every hold committed before it, so none is allowed past a limit;
+a hold that is taken back only makes others more careful. An estimate Tally cannot price
+is refused (`UNPRICED`): the gate fails closed. A reservation's decision is stored, so the
+same `reservationId` gets the same answer.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import layout, plans, pricing
+from tally import layout, mirror, plans, pricing
 from tally.config import Settings
-from tally.errors import InvalidArgument, NotFound
+from tally.errors import InvalidArgument, NotFound, Unavailable
 from tally.models import ReserveRequest
 from tally.money import nanos_to_usd
 from tally.recording import RecordingStore, held_of, limits_of, month_usage, resolve_user, usage_body
@@ -27,6 +29,7 @@ from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits
 from tally.values import Caller, Contention, CostSource, Document, HoldState, HoldStatus, IdleSession
 
+UNPRICED = "UNPRICED"
 MONTHLY_COST_LIMIT = "MONTHLY_COST_LIMIT"
 FREE_RUNS = "FREE_RUNS"
 MAX_ATTEMPTS = 6
@@ -34,6 +37,8 @@ MAX_ATTEMPTS = 6
 
 class HoldStore(RecordingStore, Protocol):
     """The store operations reservations need."""
+
+    def active_holds(self, *, user_id: str) -> Held: ...
 
     def expired_holds(
         self, *, shard: int, now: datetime, limit: int, after: Any | None
@@ -53,6 +58,7 @@ def hold_of(doc: Document) -> HoldState | None:
         cost_nanos=int(data.get("estimateNanos", 0)),
         runs=int(data.get("runs", 0)),
         version=doc.version,
+        unpriced=data.get("costSource") == CostSource.UNPRICED.value,
     )
 
 
@@ -80,12 +86,11 @@ def estimate_of(request: ReserveRequest, *, store: RecordingStore, now: datetime
     if request.cost_nanos is not None:
         return Estimate(request.cost_nanos, runs, CostSource.CLIENT)
     assert request.units is not None
-    book = None
-    if request.provider is not None:
-        path = pricing.book_path(request.provider, request.units.model)
-        book = store.read([path])[path].fields
+    if request.provider is None:  # units are priced per provider: without one, the gate cannot price them
+        return Estimate(0, runs, CostSource.UNPRICED)
+    books = store.read(pricing.book_paths(request.provider, request.units.model))
     try:
-        priced = pricing.price(provider=request.provider, units=request.units, at=now, book=book)
+        priced = pricing.price(provider=request.provider, units=request.units, at=now, books=books)
     except pricing.PriceTooHigh as exc:
         raise InvalidArgument.field("estimate.units", str(exc)) from None
     return Estimate(priced.cost_nanos, runs, priced.source)
@@ -96,8 +101,11 @@ def _answer(
     hold: Mapping[str, Any],
     reservation_id: str,
     usage: Mapping[str, Any],
+    used: Counts,
+    held: Held,
     settings: Settings,
     now: datetime,
+    warnings: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     allowed = hold.get("status") != HoldStatus.DENIED.value
     expires: datetime = hold["expiresAt"]
@@ -107,24 +115,40 @@ def _answer(
         "reserved": nanos_to_usd(int(hold.get("estimateNanos", 0))) if allowed else 0.0,
         "expiresAt": expires.isoformat().replace("+00:00", "Z"),
         "reason": hold.get("reason"),
-        "usage": usage_body(usage, settings=settings, now=now),
+        "usage": usage_body(usage, settings=settings, now=now, used=used, held=held),
+        "warnings": list(warnings),
     }
 
 
 def reserve_spend(
     *, store: HoldStore, caller: Caller, request: ReserveRequest, settings: Settings, now: datetime
 ) -> dict[str, Any]:
-    """Hold an estimate against a user's limits, or refuse it; the same reservationId, the same answer."""
+    """Hold an estimate against a user's limits, or refuse it; the same reservationId, the same answer.
+
+    The answer's `held` sums the user's allowed holds (an aggregation over the reservations):
+    the counter the gate adds to also holds the estimates still being decided.
+    """
     user_id = resolve_user(caller, request.user_id)
     month = month_key(now)
-    path, user = layout.reservation_path(user_id, request.reservation_id), layout.user_path(user_id)
+    path, truth = layout.reservation_path(user_id, request.reservation_id), layout.usage_path(user_id)
+    mirrored = True
     for _ in range(MAX_ATTEMPTS):
-        docs = store.read([path, user])
-        usage = docs[user].fields.get("usage") or {}
+        docs = store.read([path, truth])
+        usage = docs[truth].fields.get("usage") or {}
         hold = hold_of(docs[path])
+        if hold is not None and hold.status is not HoldStatus.PENDING:
+            return _answer(
+                hold=docs[path].fields,
+                reservation_id=request.reservation_id,
+                usage=usage,
+                used=month_usage(usage, month),
+                held=store.active_holds(user_id=user_id),
+                settings=settings,
+                now=now,
+            )
         if hold is None:
             estimate = estimate_of(request, store=store, now=now)
-            writes = plans.hold_writes(
+            fields = plans.hold_document(
                 user_id=user_id,
                 reservation_id=request.reservation_id,
                 cost_nanos=estimate.cost_nanos,
@@ -133,11 +157,17 @@ def reserve_spend(
                 month=month,
                 now=now,
                 expires_at=now + timedelta(seconds=request.ttl_seconds),
+                feature=request.feature,
             )
             try:
-                result = store.commit(writes)
+                committed = mirror.commit(
+                    store,
+                    plans.hold_writes(fields),
+                    stale=mirror.MirrorState.of(docs[truth].fields).stale,
+                )
             except Contention:
                 continue  # the same reservationId raced in: read its decision
+            result, mirrored = committed.result, committed.mirrored
             hold = HoldState(
                 user_id,
                 request.reservation_id,
@@ -145,40 +175,44 @@ def reserve_spend(
                 estimate.cost_nanos,
                 estimate.runs,
                 result.versions.get(path),
+                unpriced=estimate.source is CostSource.UNPRICED,
             )
             used = Counts(
-                cost_nanos=result.value(user, "usage", "months", month, "costNanos"),
-                billable_runs=result.value(user, "usage", "months", month, "billableRuns"),
+                cost_nanos=result.value(truth, "usage", "months", month, "costNanos"),
+                api_calls=result.value(truth, "usage", "months", month, "apiCalls"),
+                billable_runs=result.value(truth, "usage", "months", month, "billableRuns"),
             )
-            held = Held(  # every hold allowed or in flight, this one included
-                result.value(user, "usage", "held", "costNanos")
-                + result.value(user, "usage", "pending", "costNanos"),
-                result.value(user, "usage", "held", "runs") + result.value(user, "usage", "pending", "runs"),
+            # every hold allowed or being decided, this one included
+            holding = Held(
+                result.value(truth, "usage", "held", "costNanos"),
+                result.value(truth, "usage", "held", "runs"),
             )
-        elif hold.status is HoldStatus.PENDING:  # decided but not stored (a crash): decide again, as of now
-            used, held = month_usage(usage, month), held_of(usage, pending=True)
-        else:
-            return _answer(
-                hold=docs[path].fields,
-                reservation_id=request.reservation_id,
-                usage=usage,
-                settings=settings,
-                now=now,
-            )
-        reason = decide(used=used, held=held, limits=limits_of(usage, settings), billable=bool(hold.runs))
+        else:  # pending: not decided (a crash, or its twin still deciding): decide again, as of now
+            fields = dict(docs[path].fields)
+            used, holding = month_usage(usage, month), held_of(usage, pending=True)
+        reason = (
+            UNPRICED
+            if hold.unpriced
+            else decide(used=used, held=holding, limits=limits_of(usage, settings), billable=bool(hold.runs))
+        )
         try:
-            result = store.commit(plans.decision_writes(hold, reason=reason, now=now))
+            mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         except Contention:
             continue  # released or expired meanwhile: read what it is now
-        final = store.read([path, user])
+        if not mirrored:
+            mirrored = mirror.repair(store, user_id, now=now)
+        status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
         return _answer(
-            hold=final[path].fields,
+            hold={**fields, "status": status.value, "reason": reason},
             reservation_id=request.reservation_id,
-            usage=final[user].fields.get("usage") or {},
+            usage=usage,
+            used=used,
+            held=store.active_holds(user_id=user_id),
             settings=settings,
             now=now,
+            warnings=[] if mirrored else [mirror.warning(user_id)],
         )
-    raise Contention(f"could not decide reservation {request.reservation_id}")
+    raise Unavailable(f"reservation {request.reservation_id} is contended; retry the request")
 
 
 def release_spend(
@@ -200,11 +234,11 @@ def release_spend(
         if not hold.status.holding:
             return {"reservationId": reservation_id, "released": False, "status": hold.status.value}
         try:
-            store.commit(plans.end_hold_writes(hold, status=HoldStatus.RELEASED, now=now))
+            mirror.commit(store, plans.end_hold_writes(hold, status=HoldStatus.RELEASED, now=now))
         except Contention:
             continue
         return {"reservationId": reservation_id, "released": True, "status": HoldStatus.RELEASED.value}
-    raise Contention(f"could not release reservation {reservation_id}")
+    raise Unavailable(f"reservation {reservation_id} is contended; retry the request")
 
 
 def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> int:
@@ -219,7 +253,7 @@ def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> in
                 for doc in docs.values()
                 if (hold := hold_of(doc)) is not None and hold.status.holding
             ]
-            expired += sum(store.commit_each(groups))
+            expired += sum(mirror.commit_each(store, groups))
             cursor = page[-1].cursor
             if len(page) < page_size:
                 break

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from tally.timeutil import MAX_AGE, month_end
 from tally.usage import WARNING_PERCENT, Counts
+
+FINAL_AFTER = MAX_AGE + timedelta(days=1)  # no step is recorded into a month this long after it ended
+
+
+def is_final(month: str, at: datetime) -> bool:
+    """Return whether a rollup folded at `at` is final: only a repair or an import can change its month."""
+    return at >= month_end(month) + FINAL_AFTER
+
 
 SESSION_FIELDS = ("active", "completed", "stepCount", "costNanos", "durationMs")
 TOP_USERS_KEPT = 100  # the most `usage_analytics` may ask for

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tally import layout, plans
+from tally import layout, mirror, plans
 from tally.plans import summarize
 from tally.values import Contention, Document, IdleSession, SessionRecord, SessionStatus
 from tally.writes import CommitResult, Write
@@ -97,9 +97,11 @@ def finalize_session(
             summary=summarize(record),
             now=now,
             shard=picker.next(store.shards),
+            count_user=not plans.counted_at_completion(record.data),
+            completed_at_missing=record.data.get("completedAt") is None,
         )
         try:
-            store.commit(writes)
+            mirror.commit(store, writes)
             return Finalized.FINALIZED
         except Contention:
             if sleep is not None:
@@ -154,7 +156,7 @@ def sweep_sessions(
                 plans.timeout_writes(user_id=s.user_id, session_id=s.session_id, version=s.version, now=now)
                 for s in page
             ]
-            completed += sum(store.commit_each(groups))
+            completed += sum(mirror.commit_each(store, groups))
             cursor = page[-1].cursor
             if clock.out_of_time():
                 return SweepResult(completed, finalized, examined, pages, finished=False)

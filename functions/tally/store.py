@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -21,9 +21,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from tally import layout
+from tally.plans import OPEN
 from tally.timeutil import month_end, month_start
-from tally.usage import Counts
-from tally.values import Contention, Document, HoldStatus, IdleSession, SessionStatus
+from tally.usage import Counts, Held
+from tally.values import Contention, Document, HoldStatus, IdleSession, Rejected, SessionStatus
 from tally.writes import DELETE, CommitResult, Increment, Maximum, Op, Replace, Write, check_commit
 
 _RETRYABLE = (
@@ -71,6 +72,26 @@ def _update_leaves(data: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator
             yield path, value
 
 
+def _merge_fields(data: Mapping[str, Any]) -> bool | list[FieldPath]:
+    """Return what a merge sets: every leaf (`True`), or the leaf paths when a `Replace` must land whole.
+
+    `set(merge=True)` merges nested maps leaf by leaf, so a replaced map would keep the stored
+    keys it no longer has; naming the field paths makes each `Replace` overwrite its field.
+    """
+    leaves = list(_update_leaves(data, ()))
+    if not any(isinstance(value, Replace) for _, value in leaves):
+        return True
+    return [FieldPath(*path) for path, _ in leaves]
+
+
+def _instant(value: Any) -> datetime | None:
+    """Return a snapshot's read time as an aware datetime (queries give a protobuf Timestamp)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    converted: datetime = value.ToDatetime(tzinfo=UTC)
+    return converted
+
+
 def _count(query: Any, read_time: datetime | None) -> int:
     """Count what a query matches (an aggregation: one read per 1,000 index entries)."""
     return int(query.count(alias="n").get(read_time=read_time)[0][0].value)
@@ -110,7 +131,9 @@ class FirestoreStore:
             for snap in self._db.get_all(refs, read_time=read_time):
                 path = snap.reference.path
                 data = (snap.to_dict() or {}) if snap.exists else None
-                found[path] = Document(path, data, snap.update_time if snap.exists else None, snap.read_time)
+                found[path] = Document(
+                    path, data, snap.update_time if snap.exists else None, _instant(snap.read_time)
+                )
         return {path: found.get(path, Document(path, None)) for path in unique}
 
     def commit(self, writes: Sequence[Write]) -> CommitResult:
@@ -122,7 +145,7 @@ class FirestoreStore:
             if write.op is Op.CREATE:
                 batch.create(ref, _firestore_value(write.data))
             elif write.op is Op.MERGE:
-                batch.set(ref, _firestore_value(write.data), merge=True)
+                batch.set(ref, _firestore_value(write.data), merge=_merge_fields(write.data))
             elif write.op is Op.DELETE:
                 batch.delete(ref)
             else:
@@ -133,6 +156,8 @@ class FirestoreStore:
             results = batch.commit()
         except _RETRYABLE as exc:
             raise Contention(type(exc).__name__) from exc
+        except gexc.InvalidArgument as exc:  # e.g. a document over 1 MiB: nothing was applied
+            raise Rejected(str(exc.message)) from exc
         if self._on_commit is not None:
             self._on_commit(writes)  # a commit that was applied (the write census counts these)
         values: dict[str, dict[tuple[str, ...], int | float]] = {}
@@ -152,12 +177,12 @@ class FirestoreStore:
         return CommitResult(values, versions)
 
     def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]:
-        """Commit each group on its own (a few at a time); return which were applied."""
+        """Commit each group on its own (a few at a time); return which were applied (not: lost, rejected)."""
 
         def one(group: Sequence[Write]) -> bool:
             try:
                 self.commit(group)
-            except Contention:
+            except (Contention, Rejected):
                 return False
             return True
 
@@ -232,12 +257,12 @@ class FirestoreStore:
 
     def _documents(self, query: Any, read_time: datetime | None) -> list[Document]:
         return [
-            Document(snap.reference.path, snap.to_dict() or {}, snap.update_time, snap.read_time)
+            Document(snap.reference.path, snap.to_dict() or {}, snap.update_time, _instant(snap.read_time))
             for snap in query.stream(read_time=read_time)
         ]
 
     def month_steps(
-        self, *, month: str, read_time: datetime, limit: int, after: str | None
+        self, *, month: str, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         """Return one page of the month's steps (every `steps` collection), ordered by path."""
         query = (
@@ -250,13 +275,27 @@ class FirestoreStore:
             query = query.start_after({"__name__": self._db.document(after)})
         return self._documents(query, read_time)
 
-    def count_month_steps(self, *, month: str, read_time: datetime) -> int:
+    def user_month_steps(
+        self, *, user_id: str, month: str, read_time: datetime | None, limit: int, after: str | None
+    ) -> list[Document]:
+        """Return one page of a user's steps of a month, ordered by path."""
+        query = (
+            self._db.collection(layout.SESSION_USAGE, user_id, layout.STEPS)
+            .where(filter=FieldFilter("month", "==", month))
+            .order_by("__name__")
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.start_after({"__name__": self._db.document(after)})
+        return self._documents(query, read_time)
+
+    def count_month_steps(self, *, month: str, read_time: datetime | None) -> int:
         """Count the month's steps (every `steps` collection; for progress)."""
         return _count(
             self._db.collection_group(layout.STEPS).where(filter=FieldFilter("month", "==", month)), read_time
         )
 
-    def user_lifetime(self, *, user_id: str, read_time: datetime) -> Counts:
+    def user_lifetime(self, *, user_id: str, read_time: datetime | None) -> Counts:
         """Add up every step of a user (aggregation queries: no step is read)."""
         steps: Any = self._db.collection(
             layout.SESSION_USAGE, user_id, layout.STEPS
@@ -266,7 +305,7 @@ class FirestoreStore:
         billable = steps.where(filter=FieldFilter("isBillableRun", "==", True))
         return Counts(int(found["cost"] or 0), int(found["calls"]), _count(billable, read_time))
 
-    def user_session_counts(self, *, user_id: str, read_time: datetime) -> dict[str, int]:
+    def user_session_counts(self, *, user_id: str, read_time: datetime | None) -> dict[str, int]:
         """Count a user's Tally sessions by status (aggregations; a legacy system's are not counted)."""
         sessions = self._db.collection(layout.SESSION_USAGE, user_id, layout.SESSIONS).where(
             filter=FieldFilter("tallyShard", "in", list(range(layout.SWEEP_SHARDS)))
@@ -277,7 +316,7 @@ class FirestoreStore:
         }
 
     def month_sessions(
-        self, *, month: str, by: str, shard: int, read_time: datetime, limit: int, after: str | None
+        self, *, month: str, by: str, shard: int, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         """Return one page of Tally's sessions created (or completed) in a month, in one sweep shard."""
         start, end = month_start(month), month_end(month)
@@ -380,8 +419,56 @@ class FirestoreStore:
         )
         return self._documents(query, read_time)
 
-    def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]:
-        """Return one page of the users' month documents of a month, by path (for exports)."""
+    def active_holds(self, *, user_id: str) -> Held:
+        """Sum a user's allowed holds (one aggregation query: no reservation is read)."""
+        holds: Any = self._db.collection(layout.SESSION_USAGE, user_id, layout.RESERVATIONS).where(
+            filter=FieldFilter("status", "==", HoldStatus.ACTIVE.value)
+        )  # aggregations are untyped
+        found = {
+            r.alias: r.value
+            for r in holds.sum("estimateNanos", alias="cost").sum("runs", alias="runs").get()[0]
+        }
+        return Held(int(found["cost"] or 0), int(found["runs"] or 0))
+
+    def _between_users(
+        self, query: Any, first_user: str, last_user: str, read_time: datetime | None
+    ) -> list[Document]:
+        """Run a collection-group query over the documents under `SessionUsage/{uid}` for uids in a range."""
+        ranged = (
+            query.order_by("__name__")
+            .start_at({"__name__": self._db.document(layout.SESSION_USAGE, first_user)})
+            .end_before({"__name__": self._db.document(layout.SESSION_USAGE, last_user + "\uf8ff")})
+        )
+        return self._documents(ranged, read_time)
+
+    def holding_reservations(
+        self, *, first_user: str, last_user: str, read_time: datetime | None
+    ) -> list[Document]:
+        """Return the holds that still count (pending or active) of the users `first_user` to `last_user`."""
+        found: list[Document] = []
+        for status in (HoldStatus.PENDING, HoldStatus.ACTIVE):  # indexed: (tallyShard, status)
+            query = (
+                self._db.collection_group(layout.RESERVATIONS)
+                .where(filter=FieldFilter("tallyShard", "in", list(range(layout.SWEEP_SHARDS))))
+                .where(filter=FieldFilter("status", "==", status.value))
+            )
+            found += self._between_users(query, first_user, last_user, read_time)
+        return [doc for doc in found if layout.reservation_ids(doc.path) is not None]
+
+    def unfinalized_between(
+        self, *, first_user: str, last_user: str, read_time: datetime | None
+    ) -> list[Document]:
+        """Return the Tally sessions not finalized yet of the users from `first_user` to `last_user`."""
+        query = self._db.collection_group(layout.SESSIONS).where(
+            filter=FieldFilter(OPEN, "==", True)  # the single-field index of `tallyOpen`
+        )
+        found = self._between_users(query, first_user, last_user, read_time)
+        return [doc for doc in found if layout.session_ids(doc.path) is not None]
+
+    def month_users(
+        self, *, month: str, limit: int, after: str | None, read_time: datetime | None = None
+    ) -> list[Document]:
+        """Return one page of the users' month documents of a month, by path (exports, reconcile)."""
         query = (
             self._db.collection(layout.USER_MONTHS)
             .where(filter=FieldFilter("month", "==", month))
@@ -390,7 +477,7 @@ class FirestoreStore:
         )
         if after is not None:
             query = query.start_after({"__name__": self._db.document(after)})
-        return self._documents(query, None)
+        return self._documents(query, read_time)
 
     def shard_beyond(self, count: int) -> Document | None:
         """Return a platform shard numbered `count` or more, of any month, if one exists."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, layout, plans
+from tally import alerts, layout, mirror, plans
 from tally.access import require_admin, require_signed_in, resolve_reader
 from tally.config import Settings
 from tally.errors import InvalidArgument
@@ -75,7 +75,7 @@ def my_usage(
     request = parse_data(MyUsageIn, data)
     user_id = resolve_reader(caller, request.user_id)
     month = request.month or month_key(now)
-    user, user_month = layout.user_path(user_id), layout.user_month_path(user_id, month)
+    user, user_month = layout.usage_path(user_id), layout.user_month_path(user_id, month)
     docs = store.read([user, user_month])
     view = month_view(
         usage=docs[user].fields.get("usage") or {},
@@ -96,7 +96,7 @@ def set_limits(
     if request.monthly_cost_limit_nanos is None and request.monthly_free_runs is None:
         raise InvalidArgument.field("data", "give monthlyCostLimit, monthlyFreeRuns or both")
     month = month_key(now)
-    user, user_month = layout.user_path(request.user_id), layout.user_month_path(request.user_id, month)
+    user, user_month = layout.usage_path(request.user_id), layout.user_month_path(request.user_id, month)
     docs = store.read([user, user_month])
     usage = docs[user].fields.get("usage") or {}
     current = limits_of(usage, settings)
@@ -122,7 +122,7 @@ def set_limits(
                 exact=True,
             )
         )
-    store.commit(writes)
+    mirror.commit(store, writes)
     # A limit lowered below what is already used raises its alerts now (each exists once).
     raised = alerts.user_alerts(
         user_id=request.user_id,

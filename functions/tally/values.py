@@ -62,6 +62,14 @@ class Contention(Exception):
     """A commit lost a race (or hit a transient fault) and was not applied."""
 
 
+class Rejected(Exception):
+    """A commit was refused for what it would write (a document over 1 MiB, too many index entries).
+
+    Nothing was applied. Retrying the same commit fails the same way; Tally meets it only on
+    `users/{uid}`, whose other fields belong to the app and its user.
+    """
+
+
 @dataclass(frozen=True)
 class Document:
     """A document as read: its fields (None if it does not exist) and its version."""
@@ -104,12 +112,13 @@ class Units:
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # cache writes kept 5 minutes
     requests: int = 0
+    cache_write_1h_tokens: int = 0  # cache writes kept 1 hour (not in cache_write_tokens)
 
     def document(self) -> dict[str, Any]:
-        """Return the stored form."""
-        return {
+        """Return the stored form (`cacheWrite1hTokens` only when there are some)."""
+        stored: dict[str, Any] = {
             "model": self.model,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
@@ -117,6 +126,9 @@ class Units:
             "cacheWriteTokens": self.cache_write_tokens,
             "requests": self.requests,
         }
+        if self.cache_write_1h_tokens:
+            stored["cacheWrite1hTokens"] = self.cache_write_1h_tokens
+        return stored
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,7 @@ class HoldState:
     cost_nanos: int
     runs: int
     version: Version
+    unpriced: bool = False  # its estimate could not be priced (the gate refuses it)
 
 
 @dataclass(frozen=True)
@@ -246,7 +259,10 @@ class RecordingState:
 
     session: SessionState | None
     existing_steps: Mapping[str, StoredStep]
-    usage: Mapping[str, Any] = field(default_factory=dict)  # users/{uid}.usage
+    usage: Mapping[str, Any] = field(default_factory=dict)  # TallyUsers/{uid}.usage, the truth
+    truth: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # the rest of TallyUsers/{uid} (the mirror's state)
     user_months: Mapping[str, UserMonthState] = field(default_factory=dict)
     holds: Mapping[str, HoldState] = field(default_factory=dict)  # reservations the steps settle
 

@@ -89,6 +89,8 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
     return {
         "own user doc": (f"users/{a}", f"users/{a}", {"name": "Alice", "usage": usage}),
         "other user doc": (f"users/{b}", f"users/{b}", {"name": "Bob", "usage": usage}),
+        "own usage truth": (layout.usage_path(a), f"{layout.USAGE}/{a}", {"usage": usage}),
+        "other usage truth": (layout.usage_path(b), f"{layout.USAGE}/{b}", {"usage": usage}),
         "own session": (
             f"SessionUsage/{a}/sessions/s1",
             f"SessionUsage/{a}/sessions/new",
@@ -128,6 +130,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
 ALLOWED.update(
     {
         ("alice", "own user doc"): {"get", "create", "update"},  # update/create without touching usage
+        ("alice", "own usage truth"): {"get"},  # read-only: only the functions write Tally's count
         ("alice", "own session"): {"get", "list"},
         ("alice", "own step"): {"get", "list"},
         ("alice", "own month aggregate"): {"get"},  # her own month; a list of all months is not hers
@@ -136,6 +139,8 @@ ALLOWED.update(
         ("admin", "other alert"): {"get", "list"},
         ("admin", "own user doc"): {"get", "list"},
         ("admin", "other user doc"): {"get", "list"},
+        ("admin", "own usage truth"): {"get", "list"},
+        ("admin", "other usage truth"): {"get", "list"},
         ("admin", "own session"): {"get", "list"},
         ("admin", "other session"): {"get", "list"},
         ("admin", "own step"): {"get", "list"},

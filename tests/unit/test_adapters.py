@@ -15,6 +15,7 @@ from tally.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tally.values import Contention
 from tally_dev.ports import free_port
 from tally_dev.webhook import Receiver
 
@@ -64,6 +65,16 @@ def test_unexpected_errors_are_internal_with_nothing_leaked() -> None:
 
     assert status == 500
     assert body == {"error": {"status": "INTERNAL", "message": "internal error"}}
+
+
+def test_contention_past_a_services_retries_is_unavailable_never_internal() -> None:
+    def handler(req: Request) -> dict[str, object]:
+        raise Contention("Aborted")
+
+    status, body = call(handler)
+
+    assert status == 503
+    assert body == {"error": {"status": "UNAVAILABLE", "message": adapters.CONTENDED}}
 
 
 def test_method_check_gives_405() -> None:

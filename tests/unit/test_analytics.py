@@ -230,6 +230,19 @@ def test_a_past_months_rollup_is_final_and_never_folded_again() -> None:
     assert folding.needs_fold(Rollup.missing("2026-10"), NOW)
 
 
+def test_a_final_month_shows_what_an_import_adds_to_it() -> None:
+    store = MemoryStore()
+    july = datetime(2026, 7, 10, tzinfo=UTC)
+    record_one(store, "ada", 5, when=july, now=july)
+    before, _ = folding.rollups(store, ["2026-07"], now=NOW)  # folded after the month became final
+    record_one(store, "bo", 7, when=july, now=NOW)  # e.g. import-legacy or reconcile --fix writing July
+
+    after, _ = folding.rollups(store, ["2026-07"], now=NOW + timedelta(seconds=1))
+
+    assert before["2026-07"].aggregate.total.cost_nanos == 5
+    assert after["2026-07"].aggregate.total.cost_nanos == 12
+
+
 def test_history_covers_twelve_months_with_late_steps_in_the_previous_month() -> None:
     store = MemoryStore()
     seed(store, "a", 2_000_000_000, when=NOW - timedelta(days=20))

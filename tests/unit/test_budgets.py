@@ -5,13 +5,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tally import alerts, layout, names, plans
 from tally.config import Settings
+from tally.errors import Unavailable
 from tally.models import parse_record_request, parse_reserve_request
+from tally.prices import set_price
 from tally.recording import record_steps
 from tally.reservations import expire_holds, release_spend, reserve_spend
 from tally.users import set_limits
-from tally.values import Caller
+from tally.values import Caller, Contention
 from tally_dev.memory import MemoryStore
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
@@ -59,7 +63,7 @@ def reserve(
 
 
 def held(store: MemoryStore) -> dict[str, int]:
-    result: dict[str, int] = store.docs[layout.user_path("u1")]["usage"]["held"]
+    result: dict[str, int] = store.docs[layout.usage_path("u1")]["usage"]["held"]
     return result
 
 
@@ -303,3 +307,78 @@ def test_the_platform_budget_alerts_once() -> None:
 
     platform = sorted((d["threshold"], d["userId"]) for d in alert_docs(store) if d["userId"] is None)
     assert platform == [(80, None), (100, None)]
+
+
+def reserve_units(store: MemoryStore, rid: str, **estimate: Any) -> dict[str, Any]:
+    body = {
+        "reservationId": rid,
+        "estimate": {"units": {"model": "ft:gpt-4o:acme:tally:42", "inputTokens": 1000}, **estimate},
+    }
+    return reserve_spend(
+        store=store, caller=USER, request=parse_reserve_request(body), settings=SETTINGS, now=NOW
+    )
+
+
+def test_an_estimate_nobody_can_price_is_refused_and_holds_nothing() -> None:
+    store = MemoryStore()
+
+    answers = [reserve_units(store, f"r{n}", provider="openai") for n in range(3)]
+    no_provider = reserve_units(store, "r9")
+
+    assert [(a["allowed"], a["reason"]) for a in [*answers, no_provider]] == [(False, "UNPRICED")] * 4
+    assert held(store) == {"costNanos": 0, "runs": 0}
+
+
+def test_an_admin_price_lets_an_estimate_through() -> None:
+    store = MemoryStore()
+    set_price(
+        store=store,
+        caller=Caller("boss", admin=True),
+        data={"provider": "openai", "model": "ft:gpt-4o:acme:tally:42", "prices": {"inputMTok": 3}},
+        settings=SETTINGS,
+        now=NOW - timedelta(days=1),
+    )
+
+    answer = reserve_units(store, "r1", provider="openai", feature="chat")
+
+    assert (answer["allowed"], answer["reserved"]) == (True, 0.003)
+
+
+def test_a_gated_call_writes_the_users_documents_twice_in_all() -> None:
+    store = MemoryStore()
+    spend(store, "0.10")
+    store.commits.clear()
+
+    reserve(store, "r1", "0.5")
+    spend(store, "0.40", reservationId="r1")
+
+    per_user = {layout.user_path("u1"), layout.usage_path("u1"), layout.user_month_path("u1", "2026-11")}
+    writes = [w.path for commit in store.commits for w in commit if w.path in per_user]
+    assert sorted(writes) == sorted(
+        [*[layout.user_path("u1"), layout.usage_path("u1")] * 2, layout.user_month_path("u1", "2026-11")]
+    )
+
+
+def test_a_refused_reservation_takes_its_hold_back() -> None:
+    store = MemoryStore()
+    spend(store, "4.80")
+
+    answer = reserve(store, "r1", "0.5")
+
+    assert (answer["allowed"], answer["reason"]) == (False, "MONTHLY_COST_LIMIT")
+    assert held(store) == {"costNanos": 0, "runs": 0}
+
+
+def test_contention_past_the_retries_is_unavailable() -> None:
+    store = MemoryStore()
+    reserve(store, "r1", "0.5")
+
+    def contend(writes: Any) -> None:
+        raise Contention("Aborted")
+
+    store.before_commit = contend
+
+    with pytest.raises(Unavailable):
+        reserve(store, "r2", "0.5")
+    with pytest.raises(Unavailable):
+        release_spend(store=store, caller=USER, user_id=None, reservation_id="r1", settings=SETTINGS, now=NOW)

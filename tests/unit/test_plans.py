@@ -137,7 +137,7 @@ def test_the_user_document_keeps_three_months_and_drops_older_ones() -> None:
     }
 
     stale = plans.stale_months(usage, NOW)
-    user = by_path(plans.recording_writes(commit_for(stale_months=stale)))[layout.user_path("u")]
+    user = by_path(plans.recording_writes(commit_for(stale_months=stale)))[layout.usage_path("u")]
 
     assert stale == ("2025-11", "2025-12")
     assert user.data["usage"]["months"]["2025-11"] is DELETE
@@ -178,13 +178,13 @@ def test_a_session_breakdown_is_capped_and_the_rest_goes_to_other() -> None:
 
 
 def test_session_counters_of_the_user_move_with_creation_and_completion() -> None:
-    created = by_path(plans.recording_writes(commit_for(session_id="s")))[layout.user_path("u")]
-    both = by_path(plans.recording_writes(commit_for(session_id="s", complete=True)))[layout.user_path("u")]
+    created = by_path(plans.recording_writes(commit_for(session_id="s")))[layout.usage_path("u")]
+    both = by_path(plans.recording_writes(commit_for(session_id="s", complete=True)))[layout.usage_path("u")]
     completed = by_path(
         plans.recording_writes(
             commit_for(session_id="s", session_base=base_session(), complete=True, steps=())
         )
-    )[layout.user_path("u")]
+    )[layout.usage_path("u")]
 
     assert created.data["usage"]["sessions"] == {"active": Increment(1)}
     assert both.data["usage"]["sessions"] == {"active": Increment(0), "completed": Increment(1)}
@@ -216,3 +216,20 @@ def test_a_rollup_keeps_its_ranking_and_a_refold_without_one_drops_it() -> None:
     assert refolded.op is Op.UPDATE
     assert refolded.data["topUsers"] is DELETE
     assert refolded.data["freeTier"] is DELETE
+
+
+def test_a_commit_to_a_final_months_shards_reopens_its_rollup() -> None:
+    later = datetime(2026, 6, 1, tzinfo=UTC)  # 2026-03 ended more than 36 days before
+    writes = plans.recording_writes(commit_for(now=later))
+
+    reopen = [w for w in writes if w.path.startswith(layout.ROLLUPS)]
+
+    assert [(w.path, w.op, w.data) for w in reopen] == [
+        (layout.rollup_path("2026-03"), Op.MERGE, {"asOf": DELETE})
+    ]
+
+
+def test_a_commit_to_recent_months_leaves_the_rollups_alone() -> None:
+    writes = plans.recording_writes(commit_for())
+
+    assert not any(w.path.startswith(layout.ROLLUPS) for w in writes)

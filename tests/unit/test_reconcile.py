@@ -1,14 +1,17 @@
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tally import layout, names, plans
+from tally import reconcile as reconcile_module
 from tally.config import Settings
 from tally.reconcile import ShardCountMismatch, reconcile
 from tally.recording import record_steps
 from tally.sessions import finalize_session
 from tally.users import set_limits
-from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
+from tally.values import Caller, Document, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Increment, Op, Write
 from tally_dev.memory import MemoryStore
 
@@ -71,6 +74,10 @@ def damage_usage_erased(store: MemoryStore) -> None:
     store.put(layout.user_path("ada"), {"displayName": "Ada"})  # an app's set() without merge
 
 
+def damage_truth_lifetime(store: MemoryStore) -> None:
+    store.docs[layout.usage_path("ada")]["usage"]["lifetime"]["costNanos"] = 5  # e.g. an admin's hand edit
+
+
 def damage_aggregate_decremented(store: MemoryStore) -> None:
     store.commit([Write(layout.shard_path(MONTH, 2), Op.MERGE, {"costNanos": Increment(-1_000)})])
 
@@ -87,6 +94,7 @@ def damage_free_tier_removed(store: MemoryStore) -> None:
     ("damage", "expected"),
     [
         (damage_usage_erased, "users/ada usage.lifetime.costNanos: stored 0, recomputed 7000000000"),
+        (damage_truth_lifetime, "TallyUsers/ada usage.lifetime.costNanos: stored 5, recomputed 7000000000"),
         (damage_aggregate_decremented, "costNanos: stored 10499999000, recomputed 10500000000"),
         (
             damage_user_month_deleted,
@@ -147,3 +155,126 @@ def test_reconcile_refuses_fewer_shards_than_the_platform_has() -> None:
 
     with pytest.raises(ShardCountMismatch, match="TALLY_AGGREGATE_SHARDS is 4"):
         reconcile(store=store, month="2026-11", settings=Settings(), now=NOW, fix=True)
+
+
+def test_a_repair_never_rolls_back_a_concurrent_set_limits() -> None:
+    store = MemoryStore()
+    traffic(store)
+    del store.docs[layout.usage_path("ada")]["usage"]["limits"]  # damage: the truth lost its limits
+    admin = Caller("a", admin=True)
+    raced = False
+
+    def set_limits_meanwhile(writes: Sequence[Write]) -> None:
+        nonlocal raced
+        if not raced and any(w.path == layout.usage_path("ada") and w.version for w in writes):
+            raced = True  # an admin raises the limit between reconcile's read and its repair
+            set_limits(
+                store=store,
+                caller=admin,
+                data={"userId": "ada", "monthlyCostLimit": 9},
+                settings=Settings(),
+                now=NOW,
+            )
+
+    store.before_commit = set_limits_meanwhile
+
+    run(store, fix=True)
+
+    assert raced
+    assert store.docs[layout.usage_path("ada")]["usage"]["limits"]["monthlyCostLimitNanos"] == 9_000_000_000
+    assert store.docs[layout.limits_path("ada")]["monthlyCostLimitNanos"] == 9_000_000_000
+    assert run(store) == []
+
+
+def test_an_interrupted_fix_keeps_what_it_repaired() -> None:
+    store = MemoryStore()
+    traffic(store)
+    damage_user_month_deleted(store)  # bo
+    del store.docs[layout.user_month_path("ada", MONTH)]["limitPercent"]
+
+    def crash_on_bo(writes: Sequence[Write]) -> None:
+        if any(w.path == layout.user_month_path("bo", MONTH) for w in writes):
+            raise RuntimeError("the run dies here")
+
+    store.before_commit = crash_on_bo
+    with pytest.raises(RuntimeError):
+        run(store, fix=True)
+    store.before_commit = None
+
+    left = run(store)
+
+    assert not any(line.startswith(layout.user_month_path("ada", MONTH)) for line in left)
+    assert any(line.startswith(layout.user_month_path("bo", MONTH)) for line in left)
+    run(store, fix=True)
+    assert run(store) == []
+
+
+class ClockedStore(MemoryStore):
+    """A store whose queries each run at a new snapshot time; remembers the times reads ask for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = 0
+        self.ages: list[int] = []
+
+    def _stamp(self, docs: list[Document]) -> list[Document]:
+        self.clock += 1
+        return [
+            Document(d.path, d.data, d.version, read_at=NOW + timedelta(seconds=self.clock)) for d in docs
+        ]
+
+    def month_steps(self, **kwargs: Any) -> list[Document]:
+        return self._stamp(super().month_steps(**kwargs))
+
+    def count_month_steps(self, *, month: str, read_time: datetime | None) -> int:
+        return len(MemoryStore.month_steps(self, month=month, read_time=read_time, limit=10**9, after=None))
+
+    def user_month_steps(
+        self, *, user_id: str, month: str, read_time: datetime | None, limit: int, after: str | None
+    ) -> list[Document]:
+        found = MemoryStore.month_steps(self, month=month, read_time=read_time, limit=10**9, after=after)
+        mine = [doc for doc in found if layout.step_owner(doc.path) == user_id][:limit]
+        return mine if read_time is not None else self._stamp(mine)  # a continuation keeps its page's time
+
+    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]:
+        if read_time is not None:
+            self.ages.append(self.clock - round((read_time - NOW).total_seconds()))
+        return super().read(paths, read_time=read_time)
+
+
+def test_no_read_uses_a_snapshot_older_than_its_own_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile_module, "PAGE_SIZE", 2)
+    store = ClockedStore()
+    traffic(store)
+
+    report = reconcile(store=store, month=MONTH, settings=Settings(), now=NOW, fix=False)
+
+    assert report.differences == []
+    assert store.clock >= 3  # several pages, each at its own time
+    assert store.ages
+    assert max(store.ages) == 0  # every read at the time of the page being checked
+
+
+def test_a_stale_mirror_is_reported_and_rewritten_once_it_fits() -> None:
+    store = MemoryStore()
+    traffic(store)
+    user = dict(store.docs[layout.user_path("ada")])
+    store.put(layout.user_path("ada"), {**user, "bio": "x" * 1_048_400})
+    record_steps(
+        store=store,
+        caller=BACKEND,
+        request=RecordRequest("ada", None, (Step("more", UsageType.API, "maps", "q", 5, False, NOW),)),
+        settings=Settings(),
+        now=NOW,
+    )
+
+    stuck = reconcile(store=store, month=MONTH, settings=Settings(), now=NOW, fix=True)
+    store.put(layout.user_path("ada"), {**user, "bio": "short"})
+    fixed = reconcile(store=store, month=MONTH, settings=Settings(), now=NOW, fix=True)
+
+    assert any(line.startswith("users/ada usage.lifetime") for line in (d.line() for d in stuck.differences))
+    assert stuck.unrepaired
+    assert "does not fit" in stuck.unrepaired[0]
+    assert fixed.unrepaired == []
+    assert store.docs[layout.user_path("ada")]["usage"] == store.docs[layout.usage_path("ada")]["usage"]
+    assert run(store) == []

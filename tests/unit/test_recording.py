@@ -146,13 +146,15 @@ def test_retried_completion_after_completion_is_a_no_op() -> None:
 # The service over an in-memory store with Firestore's commit semantics
 
 
-def record(store: MemoryStore, req: RecordRequest, caller: Caller = USER) -> dict[str, Any]:
+def record(
+    store: MemoryStore, req: RecordRequest, caller: Caller = USER, now: datetime = NOW
+) -> dict[str, Any]:
     outcome = record_steps(
         store=store,
         caller=caller,
         request=req,
         settings=SETTINGS,
-        now=NOW,
+        now=now,
         sleep=lambda _: None,
         admitted_cache=names.AdmittedNames(),
         shards=plans.ShardPicker(seed=0),
@@ -211,7 +213,7 @@ def test_endless_contention_is_unavailable_and_writes_nothing() -> None:
 
 def tight_limits(store: MemoryStore) -> None:
     store.put(
-        layout.user_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
+        layout.usage_path("u"), {"usage": {"limits": {"monthlyCostLimitNanos": 1000, "monthlyFreeRuns": 5}}}
     )
 
 
@@ -226,7 +228,7 @@ def with_a_rival_and_a_broken_fixup(store: MemoryStore) -> None:
             store.commit(
                 [
                     Write(
-                        layout.user_path("u"),
+                        layout.usage_path("u"),
                         Op.MERGE,
                         {
                             "usage": {
@@ -324,12 +326,13 @@ def test_a_retry_reports_the_same_warnings() -> None:
 def test_old_months_leave_the_user_document() -> None:
     store = MemoryStore()
     old = NOW - timedelta(days=34)
+    store.put(layout.usage_path("u"), {"usage": {"months": {"2026-07": {"costNanos": 1}}}})
     store.put(layout.user_path("u"), {"usage": {"months": {"2026-07": {"costNanos": 1}}}, "name": "Ada"})
 
     record(store, RecordRequest(None, None, (make_step("a", when=old), make_step("b"))))
 
-    user = store.docs[layout.user_path("u")]
-    assert set(user["usage"]["months"]) == {"2026-10", "2026-11"}
+    truth, user = store.docs[layout.usage_path("u")], store.docs[layout.user_path("u")]
+    assert set(truth["usage"]["months"]) == set(user["usage"]["months"]) == {"2026-10", "2026-11"}
     assert user["name"] == "Ada"
 
 
@@ -346,3 +349,101 @@ def test_active_users_count_each_user_once_a_month() -> None:
         if path.startswith(layout.PLATFORM_SHARDS)
     )
     assert active == 2
+
+
+# A user's own document cannot take their metering down (SPEC v3, users/{userId})
+
+
+def fill_user_document(store: MemoryStore, uid: str = "u") -> None:
+    store.put(layout.user_path(uid), {"bio": "x" * 1_048_450})  # the rest of users/{uid} is the user's
+
+
+def test_a_full_user_document_still_records_and_counts_every_step() -> None:
+    store = MemoryStore()
+    fill_user_document(store)
+
+    body = record(store, request("a", "b"))
+
+    assert body["recorded"] == 2
+    assert body["usage"]["apiCalls"] == 2
+    assert [w["field"] for w in body["warnings"]] == ["users/u"]
+    truth = store.docs[layout.usage_path("u")]
+    assert truth["usage"]["lifetime"]["apiCalls"] == 2
+    assert truth["mirrorStale"] is True
+    assert "usage" not in store.docs[layout.user_path("u")]
+
+
+def test_a_stale_mirror_is_rewritten_whole_once_the_document_fits_again() -> None:
+    store = MemoryStore()
+    fill_user_document(store)
+    record(store, request("a"))
+    store.put(layout.user_path("u"), {"bio": "short again"})
+
+    body = record(store, request("b"), now=NOW + timedelta(minutes=2))
+
+    assert body["warnings"] == []
+    truth, user = store.docs[layout.usage_path("u")], store.docs[layout.user_path("u")]
+    assert user["usage"] == truth["usage"]
+    assert truth["usage"]["lifetime"]["apiCalls"] == 2
+    assert (truth["mirrorStale"], user["bio"]) == (False, "short again")
+
+
+def test_a_mirror_that_does_not_fit_is_tried_again_at_most_once_a_minute() -> None:
+    store = MemoryStore()
+    fill_user_document(store)
+    record(store, request("a"))
+
+    record(store, request("b"), now=NOW + timedelta(seconds=20))
+
+    attempts = [c for c in store.commits if any(w.path == layout.user_path("u") for w in c)]
+    assert attempts == []  # the failed ones were not applied; none was tried within the minute
+    assert store.docs[layout.usage_path("u")]["usage"]["lifetime"]["apiCalls"] == 2
+
+
+def test_every_commit_writes_the_mirror_or_marks_it_stale() -> None:
+    store = MemoryStore()
+
+    record(store, request("a"))
+    record(store, request("b", complete=True))
+
+    for commit in store.commits:
+        truth = [w for w in commit if w.path == layout.usage_path("u") and "usage" in w.data]
+        mirrored = [w for w in commit if w.path == layout.user_path("u")]
+        assert len(mirrored) == len(truth)
+        for t, m in zip(truth, mirrored, strict=True):
+            assert m.data["usage"] == t.data["usage"]
+
+
+# A refused request writes nothing (SPEC v3, record_steps errors)
+
+
+def test_a_refused_request_admits_no_name_and_uses_no_quota() -> None:
+    store = MemoryStore()
+    record(store, request("a", complete=True))
+    before = {
+        path for path in store.docs if path.startswith((layout.NAMES, layout.NAME_COUNTS, layout.NAME_QUOTAS))
+    }
+    late = RecordRequest(None, SessionRequest("s1", None, False), (make_step("b", feature="brand-new"),))
+
+    with pytest.raises(FailedPrecondition):
+        record(store, late)
+
+    after = {
+        path for path in store.docs if path.startswith((layout.NAMES, layout.NAME_COUNTS, layout.NAME_QUOTAS))
+    }
+    assert after == before
+    quota = store.docs[layout.name_quota_path("u", "2026-11")]
+    assert quota["feature"] == 1  # only `f`, from the first request
+
+
+def test_contention_admitting_names_is_unavailable_not_internal() -> None:
+    store = MemoryStore()
+
+    def contend(writes: Sequence[Write]) -> None:
+        if any(w.path.startswith(layout.NAME_QUOTAS) for w in writes):
+            raise Contention("Aborted")
+
+    store.before_commit = contend
+
+    with pytest.raises(Unavailable):
+        record(store, request("a"))

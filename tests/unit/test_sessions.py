@@ -182,7 +182,8 @@ def test_sweep_walks_every_page_of_every_shard_and_finalizes_what_it_completed()
 
     assert (result.completed, result.finalized, result.finished) == (250, 250, True)
     assert all(doc["completedBy"] == "timeout" for doc in store.docs.values() if "completedBy" in doc)
-    assert store.docs[layout.user_path("u7")]["usage"]["sessions"] == {"active": -1, "completed": 1}
+    assert store.docs[layout.usage_path("u7")]["usage"]["sessions"] == {"active": -1, "completed": 1}
+    assert store.docs[layout.user_path("u7")]["usage"] == store.docs[layout.usage_path("u7")]["usage"]
 
 
 def test_sweep_leaves_sessions_idle_for_less_than_the_idle_time() -> None:
@@ -207,3 +208,29 @@ def test_sweep_stops_before_its_deadline_and_says_so() -> None:
 
     assert (result.pages, result.finished) == (2, False)
     assert 0 < result.completed < 100
+
+
+def test_a_session_completed_by_a_writer_that_is_not_tally_is_counted_once() -> None:
+    store = MemoryStore()
+    store.put(
+        layout.session_path("u1", "s1"), session_data(completedBy=None, completedAt=None)
+    )  # the console
+    store.put(layout.usage_path("u1"), {"usage": {"sessions": {"active": 1}}})
+
+    outcomes = [finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED) for _ in range(3)]
+
+    assert outcomes == [Finalized.FINALIZED, Finalized.ALREADY_FINALIZED, Finalized.ALREADY_FINALIZED]
+    assert store.docs[layout.usage_path("u1")]["usage"]["sessions"] == {"active": 0, "completed": 1}
+    assert store.docs[layout.user_path("u1")]["usage"]["sessions"] == {"active": -1, "completed": 1}
+    assert store.docs[layout.session_path("u1", "s1")]["completedAt"] == CREATED + timedelta(
+        minutes=20, milliseconds=500
+    )
+
+
+def test_a_session_tally_completed_is_not_counted_again_by_its_finalization() -> None:
+    store = MemoryStore()
+    store.put(layout.session_path("u1", "s1"), session_data(completedBy="client"))
+
+    finalize_session(store=store, user_id="u1", session_id="s1", now=CREATED)
+
+    assert layout.usage_path("u1") not in store.docs
