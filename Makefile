@@ -23,6 +23,7 @@ BENCH_ARGS ?=
 SWEEP_ARGS ?=
 MONTH ?=
 FIX ?=
+DEEP ?=
 CSV ?=
 DRY ?=
 OUT ?=
@@ -94,8 +95,8 @@ bench: setup ## Benchmarks against the emulators; writes docs/benchmarks.md and 
 sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
 	$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
 
-reconcile: $(BIN)/.installed ## Check a month's aggregates against its steps (MONTH=YYYY-MM, FIX=1 repairs)
-	$(BIN)/python -m tally.cli reconcile $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(FIX)),--fix)
+reconcile: $(BIN)/.installed ## Check a month's aggregates against its steps (MONTH=YYYY-MM, FIX=1 repairs, DEEP=1 lifetimes too)
+	$(BIN)/python -m tally.cli reconcile $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(FIX)),--fix) $(if $(filter 1,$(DEEP)),--deep)
 
 import-legacy: $(BIN)/.installed ## Import the earlier systems' usage (CSV=path for an api_usage_log export; DRY=1: report only)
 	$(BIN)/python -m tally.cli import-legacy $(if $(CSV),--csv $(CSV)) $(if $(filter 1,$(DRY)),--dry-run)

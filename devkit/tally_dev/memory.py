@@ -90,10 +90,20 @@ class MemoryStore:
             self.docs[path] = copy.deepcopy(dict(data))
             self.versions[path] = next(self._clock)
 
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]:
+    def read(
+        self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
+    ) -> dict[str, Document]:
         with self._lock:
             return {
-                path: Document(path, copy.deepcopy(self.docs[path]), self.versions[path])
+                path: Document(
+                    path,
+                    copy.deepcopy(
+                        self.docs[path]
+                        if fields is None
+                        else {k: v for k, v in self.docs[path].items() if k in fields}
+                    ),
+                    self.versions[path],
+                )
                 if path in self.docs
                 else Document(path, None)
                 for path in paths

@@ -359,6 +359,7 @@ class Importer:
         self._shards = plans.ShardPicker()
         self._checks: dict[tuple[str, str, UsageType], MonthlyCheck] = {}
         self._planned: set[tuple[str, str]] = set()  # dry run: steps it would have imported
+        self._months: set[str] = set()  # months whose platform shards this run wrote
 
     def _tick(self, what: str, count: int) -> None:
         if self._progress is not None:
@@ -383,6 +384,7 @@ class Importer:
             self.report.monthly.append(check)
 
     def _tally_monthly(self, user_id: str, step: Step) -> None:
+        self._months.add(month_key(step.timestamp))  # reopened at the end, also when imported earlier
         check = self._checks.get((user_id, month_key(step.timestamp), step.usage_type))
         if check is not None and step.operation_id not in check.operations:
             check.operations.add(step.operation_id)
@@ -462,6 +464,13 @@ class Importer:
     def _commit(self, writes: Sequence[Write], state: RecordingState) -> None:
         """Apply writes in one atomic commit with the user's usage mirror; raise Contention if not applied."""
         mirror.commit(self.store, writes, stale=mirror.MirrorState.of(state.truth).stale)
+        self._months.update(str(w.data["month"]) for w in writes if w.path.startswith(layout.PLATFORM_SHARDS))
+
+    def reopen_months(self) -> None:
+        """Reopen the rollups of the final months this run wrote, once (see `plans.reopen_writes`)."""
+        writes = plans.reopen_writes(self._months, now=self.now)
+        if writes and not self.report.dry_run:
+            self._retrying("reopening the analytics of final months", lambda: self.store.commit(writes))
 
     def _planned_new(self, user_id: str, new: Sequence[Found]) -> set[str]:
         """Return what a dry run would create, remembering it (a real run finds it written)."""
@@ -636,6 +645,12 @@ class Importer:
             if not is_legacy_session(doc):
                 if doc.fields.get("importedFrom"):
                     self.report.sessions.skipped += 1
+                    stats = doc.fields.get("stats") or {}  # an earlier run may have stopped before reopening
+                    self._months.update(
+                        month_key(at)
+                        for at in (stats.get("firstStepAt"), stats.get("lastStepAt"))
+                        if isinstance(at, datetime)
+                    )
                 continue
             self.import_session(doc)
             done += 1
@@ -708,8 +723,11 @@ def import_legacy(
         store=store, settings=settings, now=now, dry_run=dry_run, progress=progress, sleep=sleep
     )
     importer.read_monthly()
-    importer.run_sessions()
-    importer.run_operations()
-    if csv_rows is not None:
-        importer.run_csv(csv_rows, csv_name)
+    try:
+        importer.run_sessions()
+        importer.run_operations()
+        if csv_rows is not None:
+            importer.run_csv(csv_rows, csv_name)
+    finally:  # months whose analytics were final show what was imported (also after a failed run)
+        importer.reopen_months()
     return importer.report

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from tally import layout, plans
 from tally.config import Settings
+from tally.mirror import MirrorState
 from tally.reconcile import ReconcileStore, reconcile
 from tally.timeutil import month_key, months_back
 from tally.values import Contention, Document
@@ -45,6 +46,7 @@ class MigrationReport:
     sessions: int = 0
     users: int = 0
     adopted: int = 0
+    not_adopted: list[str] = field(default_factory=list)  # truths whose mirror is stale: reconcile them
     months: list[str] = field(default_factory=list)
     repaired: int = 0
     deleted: int = 0
@@ -124,15 +126,26 @@ def adoption_writes(user: Document, truth: Document) -> list[Write]:
     return [Write(truth.path, Op.UPDATE, data, version=truth.version)]
 
 
-def adopt(store: MigrateStore, users: Sequence[Document]) -> int:
-    """Adopt each user's map into the truth (a user whose truth moved meanwhile is left for the next run)."""
-    truths = store.read([layout.usage_path(layout.user_id_of(doc.path)) for doc in users])
-    groups = [
-        writes
-        for doc in users
-        if (writes := adoption_writes(doc, truths[layout.usage_path(layout.user_id_of(doc.path))]))
-    ]
-    return _commit_each(store, groups)
+def adopt(store: MigrateStore, users: Sequence[Document], report: MigrationReport) -> None:
+    """Adopt each user's map into the truth; a truth that moved meanwhile is left for the next run.
+
+    Each user's map and truth are read again together, in one batch (one snapshot), and the
+    write is conditional on the truth being unchanged since: every v3 commit writes both (or
+    marks the truth stale), so a commit between the read and the write makes it fail. A
+    truth whose mirror is stale holds increments the map never got, so the difference would
+    undercount: it is not adopted, and reported (reconcile recomputes it from the steps).
+    """
+    ids = [layout.user_id_of(doc.path) for doc in users]
+    docs = store.read([path for uid in ids for path in (layout.user_path(uid), layout.usage_path(uid))])
+    groups = []
+    for uid in ids:
+        truth = docs[layout.usage_path(uid)]
+        if MirrorState.of(truth.fields).stale and truth.fields.get(ADOPTED) is not True:
+            report.not_adopted.append(uid)
+            continue
+        if writes := adoption_writes(docs[layout.user_path(uid)], truth):
+            groups.append(writes)
+    report.adopted += _commit_each(store, groups)
 
 
 def migrate(
@@ -167,10 +180,16 @@ def migrate(
         if doc.path.count("/") == 1 and "usage" in doc.fields:
             page.append(doc)
         if len(page) >= PAGE_SIZE:
-            report.adopted += adopt(store, page)
+            adopt(store, page, report)
             page = []
-    report.adopted += adopt(store, page)
+    if page:
+        adopt(store, page, report)
     say(f"users: {report.adopted} users' usage adopted into {layout.USAGE}")
+    for uid in report.not_adopted:
+        say(
+            f"users/{uid}: not adopted (its map missed writes since v3); "
+            "run `make reconcile FIX=1 DEEP=1` for the months it has steps in"
+        )
     old = [
         doc
         for collection in (layout.LEGACY_PLATFORM_MONTHS, layout.LEGACY_USER_MONTHS)

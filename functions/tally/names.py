@@ -65,13 +65,21 @@ class NameLimits:
     max_new_per_user: int = 20
 
 
+PAIR = "|"  # joins a provider and a model into one name: no valid name contains it
+
+
 def name_of(step: Step, kind: NameKind) -> str | None:
-    """Return the real name of one kind a step carries (a model only for an unpriced step)."""
+    """Return the real name of one kind a step carries (a model only for an unpriced step).
+
+    A model is admitted together with its provider, as the pair `provider|model`: the unpriced
+    breakdown is keyed by both, so bounding models and providers apart would still let their
+    product (250,000 pairs) into one document; bounding the pairs keeps it to 500 and `(other)`.
+    """
     if kind is NameKind.FEATURE:
         return step.feature
     if kind is NameKind.PROVIDER:
         return step.provider
-    return step.units.model if step.unpriced and step.units is not None else None
+    return f"{step.provider}{PAIR}{step.units.model}" if step.unpriced and step.units is not None else None
 
 
 def keys_of(steps: Iterable[Step]) -> set[NameKey]:
@@ -139,7 +147,9 @@ def count_under(steps: Iterable[Step], admitted: frozenset[NameKey] | set[NameKe
     for step in steps:
         month = month_key(step.timestamp)
         keys = {
-            kind: name if NameKey(kind, month, name) in admitted else OTHER
+            kind: (name.rpartition(PAIR)[2] if kind is NameKind.MODEL else name)
+            if NameKey(kind, month, name) in admitted
+            else OTHER
             for kind in NameKind
             if (name := name_of(step, kind)) is not None
         }

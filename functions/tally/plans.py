@@ -12,14 +12,14 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally import layout
 from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
 from tally.rollup import MonthAggregate, Ranking, is_final, nested_counts
-from tally.timeutil import day_key, month_key, months_back
+from tally.timeutil import day_key, instant_or_none, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import (
     CompletedBy,
@@ -93,24 +93,28 @@ def _unpriced_models(delta: MonthDelta) -> dict[str, Any]:
     }
 
 
-def reopened(writes: list[Write], *, now: datetime) -> list[Write]:
-    """Return a commit that also reopens the rollup of every final month whose shards it writes.
+def reopen_writes(months: Iterable[str], *, now: datetime, final_only: bool = True) -> list[Write]:
+    """Return the writes reopening the rollups of months (those already final, by default).
 
     A month's rollup becomes final 36 days after the month ends (no step can be recorded
-    into it any more) and is never folded again; an import of old usage, a repair or a
-    late finalization that writes such a month's shards deletes its `asOf` in the same
-    commit, so the next reader folds it again (the month is never frozen). A commit of
-    recent months is returned unchanged.
+    into it any more) and is never folded again. A writer that changes such a month anyway
+    (an import of old usage, a repair, a late finalization) deletes its `asOf`, so the next
+    reader folds it again: the month is never frozen. An import or a repair does it once, at
+    the end of its run (one write, not one per commit: the rollup is one document); a fold
+    made in between is superseded.
     """
-    months = sorted(
-        {
-            str(w.data["month"])
-            for w in writes
-            if w.path.startswith(layout.PLATFORM_SHARDS + "/") and isinstance(w.data.get("month"), str)
-        }
-    )
-    final = [month for month in months if is_final(month, now)]
-    return writes + [Write(layout.rollup_path(month), Op.MERGE, {"asOf": DELETE}) for month in final]
+    chosen = sorted({month for month in months if not final_only or is_final(month, now)})
+    return [Write(layout.rollup_path(month), Op.MERGE, {"asOf": DELETE}) for month in chosen]
+
+
+def reopened(writes: list[Write], *, now: datetime) -> list[Write]:
+    """Return a commit that also reopens the rollup of every final month whose shards it writes."""
+    months = {
+        str(w.data["month"])
+        for w in writes
+        if w.path.startswith(layout.PLATFORM_SHARDS + "/") and isinstance(w.data.get("month"), str)
+    }
+    return writes + reopen_writes(months, now=now)
 
 
 # Recording
@@ -383,7 +387,7 @@ def recording_writes(commit: RecordingCommit) -> list[Write]:
         if delta.total.api_calls:
             writes.append(_user_month_write(commit, month, delta))
         writes.append(_shard_write(commit, month, delta))
-    return reopened(writes, now=commit.now)
+    return writes
 
 
 def stale_months(usage: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
@@ -445,11 +449,12 @@ def summarize(record: SessionRecord) -> SessionSummary:
     """
     data = record.data
     stats = data.get("stats") or {}
-    created: datetime = data["createdAt"]
-    first: datetime | None = stats.get("firstStepAt")
-    last: datetime | None = stats.get("lastStepAt")
+    # Times as Tally wrote them; a writer that is not Tally may have left strings or numbers.
+    last_update = instant_or_none(data.get("lastUpdatedAt"))
+    created = instant_or_none(data.get("createdAt")) or last_update or datetime(1970, 1, 1, tzinfo=UTC)
+    first, last = instant_or_none(stats.get("firstStepAt")), instant_or_none(stats.get("lastStepAt"))
     duration_ms = max(0, round((last - first) / timedelta(milliseconds=1))) if first and last else 0
-    completed_at: datetime = data.get("completedAt") or data.get("lastUpdatedAt") or created
+    completed_at = instant_or_none(data.get("completedAt")) or last_update or created
     return SessionSummary(
         step_count=int(stats.get("stepCount", 0)),
         cost_nanos=int(stats.get("costNanos", 0)),
@@ -484,7 +489,8 @@ def finalization_writes(
     With `count_user`, also the user's session counters: a session completed by a writer
     that is not Tally (the console, an app's tool) was not counted when it was completed,
     so it is counted here, once, with its finalization. Such a writer may also leave no
-    `completedAt`: the month the summary counts it in is then written there.
+    `completedAt`, or one that is not a Timestamp: the instant the summary counts it at is
+    then written there, as a Timestamp.
     """
     fields: dict[str, Any] = {"summary": Replace(summary.document()), "finalizedAt": now, OPEN: DELETE}
     if completed_at_missing and summary.completed_at is not None:
@@ -607,7 +613,7 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
             layout.shard_path(month, shard), Op.MERGE, {"month": month, "shard": shard, "sessions": platform}
         )
     )
-    return reopened(writes, now=now)
+    return writes
 
 
 # Reservations
@@ -663,6 +669,13 @@ def hold_writes(hold: Mapping[str, Any]) -> list[Write]:
                 "months": {month: {name: Increment(0) for name in ("costNanos", "apiCalls", "billableRuns")}},
             },
         ),
+    ]
+
+
+def refusal_writes(hold: Mapping[str, Any]) -> list[Write]:
+    """Return the write of a reservation refused before anything was held (its estimate cannot be priced)."""
+    return [
+        Write(layout.reservation_path(str(hold["userId"]), str(hold["reservationId"])), Op.CREATE, dict(hold))
     ]
 
 

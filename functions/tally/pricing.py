@@ -19,8 +19,9 @@ most two documents, no query); the version in force in its own book wins, else t
 the base model's.
 
 Catalog counts: a count the price does not name costs 0 if it is `requests`; cache reads,
-5-minute and 1-hour cache writes cost the input price (a 1-hour write uses `cacheWrite1hMTok`
-only, never `cacheWriteMTok`: the SPEC's rule for an unnamed count, taken literally); any
+5-minute and 1-hour cache writes cost the input price (a 1-hour write without
+`cacheWrite1hMTok` costs `cacheWriteMTok` when that is named: it is a cache write, and
+Anthropic's 1-hour writes cost more than 5-minute ones, never less); any
 other token count makes the catalog price not apply, and the step falls through to the
 package, then to unpriced. The matched price is the only catalog price tried: an exact
 price that does not apply does not fall back to the base model's.
@@ -95,7 +96,8 @@ class CatalogPrice:
         """Return what `units` cost at this price, or None if a token count they use has no price here.
 
         Requests without a price cost 0; cache reads and writes (5-minute and 1-hour) without a
-        price of their own cost the input price.
+        price of their own cost the input price, except 1-hour writes, which cost the 5-minute
+        writes' price when only that one is named (a cache write's price names them too).
         """
         total = Decimal(0)
         for key, attribute in PRICE_KEYS.items():
@@ -103,6 +105,10 @@ class CatalogPrice:
             if not count:
                 continue
             price = self.prices.get(key)
+            if (
+                price is None and key == "cacheWrite1hMTok"
+            ):  # a 1-hour write is a cache write: never below one
+                price = self.prices.get("cacheWriteMTok")
             if price is None and key in AT_INPUT_PRICE:
                 price = self.prices.get("inputMTok")
             if price is None and key in FREE_UNNAMED:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from tally import alerts, folding, layout, mirror, plans
+from tally import alerts, layout, mirror, plans
 from tally.config import Settings
 from tally.recording import limits_of
 from tally.rollup import SESSION_FIELDS, MonthAggregate
@@ -56,7 +56,9 @@ class ReconcileStore(Protocol):
 
     shards: int
 
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
+    def read(
+        self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
+    ) -> dict[str, Document]: ...
 
     def commit(self, writes: Sequence[Write]) -> CommitResult: ...
 
@@ -215,9 +217,16 @@ def _minus(a: Flat, b: Flat) -> Flat:
 
 
 class Repairs:
-    """Differences found, and the changes that repair them (grouped per document)."""
+    """Differences found, and the changes that repair them (grouped per document).
 
-    def __init__(self) -> None:
+    `absolute`: a counter is repaired by setting its recomputed value (for writes that are
+    conditional on the document being unchanged since read: no field transform, so no
+    limit of 500 per commit); otherwise by adding the difference (safe under concurrent
+    increments).
+    """
+
+    def __init__(self, *, absolute: bool = False) -> None:
+        self.absolute = absolute
         self.differences: list[Difference] = []
         self.alerts: list[alerts.Alert] = []  # missing alerts, to create
         self.data: dict[str, dict[str, Any]] = {}
@@ -247,7 +256,7 @@ class Repairs:
         """Compare one counter; repair it by adding the difference."""
         if stored != expected:
             self.differences.append(Difference(path, ".".join(keys), stored, expected))
-            self._put(path, keys, Increment(expected - stored))
+            self._put(path, keys, expected if self.absolute else Increment(expected - stored))
 
     def value(self, path: str, keys: Sequence[str], stored: Any, expected: Any) -> None:
         """Compare one plain value; repair it by setting it."""
@@ -381,9 +390,12 @@ def read_users(
     store: ReconcileStore, user_ids: Sequence[str], month: str, read_time: datetime | None
 ) -> Seen:
     """Read what checking these users needs, at one snapshot: one batch of documents and two range queries."""
-    docs = store.read(
-        [path for user_id in user_ids for path in user_paths(user_id, month)], read_time=read_time
-    )
+    own = [
+        path for user_id in user_ids for path in user_paths(user_id, month) if not path.startswith("users/")
+    ]
+    docs = store.read(own, read_time=read_time)
+    # The app's users/{uid}: only its `usage` map (the rest is the user's, up to 1 MiB each).
+    docs.update(store.read([layout.user_path(u) for u in user_ids], read_time=read_time, fields=["usage"]))
     first, last = min(user_ids), max(user_ids)
     wanted = set(user_ids)
     holds: dict[str, list[Mapping[str, Any]]] = {}
@@ -425,7 +437,7 @@ def check_user(
     """
     truth, user, user_month, copy = user_paths(user_id, month)
     docs = seen.docs
-    repairs = Repairs()
+    repairs = Repairs(absolute=True)  # committed conditional on every document's update time
     usage = docs[truth].fields.get("usage") or {}
     stored_month = docs[user_month].fields
     kept = docs[copy].fields
@@ -436,7 +448,13 @@ def check_user(
     )
     # The user's month document: totals and every breakdown, as its share of the platform.
     expected_month, stored_flat = flat_delta(delta), flat_month(stored_month)
-    repairs.flat(user_month, stored_flat, expected_month)
+    active = ("activeUsers",)  # the shards' counter; a user's month document has the flag `active`
+    repairs.flat(
+        user_month,
+        Counter({k: v for k, v in stored_flat.items() if k != active}),
+        Counter({k: v for k, v in expected_month.items() if k != active}),
+    )
+    repairs.value(user_month, ["active"], stored_month.get("active") is True, delta.total.api_calls > 0)
     percent = limit_percent(delta.total, limits)
     stored_percent = stored_month.get("limitPercent")
     if percent >= WARNING_PERCENT and (
@@ -526,27 +544,26 @@ def check_user(
     )
 
 
-def snapshot_of(page: Sequence[Document]) -> datetime | None:
-    """Return the instant a page of query results is consistent at: its latest read time.
+def server_time(store: ReconcileStore, month: str) -> datetime | None:
+    """Return the server's time now (a read's own time), to run queries at one explicit snapshot.
 
-    Firestore streams a query's results with read times that may increase; each document
-    is unchanged from its own read time to every later one of the stream, so the page is one
-    snapshot at the last.
+    A query streamed without a `read_time` only promises that each result is unchanged up to
+    the next one's read time; run at a time taken first, a page is one snapshot.
     """
-    times = [doc.read_at for doc in page if doc.read_at is not None]
-    return max(times) if times else None
+    path = layout.rollup_path(month)
+    return store.read([path])[path].read_at
 
 
 def _user_steps(
     store: ReconcileStore, user_id: str, month: str, read_time: datetime | None, after: str | None
 ) -> tuple[list[Document], datetime | None]:
-    """Return a user's steps of the month after `after`, all at one snapshot, and its time."""
+    """Return a user's steps of the month after `after`, at one snapshot (now, without one), and its time."""
     found: list[Document] = []
+    read_time = read_time or server_time(store, month)
     while page := store.user_month_steps(
         user_id=user_id, month=month, read_time=read_time, limit=PAGE_SIZE, after=after
     ):
         found += page
-        read_time = read_time or snapshot_of(page)
         if len(page) < PAGE_SIZE:
             break
         after = page[-1].path
@@ -686,8 +703,9 @@ class _Run:
         store, month = self.store, self.month
         self.total = store.count_month_steps(month=month, read_time=None)
         after: str | None = None
-        while page := store.month_steps(month=month, read_time=None, limit=PAGE_SIZE, after=after):
-            read_time = snapshot_of(page)
+        while page := store.month_steps(
+            month=month, read_time=(read_time := server_time(store, month)), limit=PAGE_SIZE, after=after
+        ):
             groups: dict[str, list[Document]] = {}
             for doc in page:
                 owner = layout.step_owner(doc.path)
@@ -717,10 +735,9 @@ class _Run:
         store, month = self.store, self.month
         expected: Flat = Counter()
         unseen: list[str] = []
-        read_time: datetime | None = None
+        read_time = server_time(store, month)  # T2
         after: str | None = None
         while page := store.month_users(month=month, limit=PAGE_SIZE, after=after, read_time=read_time):
-            read_time = read_time or snapshot_of(page)
             for doc in page:
                 expected.update(flat_month(doc.fields))
                 user_id = str(doc.fields.get("userId") or doc.path.split("/", 1)[1].rsplit("_", 1)[0])
@@ -837,8 +854,9 @@ def reconcile(
     if fix:
         context = {layout.shard_path(month, REPAIR_SHARD): {"month": month, "shard": REPAIR_SHARD}}
         for commit in batches(platform.writes({}, context)):
-            store.commit(plans.reopened(commit, now=now))
+            store.commit(commit)
         alerts.create(store, platform.alerts, now)
-        folding.fold(store, month, now=now)
+        if run.report.differences:  # the next reader folds the month again, final or not
+            store.commit(plans.reopen_writes([month], now=now, final_only=False))
         run.report.fixed = True
     return run.report

@@ -521,7 +521,10 @@ def record_steps(
         result, mirrored = committed.result, committed.mirrored
         break
     if not mirrored:  # the app's users/{uid} is at a limit: try to rewrite its usage map from the truth
-        mirrored = mirror.repair(store, user_id, now=now)
+        try:
+            mirrored = mirror.repair(store, user_id, now=now)
+        except Exception:  # the steps are recorded: a failed rewrite is retried by the next request
+            log.exception("rewriting the usage map of %s failed", user_id)
     used = _used(steps=steps, plan=plan, state=state, result=result, user_id=user_id, now=now)
     try:
         after_commit(

@@ -107,14 +107,18 @@ def _answer(
     now: datetime,
     warnings: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    allowed = hold.get("status") != HoldStatus.DENIED.value
+    decided = hold.get("decidedAt") is not None
+    allowed = decided and hold.get("status") != HoldStatus.DENIED.value
+    # A hold that ended (expired, released, settled) before any decision was stored was never
+    # allowed: its reason says how it ended.
+    reason = hold.get("reason") if decided else str(hold.get("status", "")).upper()
     expires: datetime = hold["expiresAt"]
     return {
         "allowed": allowed,
         "reservationId": reservation_id,
         "reserved": nanos_to_usd(int(hold.get("estimateNanos", 0))) if allowed else 0.0,
         "expiresAt": expires.isoformat().replace("+00:00", "Z"),
-        "reason": hold.get("reason"),
+        "reason": reason,
         "usage": usage_body(usage, settings=settings, now=now, used=used, held=held),
         "warnings": list(warnings),
     }
@@ -159,6 +163,21 @@ def reserve_spend(
                 expires_at=now + timedelta(seconds=request.ttl_seconds),
                 feature=request.feature,
             )
+            if estimate.source is CostSource.UNPRICED:  # refused before anything is held
+                refused = {**fields, "status": HoldStatus.DENIED.value, "reason": UNPRICED, "decidedAt": now}
+                try:
+                    store.commit(plans.refusal_writes(refused))
+                except Contention:
+                    continue  # the same reservationId raced in: read its decision
+                return _answer(
+                    hold=refused,
+                    reservation_id=request.reservation_id,
+                    usage=usage,
+                    used=month_usage(usage, month),
+                    held=store.active_holds(user_id=user_id),
+                    settings=settings,
+                    now=now,
+                )
             try:
                 committed = mirror.commit(
                     store,
@@ -175,7 +194,6 @@ def reserve_spend(
                 estimate.cost_nanos,
                 estimate.runs,
                 result.versions.get(path),
-                unpriced=estimate.source is CostSource.UNPRICED,
             )
             used = Counts(
                 cost_nanos=result.value(truth, "usage", "months", month, "costNanos"),
@@ -203,7 +221,7 @@ def reserve_spend(
             mirrored = mirror.repair(store, user_id, now=now)
         status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
         return _answer(
-            hold={**fields, "status": status.value, "reason": reason},
+            hold={**fields, "status": status.value, "reason": reason, "decidedAt": now},
             reservation_id=request.reservation_id,
             usage=usage,
             used=used,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from tally.values import Contention, Document, IdleSession, SessionRecord, Sessi
 from tally.writes import CommitResult, Write
 
 MAX_ATTEMPTS = 12
+log = logging.getLogger("tally.sessions")
 SWEEP_PAGE_SIZE = 200
 SHARDS = plans.ShardPicker()
 SWEEP_MARGIN_SECONDS = 30.0
@@ -98,7 +100,7 @@ def finalize_session(
             now=now,
             shard=picker.next(store.shards),
             count_user=not plans.counted_at_completion(record.data),
-            completed_at_missing=record.data.get("completedAt") is None,
+            completed_at_missing=not isinstance(record.data.get("completedAt"), datetime),
         )
         try:
             mirror.commit(store, writes)
@@ -168,13 +170,17 @@ def sweep_sessions(
             pages += 1
             examined += len(page)
             for session in page:
-                outcome = finalize_session(
-                    store=store,
-                    user_id=session.user_id,
-                    session_id=session.session_id,
-                    now=now,
-                    sleep=sleep,
-                )
+                try:
+                    outcome = finalize_session(
+                        store=store,
+                        user_id=session.user_id,
+                        session_id=session.session_id,
+                        now=now,
+                        sleep=sleep,
+                    )
+                except Exception:  # one session that cannot be finalized must not stop the sweep
+                    log.exception("could not finalize %s/%s", session.user_id, session.session_id)
+                    continue
                 finalized += outcome is Finalized.FINALIZED
             cursor = page[-1].cursor
             if clock.out_of_time():

@@ -122,13 +122,19 @@ class FirestoreStore:
 
     # Documents
 
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]:
-        """Read documents by path in as few round trips as possible (missing ones have data None)."""
+    def read(
+        self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
+    ) -> dict[str, Document]:
+        """Read documents by path in as few round trips as possible (missing ones have data None).
+
+        With `fields`, only those top-level fields are read (the app's `users/{uid}` may weigh 1 MiB).
+        """
         unique = list(dict.fromkeys(paths))
         found: dict[str, Document] = {}
         for start in range(0, len(unique), READ_CHUNK):
             refs = [self._db.document(path) for path in unique[start : start + READ_CHUNK]]
-            for snap in self._db.get_all(refs, read_time=read_time):
+            mask = list(fields) if fields is not None else None
+            for snap in self._db.get_all(refs, field_paths=mask, read_time=read_time):
                 path = snap.reference.path
                 data = (snap.to_dict() or {}) if snap.exists else None
                 found[path] = Document(

@@ -8,10 +8,11 @@ are due. Each part pages through indexed queries and stops early when time runs 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tally import alerts, layout, reservations, sessions
 from tally.config import Settings
@@ -20,6 +21,8 @@ from tally.usage import Counts, Limits
 from tally.values import Document
 
 PAGE_SIZE = 200
+log = logging.getLogger("tally.sweep")
+_T = TypeVar("_T")
 
 
 class SweepStore(sessions.SessionStore, reservations.HoldStore, alerts.AlertStore, Protocol):
@@ -38,11 +41,12 @@ class SweepResult:
     holds_expired: int
     late_alerts: int
     deliveries: int
+    failed: tuple[str, ...] = ()  # parts that raised (logged); the next sweep runs them again
 
     @property
     def finished(self) -> bool:
         """Return whether the sweep got through everything (else the next run continues)."""
-        return self.sessions.finished
+        return self.sessions.finished and not self.failed
 
     def summary(self) -> str:
         """Return a one-line report."""
@@ -51,6 +55,7 @@ class SweepResult:
             f"sweep: completed {s.completed} idle sessions, finalized {s.finalized}; "
             f"examined {s.examined} in {s.pages} page(s); ended {self.holds_expired} expired holds; "
             f"raised {self.late_alerts} late alerts; delivered {self.deliveries} alerts"
+            + (f"; FAILED: {', '.join(self.failed)} (logged)" if self.failed else "")
         )
 
 
@@ -116,11 +121,28 @@ def run(
     page_size: int = sessions.SWEEP_PAGE_SIZE,
     seconds_left: Callable[[], float] | None = None,
 ) -> SweepResult:
-    """Run every part of the sweep once."""
-    swept = sessions.sweep_sessions(
-        store=store, now=now, idle_minutes=idle_minutes, page_size=page_size, seconds_left=seconds_left
+    """Run every part of the sweep once; a part that fails is logged and the others still run.
+
+    Expired holds go first: a hold that stops counting late keeps a user from spending.
+    """
+    failed: list[str] = []
+
+    def part(name: str, work: Callable[[], _T], empty: _T) -> _T:
+        try:
+            return work()
+        except Exception:
+            log.exception("the sweep's %s failed (the next sweep tries again)", name)
+            failed.append(name)
+            return empty
+
+    expired = part("holds", lambda: reservations.expire_holds(store=store, now=now), 0)
+    swept = part(
+        "sessions",
+        lambda: sessions.sweep_sessions(
+            store=store, now=now, idle_minutes=idle_minutes, page_size=page_size, seconds_left=seconds_left
+        ),
+        sessions.SweepResult(0, 0, 0, 0, finished=False),
     )
-    expired = reservations.expire_holds(store=store, now=now)
-    raised = late_alerts(store, settings, now)
-    delivered = redeliver(store, settings, now, post, clock)
-    return SweepResult(swept, expired, raised, delivered)
+    raised = part("late alerts", lambda: late_alerts(store, settings, now), 0)
+    delivered = part("deliveries", lambda: redeliver(store, settings, now, post, clock), 0)
+    return SweepResult(swept, expired, raised, delivered, tuple(failed))

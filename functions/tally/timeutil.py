@@ -47,6 +47,16 @@ def parse_instant(value: object) -> datetime:
     raise TimeError("must be an ISO-8601 string or epoch milliseconds")
 
 
+def instant_or_none(value: object) -> datetime | None:
+    """Return a stored time as aware UTC, whatever a writer that is not Tally left (None if unreadable)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        return parse_instant(value)
+    except TimeError:
+        return None
+
+
 def check_step_time(instant: datetime, *, now: datetime, max_age: timedelta | None = MAX_AGE) -> datetime:
     """Reject a step time more than 5 minutes ahead of `now` or older than `max_age` (35 days)."""
     if instant > now + MAX_FUTURE:

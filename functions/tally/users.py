@@ -22,6 +22,8 @@ from tally.writes import CommitResult, Write
 class UserStore(alerts.AlertStore, Protocol):
     """The store operations the user views and limits need."""
 
+    def active_holds(self, *, user_id: str) -> Held: ...
+
     def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
 
     def commit(self, writes: Sequence[Write]) -> CommitResult: ...
@@ -42,8 +44,13 @@ def month_view(
     month: str,
     current: bool,
     settings: Settings,
+    held: Held | None = None,
 ) -> dict[str, Any]:
-    """Return one user's month as `my_usage` shows it (holds count only in the current month)."""
+    """Return one user's month as `my_usage` shows it (holds count only in the current month).
+
+    `held`: the user's allowed holds; by default, the truth's counter (which also holds the
+    estimates still being decided).
+    """
     used = Counts.from_fields(user_month)
     sessions = usage.get("sessions") or {}
     return {
@@ -58,7 +65,9 @@ def month_view(
         },
         "features": _ranked(user_month.get("features")),
         "providers": _ranked(user_month.get("providers")),
-        "limits": limits_status(used, limits_of(usage, settings), held_of(usage) if current else Held()),
+        "limits": limits_status(
+            used, limits_of(usage, settings), (held or held_of(usage)) if current else Held()
+        ),
         "lifetime": Counts.from_fields(usage.get("lifetime")).usd(),
         "sessions": {
             "active": max(0, int(sessions.get("active", 0))),
@@ -77,12 +86,14 @@ def my_usage(
     month = request.month or month_key(now)
     user, user_month = layout.usage_path(user_id), layout.user_month_path(user_id, month)
     docs = store.read([user, user_month])
+    current = month == month_key(now)
     view = month_view(
         usage=docs[user].fields.get("usage") or {},
         user_month=docs[user_month].fields,
         month=month,
-        current=month == month_key(now),
+        current=current,
         settings=settings,
+        held=store.active_holds(user_id=user_id) if current else None,  # allowed holds only
     )
     return {"userId": user_id, **view}
 

@@ -10,6 +10,7 @@ from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from tally.inputs import AnalyticsIn, SetLimitsIn, parse_data
+from tally.legacy import import_legacy
 from tally.rollup import TOP_USERS_KEPT, MonthAggregate, Rollup
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts
@@ -235,7 +236,16 @@ def test_a_final_month_shows_what_an_import_adds_to_it() -> None:
     july = datetime(2026, 7, 10, tzinfo=UTC)
     record_one(store, "ada", 5, when=july, now=july)
     before, _ = folding.rollups(store, ["2026-07"], now=NOW)  # folded after the month became final
-    record_one(store, "bo", 7, when=july, now=NOW)  # e.g. import-legacy or reconcile --fix writing July
+    store.put(
+        "ApiUsage/bo/operations/op-july",
+        {
+            "feature": "maps",
+            "provider": "google_maps",
+            "cost": 0.000000007,
+            "timestamp": "2026-07-11T10:00:00Z",
+        },
+    )
+    import_legacy(store=store, settings=Settings(), now=NOW, sleep=lambda _: None)
 
     after, _ = folding.rollups(store, ["2026-07"], now=NOW + timedelta(seconds=1))
 

@@ -326,7 +326,8 @@ def test_an_estimate_nobody_can_price_is_refused_and_holds_nothing() -> None:
     no_provider = reserve_units(store, "r9")
 
     assert [(a["allowed"], a["reason"]) for a in [*answers, no_provider]] == [(False, "UNPRICED")] * 4
-    assert held(store) == {"costNanos": 0, "runs": 0}
+    assert layout.usage_path("u1") not in store.docs  # nothing held, nothing written to the user
+    assert {w.path.rsplit("/", 2)[1] for commit in store.commits for w in commit} == {"reservations"}
 
 
 def test_an_admin_price_lets_an_estimate_through() -> None:
@@ -382,3 +383,26 @@ def test_contention_past_the_retries_is_unavailable() -> None:
         reserve(store, "r2", "0.5")
     with pytest.raises(Unavailable):
         release_spend(store=store, caller=USER, user_id=None, reservation_id="r1", settings=SETTINGS, now=NOW)
+
+
+def test_a_hold_that_ended_before_its_decision_was_never_allowed() -> None:
+    store = MemoryStore()
+    spend(store, "4.50")
+    decided = 0
+
+    def crash_on_the_decision(writes: Any) -> None:
+        nonlocal decided
+        if any("decidedAt" in w.data for w in writes):
+            decided += 1
+            raise RuntimeError("the instance dies before storing its decision")
+
+    store.before_commit = crash_on_the_decision
+    with contextlib.suppress(RuntimeError):
+        reserve(store, "r1", "1.0")
+    store.before_commit = None
+    expire_holds(store=store, now=NOW + timedelta(minutes=6))
+
+    again = reserve(store, "r1", "1.0")
+
+    assert decided == 1
+    assert (again["allowed"], again["reserved"], again["reason"]) == (False, 0.0, "EXPIRED")

@@ -2,11 +2,11 @@ from datetime import UTC, datetime, timedelta
 
 from tally import layout
 from tally.config import Settings
-from tally.migrate import migrate
+from tally.migrate import MigrationReport, adopt, migrate
 from tally.reconcile import reconcile
 from tally.users import my_usage
 from tally.values import Caller
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_one
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
 
@@ -87,3 +87,35 @@ def test_data_written_before_v2_is_rebuilt_in_the_v2_layout() -> None:
         p.startswith((layout.LEGACY_USER_MONTHS, layout.LEGACY_PLATFORM_MONTHS)) for p in store.docs
     )
     assert store.docs[layout.session_path("ada", "s1")]["tallyShard"] == layout.sweep_shard("ada", "s1")
+
+
+V2_USAGE = {
+    "months": {"2026-11": {"costNanos": 10**9, "apiCalls": 1, "billableRuns": 1}},
+    "lifetime": {"costNanos": 10**9, "apiCalls": 1, "billableRuns": 1},
+}
+
+
+def test_adoption_keeps_a_request_recorded_while_it_ran() -> None:
+    store = MemoryStore()
+    store.put(layout.user_path("u"), {"usage": V2_USAGE})
+    page = [store.read([layout.user_path("u")])[layout.user_path("u")]]  # the migration's page of users
+    record_one(store, "u", 2 * 10**9, when=NOW, now=NOW)  # a v3 request lands: truth and mirror
+
+    adopt(store, page, MigrationReport())
+
+    truth, user = store.docs[layout.usage_path("u")], store.docs[layout.user_path("u")]
+    assert truth["usage"]["months"]["2026-11"]["costNanos"] == 3 * 10**9
+    assert user["usage"]["months"]["2026-11"]["costNanos"] == 3 * 10**9
+    assert truth["adopted"] is True
+
+
+def test_a_truth_whose_mirror_is_stale_is_not_adopted_but_reported() -> None:
+    store = MemoryStore()
+    store.put(layout.user_path("u"), {"bio": "x" * 1_048_330, "usage": V2_USAGE})  # at 1 MiB already
+    record_one(store, "u", 2 * 10**9, when=NOW, now=NOW)  # v3 counts it in the truth only
+    report = MigrationReport()
+
+    adopt(store, [store.read([layout.user_path("u")])[layout.user_path("u")]], report)
+
+    assert (report.adopted, report.not_adopted) == (0, ["u"])
+    assert store.docs[layout.usage_path("u")]["usage"]["months"]["2026-11"]["costNanos"] == 2 * 10**9

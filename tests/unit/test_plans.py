@@ -218,18 +218,29 @@ def test_a_rollup_keeps_its_ranking_and_a_refold_without_one_drops_it() -> None:
     assert refolded.data["freeTier"] is DELETE
 
 
-def test_a_commit_to_a_final_months_shards_reopens_its_rollup() -> None:
+def test_a_late_finalization_in_a_final_month_reopens_its_rollup() -> None:
+    summary = plans.SessionSummary(1, 5, 0, 0, {}, {}, created_month="2026-03", completed_month="2026-06")
     later = datetime(2026, 6, 1, tzinfo=UTC)  # 2026-03 ended more than 36 days before
-    writes = plans.recording_writes(commit_for(now=later))
 
-    reopen = [w for w in writes if w.path.startswith(layout.ROLLUPS)]
+    writes = plans.finalization_writes(
+        user_id="u", session_id="s", version="v", summary=summary, now=later, shard=1
+    )
 
-    assert [(w.path, w.op, w.data) for w in reopen] == [
-        (layout.rollup_path("2026-03"), Op.MERGE, {"asOf": DELETE})
-    ]
+    reopen = [(w.path, w.op, w.data) for w in writes if w.path.startswith(layout.ROLLUPS)]
+    assert reopen == [(layout.rollup_path("2026-03"), Op.MERGE, {"asOf": DELETE})]
 
 
-def test_a_commit_to_recent_months_leaves_the_rollups_alone() -> None:
-    writes = plans.recording_writes(commit_for())
+def test_only_final_months_are_reopened_unless_asked() -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+
+    final = plans.reopen_writes(["2026-03", "2026-05", "2026-03"], now=now)
+    every = plans.reopen_writes(["2026-05"], now=now, final_only=False)
+
+    assert [w.path for w in final] == [layout.rollup_path("2026-03")]
+    assert [w.path for w in every] == [layout.rollup_path("2026-05")]
+
+
+def test_recording_commits_never_touch_a_rollup() -> None:
+    writes = plans.recording_writes(commit_for(now=datetime(2026, 6, 1, tzinfo=UTC)))
 
     assert not any(w.path.startswith(layout.ROLLUPS) for w in writes)

@@ -526,11 +526,18 @@ def test_one_hour_cache_writes_use_their_own_price() -> None:
     assert price.cost(units) == Decimal("0.00975")  # 1000 * 3.75 + 1000 * 6 µUSD
 
 
-def test_one_hour_cache_writes_without_their_own_price_cost_the_input_price_not_the_5_minute_one() -> None:
+def test_one_hour_cache_writes_without_their_own_price_cost_the_5_minute_price_never_less() -> None:
     price = version("claude-sonnet-4-5", inputMTok="3", cacheWriteMTok="3.75")
     units = Units("claude-sonnet-4-5", cache_write_tokens=1000, cache_write_1h_tokens=1000)
 
-    assert price.cost(units) == Decimal("0.00675")  # 1000 * 3.75 + 1000 * 3 µUSD
+    assert price.cost(units) == Decimal("0.0075")  # 1000 * 3.75 + 1000 * 3.75 µUSD
+
+
+def test_one_hour_cache_writes_with_no_cache_price_cost_the_input_price() -> None:
+    price = version("claude-sonnet-4-5", inputMTok="3")
+    units = Units("claude-sonnet-4-5", cache_write_1h_tokens=1000)
+
+    assert price.cost(units) == Decimal("0.003")
 
 
 def test_the_package_prices_one_hour_cache_writes_apart_from_5_minute_ones() -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from tally import layout, names, plans
+from tally import folding, layout, names, plans
 from tally import reconcile as reconcile_module
 from tally.config import Settings
 from tally.reconcile import ShardCountMismatch, reconcile
@@ -13,7 +13,7 @@ from tally.sessions import finalize_session
 from tally.users import set_limits
 from tally.values import Caller, Document, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Increment, Op, Write
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_one
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 MONTH = "2026-11"
@@ -210,36 +210,35 @@ def test_an_interrupted_fix_keeps_what_it_repaired() -> None:
 
 
 class ClockedStore(MemoryStore):
-    """A store whose queries each run at a new snapshot time; remembers the times reads ask for."""
+    """A store whose reads without a time each run at a new instant; keeps how old the times asked are."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = 0
         self.ages: list[int] = []
 
-    def _stamp(self, docs: list[Document]) -> list[Document]:
-        self.clock += 1
-        return [
-            Document(d.path, d.data, d.version, read_at=NOW + timedelta(seconds=self.clock)) for d in docs
-        ]
-
-    def month_steps(self, **kwargs: Any) -> list[Document]:
-        return self._stamp(super().month_steps(**kwargs))
-
-    def count_month_steps(self, *, month: str, read_time: datetime | None) -> int:
-        return len(MemoryStore.month_steps(self, month=month, read_time=read_time, limit=10**9, after=None))
-
-    def user_month_steps(
-        self, *, user_id: str, month: str, read_time: datetime | None, limit: int, after: str | None
-    ) -> list[Document]:
-        found = MemoryStore.month_steps(self, month=month, read_time=read_time, limit=10**9, after=after)
-        mine = [doc for doc in found if layout.step_owner(doc.path) == user_id][:limit]
-        return mine if read_time is not None else self._stamp(mine)  # a continuation keeps its page's time
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]:
+    def _asked(self, read_time: datetime | None) -> None:
         if read_time is not None:
             self.ages.append(self.clock - round((read_time - NOW).total_seconds()))
-        return super().read(paths, read_time=read_time)
+
+    def read(
+        self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
+    ) -> dict[str, Document]:
+        found = super().read(paths, read_time=read_time, fields=fields)
+        if read_time is not None:
+            self._asked(read_time)
+            return found
+        self.clock += 1
+        at = NOW + timedelta(seconds=self.clock)
+        return {path: Document(d.path, d.data, d.version, read_at=at) for path, d in found.items()}
+
+    def month_steps(self, **kwargs: Any) -> list[Document]:
+        self._asked(kwargs.get("read_time"))
+        return super().month_steps(**kwargs)
+
+    def month_users(self, **kwargs: Any) -> list[Document]:
+        self._asked(kwargs.get("read_time"))
+        return super().month_users(**kwargs)
 
 
 def test_no_read_uses_a_snapshot_older_than_its_own_page(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,9 +249,9 @@ def test_no_read_uses_a_snapshot_older_than_its_own_page(monkeypatch: pytest.Mon
     report = reconcile(store=store, month=MONTH, settings=Settings(), now=NOW, fix=False)
 
     assert report.differences == []
-    assert store.clock >= 3  # several pages, each at its own time
+    assert store.clock >= 4  # a time taken for each page, and one for the platform
     assert store.ages
-    assert max(store.ages) == 0  # every read at the time of the page being checked
+    assert max(store.ages) == 0  # every read and query at the time taken for its page
 
 
 def test_a_stale_mirror_is_reported_and_rewritten_once_it_fits() -> None:
@@ -278,3 +277,19 @@ def test_a_stale_mirror_is_reported_and_rewritten_once_it_fits() -> None:
     assert fixed.unrepaired == []
     assert store.docs[layout.user_path("ada")]["usage"] == store.docs[layout.usage_path("ada")]["usage"]
     assert run(store) == []
+
+
+def test_a_repair_reopens_a_final_months_analytics() -> None:
+    july, later = datetime(2026, 7, 14, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)  # July is final
+    store = MemoryStore()
+    record_one(store, "ada", 3_000_000_000, when=july, now=july)
+    record_one(store, "bo", 1_000_000_000, when=july, now=july)
+    store.docs[layout.user_month_path("ada", "2026-07")]["costNanos"] = 7  # only a user's document is wrong
+    folding.rollups(store, ["2026-07"], now=later, ranked=["2026-07"])  # the final rollup ranks ada at 7
+
+    reconcile(store=store, month="2026-07", settings=Settings(), now=later, fix=True)
+    found, _ = folding.rollups(store, ["2026-07"], now=later + timedelta(hours=1), ranked=["2026-07"])
+
+    ranking = found["2026-07"].ranking
+    assert ranking is not None
+    assert [(row["userId"], row["costNanos"]) for row in ranking.top][:1] == [("ada", 3_000_000_000)]

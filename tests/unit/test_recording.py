@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -7,10 +8,12 @@ import pytest
 from tally import layout, names, plans
 from tally.config import Settings
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from tally.names import OTHER
 from tally.recording import plan_recording, record_steps, resolve_user
 from tally.values import (
     Caller,
     Contention,
+    CostSource,
     RecordingState,
     RecordRequest,
     SessionRequest,
@@ -18,6 +21,7 @@ from tally.values import (
     SessionStatus,
     Step,
     StoredStep,
+    Units,
     UsageType,
 )
 from tally.writes import Increment, Op, Write
@@ -447,3 +451,25 @@ def test_contention_admitting_names_is_unavailable_not_internal() -> None:
 
     with pytest.raises(Unavailable):
         record(store, request("a"))
+
+
+def test_the_unpriced_breakdown_admits_provider_and_model_pairs_up_to_the_bound() -> None:
+    store = MemoryStore()
+    recorder = Caller("svc", recorder=True)
+    for n in range(4):  # 4 requests of 4 providers x 5 models: 80 pairs, each admitted name alone fits
+        steps = tuple(
+            replace(
+                make_step(f"op{n}-{p}-{m}", provider=f"prov{p}"),
+                cost_nanos=0,
+                cost_source=CostSource.UNPRICED,
+                units=Units(f"model-{n}-{m}", input_tokens=10),
+            )
+            for p in range(4)
+            for m in range(5)
+        )
+        record(store, RecordRequest("u", None, steps), caller=recorder)
+
+    models = store.docs[layout.user_month_path("u", "2026-11")]["unpricedModels"]
+    pairs = [(p, m) for p, named in models.items() for m in named if m != OTHER]
+    assert 0 < len(pairs) <= SETTINGS.max_names
+    assert sum(n for named in models.values() for n in named.values()) == 80

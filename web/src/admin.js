@@ -385,7 +385,7 @@ export class AdminPage {
       if (!current()) return;
       const per = (key) => ({
         key,
-        label: { inputMTok: "Input /M", outputMTok: "Output /M", cacheReadMTok: "Cache read /M", cacheWriteMTok: "Cache write /M", request: "Request" }[key],
+        label: { inputMTok: "Input /M", outputMTok: "Output /M", cacheReadMTok: "Cache read /M", cacheWriteMTok: "Cache write /M", cacheWrite1hMTok: "Cache write 1h /M", request: "Request" }[key],
         money: true,
         value: (row) => row.prices[key] ?? "",
       });
@@ -399,6 +399,7 @@ export class AdminPage {
           per("outputMTok"),
           per("cacheReadMTok"),
           per("cacheWriteMTok"),
+          per("cacheWrite1hMTok"),
           per("request"),
           { key: "setAt", label: "Set", format: (v) => dateTime(v) },
         ],
@@ -432,6 +433,7 @@ export class AdminPage {
       ["price-output", "outputMTok"],
       ["price-cache-read", "cacheReadMTok"],
       ["price-cache-write", "cacheWriteMTok"],
+      ["price-cache-write-1h", "cacheWrite1hMTok"],
       ["price-request", "request"],
     ]) {
       const raw = h[id].value.trim();

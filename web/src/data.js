@@ -94,8 +94,10 @@ export function watchUserAlerts(db, userId, month, onRows, onError) {
   );
 }
 
+// Tally's own count of the user (`TallyUsers/{uid}`): `users/{uid}.usage` mirrors it, but the
+// user may fill that document to Firestore's limit, and then the mirror lags until it fits.
 export function watchUser(db, userId, onData, onError) {
-  return onSnapshot(doc(db, "users", userId), (snap) => onData(snap.exists() ? snap.data() : {}), onError);
+  return onSnapshot(doc(db, "TallyUsers", userId), (snap) => onData(snap.exists() ? snap.data() : {}), onError);
 }
 
 export function watchUserMonth(db, userId, month, onData, onError) {
@@ -122,7 +124,7 @@ function ranked(named) {
 
 /**
  * A user's month as `my_usage` answers it, computed from the documents the user may read
- * (`users/{uid}` and `TallyMonthlyUsage/{uid}_{month}`): what the live page shows between calls.
+ * (`TallyUsers/{uid}` and `TallyMonthlyUsage/{uid}_{month}`): what the live page shows between calls.
  * `defaults`: the limits of a user who has none set ({costNanos, runs}, learnt from my_usage).
  */
 export function monthView({ userId, month, user, userMonth, current, defaults }) {

@@ -1,5 +1,5 @@
 // The user page: a signed-in user's own month. my_usage gives the first answer; from then on the
-// page listens to the user's own documents (users/{uid}, TallyMonthlyUsage/{uid}_{month}, their
+// page listens to the user's own documents (TallyUsers/{uid}, TallyMonthlyUsage/{uid}_{month}, their
 // alerts) and recomputes the same numbers whenever one changes, without a reload.
 import { monthView, watchUser, watchUserAlerts, watchUserMonth } from "./data.js";
 import { Latest, describeError, failureText, hooks, setStatus, showFailure } from "./dom.js";
@@ -148,7 +148,7 @@ export class UserPage {
         (error) => {
           if (!current()) return;
           // Before the user's first step of the month the document does not exist, and the rules
-          // (which read its userId) refuse to show it: the month is empty until users/{uid} says otherwise.
+          // (which read its userId) refuse to show it: the month is empty until TallyUsers/{uid} says otherwise.
           if (describeError(error).denied) {
             this.live.monthWatched = false;
             if (this.live.userMonth === undefined) this.live.userMonth = {};
