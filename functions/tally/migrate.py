@@ -27,7 +27,7 @@ from tally.mirror import MirrorState
 from tally.reconcile import ReconcileStore, reconcile
 from tally.timeutil import month_key, months_back
 from tally.values import Contention, Document
-from tally.writes import DELETE, Increment, Op, Write
+from tally.writes import DELETE, Increment, Op, Write, leaves
 
 PAGE_SIZE = 300
 ADOPTED = "adopted"  # on TallyUsers/{uid}: the map of users/{uid} written before v3 is counted in it
@@ -99,14 +99,10 @@ def user_tidying(doc: Document, now: datetime) -> list[Write]:
     return writes
 
 
-def _numbers(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    found: dict[tuple[str, ...], int] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            found.update(_numbers(value, (*prefix, key)))
-        elif isinstance(value, int) and not isinstance(value, bool):
-            found[(*prefix, key)] = value
-    return found
+def _numbers(data: Mapping[str, Any]) -> dict[tuple[str, ...], int]:
+    return {
+        path: value for path, value in leaves(data) if isinstance(value, int) and not isinstance(value, bool)
+    }
 
 
 def adoption_writes(user: Document, truth: Document) -> list[Write]:

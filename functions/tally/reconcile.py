@@ -39,7 +39,7 @@ from tally.rollup import SESSION_FIELDS, MonthAggregate
 from tally.timeutil import month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
 from tally.values import Contention, CostSource, Document, Rejected, Step, Units, UsageType
-from tally.writes import CommitResult, Increment, Op, Replace, Write, batches
+from tally.writes import CommitResult, Increment, Op, Replace, Write, batches, leaves
 
 PAGE_SIZE = 5000  # documents a query page reads (steps, month documents): few pages, bounded memory
 REPAIR_SHARD = 0  # platform repairs are added to this shard (any shard would do: they are summed)
@@ -357,14 +357,8 @@ class UserCheck:
         return writes
 
 
-def _mirror_leaves(usage: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    found: dict[tuple[str, ...], Any] = {}
-    for key, value in usage.items():
-        if isinstance(value, Mapping):
-            found.update(_mirror_leaves(value, (*prefix, key)))
-        elif key != "updatedAt":
-            found[(*prefix, key)] = value
-    return found
+def _mirror_leaves(usage: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    return {path: value for path, value in leaves(usage) if path[-1] != "updatedAt"}
 
 
 @dataclass(frozen=True)
@@ -619,29 +613,29 @@ class _Run:
     ) -> UserResult:
         """Check one user (and with `fix`, repair them), again from a fresh read while they keep changing."""
         for _ in range(MAX_CHECKS):
-            check = check_user(
-                store=self.store,
-                user_id=user_id,
-                month=self.month,
-                delta=_delta(steps),
-                seen=seen or read_users(self.store, [user_id], self.month, read_time),
-                settings=self.settings,
-                read_time=read_time,
-                now=self.now,
-                deep=self.deep,
-            )
-            if check.suspect:  # which of the two is right? only the steps and sessions can say
-                check = check_user(
+            read = seen or read_users(self.store, [user_id], self.month, read_time)
+
+            def checked(
+                deep: bool,
+                read: Seen = read,
+                steps: Sequence[Document] = steps,
+                read_time: datetime | None = read_time,
+            ) -> UserCheck:
+                return check_user(
                     store=self.store,
                     user_id=user_id,
                     month=self.month,
                     delta=_delta(steps),
-                    seen=seen or read_users(self.store, [user_id], self.month, read_time),
+                    seen=read,
                     settings=self.settings,
                     read_time=read_time,
                     now=self.now,
-                    deep=True,
+                    deep=deep,
                 )
+
+            check = checked(self.deep)
+            if check.suspect:  # which of the two is right? only the steps and sessions can say
+                check = checked(True)
             if not self.fix or not (check.repairs.data or check.mirror_rewrite):
                 return UserResult(check.repairs.differences, check.correction)
             committed = self._commit(check)

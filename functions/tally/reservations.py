@@ -140,9 +140,10 @@ def reserve_spend(
         docs = store.read([path, truth])
         usage = docs[truth].fields.get("usage") or {}
         hold = hold_of(docs[path])
-        if hold is not None and hold.status is not HoldStatus.PENDING:
+
+        def as_read(fields: Mapping[str, Any], usage: Mapping[str, Any] = usage) -> dict[str, Any]:
             return _answer(
-                hold=docs[path].fields,
+                hold=fields,
                 reservation_id=request.reservation_id,
                 usage=usage,
                 used=month_usage(usage, month),
@@ -150,6 +151,9 @@ def reserve_spend(
                 settings=settings,
                 now=now,
             )
+
+        if hold is not None and hold.status is not HoldStatus.PENDING:
+            return as_read(docs[path].fields)
         if hold is None:
             estimate = estimate_of(request, store=store, now=now)
             fields = plans.hold_document(
@@ -169,15 +173,7 @@ def reserve_spend(
                     store.commit(plans.refusal_writes(refused))
                 except Contention:
                     continue  # the same reservationId raced in: read its decision
-                return _answer(
-                    hold=refused,
-                    reservation_id=request.reservation_id,
-                    usage=usage,
-                    used=month_usage(usage, month),
-                    held=store.active_holds(user_id=user_id),
-                    settings=settings,
-                    now=now,
-                )
+                return as_read(refused)
             try:
                 committed = mirror.commit(
                     store,

@@ -271,26 +271,20 @@ class FirestoreStore:
         self, *, month: str, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         """Return one page of the month's steps (every `steps` collection), ordered by path."""
-        query = (
-            self._db.collection_group(layout.STEPS)
-            .where(filter=FieldFilter("month", "==", month))
-            .order_by("__name__")
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.start_after({"__name__": self._db.document(after)})
-        return self._documents(query, read_time)
+        return self._month_page(self._db.collection_group(layout.STEPS), month, read_time, limit, after)
 
     def user_month_steps(
         self, *, user_id: str, month: str, read_time: datetime | None, limit: int, after: str | None
     ) -> list[Document]:
         """Return one page of a user's steps of a month, ordered by path."""
-        query = (
-            self._db.collection(layout.SESSION_USAGE, user_id, layout.STEPS)
-            .where(filter=FieldFilter("month", "==", month))
-            .order_by("__name__")
-            .limit(limit)
-        )
+        steps = self._db.collection(layout.SESSION_USAGE, user_id, layout.STEPS)
+        return self._month_page(steps, month, read_time, limit, after)
+
+    def _month_page(
+        self, source: Any, month: str, read_time: datetime | None, limit: int, after: str | None
+    ) -> list[Document]:
+        """Return one page of `source`'s documents of a month, ordered by path, after the path `after`."""
+        query = source.where(filter=FieldFilter("month", "==", month)).order_by("__name__").limit(limit)
         if after is not None:
             query = query.start_after({"__name__": self._db.document(after)})
         return self._documents(query, read_time)
@@ -475,15 +469,7 @@ class FirestoreStore:
         self, *, month: str, limit: int, after: str | None, read_time: datetime | None = None
     ) -> list[Document]:
         """Return one page of the users' month documents of a month, by path (exports, reconcile)."""
-        query = (
-            self._db.collection(layout.USER_MONTHS)
-            .where(filter=FieldFilter("month", "==", month))
-            .order_by("__name__")
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.start_after({"__name__": self._db.document(after)})
-        return self._documents(query, read_time)
+        return self._month_page(self._db.collection(layout.USER_MONTHS), month, read_time, limit, after)
 
     def shard_beyond(self, count: int) -> Document | None:
         """Return a platform shard numbered `count` or more, of any month, if one exists."""
