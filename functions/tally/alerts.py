@@ -32,7 +32,7 @@ from tally import folding, layout
 from tally.config import Settings
 from tally.money import nanos_to_usd
 from tally.usage import Counts, Limits
-from tally.values import Contention, Document
+from tally.values import Contention
 from tally.writes import Increment, Op, Write
 
 THRESHOLDS = (80, 100)
@@ -343,9 +343,8 @@ def deliver(
     return Delivery(False, done)
 
 
-def document_view(doc: Document) -> dict[str, Any]:
-    """Return an alert as usage_analytics lists it."""
-    data = doc.fields
+def document_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an alert (its stored fields) as usage_analytics lists it."""
     created = data.get("createdAt")
     return {
         "alertId": data.get("alertId"),

@@ -17,7 +17,6 @@ from tally.usage import Counts, Limits, limit_percent
 from tally.values import Caller, Document
 
 HISTORY_MONTHS = 12
-ALERT_ROWS = 20
 
 
 class AnalyticsStore(folding.RankStore, Protocol):
@@ -134,8 +133,6 @@ def usage_analytics(
     ranking = found[month].ranking or Ranking()
     history = {m: found[m].aggregate for m in months}
     top = ranking.top[: request.top]
-    latest = store.month_alerts(month=month, limit=ALERT_ROWS)
-    reads += max(1, len(latest))
     free_rows = [row for doc in ranking.free_tier if (row := free_tier_row(doc, settings)) is not None]
     free_rows.sort(key=lambda row: (-row["percent"], row["userId"]))
     emails = directory.emails(sorted({doc["userId"] for doc in top} | {r["userId"] for r in free_rows}))
@@ -146,6 +143,6 @@ def usage_analytics(
             for doc in top
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],
-        "alerts": [alerts.document_view(doc) for doc in latest],
+        "alerts": [alerts.document_view(alert) for alert in ranking.alerts],
         "meta": {"generatedAt": _iso(now), "asOf": _iso(as_of), "documentsRead": reads},
     }

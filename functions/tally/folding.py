@@ -20,6 +20,7 @@ from typing import Protocol
 
 from tally import layout, plans
 from tally.rollup import (
+    ALERT_ROWS,
     FREE_TIER_PERCENT,
     FREE_TIER_ROWS,
     TOP_USERS_KEPT,
@@ -56,6 +57,8 @@ class RankStore(FoldStore, Protocol):
         self, *, month: str, min_percent: float, limit: int, read_time: datetime | None = None
     ) -> list[Document]: ...
 
+    def month_alerts(self, *, month: str, limit: int) -> list[Document]: ...
+
 
 def rollup_of(month: str, doc: Document) -> Rollup:
     """Read a stored rollup (or the empty one of a month never folded)."""
@@ -76,12 +79,15 @@ def needs_fold(rollup: Rollup, now: datetime) -> bool:
 
 
 def rank(store: RankStore, month: str, read_time: datetime | None) -> Ranking:
-    """Rank a month's users as of `read_time`: the top by cost, and those near a limit."""
+    """Rank a month's users as of `read_time`: the top by cost, those near a limit; and its latest alerts."""
     top = store.top_users(month=month, limit=TOP_USERS_KEPT, read_time=read_time)
     near = store.free_tier(
         month=month, min_percent=FREE_TIER_PERCENT, limit=FREE_TIER_ROWS, read_time=read_time
     )
-    return Ranking.of((doc.fields for doc in top), (doc.fields for doc in near))
+    latest = store.month_alerts(month=month, limit=ALERT_ROWS)
+    return Ranking.of(
+        (doc.fields for doc in top), (doc.fields for doc in near), (doc.fields for doc in latest)
+    )
 
 
 def fold_months(

@@ -820,7 +820,11 @@ def rollup_write(
         if ranking is not None:
             document.update(ranking.fields())
         return Write(layout.rollup_path(month), Op.CREATE, document)
-    document.update(ranking.fields() if ranking is not None else {"topUsers": DELETE, "freeTier": DELETE})
+    document.update(
+        ranking.fields()
+        if ranking is not None
+        else {"topUsers": DELETE, "freeTier": DELETE, "latestAlerts": DELETE}
+    )
     replaced = {
         key: Replace(value) if isinstance(value, Mapping) else value for key, value in document.items()
     }

@@ -119,39 +119,55 @@ class MonthAggregate:
         return aggregate
 
 
+# The month's latest alerts as usage_analytics lists them, kept with the ranking (no query per call).
+ALERT_ROWS = 20
+ALERT_FIELDS = ("alertId", "userId", "kind", "threshold", "used", "limit", "createdAt", "late", "deliveredAt")
+
+
 def _kept(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {key: doc[key] for key in RANKED_FIELDS if key in doc}
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """A month's top users (cost descending) and free-tier candidates (percent descending)."""
+    """A month's top users (cost descending), free-tier candidates (percent descending) and latest alerts."""
 
     top: tuple[dict[str, Any], ...] = ()
     free_tier: tuple[dict[str, Any], ...] = ()
+    alerts: tuple[dict[str, Any], ...] = ()  # newest first
 
     @classmethod
-    def of(cls, top: Iterable[Mapping[str, Any]], free_tier: Iterable[Mapping[str, Any]]) -> Ranking:
-        """Keep only the fields the rows need, of at most the kept number of users each."""
+    def of(
+        cls,
+        top: Iterable[Mapping[str, Any]],
+        free_tier: Iterable[Mapping[str, Any]],
+        alerts: Iterable[Mapping[str, Any]] = (),
+    ) -> Ranking:
+        """Keep only the fields the rows need, of at most the kept number of users (and alerts) each."""
         return cls(
             tuple(_kept(doc) for doc in top)[:TOP_USERS_KEPT],
             tuple(_kept(doc) for doc in free_tier)[:FREE_TIER_ROWS],
+            tuple({key: doc[key] for key in ALERT_FIELDS if key in doc} for doc in alerts)[:ALERT_ROWS],
         )
 
     def reads(self) -> int:
-        """Return the documents its two queries read (a query that finds nothing costs one)."""
-        return max(1, len(self.top)) + max(1, len(self.free_tier))
+        """Return the documents its three queries read (a query that finds nothing costs one)."""
+        return max(1, len(self.top)) + max(1, len(self.free_tier)) + max(1, len(self.alerts))
 
     def fields(self) -> dict[str, Any]:
         """Return the rollup fields that hold this ranking."""
-        return {"topUsers": list(self.top), "freeTier": list(self.free_tier)}
+        return {
+            "topUsers": list(self.top),
+            "freeTier": list(self.free_tier),
+            "latestAlerts": list(self.alerts),
+        }
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Ranking | None:
         """Read a stored ranking back (None when the rollup was folded without one)."""
         if "topUsers" not in doc:
             return None
-        return cls.of(doc.get("topUsers") or (), doc.get("freeTier") or ())
+        return cls.of(doc.get("topUsers") or (), doc.get("freeTier") or (), doc.get("latestAlerts") or ())
 
 
 @dataclass(frozen=True)
