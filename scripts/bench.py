@@ -799,6 +799,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Each figure is compared with its baseline measured in the same run; absolute numbers are the "
         "emulator's and only meaningful side by side. Raw results: [`benchmarks.json`](benchmarks.json).",
         "",
+        *[f"> {note}" for note in results.get("notes", [])],
+        *([""] if results.get("notes") else []),
         "Reproduce: `make bench` (`make bench BENCH_ARGS=--quick` for a smaller run).",
         "",
         "## 1. record_steps over HTTP",
