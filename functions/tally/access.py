@@ -21,10 +21,26 @@ def require_admin(caller: Caller | None) -> Caller:
     return caller
 
 
-def resolve_reader(caller: Caller, requested: str | None) -> str:
-    """Return whose usage a caller reads: their own, or anyone's for an admin."""
+def _whose(caller: Caller, requested: str | None, *, allowed: bool, problem: str) -> str:
     if requested is None or requested == caller.uid:
         return caller.uid
-    if caller.admin:
+    if allowed:
         return requested
-    raise PermissionDenied("userId: only admins may read another user's usage")
+    raise PermissionDenied(f"userId: {problem}")
+
+
+def resolve_reader(caller: Caller, requested: str | None) -> str:
+    """Return whose usage a caller reads: their own, or anyone's for an admin."""
+    return _whose(
+        caller, requested, allowed=caller.admin, problem="only admins may read another user's usage"
+    )
+
+
+def resolve_user(caller: Caller, requested: str | None) -> str:
+    """Return whose usage a caller records for: their own, or anyone's for a recorder or an admin."""
+    return _whose(
+        caller,
+        requested,
+        allowed=caller.trusted,
+        problem="only recorder or admin callers may record for another user",
+    )

@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from tally import folding, layout
+from tally import folding, layout, ports
 from tally.config import Settings
 from tally.money import nanos_to_usd
 from tally.usage import Counts, Limits
@@ -46,10 +46,8 @@ class AlertKind(StrEnum):
     RUNS = "runs"
 
 
-class AlertStore(folding.FoldStore, Protocol):
-    """The store operations alerts need."""
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
+class AlertStore(ports.DocumentStore, Protocol):
+    """The store operations alerts need: the port's, nothing more."""
 
 
 def reached(used: int, limit: int) -> list[int]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, folding
+from tally import alerts, folding, ports
 from tally.access import require_admin
 from tally.config import Settings
 from tally.inputs import AnalyticsIn, parse_data
@@ -23,12 +23,6 @@ class AnalyticsStore(folding.RankStore, Protocol):
     """The store operations analytics needs."""
 
     def month_alerts(self, *, month: str, limit: int) -> list[Document]: ...
-
-
-class Directory(Protocol):
-    """Who the users are (Firebase Auth): their emails, where known."""
-
-    def emails(self, user_ids: Sequence[str]) -> dict[str, str]: ...
 
 
 def _iso(instant: datetime) -> str:
@@ -110,7 +104,7 @@ def month_report(
 def usage_analytics(
     *,
     store: AnalyticsStore,
-    directory: Directory,
+    directory: ports.Directory,
     caller: Caller | None,
     data: object,
     settings: Settings,

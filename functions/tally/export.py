@@ -8,14 +8,14 @@ as they are (JSON is not a spreadsheet).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
 from pydantic import BeforeValidator, Field
 
-from tally import layout
+from tally import layout, ports
 from tally.access import require_admin
 from tally.inputs import Month, parse_data
 from tally.models import EdgeModel, UserId, field_error
@@ -35,12 +35,6 @@ class ExportStore(Protocol):
     """The store operations the export needs."""
 
     def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]: ...
-
-
-class Directory(Protocol):
-    """Emails of users, where known."""
-
-    def emails(self, user_ids: Sequence[str]) -> dict[str, str]: ...
 
 
 def _limit(value: object) -> int:
@@ -65,7 +59,9 @@ class Page:
     next_token: str | None
 
 
-def page(store: ExportStore, directory: Directory, *, month: str, after_user: str | None, limit: int) -> Page:
+def page(
+    store: ExportStore, directory: ports.Directory, *, month: str, after_user: str | None, limit: int
+) -> Page:
     """Return the users with usage in the month after `after_user`, by user id."""
     after = layout.user_month_path(after_user, month) if after_user is not None else None
     docs = store.month_users(month=month, limit=limit, after=after)
@@ -87,7 +83,7 @@ def page(store: ExportStore, directory: Directory, *, month: str, after_user: st
     return Page(rows, rows[-1][0] if len(docs) == limit else None)
 
 
-def rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[str]]:
+def rows(store: ExportStore, directory: ports.Directory, month: str) -> Iterator[list[str]]:
     """Yield the header, then one row per user with usage in the month, by user id."""
     yield list(COLUMNS)
     token: str | None = None
@@ -111,7 +107,7 @@ def csv_cell(text: str) -> str:
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
-def csv_rows(store: ExportStore, directory: Directory, month: str) -> Iterator[list[str]]:
+def csv_rows(store: ExportStore, directory: ports.Directory, month: str) -> Iterator[list[str]]:
     """Yield the CSV export of a month: the header, then each user's row with its text cells neutralised."""
     text = [name in TEXT_COLUMNS for name in COLUMNS]
     for row in rows(store, directory, month):
@@ -119,7 +115,7 @@ def csv_rows(store: ExportStore, directory: Directory, month: str) -> Iterator[l
 
 
 def export_usage(
-    *, store: ExportStore, directory: Directory, caller: Caller | None, data: object, now: datetime
+    *, store: ExportStore, directory: ports.Directory, caller: Caller | None, data: object, now: datetime
 ) -> dict[str, Any]:
     """Return one page of every user's totals for a month (admin); follow `nextPageToken`."""
     require_admin(caller)

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from tally import layout, plans
+from tally import layout, plans, ports
 from tally.rollup import (
     ALERT_ROWS,
     FREE_TIER_PERCENT,
@@ -30,22 +30,13 @@ from tally.rollup import (
     is_final,
 )
 from tally.values import Contention, Document, Version
-from tally.writes import CommitResult, Write
 
 FRESH_SECONDS = 60
 MARGIN = timedelta(seconds=1)  # fold a little early, so an answer is never more than 60 s old
 
 
-class FoldStore(Protocol):
-    """The store operations folding needs."""
-
-    shards: int
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
+class FoldStore(ports.DocumentStore, Protocol):
+    """The store operations folding needs: the port's, nothing more."""
 
 
 class RankStore(FoldStore, Protocol):

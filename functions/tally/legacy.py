@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from tally import layout, mirror, plans
+from tally import layout, mirror, plans, ports
 from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.models import is_user_id, parse_step
@@ -271,12 +271,9 @@ def _fits(writes: Sequence[Write]) -> bool:
 
 
 def _pages(store: ImportStore, group: str) -> Iterator[Document]:
-    after: str | None = None
-    while page := store.collection_group(group=group, limit=PAGE_SIZE, after=after):
-        yield from page
-        if len(page) < PAGE_SIZE:
-            return
-        after = page[-1].path
+    return ports.documents(
+        lambda after: store.collection_group(group=group, limit=PAGE_SIZE, after=after), size=PAGE_SIZE
+    )
 
 
 def _legacy_parts(path: str, leaf: str) -> tuple[UsageType, str, str] | None:
@@ -394,15 +391,15 @@ class Importer:
 
     def _retrying(self, what: str, attempt: Callable[[], _T]) -> _T:
         """Run an attempt (each reads anew) until no commit of it loses a race or meets a transient error."""
-        for tries in range(1, ATTEMPTS + 1):
-            try:
-                return attempt()
-            except Contention:
-                if tries < ATTEMPTS:
-                    self._sleep(random.uniform(0, BACKOFF_SECONDS * 2**tries))  # noqa: S311 - jitter, not crypto
-        raise ImportStalled(
-            f"{what}: {ATTEMPTS} commits in a row lost a race or met a transient error; "
-            "everything committed is whole: run the import again"
+        return ports.retrying(
+            attempt,
+            attempts=ATTEMPTS,
+            sleep=self._sleep,
+            backoff=BACKOFF_SECONDS,
+            exhausted=lambda: ImportStalled(
+                f"{what}: {ATTEMPTS} commits in a row lost a race or met a transient error; "
+                "everything committed is whole: run the import again"
+            ),
         )
 
     def _counted(self, found: Sequence[Found]) -> list[Found]:

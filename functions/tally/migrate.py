@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import layout, plans
+from tally import layout, plans, ports
 from tally.config import Settings
 from tally.mirror import MirrorState
 from tally.reconcile import ReconcileStore, reconcile
@@ -63,12 +63,9 @@ class MigrationReport:
 
 
 def _pages(store: MigrateStore, group: str) -> Iterator[Document]:
-    after: str | None = None
-    while page := store.collection_group(group=group, limit=PAGE_SIZE, after=after):
-        yield from page
-        if len(page) < PAGE_SIZE:
-            return
-        after = page[-1].path
+    return ports.documents(
+        lambda after: store.collection_group(group=group, limit=PAGE_SIZE, after=after), size=PAGE_SIZE
+    )
 
 
 def _commit_each(store: MigrateStore, groups: Sequence[Sequence[Write]]) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import layout
+from tally import layout, ports
 from tally.values import Contention, Document, Rejected
 from tally.writes import DELETE, CommitResult, Op, Replace, Write, merge_payload
 
@@ -29,14 +29,8 @@ FAILED_AT = "mirrorFailedAt"
 RETRY_AFTER = timedelta(minutes=1)  # a mirror that would not fit is tried again at most this often
 
 
-class MirrorStore(Protocol):
-    """The store operations the mirror needs."""
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
+class MirrorStore(ports.DocumentStore, Protocol):
+    """The store operations the mirror needs: the port's, nothing more."""
 
 
 @dataclass(frozen=True)

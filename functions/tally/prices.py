@@ -10,14 +10,13 @@ or versioned snapshots (see `pricing`), unless the snapshot has a price of its o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from tally import layout, pricing
+from tally import layout, ports, pricing
 from tally.access import require_admin
 from tally.config import Settings
 from tally.inputs import parse_data
@@ -25,18 +24,14 @@ from tally.models import EdgeModel, Name, field_error
 from tally.money import MoneyError, usd_to_nanos
 from tally.pricing import CatalogPrice
 from tally.values import Caller, Document
-from tally.writes import CommitResult, Op, Replace, Write
+from tally.writes import Op, Replace, Write
 
 MAX_PRICE_USD = Decimal(1_000_000)
 LIST_LIMIT = 1000
 
 
-class PriceStore(Protocol):
+class PriceStore(ports.DocumentStore, Protocol):
     """The store operations the catalog needs."""
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
 
     def price_log(self, *, limit: int) -> list[Document]: ...
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from tally import alerts, layout, mirror, plans
+from tally import alerts, layout, mirror, plans, ports
 from tally.config import Settings
 from tally.recording import limits_of
 from tally.rollup import SESSION_FIELDS, MonthAggregate
 from tally.timeutil import month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
 from tally.values import Contention, CostSource, Document, Rejected, Step, Units, UsageType
-from tally.writes import CommitResult, Increment, Op, Replace, Write, batches, leaves
+from tally.writes import Increment, Op, Replace, Write, batches, leaves
 
 PAGE_SIZE = 5000  # documents a query page reads (steps, month documents): few pages, bounded memory
 REPAIR_SHARD = 0  # platform repairs are added to this shard (any shard would do: they are summed)
@@ -51,18 +51,8 @@ SessionsBy = Literal["created", "completed"]
 Flat = Counter[tuple[str, ...]]  # a month's counters by field path
 
 
-class ReconcileStore(Protocol):
+class ReconcileStore(ports.DocumentStore, Protocol):
     """The store operations reconcile needs (reads at a snapshot `read_time`; None: now)."""
-
-    shards: int
-
-    def read(
-        self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
-    ) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
     def month_steps(
         self, *, month: str, read_time: datetime | None, limit: int, after: str | None
@@ -313,15 +303,6 @@ def applied(stored: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, 
     return result
 
 
-def _pages(fetch: Callable[[str | None], list[Document]]) -> Iterator[list[Document]]:
-    after: str | None = None
-    while page := fetch(after):
-        yield page
-        if len(page) < PAGE_SIZE:
-            return
-        after = page[-1].path
-
-
 # One user
 
 
@@ -552,16 +533,14 @@ def _user_steps(
     store: ReconcileStore, user_id: str, month: str, read_time: datetime | None, after: str | None
 ) -> tuple[list[Document], datetime | None]:
     """Return a user's steps of the month after `after`, at one snapshot (now, without one), and its time."""
-    found: list[Document] = []
-    read_time = read_time or server_time(store, month)
-    while page := store.user_month_steps(
-        user_id=user_id, month=month, read_time=read_time, limit=PAGE_SIZE, after=after
-    ):
-        found += page
-        if len(page) < PAGE_SIZE:
-            break
-        after = page[-1].path
-    return found, read_time
+    at = read_time or server_time(store, month)
+
+    def fetch(cursor: str | None) -> list[Document]:
+        return store.user_month_steps(
+            user_id=user_id, month=month, read_time=at, limit=PAGE_SIZE, after=cursor
+        )
+
+    return list(ports.documents(fetch, size=PAGE_SIZE, start=after)), at
 
 
 def _delta(docs: Sequence[Document]) -> MonthDelta:
@@ -730,16 +709,15 @@ class _Run:
         expected: Flat = Counter()
         unseen: list[str] = []
         read_time = server_time(store, month)  # T2
-        after: str | None = None
-        while page := store.month_users(month=month, limit=PAGE_SIZE, after=after, read_time=read_time):
-            for doc in page:
-                expected.update(flat_month(doc.fields))
-                user_id = str(doc.fields.get("userId") or doc.path.split("/", 1)[1].rsplit("_", 1)[0])
-                if user_id not in self.seen:
-                    unseen.append(user_id)
-            if len(page) < PAGE_SIZE:
-                break
-            after = page[-1].path
+
+        def fetch(after: str | None) -> list[Document]:
+            return store.month_users(month=month, limit=PAGE_SIZE, after=after, read_time=read_time)
+
+        for doc in ports.documents(fetch, size=PAGE_SIZE):
+            expected.update(flat_month(doc.fields))
+            user_id = str(doc.fields.get("userId") or doc.path.split("/", 1)[1].rsplit("_", 1)[0])
+            if user_id not in self.seen:
+                unseen.append(user_id)
         shards = store.read([layout.shard_path(month, n) for n in range(store.shards)], read_time=read_time)
         sessions = expected_sessions(store, month, read_time)
         late = []
@@ -780,8 +758,7 @@ def _month_sessions(
                 month=month, by=by, shard=shard, read_time=read_time, limit=PAGE_SIZE, after=after
             )
 
-        for page in _pages(fetch):
-            yield from page
+        yield from ports.documents(fetch, size=PAGE_SIZE)
 
 
 def expected_sessions(store: ReconcileStore, month: str, read_time: datetime | None) -> dict[str, int]:

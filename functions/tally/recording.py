@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -11,9 +10,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, layout, mirror, names, plans, pricing
+from tally import alerts, layout, mirror, names, plans, ports, pricing
+from tally.access import resolve_user
 from tally.config import Settings
-from tally.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from tally.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, NameReads, Refusal
 from tally.timeutil import month_key
@@ -32,7 +32,7 @@ from tally.values import (
     StoredStep,
     UserMonthState,
 )
-from tally.writes import CommitResult, Write
+from tally.writes import CommitResult
 
 MAX_ATTEMPTS = 12
 log = logging.getLogger("tally.recording")
@@ -41,16 +41,8 @@ SHARDS = plans.ShardPicker()
 ADMITTED = names.AdmittedNames()
 
 
-class RecordingStore(Protocol):
-    """The store operations recording needs."""
-
-    shards: int
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
+class RecordingStore(ports.DocumentStore, Protocol):
+    """The store operations recording needs: the port's, nothing more."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +51,6 @@ class RecordOutcome:
 
     body: dict[str, Any]
     attempts: int
-
-
-def resolve_user(caller: Caller, requested: str | None) -> str:
-    """Return whose usage is recorded; only recorders and admins may name another user."""
-    if requested is None or requested == caller.uid:
-        return caller.uid
-    if caller.trusted:
-        return requested
-    raise PermissionDenied("userId: only recorder or admin callers may record for another user")
 
 
 # Reading what a request touches
@@ -501,25 +484,26 @@ def record_steps(
         )
     except Contention:
         raise Unavailable("too much contention admitting new names; retry the request") from None
-    result: CommitResult | None = None
-    mirrored = True
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        if attempt > 1:
-            state = state_of(store.read(paths))
-        plan = plan_of(steps, state, shards.next(store.shards))
+    attempts = 0
+
+    def attempt() -> tuple[RecordingState, Plan, mirror.Committed | None]:
+        nonlocal attempts
+        attempts += 1
+        current = state if attempts == 1 else state_of(store.read(paths))  # each retry reads anew
+        plan = plan_of(steps, current, shards.next(store.shards))
         if plan.commit is None:
-            break
-        try:
-            committed = mirror.commit(
-                store, plans.recording_writes(plan.commit), stale=mirror.MirrorState.of(state.truth).stale
-            )
-        except Contention:
-            if attempt == MAX_ATTEMPTS:
-                raise Unavailable("too much contention on this session; retry the request") from None
-            sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # noqa: S311 - jitter, not crypto
-            continue
-        result, mirrored = committed.result, committed.mirrored
-        break
+            return current, plan, None
+        stale = mirror.MirrorState.of(current.truth).stale
+        return current, plan, mirror.commit(store, plans.recording_writes(plan.commit), stale=stale)
+
+    state, plan, committed = ports.retrying(
+        attempt,
+        attempts=MAX_ATTEMPTS,
+        sleep=sleep,
+        exhausted=lambda: Unavailable("too much contention on this session; retry the request"),
+    )
+    result = committed.result if committed is not None else None
+    mirrored = committed.mirrored if committed is not None else True
     if not mirrored:  # the app's users/{uid} is at a limit: try to rewrite its usage map from the truth
         try:
             mirrored = mirror.repair(store, user_id, now=now)
@@ -553,7 +537,7 @@ def record_steps(
     )
     if not mirrored:
         body["warnings"].append(mirror.warning(user_id))
-    return RecordOutcome(body=body, attempts=attempt)
+    return RecordOutcome(body=body, attempts=attempts)
 
 
 def _used(

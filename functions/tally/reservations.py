@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import layout, mirror, plans, pricing
+from tally import layout, mirror, plans, ports, pricing
+from tally.access import resolve_user
 from tally.config import Settings
 from tally.errors import InvalidArgument, NotFound, Unavailable
 from tally.models import ReserveRequest
 from tally.money import nanos_to_usd
-from tally.recording import RecordingStore, held_of, limits_of, month_usage, resolve_user, usage_body
+from tally.recording import RecordingStore, held_of, limits_of, month_usage, usage_body
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits
-from tally.values import Caller, Contention, CostSource, Document, HoldState, HoldStatus, IdleSession
+from tally.values import Caller, CostSource, Document, HoldState, HoldStatus, IdleSession
 
 UNPRICED = "UNPRICED"
 MONTHLY_COST_LIMIT = "MONTHLY_COST_LIMIT"
@@ -135,8 +136,9 @@ def reserve_spend(
     user_id = resolve_user(caller, request.user_id)
     month = month_key(now)
     path, truth = layout.reservation_path(user_id, request.reservation_id), layout.usage_path(user_id)
-    mirrored = True
-    for _ in range(MAX_ATTEMPTS):
+
+    def attempt() -> dict[str, Any]:  # a lost race (Contention) is tried again from a fresh read
+        mirrored = True
         docs = store.read([path, truth])
         usage = docs[truth].fields.get("usage") or {}
         hold = hold_of(docs[path])
@@ -169,19 +171,13 @@ def reserve_spend(
             )
             if estimate.source is CostSource.UNPRICED:  # refused before anything is held
                 refused = {**fields, "status": HoldStatus.DENIED.value, "reason": UNPRICED, "decidedAt": now}
-                try:
-                    store.commit(plans.refusal_writes(refused))
-                except Contention:
-                    continue  # the same reservationId raced in: read its decision
+                store.commit(plans.refusal_writes(refused))  # lost: the same reservationId raced in
                 return as_read(refused)
-            try:
-                committed = mirror.commit(
-                    store,
-                    plans.hold_writes(fields),
-                    stale=mirror.MirrorState.of(docs[truth].fields).stale,
-                )
-            except Contention:
-                continue  # the same reservationId raced in: read its decision
+            committed = mirror.commit(  # lost: the same reservationId raced in
+                store,
+                plans.hold_writes(fields),
+                stale=mirror.MirrorState.of(docs[truth].fields).stale,
+            )
             result, mirrored = committed.result, committed.mirrored
             hold = HoldState(
                 user_id,
@@ -209,10 +205,8 @@ def reserve_spend(
             if hold.unpriced
             else decide(used=used, held=holding, limits=limits_of(usage, settings), billable=bool(hold.runs))
         )
-        try:
-            mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
-        except Contention:
-            continue  # released or expired meanwhile: read what it is now
+        # lost: released or expired meanwhile (read what it is now)
+        mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:
             mirrored = mirror.repair(store, user_id, now=now)
         status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
@@ -226,7 +220,14 @@ def reserve_spend(
             now=now,
             warnings=[] if mirrored else [mirror.warning(user_id)],
         )
-    raise Unavailable(f"reservation {request.reservation_id} is contended; retry the request")
+
+    return ports.retrying(
+        attempt,
+        attempts=MAX_ATTEMPTS,
+        exhausted=lambda: Unavailable(
+            f"reservation {request.reservation_id} is contended; retry the request"
+        ),
+    )
 
 
 def release_spend(
@@ -241,26 +242,32 @@ def release_spend(
     """Release a hold without recording anything (idempotent)."""
     owner = resolve_user(caller, user_id)
     path = layout.reservation_path(owner, reservation_id)
-    for _ in range(MAX_ATTEMPTS):
+
+    def attempt() -> dict[str, Any]:
         hold = hold_of(store.read([path])[path])
         if hold is None:
             raise NotFound(f"reservation {reservation_id} does not exist")
         if not hold.status.holding:
             return {"reservationId": reservation_id, "released": False, "status": hold.status.value}
-        try:
-            mirror.commit(store, plans.end_hold_writes(hold, status=HoldStatus.RELEASED, now=now))
-        except Contention:
-            continue
+        mirror.commit(store, plans.end_hold_writes(hold, status=HoldStatus.RELEASED, now=now))
         return {"reservationId": reservation_id, "released": True, "status": HoldStatus.RELEASED.value}
-    raise Unavailable(f"reservation {reservation_id} is contended; retry the request")
+
+    return ports.retrying(
+        attempt,
+        attempts=MAX_ATTEMPTS,
+        exhausted=lambda: Unavailable(f"reservation {reservation_id} is contended; retry the request"),
+    )
 
 
 def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> int:
     """End every hold past its expiry (the sweep runs this); return how many stopped counting."""
     expired = 0
     for shard in range(layout.SWEEP_SHARDS):
-        cursor: Any | None = None
-        while page := store.expired_holds(shard=shard, now=now, limit=page_size, after=cursor):
+
+        def due(after: Any, shard: int = shard) -> list[IdleSession]:
+            return store.expired_holds(shard=shard, now=now, limit=page_size, after=after)
+
+        for page in ports.pages(due, cursor=lambda found: found.cursor, size=page_size):
             docs = store.read([layout.reservation_path(h.user_id, h.session_id) for h in page])
             groups = [
                 plans.end_hold_writes(hold, status=HoldStatus.EXPIRED, now=now)
@@ -268,9 +275,6 @@ def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> in
                 if (hold := hold_of(doc)) is not None and hold.status.holding
             ]
             expired += sum(mirror.commit_each(store, groups))
-            cursor = page[-1].cursor
-            if len(page) < page_size:
-                break
     return expired
 
 

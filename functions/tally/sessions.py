@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tally import layout, mirror, plans
+from tally import layout, mirror, plans, ports
 from tally.plans import summarize
-from tally.values import Contention, Document, IdleSession, SessionRecord, SessionStatus
-from tally.writes import CommitResult, Write
+from tally.values import Contention, IdleSession, SessionRecord, SessionStatus
 
 MAX_ATTEMPTS = 12
 log = logging.getLogger("tally.sessions")
@@ -32,16 +31,8 @@ class Finalized(StrEnum):
     MISSING = "missing"
 
 
-class SessionStore(Protocol):
+class SessionStore(ports.DocumentStore, Protocol):
     """The store operations the session lifecycle needs."""
-
-    shards: int
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
     def idle_sessions(
         self, *, shard: int, cutoff: datetime, limit: int, after: Any | None
@@ -81,7 +72,8 @@ def finalize_session(
     """
     picker = shards or SHARDS
     path = layout.session_path(user_id, session_id)
-    for _ in range(MAX_ATTEMPTS):
+
+    def attempt() -> Finalized:
         doc = store.read([path])[path]
         if not doc.exists:
             return Finalized.MISSING
@@ -102,13 +94,15 @@ def finalize_session(
             count_user=not plans.counted_at_completion(record.data),
             completed_at_missing=not isinstance(record.data.get("completedAt"), datetime),
         )
-        try:
-            mirror.commit(store, writes)
-            return Finalized.FINALIZED
-        except Contention:
-            if sleep is not None:
-                sleep(0.05)
-    raise Contention(f"could not finalize session {session_id}")
+        mirror.commit(store, writes)  # lost: another finalization (or a write) came first: read again
+        return Finalized.FINALIZED
+
+    return ports.retrying(
+        attempt,
+        attempts=MAX_ATTEMPTS,
+        sleep=sleep or (lambda _: None),
+        exhausted=lambda: Contention(f"could not finalize session {session_id}"),
+    )
 
 
 @dataclass(frozen=True)
@@ -150,8 +144,11 @@ def sweep_sessions(
     cutoff = now - timedelta(minutes=idle_minutes)
     completed = finalized = examined = pages = 0
     for shard in range(layout.SWEEP_SHARDS):
-        cursor: Any | None = None
-        while page := store.idle_sessions(shard=shard, cutoff=cutoff, limit=page_size, after=cursor):
+
+        def idle(after: Any, shard: int = shard) -> list[IdleSession]:
+            return store.idle_sessions(shard=shard, cutoff=cutoff, limit=page_size, after=after)
+
+        for page in ports.pages(idle, cursor=_cursor, size=page_size):
             pages += 1
             examined += len(page)
             groups = [
@@ -159,14 +156,14 @@ def sweep_sessions(
                 for s in page
             ]
             completed += sum(mirror.commit_each(store, groups))
-            cursor = page[-1].cursor
             if clock.out_of_time():
                 return SweepResult(completed, finalized, examined, pages, finished=False)
-            if len(page) < page_size:
-                break
     for shard in range(layout.SWEEP_SHARDS):
-        cursor = None
-        while page := store.unfinalized_sessions(shard=shard, limit=page_size, after=cursor):
+
+        def unfinalized(after: Any, shard: int = shard) -> list[IdleSession]:
+            return store.unfinalized_sessions(shard=shard, limit=page_size, after=after)
+
+        for page in ports.pages(unfinalized, cursor=_cursor, size=page_size):
             pages += 1
             examined += len(page)
             for session in page:
@@ -182,9 +179,10 @@ def sweep_sessions(
                     log.exception("could not finalize %s/%s", session.user_id, session.session_id)
                     continue
                 finalized += outcome is Finalized.FINALIZED
-            cursor = page[-1].cursor
             if clock.out_of_time():
                 return SweepResult(completed, finalized, examined, pages, finished=False)
-            if len(page) < page_size:
-                break
     return SweepResult(completed, finalized, examined, pages, finished=True)
+
+
+def _cursor(found: IdleSession) -> Any:
+    return found.cursor

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from tally import alerts, layout, reservations, sessions
+from tally import alerts, layout, ports, reservations, sessions
 from tally.config import Settings
 from tally.timeutil import month_key
 from tally.usage import Counts, Limits
@@ -63,8 +63,11 @@ def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
     """Raise the alerts the free-tier entries of this month and the last call for, if any is missing."""
     raised = 0
     for month in sorted({month_key(now), month_key(now - timedelta(days=35))}):
-        after: str | None = None
-        while page := store.free_tier_page(month=month, limit=PAGE_SIZE, after=after):
+
+        def near(after: str | None, month: str = month) -> list[Document]:
+            return store.free_tier_page(month=month, limit=PAGE_SIZE, after=after)
+
+        for page in ports.pages(near, cursor=ports.by_path, size=PAGE_SIZE):
             found = []
             for doc in page:
                 data = doc.fields
@@ -82,9 +85,6 @@ def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
                     late=True,
                 )
             raised += alerts.ensure(store, found, now)
-            if len(page) < PAGE_SIZE:
-                break
-            after = page[-1].path
     return raised + alerts.check_platform(store, month_key(now), settings, now, raised_by="sweep")
 
 

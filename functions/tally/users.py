@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,20 +15,13 @@ from tally.money import nanos_to_usd
 from tally.recording import held_of, limits_of
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
-from tally.values import Caller, Document
-from tally.writes import CommitResult, Write
+from tally.values import Caller
 
 
 class UserStore(alerts.AlertStore, Protocol):
     """The store operations the user views and limits need."""
 
     def active_holds(self, *, user_id: str) -> Held: ...
-
-    def read(self, paths: Sequence[str], *, read_time: datetime | None = None) -> dict[str, Document]: ...
-
-    def commit(self, writes: Sequence[Write]) -> CommitResult: ...
-
-    def commit_each(self, groups: Sequence[Sequence[Write]], *, workers: int = 8) -> list[bool]: ...
 
 
 def _ranked(named: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -6,10 +6,11 @@ from typing import Any
 import pytest
 
 from tally import layout, names, plans
+from tally.access import resolve_user
 from tally.config import Settings
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from tally.names import OTHER
-from tally.recording import plan_recording, record_steps, resolve_user
+from tally.recording import plan_recording, record_steps
 from tally.values import (
     Caller,
     Contention,
