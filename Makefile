@@ -93,22 +93,22 @@ bench: setup ## Benchmarks against the emulators; writes docs/benchmarks.md and 
 	./scripts/with-emulators $(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 sweep: $(BIN)/.installed ## Complete idle sessions once (emulator if FIRESTORE_EMULATOR_HOST is set, else ADC)
-	$(BIN)/python -m tally.cli sweep $(SWEEP_ARGS)
+	$(BIN)/python -m entrypoints.cli sweep $(SWEEP_ARGS)
 
 reconcile: $(BIN)/.installed ## Check a month's aggregates against its steps (MONTH=YYYY-MM, FIX=1 repairs, DEEP=1 lifetimes too)
-	$(BIN)/python -m tally.cli reconcile $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(FIX)),--fix) $(if $(filter 1,$(DEEP)),--deep)
+	$(BIN)/python -m entrypoints.cli reconcile $(if $(MONTH),--month $(MONTH)) $(if $(filter 1,$(FIX)),--fix) $(if $(filter 1,$(DEEP)),--deep)
 
 import-legacy: $(BIN)/.installed ## Import the earlier systems' usage (CSV=path for an api_usage_log export; DRY=1: report only)
-	$(BIN)/python -m tally.cli import-legacy $(if $(CSV),--csv $(CSV)) $(if $(filter 1,$(DRY)),--dry-run)
+	$(BIN)/python -m entrypoints.cli import-legacy $(if $(CSV),--csv $(CSV)) $(if $(filter 1,$(DRY)),--dry-run)
 
 migrate: $(BIN)/.installed ## Convert data written before v2 to the v2 layout (idempotent)
-	$(BIN)/python -m tally.cli migrate
+	$(BIN)/python -m entrypoints.cli migrate
 
 export: $(BIN)/.installed ## Every user's totals for a month as CSV (MONTH=YYYY-MM, OUT=file; default stdout)
-	$(BIN)/python -m tally.cli export $(if $(MONTH),--month $(MONTH)) $(if $(OUT),--out $(OUT))
+	$(BIN)/python -m entrypoints.cli export $(if $(MONTH),--month $(MONTH)) $(if $(OUT),--out $(OUT))
 
 fold: $(BIN)/.installed ## Fold a month's platform shards into its rollup now (MONTH=YYYY-MM)
-	$(BIN)/python -m tally.cli fold $(if $(MONTH),--month $(MONTH))
+	$(BIN)/python -m entrypoints.cli fold $(if $(MONTH),--month $(MONTH))
 
 clean: ## Remove installed tools and caches
 	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache

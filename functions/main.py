@@ -11,7 +11,8 @@ from firebase_functions.core import Change
 from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
-import adapters
+from adapters import auth, firebase_app, webhooks, wiring
+from entrypoints import edge
 from tally import alerts, analytics, export, prices, reservations, sweep, users
 from tally.models import parse_record_request, parse_release_request, parse_reserve_request
 from tally.recording import record_steps as record_steps_service
@@ -24,18 +25,18 @@ options.set_global_options(region="us-central1")
 
 # The SDK verifies callable ID tokens with the default Admin app before any init hook runs,
 # so it must exist at import. This makes no network call; the Firestore client stays lazy.
-adapters.admin_app()
+firebase_app.admin_app()
 
 
 def _record_steps(req: Request) -> dict[str, Any]:
-    adapters.require_post(req)
-    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
-    caller = adapters.verify_bearer(req.headers.get("Authorization"))
-    body = adapters.read_json(req)
+    edge.require_post(req)
+    auth.verify_app_check(req.headers.get(auth.APP_CHECK_HEADER))
+    caller = auth.verify_bearer(req.headers.get("Authorization"))
+    body = edge.read_json(req)
     now = utc_now()
     request = parse_record_request(body, now=now)
     outcome = record_steps_service(
-        store=adapters.store(), caller=caller, request=request, settings=adapters.settings(), now=now
+        store=wiring.store(), caller=caller, request=request, settings=wiring.settings(), now=now
     )
     logger.info(
         "record_steps",
@@ -50,16 +51,16 @@ def _record_steps(req: Request) -> dict[str, Any]:
 @https_fn.on_request(cors=options.CorsOptions(cors_origins="*", cors_methods=["post"]))
 def record_steps(req: Request) -> Response:
     """Record usage steps for a user (HTTPS POST, JSON)."""
-    return adapters.http_endpoint("record_steps", _record_steps)(req)
+    return edge.http_endpoint("record_steps", _record_steps)(req)
 
 
 def _reserve_spend(req: Request) -> dict[str, Any]:
-    adapters.require_post(req)
-    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
-    caller = adapters.verify_bearer(req.headers.get("Authorization"))
-    request = parse_reserve_request(adapters.read_json(req))
+    edge.require_post(req)
+    auth.verify_app_check(req.headers.get(auth.APP_CHECK_HEADER))
+    caller = auth.verify_bearer(req.headers.get("Authorization"))
+    request = parse_reserve_request(edge.read_json(req))
     answer = reservations.reserve_spend(
-        store=adapters.store(), caller=caller, request=request, settings=adapters.settings(), now=utc_now()
+        store=wiring.store(), caller=caller, request=request, settings=wiring.settings(), now=utc_now()
     )
     logger.info(
         "reserve_spend", uid=caller.uid, reservation=request.reservation_id, allowed=answer["allowed"]
@@ -70,20 +71,20 @@ def _reserve_spend(req: Request) -> dict[str, Any]:
 @https_fn.on_request(cors=options.CorsOptions(cors_origins="*", cors_methods=["post"]))
 def reserve_spend(req: Request) -> Response:
     """Hold an estimated cost against a user's limits before a paid call (HTTPS POST, JSON)."""
-    return adapters.http_endpoint("reserve_spend", _reserve_spend)(req)
+    return edge.http_endpoint("reserve_spend", _reserve_spend)(req)
 
 
 def _release_spend(req: Request) -> dict[str, Any]:
-    adapters.require_post(req)
-    adapters.verify_app_check(req.headers.get(adapters.APP_CHECK_HEADER))
-    caller = adapters.verify_bearer(req.headers.get("Authorization"))
-    user_id, reservation_id = parse_release_request(adapters.read_json(req))
+    edge.require_post(req)
+    auth.verify_app_check(req.headers.get(auth.APP_CHECK_HEADER))
+    caller = auth.verify_bearer(req.headers.get("Authorization"))
+    user_id, reservation_id = parse_release_request(edge.read_json(req))
     return reservations.release_spend(
-        store=adapters.store(),
+        store=wiring.store(),
         caller=caller,
         user_id=user_id,
         reservation_id=reservation_id,
-        settings=adapters.settings(),
+        settings=wiring.settings(),
         now=utc_now(),
     )
 
@@ -91,7 +92,7 @@ def _release_spend(req: Request) -> dict[str, Any]:
 @https_fn.on_request(cors=options.CorsOptions(cors_origins="*", cors_methods=["post"]))
 def release_spend(req: Request) -> Response:
     """Release a hold without recording anything (HTTPS POST, JSON; idempotent)."""
-    return adapters.http_endpoint("release_spend", _release_spend)(req)
+    return edge.http_endpoint("release_spend", _release_spend)(req)
 
 
 Service = Callable[[Caller | None, Any], Any]
@@ -101,33 +102,33 @@ def _callable(name: str, service: Service) -> Callable[[https_fn.CallableRequest
     """Build a callable entry point: the caller from the verified token, data to the service."""
 
     def handle(req: https_fn.CallableRequest[Any]) -> Any:
-        adapters.require_callable_app_check(req.app)
-        return service(adapters.caller_from_auth(req.auth), req.data)
+        auth.require_callable_app_check(req.app)
+        return service(auth.caller_from_auth(req.auth), req.data)
 
-    return adapters.callable_endpoint(name, handle)
+    return edge.callable_endpoint(name, handle)
 
 
 _usage_analytics = _callable(
     "usage_analytics",
     lambda caller, data: analytics.usage_analytics(
-        store=adapters.store(),
-        directory=adapters.directory(),
+        store=wiring.store(),
+        directory=wiring.directory(),
         caller=caller,
         data=data,
-        settings=adapters.settings(),
+        settings=wiring.settings(),
         now=utc_now(),
     ),
 )
 _my_usage = _callable(
     "my_usage",
     lambda caller, data: users.my_usage(
-        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 _set_limits = _callable(
     "set_limits",
     lambda caller, data: users.set_limits(
-        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 
@@ -135,19 +136,19 @@ _set_limits = _callable(
 _set_price = _callable(
     "set_price",
     lambda caller, data: prices.set_price(
-        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 _export_usage = _callable(
     "export_usage",
     lambda caller, data: export.export_usage(
-        store=adapters.store(), directory=adapters.directory(), caller=caller, data=data, now=utc_now()
+        store=wiring.store(), directory=wiring.directory(), caller=caller, data=data, now=utc_now()
     ),
 )
 _list_prices = _callable(
     "list_prices",
     lambda caller, data: prices.list_prices(
-        store=adapters.store(), caller=caller, data=data, settings=adapters.settings(), now=utc_now()
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 
@@ -188,7 +189,7 @@ def export_usage(req: https_fn.CallableRequest[Any]) -> Any:
     return _export_usage(req)
 
 
-@adapters.with_retry
+@edge.with_retry
 @firestore_fn.on_document_written(document="SessionUsage/{userId}/sessions/{sessionId}")
 def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentReference] | None]]) -> None:
     """Summarize and count a session once its status becomes completed (retried if it fails)."""
@@ -197,23 +198,23 @@ def finalize_session(event: firestore_fn.Event[Change[DocumentSnapshot[DocumentR
     if not is_completion(data):
         return  # not a completion (a new step, a deletion, the finalizer's own write, or not Tally's)
     user_id, session_id = event.params["userId"], event.params["sessionId"]
-    adapters.settings().faults.check("finalize", user_id)
+    wiring.settings().faults.check("finalize", user_id)
     outcome = finalize_session_service(
-        store=adapters.store(), user_id=user_id, session_id=session_id, now=utc_now(), sleep=time.sleep
+        store=wiring.store(), user_id=user_id, session_id=session_id, now=utc_now(), sleep=time.sleep
     )
     logger.info("finalize_session", uid=user_id, session=session_id, outcome=outcome.value, event=event.id)
 
 
-@adapters.with_retry
+@edge.with_retry
 @firestore_fn.on_document_created(document="TallyAlerts/{alertId}", timeout_sec=300)
 def deliver_alert(event: firestore_fn.Event[DocumentSnapshot[DocumentReference] | None]) -> None:
     """POST a new alert to the webhook, signed, retried with backoff (the sweep retries later ones)."""
     alert_id = event.params["alertId"]
     result = alerts.deliver(
-        store=adapters.store(),
+        store=wiring.store(),
         alert_id=alert_id,
-        settings=adapters.settings(),
-        post=adapters.post_json,
+        settings=wiring.settings(),
+        post=webhooks.post_json,
         sleep=time.sleep,
         now=utc_now,
     )
@@ -231,11 +232,11 @@ def sweep_sessions(event: scheduler_fn.ScheduledEvent) -> None:
     """Complete idle sessions, finalize unfinalized ones, end expired holds, raise late alerts, redeliver."""
     deadline = time.monotonic() + 540
     result = sweep.run(
-        store=adapters.store(),
-        settings=adapters.settings(),
+        store=wiring.store(),
+        settings=wiring.settings(),
         now=utc_now(),
-        idle_minutes=adapters.settings().session_idle_minutes,
-        post=adapters.post_json,
+        idle_minutes=wiring.settings().session_idle_minutes,
+        post=webhooks.post_json,
         clock=utc_now,
         seconds_left=lambda: deadline - time.monotonic(),
     )

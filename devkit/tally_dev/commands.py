@@ -1,4 +1,4 @@
-"""Tally's command line (`python -m tally.cli`), run in the test's own process."""
+"""Tally's command line (`python -m entrypoints.cli`), run in the test's own process."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import io
 from dataclasses import dataclass
 
-from tally import cli
+from entrypoints import cli
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Ran:
 
 
 def run(*args: str) -> Ran:
-    """Run `python -m tally.cli ARGS` without starting an interpreter (about 1.3 s each)."""
+    """Run `python -m entrypoints.cli ARGS` without starting an interpreter (about 1.3 s each)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

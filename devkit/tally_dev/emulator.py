@@ -20,10 +20,10 @@ import requests
 from dotenv import dotenv_values
 from google.cloud import firestore
 
+from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings, deployed_environment
 from tally.rollup import MonthAggregate
-from tally.store import FirestoreStore
 from tally.timeutil import month_end, month_key
 from tally.values import SessionStatus
 

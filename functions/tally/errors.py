@@ -1,4 +1,8 @@
-"""The one error hierarchy of Tally, and its mapping to HTTP statuses and error bodies."""
+"""The one error table of Tally: each error's status, HTTP status, callable code and body.
+
+The entry points answer an HTTPS request with `http_status` and `body()`, and a callable with
+`callable_code` (the callable protocol's code names); nothing else maps errors.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class TallyError(Exception):
 
     status: ClassVar[str] = "INTERNAL"
     http_status: ClassVar[int] = 500
+    callable_code: ClassVar[str] = "internal"  # the callable protocol's code
 
     def __init__(self, message: str, *, details: tuple[FieldProblem, ...] = ()) -> None:
         super().__init__(message)
@@ -38,6 +43,7 @@ class InvalidArgument(TallyError):
 
     status = "INVALID_ARGUMENT"
     http_status = 400
+    callable_code = "invalid-argument"  # the callable protocol's code
 
     @classmethod
     def of(cls, problems: list[FieldProblem]) -> InvalidArgument:
@@ -59,6 +65,7 @@ class Unauthenticated(TallyError):
 
     status = "UNAUTHENTICATED"
     http_status = 401
+    callable_code = "unauthenticated"  # the callable protocol's code
 
 
 class PermissionDenied(TallyError):
@@ -66,6 +73,7 @@ class PermissionDenied(TallyError):
 
     status = "PERMISSION_DENIED"
     http_status = 403
+    callable_code = "permission-denied"  # the callable protocol's code
 
 
 class NotFound(TallyError):
@@ -73,6 +81,7 @@ class NotFound(TallyError):
 
     status = "NOT_FOUND"
     http_status = 404
+    callable_code = "not-found"  # the callable protocol's code
 
 
 class MethodNotAllowed(TallyError):
@@ -80,6 +89,7 @@ class MethodNotAllowed(TallyError):
 
     status = "METHOD_NOT_ALLOWED"
     http_status = 405
+    callable_code = "invalid-argument"  # the callable protocol's code
 
 
 class FailedPrecondition(TallyError):
@@ -87,6 +97,7 @@ class FailedPrecondition(TallyError):
 
     status = "FAILED_PRECONDITION"
     http_status = 409
+    callable_code = "failed-precondition"  # the callable protocol's code
 
 
 class PayloadTooLarge(TallyError):
@@ -94,6 +105,7 @@ class PayloadTooLarge(TallyError):
 
     status = "PAYLOAD_TOO_LARGE"
     http_status = 413
+    callable_code = "invalid-argument"  # the callable protocol's code
 
 
 class UnsupportedMediaType(TallyError):
@@ -101,6 +113,7 @@ class UnsupportedMediaType(TallyError):
 
     status = "UNSUPPORTED_MEDIA_TYPE"
     http_status = 415
+    callable_code = "invalid-argument"  # the callable protocol's code
 
 
 class Unavailable(TallyError):
@@ -108,6 +121,7 @@ class Unavailable(TallyError):
 
     status = "UNAVAILABLE"
     http_status = 503
+    callable_code = "unavailable"  # the callable protocol's code
 
 
 class Internal(TallyError):
@@ -115,6 +129,7 @@ class Internal(TallyError):
 
     status = "INTERNAL"
     http_status = 500
+    callable_code = "internal"  # the callable protocol's code
 
     def __init__(self, message: str = "internal error") -> None:
         super().__init__(message)

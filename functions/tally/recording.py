@@ -61,7 +61,7 @@ def _session_state(doc: Document) -> SessionState:
     if "steps" in data and "stats" not in data:  # an earlier system's session, not imported yet
         raise FailedPrecondition(
             f"session {doc.path.rsplit('/', 1)[-1]} was written by an earlier system; "
-            "import it with `python -m tally.cli import-legacy` first"
+            "import it with `python -m entrypoints.cli import-legacy` first"
         )
     stats = data.get("stats") or {}
     return SessionState(

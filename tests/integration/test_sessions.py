@@ -21,10 +21,10 @@ from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import Value
 
 import main
+from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.rollup import SESSION_FIELDS
 from tally.sessions import Finalized, finalize_session, sweep_sessions
-from tally.store import FirestoreStore
 from tally_dev import accounts, commands, emulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -334,7 +334,7 @@ def test_the_sweep_runs_from_the_command_line(http: requests.Session, db: firest
     backdate(db, user.uid, sid, hours=1)
 
     run = subprocess.run(
-        [sys.executable, "-m", "tally.cli", "sweep", "--idle-minutes", "30"],
+        [sys.executable, "-m", "entrypoints.cli", "sweep", "--idle-minutes", "30"],
         cwd=ROOT / "functions",
         capture_output=True,
         text=True,

@@ -5,7 +5,8 @@ import pytest
 from firebase_functions import https_fn
 from flask import Flask, Request
 
-import adapters
+from adapters import auth, webhooks
+from entrypoints import edge
 from tally.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -26,7 +27,7 @@ def call(handler: object, method: str = "POST") -> tuple[int, dict[str, object]]
     with app.test_request_context("/", method=method):
         from flask import request
 
-        response = adapters.http_endpoint("test", handler)(request)  # type: ignore[arg-type]
+        response = edge.http_endpoint("test", handler)(request)  # type: ignore[arg-type]
     return response.status_code, json.loads(response.get_data())
 
 
@@ -74,12 +75,12 @@ def test_contention_past_a_services_retries_is_unavailable_never_internal() -> N
     status, body = call(handler)
 
     assert status == 503
-    assert body == {"error": {"status": "UNAVAILABLE", "message": adapters.CONTENDED}}
+    assert body == {"error": {"status": "UNAVAILABLE", "message": edge.CONTENDED}}
 
 
 def test_method_check_gives_405() -> None:
     def handler(req: Request) -> dict[str, object]:
-        adapters.require_post(req)
+        edge.require_post(req)
         return {}
 
     status, body = call(handler, method="PUT")
@@ -89,20 +90,16 @@ def test_method_check_gives_405() -> None:
 
 
 def test_callable_error_codes() -> None:
-    error = adapters.to_https_error(InvalidArgument.field("month", "must be a month like 2026-11"))
+    error = edge.to_https_error(InvalidArgument.field("month", "must be a month like 2026-11"))
 
     assert error.code is https_fn.FunctionsErrorCode.INVALID_ARGUMENT
     assert error.message == "month: must be a month like 2026-11"
     assert error.details == [{"field": "month", "problem": "must be a month like 2026-11"}]
-    assert (
-        adapters.to_https_error(PermissionDenied("x")).code is https_fn.FunctionsErrorCode.PERMISSION_DENIED
-    )
+    assert edge.to_https_error(PermissionDenied("x")).code is https_fn.FunctionsErrorCode.PERMISSION_DENIED
 
 
 def test_claims_count_only_when_exactly_true() -> None:
-    caller = adapters.caller_from_claims(
-        {"uid": "u1", "admin": "true", "recorder": True, "exp": 200}, now=100
-    )
+    caller = auth.caller_from_claims({"uid": "u1", "admin": "true", "recorder": True, "exp": 200}, now=100)
 
     assert (caller.uid, caller.admin, caller.recorder) == ("u1", False, True)
 
@@ -117,31 +114,31 @@ def test_claims_count_only_when_exactly_true() -> None:
 )
 def test_token_times_are_checked(claims: dict[str, int], message: str) -> None:
     with pytest.raises(Unauthenticated, match=message):
-        adapters.caller_from_claims({"uid": "u1", **claims}, now=100)
+        auth.caller_from_claims({"uid": "u1", **claims}, now=100)
 
 
 def test_missing_bearer_is_unauthenticated() -> None:
     for header in (None, "", "Basic abc", "Bearer "):
         with pytest.raises(Unauthenticated):
-            adapters.verify_bearer(header)
+            auth.verify_bearer(header)
 
 
 def test_app_check_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TALLY_ENFORCE_APP_CHECK", raising=False)
 
-    adapters.verify_app_check(None)
-    adapters.require_callable_app_check(None)
+    auth.verify_app_check(None)
+    auth.require_callable_app_check(None)
 
 
 def test_app_check_when_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TALLY_ENFORCE_APP_CHECK", "true")
 
     with pytest.raises(Unauthenticated, match="X-Firebase-AppCheck"):
-        adapters.verify_app_check(None)
+        auth.verify_app_check(None)
     with pytest.raises(Unauthenticated, match="App Check token is not valid"):
-        adapters.verify_app_check("not-a-token")
+        auth.verify_app_check("not-a-token")
     with pytest.raises(Unauthenticated, match="App Check token is required"):
-        adapters.require_callable_app_check(None)
+        auth.require_callable_app_check(None)
 
 
 def test_record_steps_refuses_a_request_without_app_check_when_enforced(
@@ -187,7 +184,7 @@ def test_a_redirect_is_answered_as_is_and_never_followed(
     webhook, elsewhere = receivers
     webhook.redirect_next(1, elsewhere.url, status=status)
 
-    answered = adapters.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
+    answered = webhooks.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
 
     assert answered == status
     assert [d.answered for d in webhook.deliveries] == [status]
@@ -197,7 +194,7 @@ def test_a_redirect_is_answered_as_is_and_never_followed(
 def test_a_2xx_is_returned(receivers: tuple[Receiver, Receiver]) -> None:
     webhook, _ = receivers
 
-    answered = adapters.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
+    answered = webhooks.post_json(webhook.url, b'{"alertId":"a-1"}', ALERT_HEADERS)
 
     assert answered == 204
     assert webhook.deliveries[0].body == {"alertId": "a-1"}
@@ -212,7 +209,7 @@ def test_logs_of_an_unreachable_webhook_name_its_host_only(
     port = free_port("127.0.0.1")  # nothing listens there
     url = f"http://user:SECRET-password@127.0.0.1:{port}{path}"
 
-    answered = adapters.post_json(url, b"{}", ALERT_HEADERS)
+    answered = webhooks.post_json(url, b"{}", ALERT_HEADERS)
 
     logged = capsys.readouterr()
     lines = logged.out + logged.err

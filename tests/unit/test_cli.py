@@ -7,10 +7,10 @@ from typing import cast
 
 import pytest
 
-import adapters
-from tally import cli
+from adapters import wiring
+from adapters.firestore import FirestoreStore
+from entrypoints import cli
 from tally.config import Settings, deployed_environment
-from tally.store import FirestoreStore
 from tally_dev.memory import MemoryStore, record_one
 
 
@@ -46,7 +46,7 @@ def test_the_export_command_writes_no_cell_a_spreadsheet_would_run(
     now = datetime(2026, 11, 14, 10, tzinfo=UTC)
     store = MemoryStore()
     record_one(store, "+15551234567", 2_000_000_000, when=now, now=now)
-    monkeypatch.setattr(adapters, "directory", AuthEmails)
+    monkeypatch.setattr(wiring, "directory", AuthEmails)
     out = tmp_path / "export.csv"
 
     status = cli.run_export(

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from entrypoints.jsonbody import parse_json_body
 from tally.errors import InvalidArgument, PayloadTooLarge
 from tally.export import ExportIn
 from tally.inputs import AnalyticsIn, MyUsageIn, SetLimitsIn, parse_data
-from tally.jsonbody import parse_json_body
 from tally.models import EdgeModel, parse_record_request, parse_release_request, parse_reserve_request
 from tally.prices import ListPricesIn, SetPriceIn
 from tally_dev.hostile import ANY_JSON, hostile_body

@@ -2,8 +2,8 @@ from decimal import Decimal
 
 import pytest
 
+from entrypoints.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
 from tally.errors import InvalidArgument, PayloadTooLarge, UnsupportedMediaType
-from tally.jsonbody import MAX_BODY_BYTES, check_content_type, check_declared_length, parse_json_body
 
 
 def test_numbers_parse_as_exact_decimals() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-import adapters
+from adapters import webhooks
 from tally import alerts, layout
 from tally.config import Settings
 from tally_dev.memory import MemoryStore
@@ -56,7 +56,7 @@ def test_a_redirect_is_a_failed_attempt_and_is_never_followed(
         store=store,
         alert_id=alert_id,
         settings=settings_for(webhook.url + SECRET_PATH),
-        post=adapters.post_json,
+        post=webhooks.post_json,
         sleep=lambda _: None,
         now=lambda: NOW,
     )
@@ -83,7 +83,7 @@ def test_a_webhook_that_is_not_http_is_named_by_its_host_only(caplog: pytest.Log
         store=store,
         alert_id=alert_id,
         settings=settings_for("ftp://hooks.example.com" + SECRET_PATH),
-        post=adapters.post_json,
+        post=webhooks.post_json,
         sleep=lambda _: None,
         now=lambda: NOW,
     )

@@ -1,4 +1,4 @@
-"""Tally's command line: `python -m tally.cli COMMAND` (see `--help`).
+"""Tally's command line: `python -m entrypoints.cli COMMAND` (see `--help`).
 
 Works on the emulator when FIRESTORE_EMULATOR_HOST is set, and on the project of the
 Application Default Credentials otherwise. Reads the settings the functions are deployed
@@ -16,7 +16,8 @@ from typing import TextIO
 
 from google.cloud import firestore
 
-import adapters
+from adapters import webhooks, wiring
+from adapters.firestore import FirestoreStore
 from tally import export, folding, layout, sweep
 from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
@@ -24,7 +25,6 @@ from tally.legacy import ImportStalled, check_csv_header, import_legacy
 from tally.migrate import migrate
 from tally.reconcile import ShardCountMismatch, reconcile
 from tally.sessions import SWEEP_PAGE_SIZE
-from tally.store import FirestoreStore
 from tally.timeutil import month_key, parse_month, utc_now
 
 Command = Callable[[argparse.Namespace, FirestoreStore, Settings], int]
@@ -44,7 +44,7 @@ def run_sweep(args: argparse.Namespace, store: FirestoreStore, settings: Setting
         settings=settings,
         now=utc_now(),
         idle_minutes=args.idle_minutes,
-        post=adapters.post_json,
+        post=webhooks.post_json,
         clock=utc_now,
         page_size=args.page_size,
     )
@@ -174,7 +174,7 @@ def run_export(args: argparse.Namespace, store: FirestoreStore, settings: Settin
     writer = csv.writer(handle)
     count = -1
     try:
-        for count, row in enumerate(export.csv_rows(store, adapters.directory(), args.month)):
+        for count, row in enumerate(export.csv_rows(store, wiring.directory(), args.month)):
             writer.writerow(row)
             if count and count % 1000 == 0:
                 sys.stderr.write(f"export: {count:,} users\n")
@@ -192,7 +192,7 @@ def _rollup_version(store: FirestoreStore, month: str) -> object:
 
 def parser(settings: Settings) -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
-    root = argparse.ArgumentParser(prog="python -m tally.cli", description=__doc__)
+    root = argparse.ArgumentParser(prog="python -m entrypoints.cli", description=__doc__)
     root.add_argument("--project", default=os.environ.get("GCLOUD_PROJECT"), help="Firebase project id")
     commands = root.add_subparsers(dest="command", required=True)
 

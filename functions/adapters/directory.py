@@ -1,0 +1,29 @@
+"""The user directory: emails from Firebase Auth."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import firebase_admin
+import firebase_admin.exceptions
+from firebase_admin import auth
+from firebase_functions import logger
+
+from adapters.firebase_app import admin_app
+
+
+class AuthDirectory:
+    """Emails of users from Firebase Auth (100 a lookup)."""
+
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return the email of each user Auth knows (unknown users and failures are left out)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(user_ids), 100):
+            batch = [auth.UidIdentifier(uid) for uid in user_ids[start : start + 100]]
+            try:
+                result = auth.get_users(batch, app=admin_app())
+            except (auth.UserNotFoundError, ValueError, firebase_admin.exceptions.FirebaseError) as exc:
+                logger.warn("email lookup failed", error=repr(exc))
+                continue
+            found.update({user.uid: user.email for user in result.users if user.email})
+        return found
