@@ -1,4 +1,4 @@
-"""The layers: the domain package `tally` imports no Google, Firebase or Flask library, nor the ring around it."""
+"""The layers: the domain package `tally` imports no Google, Firebase or Flask library, nor the outer ring."""
 
 import ast
 from pathlib import Path
@@ -7,11 +7,8 @@ import pytest
 
 DOMAIN = Path(__file__).resolve().parents[2] / "functions" / "tally"
 FORBIDDEN = ("google", "firebase_admin", "firebase_functions", "flask", "functions_framework", "grpc")
-OUTER = ("adapters", "entrypoints", "main")  # the ring and the edge depend on the domain, never the reverse
-    "adapters",
-    "entrypoints",
-    "main",
-)  # the I/O ring and the edge depend on the domain, never the reverse
+# The I/O ring and the edge depend on the domain, never the reverse.
+OUTER = ("adapters", "entrypoints", "main")
 
 
 def imported(path: Path) -> list[str]:
