@@ -33,9 +33,9 @@ from rich.console import Console
 from adapters.firestore import FirestoreStore
 from tally import layout, mirror, plans
 from tally.config import Settings
-from tally.models import parse_record_request, parse_reserve_request
 from tally.reconcile import reconcile
 from tally.recording import record_steps
+from tally.requests import parse_record_request, parse_reserve_request
 from tally.reservations import reserve_spend
 from tally.timeutil import month_key
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType, UserMonthState

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 from tally import alerts, folding, ports
 from tally.access import require_admin
 from tally.config import Settings
-from tally.inputs import AnalyticsIn, parse_data
 from tally.money import nanos_to_usd
+from tally.requests import AnalyticsIn, parse_data
 from tally.rollup import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.timeutil import days_of, month_key, months_back
 from tally.usage import Counts, Limits, limit_percent

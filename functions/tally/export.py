@@ -11,15 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Protocol
-
-from pydantic import BeforeValidator, Field
+from typing import Any, Protocol
 
 from tally import layout, ports
 from tally.access import require_admin
-from tally.inputs import Month, parse_data
-from tally.models import EdgeModel, UserId, field_error
 from tally.money import nanos_to_usd
+from tally.requests import EXPORT_PAGE_SIZE, ExportIn, parse_data
 from tally.timeutil import month_key
 from tally.usage import Counts
 from tally.values import Caller, Document
@@ -27,28 +24,13 @@ from tally.values import Caller, Document
 COLUMNS = ("userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps")
 TEXT_COLUMNS = frozenset({"userId", "email"})  # chosen by users; the others are Tally's own figures
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
-PAGE_SIZE = 500
-MAX_PAGE_SIZE = 1000
+PAGE_SIZE = EXPORT_PAGE_SIZE
 
 
 class ExportStore(Protocol):
     """The store operations the export needs."""
 
     def month_users(self, *, month: str, limit: int, after: str | None) -> list[Document]: ...
-
-
-def _limit(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_SIZE:
-        raise field_error(f"must be an integer from 1 to {MAX_PAGE_SIZE}")
-    return value
-
-
-class ExportIn(EdgeModel):
-    """`export_usage` data."""
-
-    month: Month | None = None
-    page_token: UserId | None = Field(default=None, alias="pageToken")
-    limit: Annotated[int, BeforeValidator(_limit)] = PAGE_SIZE
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,10 @@ from typing import Any, Protocol, TypeVar
 from tally import layout, mirror, plans, ports
 from tally.config import Settings
 from tally.errors import InvalidArgument
-from tally.models import is_user_id, parse_step
+from tally.fields import is_user_id
 from tally.money import MoneyError, nanos_to_usd, usd_to_nanos
 from tally.recording import RecordingStore, counted, limits_of, month_usage, recording_state
+from tally.requests import parse_step
 from tally.timeutil import month_key
 from tally.values import Caller, Contention, Document, RecordingState, Step, UsageType
 from tally.writes import Write, check_commit, merged

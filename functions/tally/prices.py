@@ -10,23 +10,17 @@ or versioned snapshots (see `pricing`), unless the snapshot has a price of its o
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from decimal import Decimal
-from typing import Annotated, Any, Protocol
-
-from pydantic import BeforeValidator, Field, field_validator
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from tally import layout, ports, pricing
 from tally.access import require_admin
 from tally.config import Settings
-from tally.inputs import parse_data
-from tally.models import EdgeModel, Name, field_error
-from tally.money import MoneyError, usd_to_nanos
 from tally.pricing import CatalogPrice
+from tally.requests import ListPricesIn, SetPriceIn, parse_data
 from tally.values import Caller, Document
 from tally.writes import Op, Replace, Write
 
-MAX_PRICE_USD = Decimal(1_000_000)
 LIST_LIMIT = 1000
 
 
@@ -34,78 +28,6 @@ class PriceStore(ports.DocumentStore, Protocol):
     """The store operations the catalog needs."""
 
     def price_log(self, *, limit: int) -> list[Document]: ...
-
-
-def _usd(value: object) -> Decimal:
-    try:
-        nanos = usd_to_nanos(value, maximum=MAX_PRICE_USD)
-    except MoneyError as exc:
-        raise field_error(str(exc)) from None
-    return Decimal(nanos) / 10**9
-
-
-def _day(value: object) -> str:
-    if not isinstance(value, str):
-        raise field_error("must be a date like 2026-11-01")
-    try:
-        parsed = date.fromisoformat(value)
-    except ValueError:
-        raise field_error("must be a date like 2026-11-01") from None
-    if parsed.isoformat() != value:
-        raise field_error("must be a date like 2026-11-01")
-    return value
-
-
-Usd = Annotated[Decimal, BeforeValidator(_usd)]
-
-
-class PricesIn(EdgeModel):
-    """USD per million tokens, or per request; at least one."""
-
-    input_mtok: Usd | None = Field(default=None, alias="inputMTok")
-    output_mtok: Usd | None = Field(default=None, alias="outputMTok")
-    cache_read_mtok: Usd | None = Field(default=None, alias="cacheReadMTok")
-    cache_write_mtok: Usd | None = Field(default=None, alias="cacheWriteMTok")  # 5-minute writes
-    cache_write_1h_mtok: Usd | None = Field(default=None, alias="cacheWrite1hMTok")  # 1-hour writes
-    request: Usd | None = None
-
-    def given(self) -> dict[str, Decimal]:
-        """Return the prices given, by their names in the SPEC."""
-        return {
-            key: value
-            for key, value in (
-                ("inputMTok", self.input_mtok),
-                ("outputMTok", self.output_mtok),
-                ("cacheReadMTok", self.cache_read_mtok),
-                ("cacheWriteMTok", self.cache_write_mtok),
-                ("cacheWrite1hMTok", self.cache_write_1h_mtok),
-                ("request", self.request),
-            )
-            if value is not None
-        }
-
-
-class SetPriceIn(EdgeModel):
-    """`set_price` data."""
-
-    provider: Name
-    model: Name
-    effective_from: Annotated[str, BeforeValidator(_day)] | None = Field(default=None, alias="effectiveFrom")
-    prices: PricesIn
-
-    @field_validator("prices")
-    @classmethod
-    def _one_price(cls, value: PricesIn) -> PricesIn:
-        if not value.given():
-            raise field_error(
-                "give at least one price: inputMTok, outputMTok, cacheReadMTok, cacheWriteMTok, "
-                "cacheWrite1hMTok, request"
-            )
-        return value
-
-
-class ListPricesIn(EdgeModel):
-    """`list_prices` data (none)."""
 
 
 def view(version: CatalogPrice, *, set_at: Any = None) -> dict[str, Any]:

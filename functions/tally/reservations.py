@@ -23,9 +23,9 @@ from tally import layout, mirror, plans, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.errors import InvalidArgument, NotFound, Unavailable
-from tally.models import ReserveRequest
 from tally.money import nanos_to_usd
 from tally.recording import RecordingStore, held_of, limits_of, month_usage, usage_body
+from tally.requests import ReserveRequest
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits
 from tally.values import Caller, CostSource, Document, HoldState, HoldStatus, IdleSession

@@ -10,9 +10,9 @@ from tally import alerts, layout, mirror, plans
 from tally.access import require_admin, require_signed_in, resolve_reader
 from tally.config import Settings
 from tally.errors import InvalidArgument
-from tally.inputs import MyUsageIn, SetLimitsIn, parse_data
 from tally.money import nanos_to_usd
 from tally.recording import held_of, limits_of
+from tally.requests import MyUsageIn, SetLimitsIn, parse_data
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
 from tally.values import Caller

@@ -9,8 +9,8 @@ from tally.access import require_admin, resolve_reader
 from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from tally.inputs import AnalyticsIn, SetLimitsIn, parse_data
 from tally.legacy import import_legacy
+from tally.requests import AnalyticsIn, SetLimitsIn, parse_data
 from tally.rollup import TOP_USERS_KEPT, MonthAggregate, Rollup
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts

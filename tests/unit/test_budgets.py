@@ -10,9 +10,9 @@ import pytest
 from tally import alerts, layout, names, plans
 from tally.config import Settings
 from tally.errors import Unavailable
-from tally.models import parse_record_request, parse_reserve_request
 from tally.prices import set_price
 from tally.recording import record_steps
+from tally.requests import parse_record_request, parse_reserve_request
 from tally.reservations import expire_holds, release_spend, reserve_spend
 from tally.users import set_limits
 from tally.values import Caller, Contention

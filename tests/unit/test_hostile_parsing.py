@@ -11,10 +11,19 @@ from hypothesis import strategies as st
 
 from entrypoints.jsonbody import parse_json_body
 from tally.errors import InvalidArgument, PayloadTooLarge
-from tally.export import ExportIn
-from tally.inputs import AnalyticsIn, MyUsageIn, SetLimitsIn, parse_data
-from tally.models import EdgeModel, parse_record_request, parse_release_request, parse_reserve_request
-from tally.prices import ListPricesIn, SetPriceIn
+from tally.fields import EdgeModel
+from tally.requests import (
+    AnalyticsIn,
+    ExportIn,
+    ListPricesIn,
+    MyUsageIn,
+    SetLimitsIn,
+    SetPriceIn,
+    parse_data,
+    parse_record_request,
+    parse_release_request,
+    parse_reserve_request,
+)
 from tally_dev.hostile import ANY_JSON, hostile_body
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)

@@ -19,9 +19,9 @@ from tally.legacy import (
     import_legacy,
     legacy_operation_id,
 )
-from tally.models import parse_record_request
 from tally.reconcile import reconcile
 from tally.recording import record_steps
+from tally.requests import parse_record_request
 from tally.rollup import MonthAggregate
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.timeutil import month_key

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from tally.errors import InvalidArgument
-from tally.models import parse_record_request, parse_reserve_request
+from tally.requests import parse_record_request, parse_reserve_request
 from tally.values import Units, UsageType
 
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)

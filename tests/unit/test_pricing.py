@@ -8,9 +8,9 @@ import pytest
 from tally import layout, names, plans, pricing
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied
-from tally.models import parse_record_request
 from tally.prices import kept_versions, list_prices, set_price
 from tally.recording import record_steps
+from tally.requests import parse_record_request
 from tally.values import Caller, CostSource, Document, Units
 from tally_dev.memory import MemoryStore
 

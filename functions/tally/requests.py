@@ -1,180 +1,52 @@
-"""Request models and validation at the edge: pydantic in, frozen domain values out."""
+"""Every request Tally accepts, validated at the edge: pydantic models (no unknown field), typed values out.
+
+The HTTPS endpoints' bodies (`record_steps`, `reserve_spend`, `release_spend`) and the
+callables' `data` (`usage_analytics`, `my_usage`, `set_limits`, `set_price`, `list_prices`,
+`export_usage`). An entry point checks access, parses with these, then calls a service
+with typed values.
+"""
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tally.errors import FieldProblem, InvalidArgument
-from tally.money import MoneyError, usd_to_nanos
+from tally.fields import (
+    MAX_DISTINCT_NAMES,
+    MAX_STEPS,
+    Count,
+    EdgeModel,
+    Identifier,
+    Month,
+    Name,
+    StrictFlag,
+    Usd,
+    UserId,
+    _cost,
+    _cost_limit,
+    _day,
+    _free_runs,
+    _top,
+    _usage_type,
+    clean_metadata,
+    field_error,
+    problems_of,
+)
 from tally.timeutil import TimeError, check_step_time, parse_instant
 from tally.values import CostSource, RecordRequest, SessionRequest, Step, Units, UsageType
 
-MAX_STEPS = 100
-MAX_METADATA_BYTES = 4096
-MAX_METADATA_DEPTH = 10
-_INT64 = (-(2**63), 2**63 - 1)
-MAX_DISTINCT_NAMES = 20  # per kind and request: keeps every commit under 500 transforms a document
-MAX_UNIT_COUNT = 10**9
-# Matched whole (fullmatch): a trailing newline or space makes a value invalid, never another name.
-_NAME_RE = re.compile(r"[A-Za-z0-9_\-.:/]{1,100}")
-_ID_RE = re.compile(r"[A-Za-z0-9_\-.]{1,128}")
-_USER_ID_RE = re.compile(r"[A-Za-z0-9_\-.:@+]{1,128}")
-_RESERVED_KEY_RE = re.compile(r"__.*__", re.DOTALL)
+MIN_TTL_SECONDS = 10
+MAX_TTL_SECONDS = 3600
+DEFAULT_TTL_SECONDS = 300
+EXPORT_PAGE_SIZE = 500
+MAX_EXPORT_PAGE_SIZE = 1000
 
-
-_USAGE_TYPES = {
-    "ai": UsageType.AI,
-    "aiusage": UsageType.AI,
-    "api": UsageType.API,
-    "apiusage": UsageType.API,
-}
-
-
-def field_error(message: str) -> PydanticCustomError:
-    """Return a validation error whose message is shown as the field's problem."""
-    return PydanticCustomError("tally", message)
-
-
-def _name(value: object) -> str:
-    if not isinstance(value, str):
-        raise field_error("must be a string")
-    if not _NAME_RE.fullmatch(value):
-        raise field_error("must be 1-100 characters of letters, digits and _ - . : /")
-    if _RESERVED_KEY_RE.fullmatch(value):
-        raise field_error("must not be of the form __name__ (reserved by Firestore)")
-    return value
-
-
-def _identifier(value: object) -> str:
-    if not isinstance(value, str):
-        raise field_error("must be a string")
-    if not _ID_RE.fullmatch(value):
-        raise field_error("must be 1-128 characters of letters, digits and _ - .")
-    if value in {".", ".."} or _RESERVED_KEY_RE.fullmatch(value):
-        raise field_error("is a reserved id")
-    return value
-
-
-def _user_id(value: object) -> str:
-    if not isinstance(value, str):
-        raise field_error("must be a string")
-    if not _USER_ID_RE.fullmatch(value) or value in {".", ".."} or _RESERVED_KEY_RE.fullmatch(value):
-        raise field_error("must be a Firebase Auth uid (1-128 characters, no / or spaces)")
-    return value
-
-
-def is_user_id(value: str) -> bool:
-    """Return whether a string is an acceptable user id."""
-    return (
-        bool(_USER_ID_RE.fullmatch(value))
-        and value not in {".", ".."}
-        and not _RESERVED_KEY_RE.fullmatch(value)
-    )
-
-
-def _usage_type(value: object) -> UsageType:
-    if isinstance(value, str) and value.lower() in _USAGE_TYPES:
-        return _USAGE_TYPES[value.lower()]
-    raise field_error("must be AI or API (also accepted: ai, AIUsage, api, Api, ApiUsage, APIUsage)")
-
-
-def _cost(value: object) -> int:
-    try:
-        return usd_to_nanos(value)
-    except MoneyError as exc:
-        raise field_error(str(exc)) from None
-
-
-def _strict_bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise field_error("must be true or false")
-    return value
-
-
-Name = Annotated[str, BeforeValidator(_name)]
-Identifier = Annotated[str, BeforeValidator(_identifier)]
-UserId = Annotated[str, BeforeValidator(_user_id)]
-StrictFlag = Annotated[bool, BeforeValidator(_strict_bool)]
-
-
-def clean_metadata(value: object) -> dict[str, Any]:
-    """Validate step metadata and return it in a form Firestore stores as given."""
-    if not isinstance(value, dict):
-        raise field_error("must be a JSON object")
-    cleaned = _clean_value(value, depth=1, in_array=False)
-    assert isinstance(cleaned, dict)
-    size = len(_compact_json(cleaned).encode("utf-8"))
-    if size > MAX_METADATA_BYTES:
-        raise field_error(f"must be at most {MAX_METADATA_BYTES} bytes as JSON (got {size})")
-    return cleaned
-
-
-def _compact_json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise field_error("must not contain unpaired surrogates") from None
-
-
-def _clean_value(value: Any, *, depth: int, in_array: bool) -> Any:
-    if depth > MAX_METADATA_DEPTH:
-        raise field_error(f"must not nest deeper than {MAX_METADATA_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise field_error("integers must fit in 64 bits")
-        return value
-    if isinstance(value, Decimal | float):
-        number = float(value)
-        if not math.isfinite(number):
-            raise field_error("numbers must be finite")
-        return number
-    if isinstance(value, str):
-        _check_text(value)
-        return value
-    if isinstance(value, list):
-        if in_array:
-            raise field_error("arrays must not directly contain arrays")
-        return [_clean_value(item, depth=depth + 1, in_array=True) for item in value]
-    if isinstance(value, dict):
-        result: dict[str, Any] = {}
-        for key, item in value.items():
-            if not key or len(key) > 256 or _RESERVED_KEY_RE.fullmatch(key):
-                raise field_error("keys must be 1-256 characters and not of the form __name__")
-            _check_text(key)
-            result[key] = _clean_value(item, depth=depth + 1, in_array=False)
-        return result
-    raise field_error("must hold only JSON values")
-
-
-class EdgeModel(BaseModel):
-    """Base of the models at the edge: unknown fields are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+# record_steps, reserve_spend, release_spend
 
 
 class SessionIn(EdgeModel):
@@ -183,15 +55,6 @@ class SessionIn(EdgeModel):
     id: Identifier
     feature: Name | None = None
     complete: StrictFlag = False
-
-
-def _count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_UNIT_COUNT:
-        raise field_error(f"must be a whole number from 0 to {MAX_UNIT_COUNT:,}")
-    return value
-
-
-Count = Annotated[int, BeforeValidator(_count)]
 
 
 class UnitsIn(EdgeModel):
@@ -306,40 +169,6 @@ class RecordStepsIn(EdgeModel):
         return self
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
-
-
-_PROBLEMS = {
-    "missing": "is required",
-    "extra_forbidden": "is not an accepted field",
-    "model_type": "must be a JSON object",
-    "model_attributes_type": "must be a JSON object",
-    "dict_type": "must be a JSON object",
-    "list_type": "must be an array",
-}
-
-
-def problems_of(error: ValidationError) -> list[FieldProblem]:
-    """Translate pydantic errors into field problems with plain messages."""
-    problems = []
-    for item in error.errors(include_url=False):
-        loc = tuple(item["loc"])
-        problem = _PROBLEMS.get(item["type"], item["msg"])
-        if item["type"] == "tally":
-            problem = item["msg"]
-        if item["type"] in {"model_type", "model_attributes_type"} and not loc:
-            problem = "must be a JSON object"
-        problems.append(FieldProblem(_field_path(loc), problem))
-    return problems
-
-
 def _step_of(parsed: StepIn, now: datetime) -> Step:
     """Return the domain step; a step with only units is unpriced until Tally prices it."""
     return Step(
@@ -386,11 +215,6 @@ def parse_record_request(body: dict[str, Any], *, now: datetime) -> RecordReques
         ),
         steps=tuple(_step_of(s, now) for s in parsed.steps),
     )
-
-
-# reserve_spend and release_spend
-
-MIN_TTL_SECONDS, MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS = 10, 3600, 300
 
 
 def _ttl(value: object) -> int:
@@ -477,3 +301,111 @@ def parse_release_request(body: dict[str, Any]) -> tuple[str | None, str]:
     except ValidationError as exc:
         raise InvalidArgument.of(problems_of(exc)) from None
     return parsed.user_id, parsed.reservation_id
+
+
+# The callables
+
+
+class AnalyticsIn(EdgeModel):
+    """`usage_analytics` data."""
+
+    month: Month | None = None
+    top: Annotated[int, BeforeValidator(_top)] = 10
+    fresh: StrictFlag = False
+
+
+class MyUsageIn(EdgeModel):
+    """`my_usage` data."""
+
+    month: Month | None = None
+    user_id: UserId | None = Field(default=None, alias="userId")
+
+
+class SetLimitsIn(EdgeModel):
+    """`set_limits` data."""
+
+    user_id: UserId = Field(alias="userId")
+    monthly_cost_limit_nanos: Annotated[int, BeforeValidator(_cost_limit)] | None = Field(
+        default=None, alias="monthlyCostLimit"
+    )
+    monthly_free_runs: Annotated[int, BeforeValidator(_free_runs)] | None = Field(
+        default=None, alias="monthlyFreeRuns"
+    )
+
+
+class PricesIn(EdgeModel):
+    """USD per million tokens, or per request; at least one."""
+
+    input_mtok: Usd | None = Field(default=None, alias="inputMTok")
+    output_mtok: Usd | None = Field(default=None, alias="outputMTok")
+    cache_read_mtok: Usd | None = Field(default=None, alias="cacheReadMTok")
+    cache_write_mtok: Usd | None = Field(default=None, alias="cacheWriteMTok")  # 5-minute writes
+    cache_write_1h_mtok: Usd | None = Field(default=None, alias="cacheWrite1hMTok")  # 1-hour writes
+    request: Usd | None = None
+
+    def given(self) -> dict[str, Decimal]:
+        """Return the prices given, by their names in the SPEC."""
+        return {
+            key: value
+            for key, value in (
+                ("inputMTok", self.input_mtok),
+                ("outputMTok", self.output_mtok),
+                ("cacheReadMTok", self.cache_read_mtok),
+                ("cacheWriteMTok", self.cache_write_mtok),
+                ("cacheWrite1hMTok", self.cache_write_1h_mtok),
+                ("request", self.request),
+            )
+            if value is not None
+        }
+
+
+class SetPriceIn(EdgeModel):
+    """`set_price` data."""
+
+    provider: Name
+    model: Name
+    effective_from: Annotated[str, BeforeValidator(_day)] | None = Field(default=None, alias="effectiveFrom")
+    prices: PricesIn
+
+    @field_validator("prices")
+    @classmethod
+    def _one_price(cls, value: PricesIn) -> PricesIn:
+        if not value.given():
+            raise field_error(
+                "give at least one price: inputMTok, outputMTok, cacheReadMTok, cacheWriteMTok, "
+                "cacheWrite1hMTok, request"
+            )
+        return value
+
+
+class ListPricesIn(EdgeModel):
+    """`list_prices` data (none)."""
+
+
+def _limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EXPORT_PAGE_SIZE:
+        raise field_error(f"must be an integer from 1 to {MAX_EXPORT_PAGE_SIZE}")
+    return value
+
+
+class ExportIn(EdgeModel):
+    """`export_usage` data."""
+
+    month: Month | None = None
+    page_token: UserId | None = Field(default=None, alias="pageToken")
+    limit: Annotated[int, BeforeValidator(_limit)] = EXPORT_PAGE_SIZE
+
+
+Model = TypeVar("Model", bound=EdgeModel)
+
+
+def parse_data(model: type[Model], data: object) -> Model:
+    """Validate callable `data` (absent means `{}`) into an edge model."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidArgument.field("data", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgument.of(problems_of(exc)) from None
