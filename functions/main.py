@@ -12,8 +12,8 @@ from flask import Request, Response
 from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 from adapters import auth, firebase_app, webhooks, wiring
-from entrypoints import edge
-from tally import alerts, analytics, export, prices, reservations, sweep, users
+from entrypoints import callables, edge
+from tally import alerts, reservations, sweep
 from tally.recording import record_steps as record_steps_service
 from tally.requests import parse_record_request, parse_release_request, parse_reserve_request
 from tally.sessions import finalize_session as finalize_session_service
@@ -110,7 +110,7 @@ def _callable(name: str, service: Service) -> Callable[[https_fn.CallableRequest
 
 _usage_analytics = _callable(
     "usage_analytics",
-    lambda caller, data: analytics.usage_analytics(
+    lambda caller, data: callables.usage_analytics(
         store=wiring.store(),
         directory=wiring.directory(),
         caller=caller,
@@ -121,13 +121,13 @@ _usage_analytics = _callable(
 )
 _my_usage = _callable(
     "my_usage",
-    lambda caller, data: users.my_usage(
+    lambda caller, data: callables.my_usage(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 _set_limits = _callable(
     "set_limits",
-    lambda caller, data: users.set_limits(
+    lambda caller, data: callables.set_limits(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
@@ -135,19 +135,19 @@ _set_limits = _callable(
 
 _set_price = _callable(
     "set_price",
-    lambda caller, data: prices.set_price(
+    lambda caller, data: callables.set_price(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
 _export_usage = _callable(
     "export_usage",
-    lambda caller, data: export.export_usage(
+    lambda caller, data: callables.export_usage(
         store=wiring.store(), directory=wiring.directory(), caller=caller, data=data, now=utc_now()
     ),
 )
 _list_prices = _callable(
     "list_prices",
-    lambda caller, data: prices.list_prices(
+    lambda caller, data: callables.list_prices(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )

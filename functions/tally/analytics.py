@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tally import alerts, folding, ports
-from tally.access import require_admin
 from tally.config import Settings
 from tally.money import nanos_to_usd
-from tally.requests import AnalyticsIn, parse_data
+from tally.requests import AnalyticsIn
 from tally.rollup import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.timeutil import days_of, month_key, months_back
 from tally.usage import Counts, Limits, limit_percent
-from tally.values import Caller, Document
+from tally.values import Document
 
 HISTORY_MONTHS = 12
 
@@ -105,8 +104,7 @@ def usage_analytics(
     *,
     store: AnalyticsStore,
     directory: ports.Directory,
-    caller: Caller | None,
-    data: object,
+    request: AnalyticsIn,
     settings: Settings,
     now: datetime,
 ) -> dict[str, Any]:
@@ -116,8 +114,6 @@ def usage_analytics(
     before the call), ranking included; with `fresh` it is folded and ranked now, so
     every step recorded before the call is in it.
     """
-    require_admin(caller)
-    request = parse_data(AnalyticsIn, data)
     month = request.month or month_key(now)
     months = months_back(month, HISTORY_MONTHS)
     found, reads = folding.rollups(

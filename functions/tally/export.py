@@ -14,12 +14,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tally import layout, ports
-from tally.access import require_admin
 from tally.money import nanos_to_usd
-from tally.requests import EXPORT_PAGE_SIZE, ExportIn, parse_data
+from tally.requests import EXPORT_PAGE_SIZE, ExportIn
 from tally.timeutil import month_key
 from tally.usage import Counts
-from tally.values import Caller, Document
+from tally.values import Document
 
 COLUMNS = ("userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps")
 TEXT_COLUMNS = frozenset({"userId", "email"})  # chosen by users; the others are Tally's own figures
@@ -97,11 +96,9 @@ def csv_rows(store: ExportStore, directory: ports.Directory, month: str) -> Iter
 
 
 def export_usage(
-    *, store: ExportStore, directory: ports.Directory, caller: Caller | None, data: object, now: datetime
+    *, store: ExportStore, directory: ports.Directory, request: ExportIn, now: datetime
 ) -> dict[str, Any]:
-    """Return one page of every user's totals for a month (admin); follow `nextPageToken`."""
-    require_admin(caller)
-    request = parse_data(ExportIn, data)
+    """Return one page of every user's totals for a month; follow `nextPageToken`."""
     month = request.month or month_key(now)
     found = page(store, directory, month=month, after_user=request.page_token, limit=request.limit)
     return {

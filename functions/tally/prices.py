@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tally import layout, ports, pricing
-from tally.access import require_admin
 from tally.config import Settings
 from tally.pricing import CatalogPrice
-from tally.requests import ListPricesIn, SetPriceIn, parse_data
+from tally.requests import SetPriceIn
 from tally.values import Caller, Document
 from tally.writes import Op, Replace, Write
 
@@ -57,11 +56,9 @@ def kept_versions(book: dict[str, Any], new: CatalogPrice, now: datetime) -> dic
 
 
 def set_price(
-    *, store: PriceStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+    *, store: PriceStore, admin: Caller, request: SetPriceIn, settings: Settings, now: datetime
 ) -> dict[str, Any]:
     """Store an admin's price for a provider and model, from `effectiveFrom` (default today)."""
-    admin = require_admin(caller)
-    request = parse_data(SetPriceIn, data)
     version = CatalogPrice(
         provider=request.provider,
         model=request.model,
@@ -86,12 +83,8 @@ def set_price(
     return view(version, set_at=now)
 
 
-def list_prices(
-    *, store: PriceStore, caller: Caller | None, data: object, settings: Settings, now: datetime
-) -> dict[str, Any]:
+def list_prices(*, store: PriceStore, settings: Settings, now: datetime) -> dict[str, Any]:
     """Return every price set, newest first (the latest 1,000)."""
-    require_admin(caller)
-    parse_data(ListPricesIn, data)
     entries = store.price_log(limit=LIST_LIMIT)
     return {
         "prices": [

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tally import alerts, layout, mirror, plans
-from tally.access import require_admin, require_signed_in, resolve_reader
+from tally.access import resolve_reader
 from tally.config import Settings
 from tally.errors import InvalidArgument
 from tally.money import nanos_to_usd
 from tally.recording import held_of, limits_of
-from tally.requests import MyUsageIn, SetLimitsIn, parse_data
+from tally.requests import MyUsageIn, SetLimitsIn
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
 from tally.values import Caller
@@ -70,11 +70,9 @@ def month_view(
 
 
 def my_usage(
-    *, store: UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+    *, store: UserStore, caller: Caller, request: MyUsageIn, settings: Settings, now: datetime
 ) -> dict[str, Any]:
     """Return a user's month (their own; an admin may name any user): two document reads."""
-    caller = require_signed_in(caller)
-    request = parse_data(MyUsageIn, data)
     user_id = resolve_reader(caller, request.user_id)
     month = request.month or month_key(now)
     user, user_month = layout.usage_path(user_id), layout.user_month_path(user_id, month)
@@ -92,11 +90,9 @@ def my_usage(
 
 
 def set_limits(
-    *, store: UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+    *, store: UserStore, request: SetLimitsIn, settings: Settings, now: datetime
 ) -> dict[str, Any]:
     """Set a user's monthly limits (omitted ones keep their value) and refresh the free-tier entry."""
-    require_admin(caller)
-    request = parse_data(SetLimitsIn, data)
     if request.monthly_cost_limit_nanos is None and request.monthly_free_runs is None:
         raise InvalidArgument.field("data", "give monthlyCostLimit, monthlyFreeRuns or both")
     month = month_key(now)

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from entrypoints.callables import usage_analytics
 from tally import folding, layout
 from tally.access import require_admin, resolve_reader
-from tally.analytics import usage_analytics
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from tally.legacy import import_legacy

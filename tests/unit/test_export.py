@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from entrypoints import callables
 from tally import export
 from tally.errors import InvalidArgument, PermissionDenied
 from tally.values import Caller
@@ -52,10 +53,10 @@ def test_export_usage_pages_by_token_for_admins_only() -> None:
         seed(store, f"u-{n}", 10 + n)
     admin = Caller("boss", admin=True)
 
-    first = export.export_usage(
+    first = callables.export_usage(
         store=store, directory=Emails(), caller=admin, data={"month": "2026-11", "limit": 2}, now=NOW
     )
-    second = export.export_usage(
+    second = callables.export_usage(
         store=store,
         directory=Emails(),
         caller=admin,
@@ -76,14 +77,16 @@ def test_export_usage_pages_by_token_for_admins_only() -> None:
 )
 def test_export_usage_names_the_bad_field(data: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidArgument, match=field):
-        export.export_usage(
+        callables.export_usage(
             store=MemoryStore(), directory=Emails(), caller=Caller("boss", admin=True), data=data, now=NOW
         )
 
 
 def test_export_usage_is_for_admins() -> None:
     with pytest.raises(PermissionDenied):
-        export.export_usage(store=MemoryStore(), directory=Emails(), caller=Caller("u-1"), data={}, now=NOW)
+        callables.export_usage(
+            store=MemoryStore(), directory=Emails(), caller=Caller("u-1"), data={}, now=NOW
+        )
 
 
 # Cells a spreadsheet would run as formulas

@@ -5,10 +5,11 @@ from typing import Any
 import genai_prices
 import pytest
 
+from entrypoints.callables import list_prices, set_price
 from tally import layout, names, plans, pricing
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied
-from tally.prices import kept_versions, list_prices, set_price
+from tally.prices import kept_versions
 from tally.recording import record_steps
 from tally.requests import parse_record_request
 from tally.values import Caller, CostSource, Document, Units

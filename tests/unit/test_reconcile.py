@@ -4,13 +4,13 @@ from typing import Any
 
 import pytest
 
+from entrypoints.callables import set_limits
 from tally import folding, layout, names, plans
 from tally import reconcile as reconcile_module
 from tally.config import Settings
 from tally.reconcile import ShardCountMismatch, reconcile
 from tally.recording import record_steps
 from tally.sessions import finalize_session
-from tally.users import set_limits
 from tally.values import Caller, Document, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Increment, Op, Write
 from tally_dev.memory import MemoryStore, record_one
