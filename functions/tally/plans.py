@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tally import layout
+from tally.documents import steps as step_doc
 from tally.money import nanos_to_usd
 from tally.names import OTHER, NameKey, NameKind
 from tally.rollup import MonthAggregate, Ranking, is_final, nested_counts
-from tally.timeutil import day_key, instant_or_none, month_key, months_back
+from tally.timeutil import instant_or_none, month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import (
     CompletedBy,
@@ -160,32 +161,6 @@ class RecordingCommit:
         if self.session_id is None or not self.complete:
             return False
         return self.session_base is None or self.session_base.status is SessionStatus.ACTIVE
-
-
-def step_document(commit: RecordingCommit, step: Step) -> dict[str, Any]:
-    """Return a step's document (created once, never rewritten)."""
-    return {
-        "userId": commit.user_id,
-        "sessionId": commit.session_id or commit.step_session_id,
-        "operationId": step.operation_id,
-        "usageType": step.usage_type.value,
-        "feature": step.feature,
-        "provider": step.provider,
-        "featureKey": step.feature_bucket,
-        "providerKey": step.provider_bucket,
-        "costNanos": step.cost_nanos,
-        "costSource": step.cost_source.value,
-        **({"units": step.units.document()} if step.units is not None else {}),
-        **({"price": dict(step.price)} if step.price is not None else {}),
-        **({"modelKey": step.model_bucket} if step.model_bucket is not None else {}),
-        "isBillableRun": step.is_billable_run,
-        "timestamp": step.timestamp,
-        "month": month_key(step.timestamp),
-        "day": day_key(step.timestamp),
-        "metadata": step.metadata,
-        "recordedAt": commit.now,
-        "requestId": commit.request_id,
-    }
 
 
 @dataclass(frozen=True)
@@ -373,7 +348,17 @@ def _shard_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Writ
 def recording_writes(commit: RecordingCommit) -> list[Write]:
     """Return one request's commit: steps, session, the user's documents and one platform shard."""
     writes = [
-        Write(layout.step_path(commit.user_id, step.operation_id), Op.CREATE, step_document(commit, step))
+        Write(
+            layout.step_path(commit.user_id, step.operation_id),
+            Op.CREATE,
+            step_doc.document(
+                step,
+                user_id=commit.user_id,
+                session_id=commit.session_id or commit.step_session_id,
+                now=commit.now,
+                request_id=commit.request_id,
+            ),
+        )
         for step in commit.steps
     ]
     if commit.session_id is not None:

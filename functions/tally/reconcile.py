@@ -34,11 +34,12 @@ from typing import Any, Literal, Protocol
 
 from tally import alerts, layout, mirror, plans, ports
 from tally.config import Settings
+from tally.documents import steps as step_doc
 from tally.recording import limits_of
 from tally.rollup import SESSION_FIELDS, MonthAggregate
 from tally.timeutil import month_key, months_back
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
-from tally.values import Contention, CostSource, Document, Rejected, Step, Units, UsageType
+from tally.values import Contention, Document, Rejected
 from tally.writes import Increment, Op, Replace, Write, batches, leaves
 
 PAGE_SIZE = 5000  # documents a query page reads (steps, month documents): few pages, bounded memory
@@ -131,24 +132,6 @@ class Report:
         if self.unrepaired:
             line += f", {len(self.unrepaired)} not repaired"
         return f"{line} ({self.month}: {self.steps} steps of {self.users} users)"
-
-
-def step_of(data: Mapping[str, Any]) -> Step:
-    """Return a stored step as a value (older steps, without counted names, count under their own)."""
-    return Step(
-        operation_id=str(data.get("operationId", "")),
-        usage_type=UsageType(data.get("usageType", "API")),
-        feature=str(data["feature"]),
-        provider=str(data["provider"]),
-        cost_nanos=int(data["costNanos"]),
-        is_billable_run=bool(data.get("isBillableRun", False)),
-        timestamp=data["timestamp"],
-        feature_key=data.get("featureKey"),
-        provider_key=data.get("providerKey"),
-        cost_source=CostSource(data.get("costSource", CostSource.CLIENT.value)),
-        units=Units(str(units["model"])) if isinstance(units := data.get("units"), Mapping) else None,
-        model_key=data.get("modelKey"),
-    )
 
 
 # A month as flat counters: what a user's month document and a platform shard have in common.
@@ -546,7 +529,7 @@ def _user_steps(
 def _delta(docs: Sequence[Document]) -> MonthDelta:
     delta = MonthDelta()
     for doc in docs:
-        delta.add(step_of(doc.fields))
+        delta.add(step_doc.step_of(doc.fields))
     return delta
 
 

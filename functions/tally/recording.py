@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from tally import alerts, layout, mirror, names, plans, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
+from tally.documents import steps as step_doc
 from tally.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, NameReads, Refusal
@@ -29,7 +30,6 @@ from tally.values import (
     SessionState,
     SessionStatus,
     Step,
-    StoredStep,
     UserMonthState,
 )
 from tally.writes import CommitResult
@@ -91,10 +91,7 @@ def recording_state(
     for op in operation_ids:
         doc = docs[layout.step_path(user_id, op)]
         if doc.exists:
-            data = doc.fields
-            existing[op] = StoredStep(
-                data.get("requestId"), data.get("featureKey"), data.get("providerKey"), data.get("modelKey")
-            )
+            existing[op] = step_doc.stored(doc.fields)
     session = None
     if session_id is not None and (doc := docs[layout.session_path(user_id, session_id)]).exists:
         session = _session_state(doc)
