@@ -23,7 +23,7 @@ from google.cloud import firestore
 from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings, deployed_environment
-from tally.rollup import MonthAggregate
+from tally.documents.months import MonthAggregate
 from tally.timeutil import month_end, month_key
 from tally.values import SessionStatus
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from tally import layout, names, plans
 from tally.config import Settings
+from tally.documents import sessions as session_doc
 from tally.recording import record_steps
 from tally.timeutil import month_key
 from tally.usage import Counts, Held
@@ -362,7 +363,9 @@ class MemoryStore:
             first_user,
             last_user,
             lambda path, doc: (
-                layout.session_ids(path) is not None and "tallyShard" in doc and doc.get(plans.OPEN) is True
+                layout.session_ids(path) is not None
+                and "tallyShard" in doc
+                and doc.get(session_doc.OPEN) is True
             ),
         )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from tally import folding, layout, names, plans
 from tally.config import Settings
+from tally.documents.months import FREE_TIER_ROWS, RANKED_FIELDS, TOP_USERS_KEPT, Ranking
 from tally.recording import record_steps
-from tally.rollup import FREE_TIER_ROWS, RANKED_FIELDS, TOP_USERS_KEPT, Ranking
 from tally.sessions import finalize_session
 from tally.timeutil import month_end
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType

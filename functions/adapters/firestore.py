@@ -21,7 +21,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from tally import layout
-from tally.plans import OPEN
+from tally.documents.sessions import OPEN
 from tally.timeutil import month_end, month_start
 from tally.usage import Counts, Held
 from tally.values import Contention, Document, HoldStatus, IdleSession, Rejected, SessionStatus

@@ -8,12 +8,15 @@ from typing import Any, Protocol
 
 from tally import alerts, folding, ports
 from tally.config import Settings
+from tally.documents import counters
+from tally.documents import months as month_doc
+from tally.documents import usage as usage_doc
+from tally.documents.months import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.money import nanos_to_usd
 from tally.requests import AnalyticsIn
-from tally.rollup import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.timeutil import days_of, month_key, months_back
-from tally.usage import Counts, Limits, limit_percent
-from tally.values import Document
+from tally.usage import Counts, limit_percent
+from tally.values import Document, UsageType
 
 HISTORY_MONTHS = 12
 
@@ -39,25 +42,21 @@ def _per(total: int, count: int) -> float:
 
 def sessions_view(sessions: Mapping[str, int]) -> dict[str, Any]:
     """Return the session statistics of a month."""
-    completed = sessions.get("completed", 0)
+    completed = sessions.get(month_doc.COMPLETED, 0)
+    cost = sessions.get(counters.COST, 0)
     return {
-        "active": max(0, sessions.get("active", 0)),
+        "active": max(0, sessions.get(month_doc.ACTIVE, 0)),
         "completed": completed,
-        "avgCost": nanos_to_usd(round(sessions.get("costNanos", 0) / completed)) if completed else 0.0,
-        "avgSteps": _per(sessions.get("stepCount", 0), completed),
-        "avgDurationSeconds": _per(sessions.get("durationMs", 0), completed * 1000),
+        "avgCost": nanos_to_usd(round(cost / completed)) if completed else 0.0,
+        "avgSteps": _per(sessions.get(month_doc.STEP_COUNT, 0), completed),
+        "avgDurationSeconds": _per(sessions.get(month_doc.DURATION, 0), completed * 1000),
     }
 
 
 def free_tier_row(doc: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
     """Return a free-tier row from a user's month document, recomputed from its own figures."""
-    used = Counts.from_fields(doc)
-    limits = Limits(
-        monthly_cost_limit_nanos=int(
-            doc.get("monthlyCostLimitNanos", settings.default_monthly_cost_limit_nanos)
-        ),
-        monthly_free_runs=int(doc.get("monthlyFreeRuns", settings.default_monthly_free_runs)),
-    )
+    used = counters.counts_of(doc)
+    limits = usage_doc.limits_in(doc, settings)
     percent = limit_percent(used, limits)
     if percent < FREE_TIER_PERCENT:
         return None
@@ -81,7 +80,7 @@ def month_report(
             **aggregate.total.usd(),
             "activeUsers": aggregate.active_users,
             "unpricedSteps": aggregate.unpriced,
-            "byType": {kind: aggregate.by_type.get(kind, Counts()).usd() for kind in ("AI", "API")},
+            "byType": {kind.value: aggregate.by_type.get(kind.value, Counts()).usd() for kind in UsageType},
         },
         "features": _ranked(aggregate.features),
         "providers": _ranked(aggregate.providers),
@@ -129,7 +128,7 @@ def usage_analytics(
     return {
         **month_report(month=month, aggregate=current, history=history),
         "topUsers": [
-            {"userId": doc["userId"], "email": emails.get(doc["userId"]), **Counts.from_fields(doc).usd()}
+            {"userId": doc["userId"], "email": emails.get(doc["userId"]), **counters.counts_of(doc).usd()}
             for doc in top
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],

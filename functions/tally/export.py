@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tally import layout, ports
+from tally.documents.months import MonthAggregate
 from tally.money import nanos_to_usd
 from tally.requests import EXPORT_PAGE_SIZE, ExportIn
 from tally.timeutil import month_key
-from tally.usage import Counts
 from tally.values import Document
 
 COLUMNS = ("userId", "email", "costUsd", "apiCalls", "billableRuns", "unpricedSteps")
@@ -49,7 +49,8 @@ def page(
     emails = directory.emails([str(doc.fields["userId"]) for doc in docs]) if docs else {}
     rows = []
     for doc in docs:
-        counts = Counts.from_fields(doc.fields)
+        stored = MonthAggregate.from_document(doc.fields)
+        counts = stored.total
         uid = str(doc.fields["userId"])
         rows.append(
             [
@@ -58,7 +59,7 @@ def page(
                 f"{nanos_to_usd(counts.cost_nanos):.9f}",
                 str(counts.api_calls),
                 str(counts.billable_runs),
-                str(int(doc.fields.get("unpricedSteps", 0))),
+                str(stored.unpriced),
             ]
         )
     return Page(rows, rows[-1][0] if len(docs) == limit else None)

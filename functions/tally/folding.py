@@ -18,8 +18,8 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from tally import layout, plans, ports
-from tally.rollup import (
+from tally import layout, ports
+from tally.documents.months import (
     ALERT_ROWS,
     FREE_TIER_PERCENT,
     FREE_TIER_ROWS,
@@ -28,6 +28,8 @@ from tally.rollup import (
     Ranking,
     Rollup,
     is_final,
+    rollup_of,
+    rollup_write,
 )
 from tally.values import Contention, Document, Version
 
@@ -49,15 +51,6 @@ class RankStore(FoldStore, Protocol):
     ) -> list[Document]: ...
 
     def month_alerts(self, *, month: str, limit: int) -> list[Document]: ...
-
-
-def rollup_of(month: str, doc: Document) -> Rollup:
-    """Read a stored rollup (or the empty one of a month never folded)."""
-    if not doc.exists:
-        return Rollup.missing(month)
-    as_of = doc.fields.get("asOf")
-    aggregate = MonthAggregate.from_document(doc.fields)
-    return Rollup(month, aggregate, as_of, doc.version, Ranking.from_document(doc.fields))
 
 
 def needs_fold(rollup: Rollup, now: datetime) -> bool:
@@ -103,7 +96,7 @@ def fold_months(
     }
     rankings = {m: rank(ranker, m, as_of) for m in versions if ranker is not None and m in ranked}
     writes = [
-        plans.rollup_write(
+        rollup_write(
             month=month,
             aggregate=aggregate,
             as_of=as_of,

@@ -37,12 +37,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from tally import layout, mirror, plans, ports
+from tally import admission, layout, mirror, planning, plans, ports
 from tally.config import Settings
+from tally.documents import months as month_doc
+from tally.documents import sessions as session_doc
+from tally.documents import usage as usage_doc
 from tally.errors import InvalidArgument
 from tally.fields import is_user_id
 from tally.money import MoneyError, nanos_to_usd, usd_to_nanos
-from tally.recording import RecordingStore, counted, limits_of, month_usage, recording_state
 from tally.requests import parse_step
 from tally.timeutil import month_key
 from tally.values import Caller, Contention, Document, RecordingState, Step, UsageType
@@ -65,7 +67,7 @@ _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n", ""}
 
 
-class ImportStore(RecordingStore, Protocol):
+class ImportStore(ports.DocumentStore, Protocol):
     """The store operations the import needs."""
 
     def collection_group(self, *, group: str, limit: int, after: str | None) -> list[Document]: ...
@@ -288,7 +290,7 @@ def is_legacy_session(doc: Document) -> bool:
     """Return whether a document at a session path is an earlier system's (with its steps inside)."""
     return (
         layout.session_ids(doc.path) is not None
-        and "tallyShard" not in doc.fields
+        and not session_doc.is_tally_session(doc.fields)
         and isinstance(doc.fields.get("steps"), list)
     )
 
@@ -407,7 +409,7 @@ class Importer:
         """Return the steps with the names they count under (a dry run admits none: that would write)."""
         if self.report.dry_run:
             return list(found)
-        steps, _ = counted(
+        steps, _ = admission.counted(
             store=self.store,
             caller=IMPORTER,
             steps=[f.step for f in found],
@@ -424,7 +426,7 @@ class Importer:
         paths += [*own.values(), layout.usage_path(user_id)]
         paths += [layout.user_month_path(user_id, m) for m in months]
         docs = self.store.read(paths)
-        state = recording_state(
+        state = planning.recording_state(
             docs,
             user_id=user_id,
             session_id=None,
@@ -452,9 +454,9 @@ class Importer:
             steps=tuple(steps),
             shard=self._shards.next(self.store.shards),
             user_months=state.user_months,
-            stale_months=plans.stale_months(state.usage, self.now),
-            limits=limits_of(state.usage, self.settings),
-            months_before={m: month_usage(state.usage, m) for m in months},
+            stale_months=usage_doc.stale_months(state.usage, self.now),
+            limits=usage_doc.limits_of(state.usage, self.settings),
+            months_before={m: usage_doc.month_usage(state.usage, m) for m in months},
             step_session_id=session_id,
         )
         return plans.recording_writes(commit)
@@ -465,8 +467,8 @@ class Importer:
         self._months.update(str(w.data["month"]) for w in writes if w.path.startswith(layout.PLATFORM_SHARDS))
 
     def reopen_months(self) -> None:
-        """Reopen the rollups of the final months this run wrote, once (see `plans.reopen_writes`)."""
-        writes = plans.reopen_writes(self._months, now=self.now)
+        """Reopen the rollups of the final months this run wrote, once (see `month_doc.reopen_writes`)."""
+        writes = month_doc.reopen_writes(self._months, now=self.now)
         if writes and not self.report.dry_run:
             self._retrying("reopening the analytics of final months", lambda: self.store.commit(writes))
 
@@ -641,14 +643,10 @@ class Importer:
             if layout.session_ids(doc.path) is None:
                 continue
             if not is_legacy_session(doc):
-                if doc.fields.get("importedFrom"):
+                if session_doc.is_imported(doc.fields):
                     self.report.sessions.skipped += 1
-                    stats = doc.fields.get("stats") or {}  # an earlier run may have stopped before reopening
-                    self._months.update(
-                        month_key(at)
-                        for at in (stats.get("firstStepAt"), stats.get("lastStepAt"))
-                        if isinstance(at, datetime)
-                    )
+                    # an earlier run may have stopped before reopening
+                    self._months.update(month_key(at) for at in session_doc.step_times(doc.fields))
                 continue
             self.import_session(doc)
             done += 1

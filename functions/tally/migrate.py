@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import layout, plans, ports
+from tally import layout, ports
 from tally.config import Settings
+from tally.documents import sessions as session_doc
+from tally.documents import usage as usage_doc
 from tally.mirror import MirrorState
 from tally.reconcile import ReconcileStore, reconcile
-from tally.timeutil import month_key, months_back
 from tally.values import Contention, Document
 from tally.writes import DELETE, Increment, Op, Write, leaves
 
@@ -74,9 +75,9 @@ def _commit_each(store: MigrateStore, groups: Sequence[Sequence[Write]]) -> int:
 
 def user_tidying(doc: Document, now: datetime) -> list[Write]:
     """Return the writes that bring an old `users/{uid}.usage` to v2 (months kept, breakdowns moved)."""
-    usage = doc.fields.get("usage") or {}
-    months = usage.get("months") or {}
-    kept = set(months_back(month_key(now), plans.USER_MONTHS_KEPT))
+    usage = usage_doc.usage_of(doc.fields)
+    months = usage_doc.months_of(usage)
+    kept = set(usage_doc.kept_months(now))
     data: dict[str, Any] = {}
     for month, fields in months.items():
         if month not in kept:
@@ -87,12 +88,11 @@ def user_tidying(doc: Document, now: datetime) -> list[Write]:
                 data[month] = old
     writes = []
     if data:
-        writes.append(Write(doc.path, Op.UPDATE, {"usage": {"months": data}}, version=doc.version))
-    limits = usage.get("limits") or {}
-    if "monthlyCostLimitNanos" in limits and "monthlyFreeRuns" in limits:
-        user_id = doc.path.split("/")[1]
-        copy = {"userId": user_id, **{k: limits[k] for k in ("monthlyCostLimitNanos", "monthlyFreeRuns")}}
-        writes.append(Write(layout.limits_path(user_id), Op.MERGE, copy))
+        months_at = {usage_doc.USAGE: {usage_doc.MONTHS: data}}
+        writes.append(Write(doc.path, Op.UPDATE, months_at, version=doc.version))
+    limits = usage_doc.stored_limits(usage.get(usage_doc.LIMITS) or {})
+    if limits is not None:
+        writes.append(usage_doc.limits_copy_write(doc.path.split("/")[1], limits))
     return writes
 
 
@@ -104,13 +104,13 @@ def _numbers(data: Mapping[str, Any]) -> dict[tuple[str, ...], int]:
 
 def adoption_writes(user: Document, truth: Document) -> list[Write]:
     """Return the writes adopting a user's `usage` map into the truth (none once adopted, or with no map)."""
-    usage = user.fields.get("usage")
+    usage = user.fields.get(usage_doc.USAGE)
     if truth.fields.get(ADOPTED) is True or not isinstance(usage, Mapping):
         return []
-    mirror, counted = _numbers(usage), _numbers(truth.fields.get("usage") or {})
+    mirror, counted = _numbers(usage), _numbers(usage_doc.usage_of(truth.fields))
     data: dict[str, Any] = {"userId": layout.user_id_of(user.path), ADOPTED: True}
     for path in sorted(set(mirror) | set(counted)):
-        node = data.setdefault("usage", {})
+        node = data.setdefault(usage_doc.USAGE, {})
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = Increment(mirror.get(path, 0) - counted.get(path, 0))
@@ -150,13 +150,13 @@ def migrate(
     upgrades = []
     for doc in _pages(store, layout.SESSIONS):
         ids = layout.session_ids(doc.path)
-        if ids is None or "stats" not in doc.fields:
+        if ids is None or session_doc.STATS not in doc.fields:
             continue
         upgrade: dict[str, Any] = {}
-        if "tallyShard" not in doc.fields:
-            upgrade["tallyShard"] = layout.sweep_shard(*ids)
-        if doc.fields.get("finalizedAt") is None and plans.OPEN not in doc.fields:
-            upgrade[plans.OPEN] = True  # v3: marks a session its finalization has not counted yet
+        if not session_doc.is_tally_session(doc.fields):
+            upgrade[session_doc.SHARD] = layout.sweep_shard(*ids)
+        if not session_doc.is_finalized(doc.fields) and session_doc.OPEN not in doc.fields:
+            upgrade[session_doc.OPEN] = True  # v3: marks a session its finalization has not counted yet
         if upgrade:
             upgrades.append([Write(doc.path, Op.UPDATE, upgrade, version=doc.version)])
     report.sessions = _commit_each(store, upgrades)
@@ -170,7 +170,7 @@ def migrate(
     say(f"users: {report.users} documents tidied")
     page: list[Document] = []
     for doc in _pages(store, layout.USERS):
-        if doc.path.count("/") == 1 and "usage" in doc.fields:
+        if doc.path.count("/") == 1 and usage_doc.USAGE in doc.fields:
             page.append(doc)
         if len(page) >= PAGE_SIZE:
             adopt(store, page, report)

@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tally import layout, ports
+from tally.documents import usage as usage_doc
+from tally.documents.usage import USAGE
 from tally.values import Contention, Document, Rejected
 from tally.writes import DELETE, CommitResult, Op, Replace, Write, merge_payload
 
@@ -68,9 +70,9 @@ def _owner(path: str) -> str | None:
 def mirrored(writes: Sequence[Write]) -> list[Write]:
     """Return the writes with a copy of each write of a `usage` truth into its user's mirror."""
     copies = [
-        Write(layout.user_path(user_id), Op.MERGE, merge_payload({"usage": write.data["usage"]}))
+        Write(layout.user_path(user_id), Op.MERGE, merge_payload({USAGE: write.data[USAGE]}))
         for write in writes
-        if (user_id := _owner(write.path)) is not None and write.data.get("usage")
+        if (user_id := _owner(write.path)) is not None and write.data.get(USAGE)
     ]
     return [*writes, *copies]
 
@@ -121,9 +123,9 @@ def repair_writes(truth: Document) -> list[Write]:
     user_id = _owner(truth.path)
     assert user_id is not None
     assert truth.exists
-    usage = dict(truth.fields.get("usage") or {})
+    usage = dict(usage_doc.usage_of(truth.fields))
     return [
-        Write(layout.user_path(user_id), Op.MERGE, {"usage": Replace(usage)}),
+        Write(layout.user_path(user_id), Op.MERGE, {USAGE: Replace(usage)}),
         Write(truth.path, Op.UPDATE, {STALE: False, FAILED_AT: DELETE}, version=truth.version),
     ]
 

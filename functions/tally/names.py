@@ -6,7 +6,7 @@ Names become keys of shared aggregates, so each UTC month admits at most
 each kind a month.
 A step whose name is not admitted is recorded in full but counted under `(other)`
 in every breakdown. Admission is decided with fetch-and-add counters (see
-`recording.admit_names`): no interleaving admits more than the bounds.
+`admission.admit_names`): no interleaving admits more than the bounds.
 """
 
 from __future__ import annotations

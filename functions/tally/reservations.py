@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import layout, mirror, plans, ports, pricing
+from tally import answers, layout, mirror, plans, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
+from tally.documents import holds as hold_doc
+from tally.documents import usage as usage_doc
 from tally.errors import InvalidArgument, NotFound, Unavailable
 from tally.money import nanos_to_usd
-from tally.recording import RecordingStore, held_of, limits_of, month_usage, usage_body
 from tally.requests import ReserveRequest
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits
@@ -36,7 +37,7 @@ FREE_RUNS = "FREE_RUNS"
 MAX_ATTEMPTS = 6
 
 
-class HoldStore(RecordingStore, Protocol):
+class HoldStore(ports.DocumentStore, Protocol):
     """The store operations reservations need."""
 
     def active_holds(self, *, user_id: str) -> Held: ...
@@ -44,23 +45,6 @@ class HoldStore(RecordingStore, Protocol):
     def expired_holds(
         self, *, shard: int, now: datetime, limit: int, after: Any | None
     ) -> list[IdleSession]: ...
-
-
-def hold_of(doc: Document) -> HoldState | None:
-    """Return a stored reservation (None if there is none)."""
-    ids = layout.reservation_ids(doc.path)
-    if not doc.exists or ids is None:
-        return None
-    data = doc.fields
-    return HoldState(
-        user_id=ids[0],
-        reservation_id=ids[1],
-        status=HoldStatus(data["status"]),
-        cost_nanos=int(data.get("estimateNanos", 0)),
-        runs=int(data.get("runs", 0)),
-        version=doc.version,
-        unpriced=data.get("costSource") == CostSource.UNPRICED.value,
-    )
 
 
 def decide(*, used: Counts, held: Held, limits: Limits, billable: bool) -> str | None:
@@ -81,7 +65,7 @@ class Estimate:
     source: CostSource
 
 
-def estimate_of(request: ReserveRequest, *, store: RecordingStore, now: datetime) -> Estimate:
+def estimate_of(request: ReserveRequest, *, store: ports.DocumentStore, now: datetime) -> Estimate:
     """Return the estimate in nano-USD: the given cost, or units priced as steps are."""
     runs = int(request.billable)
     if request.cost_nanos is not None:
@@ -108,19 +92,14 @@ def _answer(
     now: datetime,
     warnings: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    decided = hold.get("decidedAt") is not None
-    allowed = decided and hold.get("status") != HoldStatus.DENIED.value
-    # A hold that ended (expired, released, settled) before any decision was stored was never
-    # allowed: its reason says how it ended.
-    reason = hold.get("reason") if decided else str(hold.get("status", "")).upper()
-    expires: datetime = hold["expiresAt"]
+    outcome = hold_doc.outcome_of(hold)
     return {
-        "allowed": allowed,
+        "allowed": outcome.allowed,
         "reservationId": reservation_id,
-        "reserved": nanos_to_usd(int(hold.get("estimateNanos", 0))) if allowed else 0.0,
-        "expiresAt": expires.isoformat().replace("+00:00", "Z"),
-        "reason": reason,
-        "usage": usage_body(usage, settings=settings, now=now, used=used, held=held),
+        "reserved": nanos_to_usd(outcome.reserved_nanos),
+        "expiresAt": outcome.expires_at.isoformat().replace("+00:00", "Z"),
+        "reason": outcome.reason,
+        "usage": answers.usage_body(usage, settings=settings, now=now, used=used, held=held),
         "warnings": list(warnings),
     }
 
@@ -140,15 +119,15 @@ def reserve_spend(
     def attempt() -> dict[str, Any]:  # a lost race (Contention) is tried again from a fresh read
         mirrored = True
         docs = store.read([path, truth])
-        usage = docs[truth].fields.get("usage") or {}
-        hold = hold_of(docs[path])
+        usage = usage_doc.usage_of(docs[truth].fields)
+        hold = hold_doc.hold_of(docs[path])
 
         def as_read(fields: Mapping[str, Any], usage: Mapping[str, Any] = usage) -> dict[str, Any]:
             return _answer(
                 hold=fields,
                 reservation_id=request.reservation_id,
                 usage=usage,
-                used=month_usage(usage, month),
+                used=usage_doc.month_usage(usage, month),
                 held=store.active_holds(user_id=user_id),
                 settings=settings,
                 now=now,
@@ -158,7 +137,7 @@ def reserve_spend(
             return as_read(docs[path].fields)
         if hold is None:
             estimate = estimate_of(request, store=store, now=now)
-            fields = plans.hold_document(
+            fields = hold_doc.document(
                 user_id=user_id,
                 reservation_id=request.reservation_id,
                 cost_nanos=estimate.cost_nanos,
@@ -170,7 +149,7 @@ def reserve_spend(
                 feature=request.feature,
             )
             if estimate.source is CostSource.UNPRICED:  # refused before anything is held
-                refused = {**fields, "status": HoldStatus.DENIED.value, "reason": UNPRICED, "decidedAt": now}
+                refused = hold_doc.decided(fields, reason=UNPRICED, now=now)
                 store.commit(plans.refusal_writes(refused))  # lost: the same reservationId raced in
                 return as_read(refused)
             committed = mirror.commit(  # lost: the same reservationId raced in
@@ -187,31 +166,25 @@ def reserve_spend(
                 estimate.runs,
                 result.versions.get(path),
             )
-            used = Counts(
-                cost_nanos=result.value(truth, "usage", "months", month, "costNanos"),
-                api_calls=result.value(truth, "usage", "months", month, "apiCalls"),
-                billable_runs=result.value(truth, "usage", "months", month, "billableRuns"),
-            )
+            used = usage_doc.committed_month(result, user_id, month)
             # every hold allowed or being decided, this one included
-            holding = Held(
-                result.value(truth, "usage", "held", "costNanos"),
-                result.value(truth, "usage", "held", "runs"),
-            )
+            holding = usage_doc.committed_held(result, user_id)
         else:  # pending: not decided (a crash, or its twin still deciding): decide again, as of now
             fields = dict(docs[path].fields)
-            used, holding = month_usage(usage, month), held_of(usage, pending=True)
+            used, holding = usage_doc.month_usage(usage, month), usage_doc.held_of(usage, pending=True)
         reason = (
             UNPRICED
             if hold.unpriced
-            else decide(used=used, held=holding, limits=limits_of(usage, settings), billable=bool(hold.runs))
+            else decide(
+                used=used, held=holding, limits=usage_doc.limits_of(usage, settings), billable=bool(hold.runs)
+            )
         )
         # lost: released or expired meanwhile (read what it is now)
         mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:
             mirrored = mirror.repair(store, user_id, now=now)
-        status = HoldStatus.ACTIVE if reason is None else HoldStatus.DENIED
         return _answer(
-            hold={**fields, "status": status.value, "reason": reason, "decidedAt": now},
+            hold=hold_doc.decided(fields, reason=reason, now=now),
             reservation_id=request.reservation_id,
             usage=usage,
             used=used,
@@ -244,7 +217,7 @@ def release_spend(
     path = layout.reservation_path(owner, reservation_id)
 
     def attempt() -> dict[str, Any]:
-        hold = hold_of(store.read([path])[path])
+        hold = hold_doc.hold_of(store.read([path])[path])
         if hold is None:
             raise NotFound(f"reservation {reservation_id} does not exist")
         if not hold.status.holding:
@@ -272,7 +245,7 @@ def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> in
             groups = [
                 plans.end_hold_writes(hold, status=HoldStatus.EXPIRED, now=now)
                 for doc in docs.values()
-                if (hold := hold_of(doc)) is not None and hold.status.holding
+                if (hold := hold_doc.hold_of(doc)) is not None and hold.status.holding
             ]
             expired += sum(mirror.commit_each(store, groups))
     return expired
@@ -280,4 +253,4 @@ def expire_holds(*, store: HoldStore, now: datetime, page_size: int = 200) -> in
 
 def holds_of(docs: Sequence[Document]) -> dict[str, HoldState]:
     """Return the reservations read for a request, by id."""
-    return {hold.reservation_id: hold for doc in docs if (hold := hold_of(doc)) is not None}
+    return {hold.reservation_id: hold for doc in docs if (hold := hold_doc.hold_of(doc)) is not None}

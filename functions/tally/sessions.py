@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from tally import layout, mirror, plans, ports
-from tally.plans import summarize
-from tally.values import Contention, IdleSession, SessionRecord, SessionStatus
+from tally.documents import sessions as session_doc
+from tally.values import Contention, IdleSession, SessionRecord
 
 MAX_ATTEMPTS = 12
 log = logging.getLogger("tally.sessions")
@@ -41,20 +41,6 @@ class SessionStore(ports.DocumentStore, Protocol):
     def unfinalized_sessions(self, *, shard: int, limit: int, after: Any | None) -> list[IdleSession]: ...
 
 
-def is_tally_session(data: Mapping[str, Any]) -> bool:
-    """Return whether a document at a session path is Tally's (a legacy system's is not, until imported)."""
-    return "tallyShard" in data
-
-
-def is_completion(data: Mapping[str, Any]) -> bool:
-    """Return whether a session document, as written, still waits for its finalization."""
-    return (
-        is_tally_session(data)
-        and data.get("status") == SessionStatus.COMPLETED.value
-        and data.get("finalizedAt") is None
-    )
-
-
 def finalize_session(
     *,
     store: SessionStore,
@@ -78,21 +64,21 @@ def finalize_session(
         if not doc.exists:
             return Finalized.MISSING
         record = SessionRecord(user_id, session_id, doc.fields, doc.version)
-        if not is_tally_session(record.data):
+        if not session_doc.is_tally_session(record.data):
             return Finalized.NOT_TALLYS
-        if record.data.get("status") != SessionStatus.COMPLETED.value:
+        if not session_doc.is_completed(record.data):
             return Finalized.NOT_COMPLETED
-        if record.data.get("finalizedAt") is not None:
+        if session_doc.is_finalized(record.data):
             return Finalized.ALREADY_FINALIZED
         writes = plans.finalization_writes(
             user_id=user_id,
             session_id=session_id,
             version=record.version,
-            summary=summarize(record),
+            summary=session_doc.summarize(record),
             now=now,
             shard=picker.next(store.shards),
-            count_user=not plans.counted_at_completion(record.data),
-            completed_at_missing=not isinstance(record.data.get("completedAt"), datetime),
+            count_user=not session_doc.counted_at_completion(record.data),
+            completed_at_missing=session_doc.completed_at_missing(record.data),
         )
         mirror.commit(store, writes)  # lost: another finalization (or a write) came first: read again
         return Finalized.FINALIZED

@@ -16,8 +16,10 @@ from typing import Protocol, TypeVar
 
 from tally import alerts, layout, ports, reservations, sessions
 from tally.config import Settings
+from tally.documents import counters
+from tally.documents import usage as usage_doc
 from tally.timeutil import month_key
-from tally.usage import Counts, Limits
+from tally.usage import Counts
 from tally.values import Document
 
 PAGE_SIZE = 200
@@ -71,15 +73,12 @@ def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
             found = []
             for doc in page:
                 data = doc.fields
-                limits = Limits(
-                    int(data.get("monthlyCostLimitNanos", settings.default_monthly_cost_limit_nanos)),
-                    int(data.get("monthlyFreeRuns", settings.default_monthly_free_runs)),
-                )
+                limits = usage_doc.limits_in(data, settings)
                 found += alerts.user_alerts(
                     user_id=str(data["userId"]),
                     month=month,
                     before=Counts(),
-                    after=Counts.from_fields(data),
+                    after=counters.counts_of(data),
                     limits=limits,
                     raised_by="sweep",
                     late=True,

@@ -6,16 +6,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, layout, mirror, plans
+from tally import alerts, layout, mirror
 from tally.access import resolve_reader
 from tally.config import Settings
+from tally.documents import usage as usage_doc
+from tally.documents import user_months
+from tally.documents.months import MonthAggregate
 from tally.errors import InvalidArgument
 from tally.money import nanos_to_usd
-from tally.recording import held_of, limits_of
 from tally.requests import MyUsageIn, SetLimitsIn
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
-from tally.values import Caller
+from tally.values import Caller, UsageType
 
 
 class UserStore(alerts.AlertStore, Protocol):
@@ -24,8 +26,7 @@ class UserStore(alerts.AlertStore, Protocol):
     def active_holds(self, *, user_id: str) -> Held: ...
 
 
-def _ranked(named: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    counts = {name: Counts.from_fields(fields) for name, fields in (named or {}).items()}
+def _ranked(counts: Mapping[str, Counts]) -> list[dict[str, Any]]:
     ordered = sorted(counts.items(), key=lambda item: (-item[1].cost_nanos, item[0]))
     return [{"name": name, **c.usd()} for name, c in ordered]
 
@@ -44,28 +45,25 @@ def month_view(
     `held`: the user's allowed holds; by default, the truth's counter (which also holds the
     estimates still being decided).
     """
-    used = Counts.from_fields(user_month)
-    sessions = usage.get("sessions") or {}
+    stored = MonthAggregate.from_document(user_month)
+    used = stored.total
+    active, completed = usage_doc.sessions_of(usage)
     return {
         "month": month,
         "totalCost": nanos_to_usd(used.cost_nanos),
         "apiCalls": used.api_calls,
         "billableRuns": used.billable_runs,
-        "unpricedSteps": int(user_month.get("unpricedSteps", 0)),
-        "byType": {
-            kind: Counts.from_fields((user_month.get("byType") or {}).get(kind)).usd()
-            for kind in ("AI", "API")
-        },
-        "features": _ranked(user_month.get("features")),
-        "providers": _ranked(user_month.get("providers")),
+        "unpricedSteps": stored.unpriced,
+        "byType": {kind.value: stored.by_type.get(kind.value, Counts()).usd() for kind in UsageType},
+        "features": _ranked(stored.features),
+        "providers": _ranked(stored.providers),
         "limits": limits_status(
-            used, limits_of(usage, settings), (held or held_of(usage)) if current else Held()
+            used,
+            usage_doc.limits_of(usage, settings),
+            (held or usage_doc.held_of(usage)) if current else Held(),
         ),
-        "lifetime": Counts.from_fields(usage.get("lifetime")).usd(),
-        "sessions": {
-            "active": max(0, int(sessions.get("active", 0))),
-            "completed": int(sessions.get("completed", 0)),
-        },
+        "lifetime": usage_doc.lifetime_of(usage).usd(),
+        "sessions": {"active": max(0, active), "completed": completed},
     }
 
 
@@ -79,7 +77,7 @@ def my_usage(
     docs = store.read([user, user_month])
     current = month == month_key(now)
     view = month_view(
-        usage=docs[user].fields.get("usage") or {},
+        usage=usage_doc.usage_of(docs[user].fields),
         user_month=docs[user_month].fields,
         month=month,
         current=current,
@@ -98,8 +96,8 @@ def set_limits(
     month = month_key(now)
     user, user_month = layout.usage_path(request.user_id), layout.user_month_path(request.user_id, month)
     docs = store.read([user, user_month])
-    usage = docs[user].fields.get("usage") or {}
-    current = limits_of(usage, settings)
+    usage = usage_doc.usage_of(docs[user].fields)
+    current = usage_doc.limits_of(usage, settings)
     limits = Limits(
         monthly_cost_limit_nanos=(
             request.monthly_cost_limit_nanos
@@ -110,11 +108,11 @@ def set_limits(
             request.monthly_free_runs if request.monthly_free_runs is not None else current.monthly_free_runs
         ),
     )
-    used = Counts.from_fields(docs[user_month].fields)
-    writes = plans.limits_writes(user_id=request.user_id, limits=limits)
+    used = MonthAggregate.from_document(docs[user_month].fields).total
+    writes = usage_doc.limits_writes(user_id=request.user_id, limits=limits)
     if used.api_calls:
         writes.append(
-            plans.free_tier_write(
+            user_months.free_tier_write(
                 user_id=request.user_id,
                 month=month,
                 percent=limit_percent(used, limits),
@@ -136,5 +134,5 @@ def set_limits(
     return {
         "userId": request.user_id,
         "month": month,
-        "limits": limits_status(used, limits, held_of(usage)),
+        "limits": limits_status(used, limits, usage_doc.held_of(usage)),
     }

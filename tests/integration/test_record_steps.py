@@ -11,6 +11,7 @@ import pytest
 import requests
 from google.cloud import firestore
 
+from tally.documents import counters
 from tally_dev import accounts, emulator
 
 URL = "record_steps"
@@ -39,7 +40,7 @@ def usage_of(db: firestore.Client, uid: str) -> dict[str, Any]:
 
 
 def platform_month(db: firestore.Client, month: str) -> dict[str, int]:
-    return emulator.platform_month(month).total.fields()
+    return counters.fields(emulator.platform_month(month).total)
 
 
 def all_documents(db: firestore.Client) -> list[str]:

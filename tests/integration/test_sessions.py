@@ -23,7 +23,7 @@ from google.cloud.firestore_v1.types import Value
 import main
 from adapters.firestore import FirestoreStore
 from tally import layout
-from tally.rollup import SESSION_FIELDS
+from tally.documents.months import SESSION_FIELDS
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally_dev import accounts, commands, emulator
 

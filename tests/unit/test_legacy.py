@@ -10,6 +10,7 @@ import pytest
 
 from tally import layout
 from tally.config import Settings
+from tally.documents.months import MonthAggregate
 from tally.errors import InvalidArgument
 from tally.legacy import (
     ALREADY_RECORDED,
@@ -22,7 +23,6 @@ from tally.legacy import (
 from tally.reconcile import reconcile
 from tally.recording import record_steps
 from tally.requests import parse_record_request
-from tally.rollup import MonthAggregate
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.timeutil import month_key
 from tally.values import Caller, Contention

@@ -3,8 +3,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tally import layout, plans
+from tally.documents import months as month_doc
+from tally.documents import sessions as session_doc
+from tally.documents import usage as usage_doc
+from tally.documents.months import MonthAggregate, Ranking
 from tally.names import OTHER, NameKind
-from tally.rollup import MonthAggregate, Ranking
 from tally.values import SessionState, SessionStatus, Step, UsageType, UserMonthState
 from tally.writes import DELETE, Increment, Op, Write, check_commit, transforms_per_document
 
@@ -136,7 +139,7 @@ def test_the_user_document_keeps_three_months_and_drops_older_ones() -> None:
         "months": {m: {} for m in ("2025-11", "2025-12", "2026-01", "2026-02", "2026-03")}
     }
 
-    stale = plans.stale_months(usage, NOW)
+    stale = usage_doc.stale_months(usage, NOW)
     user = by_path(plans.recording_writes(commit_for(stale_months=stale)))[layout.usage_path("u")]
 
     assert stale == ("2025-11", "2025-12")
@@ -171,7 +174,7 @@ def test_a_session_breakdown_is_capped_and_the_rest_goes_to_other() -> None:
     )
     steps = (one_step("f5"), Step("op-2", UsageType.API, "new", "google", 1, False, NOW))
 
-    counts = plans.session_counts(steps, base)
+    counts = session_doc.session_counts(steps, base)
 
     assert set(counts.features) == {"f5", OTHER}
     assert counts.capped == (("op-2", NameKind.FEATURE),)
@@ -203,10 +206,10 @@ def test_a_rollup_keeps_its_ranking_and_a_refold_without_one_drops_it() -> None:
     as_of = datetime(2026, 11, 14, tzinfo=UTC)
     ranking = Ranking.of([{"userId": "a", "costNanos": 5, "email": "x", "updatedAt": as_of}], [])
 
-    created = plans.rollup_write(
+    created = month_doc.rollup_write(
         month="2026-11", aggregate=MonthAggregate(), as_of=as_of, shards=8, version=None, ranking=ranking
     )
-    refolded = plans.rollup_write(
+    refolded = month_doc.rollup_write(
         month="2026-11", aggregate=MonthAggregate(), as_of=as_of, shards=8, version="v1"
     )
 
@@ -219,7 +222,9 @@ def test_a_rollup_keeps_its_ranking_and_a_refold_without_one_drops_it() -> None:
 
 
 def test_a_late_finalization_in_a_final_month_reopens_its_rollup() -> None:
-    summary = plans.SessionSummary(1, 5, 0, 0, {}, {}, created_month="2026-03", completed_month="2026-06")
+    summary = session_doc.SessionSummary(
+        1, 5, 0, 0, {}, {}, created_month="2026-03", completed_month="2026-06"
+    )
     later = datetime(2026, 6, 1, tzinfo=UTC)  # 2026-03 ended more than 36 days before
 
     writes = plans.finalization_writes(
@@ -233,8 +238,8 @@ def test_a_late_finalization_in_a_final_month_reopens_its_rollup() -> None:
 def test_only_final_months_are_reopened_unless_asked() -> None:
     now = datetime(2026, 6, 1, tzinfo=UTC)
 
-    final = plans.reopen_writes(["2026-03", "2026-05", "2026-03"], now=now)
-    every = plans.reopen_writes(["2026-05"], now=now, final_only=False)
+    final = month_doc.reopen_writes(["2026-03", "2026-05", "2026-03"], now=now)
+    every = month_doc.reopen_writes(["2026-05"], now=now, final_only=False)
 
     assert [w.path for w in final] == [layout.rollup_path("2026-03")]
     assert [w.path for w in every] == [layout.rollup_path("2026-05")]

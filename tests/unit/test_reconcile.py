@@ -6,9 +6,9 @@ import pytest
 
 from entrypoints.callables import set_limits
 from tally import folding, layout, names, plans
-from tally import reconcile as reconcile_module
 from tally.config import Settings
 from tally.reconcile import ShardCountMismatch, reconcile
+from tally.reconcile import reads as reconcile_reads
 from tally.recording import record_steps
 from tally.sessions import finalize_session
 from tally.values import Caller, Document, RecordRequest, SessionRequest, Step, UsageType
@@ -242,7 +242,7 @@ class ClockedStore(MemoryStore):
 
 
 def test_no_read_uses_a_snapshot_older_than_its_own_page(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile_module, "PAGE_SIZE", 2)
+    monkeypatch.setattr(reconcile_reads, "PAGE_SIZE", 2)
     store = ClockedStore()
     traffic(store)
 

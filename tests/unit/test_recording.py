@@ -10,7 +10,8 @@ from tally.access import resolve_user
 from tally.config import Settings
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from tally.names import OTHER
-from tally.recording import plan_recording, record_steps
+from tally.planning import plan_recording
+from tally.recording import record_steps
 from tally.values import (
     Caller,
     Contention,

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from tally import layout
-from tally.plans import summarize
+from tally.documents.sessions import summarize
 from tally.sessions import Finalized, finalize_session, sweep_sessions
 from tally.values import Contention, SessionRecord
 from tally.writes import Write
