@@ -35,6 +35,11 @@ from tally.usage import Counts, Limits
 from tally.values import Contention
 from tally.writes import Increment, Op, Write
 
+MONTH, CREATED = "month", "createdAt"  # queried: a month's latest alerts
+DELIVERED = "deliveredAt"  # queried: alerts not delivered yet
+NEXT_ATTEMPT = "nextAttemptAt"  # queried: their delivery is due
+SHARD = "tallyShard"  # the sweep's shard
+
 THRESHOLDS = (80, 100)
 log = logging.getLogger("tally.alerts")
 
@@ -87,18 +92,18 @@ class Alert:
         return {
             "alertId": self.alert_id,
             "userId": self.user_id,
-            "month": self.month,
+            MONTH: self.month,
             "kind": self.kind.value,
             "threshold": self.threshold,
             "used": nanos_to_usd(self.used) if money else self.used,
             "limit": nanos_to_usd(self.limit) if money else self.limit,
-            "createdAt": now,
+            CREATED: now,
             "raisedBy": self.raised_by,
             "late": self.late,
-            "deliveredAt": None,
+            DELIVERED: None,
             "attempts": 0,
-            "nextAttemptAt": now,
-            "tallyShard": int(self.alert_id[:4], 16) % layout.SWEEP_SHARDS,
+            NEXT_ATTEMPT: now,
+            SHARD: int(self.alert_id[:4], 16) % layout.SWEEP_SHARDS,
         }
 
 
@@ -217,7 +222,7 @@ PAYLOAD_FIELDS = ("alertId", "month", "kind", "threshold", "used", "limit")  # w
 
 def payload(alert: Mapping[str, Any]) -> bytes:
     """Return the JSON body POSTed for an alert (the bytes the signature covers)."""
-    created = alert.get("createdAt")
+    created = alert.get(CREATED)
     body = {
         "alertId": alert["alertId"],
         "userId": alert.get("userId"),
@@ -296,7 +301,7 @@ def deliver(
     doc = store.read([path])[path]
     if not doc.exists:
         return Delivery(False, 0, "no such alert")
-    if doc.fields.get("deliveredAt") is not None:
+    if doc.fields.get(DELIVERED) is not None:
         return Delivery(True, 0, "already delivered")
     missing = [name for name in PAYLOAD_FIELDS if name not in doc.fields]
     if missing:  # written by something other than Tally: retrying would never help
@@ -318,10 +323,10 @@ def deliver(
         delivered = 200 <= status < 300
         update: dict[str, Any] = {"attempts": Increment(1), "lastStatus": status}
         if delivered:
-            update["deliveredAt"] = now()
+            update[DELIVERED] = now()
         else:
             wait = settings.webhook_backoff_seconds * 2 ** (done - 1)
-            update["nextAttemptAt"] = now() + timedelta(seconds=wait)
+            update[NEXT_ATTEMPT] = now() + timedelta(seconds=wait)
         try:
             store.commit([Write(path, Op.UPDATE, update)])
         except Contention:
@@ -343,7 +348,7 @@ def deliver(
 
 def document_view(data: Mapping[str, Any]) -> dict[str, Any]:
     """Return an alert (its stored fields) as usage_analytics lists it."""
-    created = data.get("createdAt")
+    created = data.get(CREATED)
     return {
         "alertId": data.get("alertId"),
         "userId": data.get("userId"),
@@ -353,5 +358,5 @@ def document_view(data: Mapping[str, Any]) -> dict[str, Any]:
         "limit": data.get("limit"),
         "createdAt": created.isoformat().replace("+00:00", "Z") if isinstance(created, datetime) else created,
         "late": bool(data.get("late", False)),
-        "delivered": data.get("deliveredAt") is not None,
+        "delivered": data.get(DELIVERED) is not None,
     }

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 from tally import alerts, folding, ports
 from tally.config import Settings
 from tally.documents import counters
+from tally.documents import limits as limits_doc
 from tally.documents import months as month_doc
-from tally.documents import usage as usage_doc
 from tally.documents.months import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.money import nanos_to_usd
 from tally.requests import AnalyticsIn
@@ -56,7 +56,7 @@ def sessions_view(sessions: Mapping[str, int]) -> dict[str, Any]:
 def free_tier_row(doc: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
     """Return a free-tier row from a user's month document, recomputed from its own figures."""
     used = counters.counts_of(doc)
-    limits = usage_doc.limits_in(doc, settings)
+    limits = limits_doc.limits_in(doc, settings)
     percent = limit_percent(used, limits)
     if percent < FREE_TIER_PERCENT:
         return None

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from tally import layout, ports
 from tally.config import Settings
+from tally.documents import limits as limits_doc
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.mirror import MirrorState
@@ -90,7 +91,7 @@ def user_tidying(doc: Document, now: datetime) -> list[Write]:
     if data:
         months_at = {usage_doc.USAGE: {usage_doc.MONTHS: data}}
         writes.append(Write(doc.path, Op.UPDATE, months_at, version=doc.version))
-    limits = usage_doc.stored_limits(usage.get(usage_doc.LIMITS) or {})
+    limits = limits_doc.stored(usage.get(usage_doc.LIMITS) or {})
     if limits is not None:
         writes.append(usage_doc.limits_copy_write(doc.path.split("/")[1], limits))
     return writes

@@ -20,6 +20,8 @@ from tally.requests import SetPriceIn
 from tally.values import Caller, Document
 from tally.writes import Op, Replace, Write
 
+SET_AT = "setAt"  # queried: the latest prices set
+
 LIST_LIMIT = 1000
 
 
@@ -38,16 +40,14 @@ def view(version: CatalogPrice, *, set_at: Any = None) -> dict[str, Any]:
         "prices": {key: float(value) for key, value in version.prices.items()},
     }
     if set_at is not None:
-        result["setAt"] = (
-            set_at.isoformat().replace("+00:00", "Z") if isinstance(set_at, datetime) else set_at
-        )
+        result[SET_AT] = set_at.isoformat().replace("+00:00", "Z") if isinstance(set_at, datetime) else set_at
     return result
 
 
 def kept_versions(book: dict[str, Any], new: CatalogPrice, now: datetime) -> dict[str, Any]:
     """Return the versions a book keeps with `new` added: those a step could still need."""
     versions = dict(book.get("versions") or {})
-    versions[new.effective_from] = {**new.document(), "setAt": now}
+    versions[new.effective_from] = {**new.document(), SET_AT: now}
     horizon = (now - timedelta(days=pricing.KEPT_DAYS)).date().isoformat()
     ordered = sorted(versions)
     older = [day for day in ordered if day <= horizon]
@@ -77,7 +77,7 @@ def set_price(
     entry = Write(
         f"{layout.PRICE_LOG}/{entry_id}",
         Op.CREATE,
-        {**version.document(), "setAt": now, "setBy": admin.uid},
+        {**version.document(), SET_AT: now, "setBy": admin.uid},
     )
     store.commit([write, entry])
     return view(version, set_at=now)
@@ -88,6 +88,6 @@ def list_prices(*, store: PriceStore, settings: Settings, now: datetime) -> dict
     entries = store.price_log(limit=LIST_LIMIT)
     return {
         "prices": [
-            view(CatalogPrice.from_document(doc.fields), set_at=doc.fields.get("setAt")) for doc in entries
+            view(CatalogPrice.from_document(doc.fields), set_at=doc.fields.get(SET_AT)) for doc in entries
         ]
     }

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 from tally import alerts, layout, ports, reservations, sessions
 from tally.config import Settings
 from tally.documents import counters
-from tally.documents import usage as usage_doc
+from tally.documents import limits as limits_doc
 from tally.timeutil import month_key
 from tally.usage import Counts
 from tally.values import Document
@@ -73,7 +73,7 @@ def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
             found = []
             for doc in page:
                 data = doc.fields
-                limits = usage_doc.limits_in(data, settings)
+                limits = limits_doc.limits_in(data, settings)
                 found += alerts.user_alerts(
                     user_id=str(data["userId"]),
                     month=month,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +43,6 @@ class Counts:
             self.billable_runs - other.billable_runs,
         )
 
-    def fields(self) -> dict[str, int]:
-        """Return the stored field names and values."""
-        return {
-            "costNanos": self.cost_nanos,
-            "apiCalls": self.api_calls,
-            "billableRuns": self.billable_runs,
-        }
-
     def usd(self) -> dict[str, float | int]:
         """Return the response form (cost in USD)."""
         return {
@@ -58,16 +50,6 @@ class Counts:
             "apiCalls": self.api_calls,
             "billableRuns": self.billable_runs,
         }
-
-    @classmethod
-    def from_fields(cls, data: Mapping[str, Any] | None) -> Counts:
-        """Read stored counters; absent means zero."""
-        data = data or {}
-        return cls(
-            cost_nanos=int(data.get("costNanos", 0)),
-            api_calls=int(data.get("apiCalls", 0)),
-            billable_runs=int(data.get("billableRuns", 0)),
-        )
 
 
 def _counts_map() -> defaultdict[str, Counts]:

@@ -34,3 +34,72 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module.write_text("from google.cloud import firestore\nimport adapters.firestore\n")
 
     assert imported(module) == ["google.cloud", "adapters.firestore"]
+
+
+FUNCTIONS = DOMAIN.parent
+SOURCES = sorted(p for p in FUNCTIONS.rglob("*.py") if "venv" not in p.parts and "__pycache__" not in p.parts)
+MAX_MODULE_LINES = 450
+MAX_DEFINITION_LINES = 150
+# Stored field names and the one module that spells each (the documents' own modules).
+OWNERS = {
+    "costNanos": "tally/documents/counters.py",
+    "estimateNanos": "tally/documents/holds.py",
+    "monthlyCostLimitNanos": "tally/documents/limits.py",
+    "limitPercent": "tally/documents/limits.py",
+    "tallyOpen": "tally/documents/sessions.py",
+    "mirrorStale": "tally/mirror.py",
+    "unpricedModels": "tally/documents/months.py",
+    "totalCostNanos": "tally/documents/sessions.py",
+    "firstStepAt": "tally/documents/sessions.py",
+}
+# Names the SPEC also gives a request or a response field: besides their owner, only these say them.
+SPEC_NAMES = {
+    "monthlyFreeRuns": (
+        "tally/documents/limits.py",
+        "tally/requests.py",  # set_limits' data
+        "tally/usage.py",  # the `limits` object
+        "tally/analytics.py",  # a free-tier row
+    ),
+    "held": ("tally/documents/usage.py", "tally/usage.py"),  # the `limits` object
+    "isBillableRun": (
+        "tally/documents/steps.py",
+        "tally/requests.py",  # a step as sent
+        "tally/legacy/sources.py",  # a step as the earlier systems kept it
+    ),
+}
+
+
+def spelling(name: str) -> list[str]:
+    """Return the modules under functions/ whose code spells `name` as a string."""
+    found = []
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        if any(isinstance(n, ast.Constant) and n.value == name for n in ast.walk(tree)):
+            found.append(str(path.relative_to(FUNCTIONS)))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(OWNERS))
+def test_a_stored_field_name_is_spelled_by_one_module(name: str) -> None:
+    assert spelling(name) == [OWNERS[name]]
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_NAMES))
+def test_a_field_name_the_spec_shares_is_spelled_by_its_owner_and_the_edge_only(name: str) -> None:
+    assert sorted(spelling(name)) == sorted(SPEC_NAMES[name])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(FUNCTIONS)))
+def test_modules_and_definitions_stay_small(path: Path) -> None:
+    source = path.read_text()
+    tree = ast.parse(source, filename=str(path))
+    long = [
+        f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_DEFINITION_LINES
+    ]
+
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    assert long == []

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tally.usage import Counts
+from tally.usage import Counts, MonthDelta
 from tally.writes import CommitResult, Increment
 
 COST = "costNanos"
 CALLS = "apiCalls"
 RUNS = "billableRuns"
 NAMES = (COST, CALLS, RUNS)
+BY_TYPE, UNPRICED = "byType", "unpricedSteps"  # a month's totals also keep these
 
 
 def fields(counts: Counts) -> dict[str, int]:
@@ -53,3 +54,18 @@ def named_counts(data: Mapping[str, Any] | None) -> dict[str, Counts]:
 def committed(result: CommitResult, path: str, *at: str) -> Counts:
     """Return a counter as a commit's increments left it (`at`: the map holding it)."""
     return Counts(*(result.value(path, *at, name) for name in NAMES))
+
+
+def totals_change(delta: MonthDelta) -> dict[str, Any]:
+    """Return the increments of a month's totals, by type, and unpriced steps (`usage.months` keeps these)."""
+    change: dict[str, Any] = increments(delta.total)
+    change[BY_TYPE] = increment_map(delta.by_type)
+    if delta.unpriced:
+        change[UNPRICED] = Increment(delta.unpriced)
+    return change
+
+
+def totals_of(stored: Mapping[str, Any] | None) -> tuple[Counts, dict[str, Counts], int]:
+    """Read a month's totals, its totals by type, and its unpriced steps."""
+    stored = stored or {}
+    return counts_of(stored), named_counts(stored.get(BY_TYPE)), int(stored.get(UNPRICED, 0))

@@ -16,15 +16,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tally import layout
-from tally.documents import counters
+from tally.documents import counters, limits
 from tally.timeutil import MAX_AGE, month_end
 from tally.usage import WARNING_PERCENT, Counts, MonthDelta
 from tally.values import Document
 from tally.writes import DELETE, Increment, Op, Replace, Write, merge_payload
 
 MONTH = "month"  # queried: a month's documents of every kind
-UNPRICED, UNPRICED_MODELS = "unpricedSteps", "unpricedModels"
-BY_TYPE, FEATURES, PROVIDERS, DAYS = "byType", "features", "providers", "days"
+UNPRICED, BY_TYPE = counters.UNPRICED, counters.BY_TYPE
+UNPRICED_MODELS = "unpricedModels"
+FEATURES, PROVIDERS, DAYS = "features", "providers", "days"
 NAMED = {BY_TYPE: "by_type", FEATURES: "features", PROVIDERS: "providers", DAYS: "days"}  # -> MonthDelta
 ACTIVE_USERS = "activeUsers"  # a shard's count; a user's month has the flag `active`
 ACTIVE = "active"
@@ -46,7 +47,7 @@ TOP_USERS_KEPT = 100  # the most `usage_analytics` may ask for
 FREE_TIER_ROWS = 50  # with the top 100 and 12 months folded at 8 shards: 278 reads at most
 FREE_TIER_PERCENT = WARNING_PERCENT
 # The fields of a user's month a ranked row keeps (the top-users and free-tier rows need no more).
-RANKED_FIELDS = ("userId", *counters.NAMES, "monthlyCostLimitNanos", "monthlyFreeRuns", "limitPercent")
+RANKED_FIELDS = ("userId", *counters.NAMES, *limits.NAMES, limits.LIMIT_PERCENT)
 
 
 def _add(into: dict[str, Counts], named: Mapping[str, Any] | None) -> None:
@@ -203,31 +204,10 @@ def unpriced_models_change(delta: MonthDelta) -> dict[str, Any]:
     }
 
 
-def totals_change(delta: MonthDelta) -> dict[str, Any]:
-    """Return the increments of a month's totals, by type, and unpriced steps (`usage.months` too)."""
-    change: dict[str, Any] = {
-        **counters.increments(delta.total),
-        BY_TYPE: counters.increment_map(delta.by_type),
-    }
-    if delta.unpriced:
-        change[UNPRICED] = Increment(delta.unpriced)
-    return change
-
-
-def totals_of(stored: Mapping[str, Any] | None) -> tuple[Counts, dict[str, Counts], int]:
-    """Read a month's totals, its totals by type, and its unpriced steps."""
-    stored = stored or {}
-    return (
-        counters.counts_of(stored),
-        counters.named_counts(stored.get(BY_TYPE)),
-        int(stored.get(UNPRICED, 0)),
-    )
-
-
 def counters_change(delta: MonthDelta) -> dict[str, Any]:
     """Return the increments a month's steps add to a month document (totals and every breakdown)."""
     return {
-        **totals_change(delta),
+        **counters.totals_change(delta),
         FEATURES: counters.increment_map(delta.features),
         PROVIDERS: counters.increment_map(delta.providers),
         DAYS: counters.increment_map(delta.days),

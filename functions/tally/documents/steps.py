@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tally.documents import counters
 from tally.timeutil import day_key, month_key
 from tally.values import CostSource, Step, StoredStep, Units, UsageType
 
 MONTH = "month"  # queried: a month's steps, a user's steps of a month
-COST = "costNanos"  # summed: a user's lifetime cost
+COST = counters.COST  # summed: a user's lifetime cost
 BILLABLE = "isBillableRun"  # counted: a user's lifetime billable runs
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from tally import layout
 from tally.config import Settings
-from tally.documents import counters, months
+from tally.documents import counters
+from tally.documents import limits as limits_doc
 from tally.timeutil import month_key, months_back
 from tally.usage import Counts, Held, Limits, MonthDelta
 from tally.writes import DELETE, CommitResult, Increment, Op, Write, merge_payload
@@ -31,7 +32,6 @@ MONTHS, LIFETIME, SESSIONS, HELD, PENDING, LIMITS = (
 ACTIVE, COMPLETED = "active", "completed"  # session counters
 UPDATED = "updatedAt"
 HELD_COST, HELD_RUNS = counters.COST, "runs"
-COST_LIMIT, FREE_RUNS = "monthlyCostLimitNanos", "monthlyFreeRuns"
 
 
 def usage_of(truth: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -52,7 +52,7 @@ def month_usage(usage: Mapping[str, Any], month: str) -> Counts:
 
 def month_of(usage: Mapping[str, Any], month: str) -> tuple[Counts, dict[str, Counts], int]:
     """Return one month's totals, its totals by type, and its unpriced steps."""
-    return months.totals_of(months_of(usage).get(month))
+    return counters.totals_of(months_of(usage).get(month))
 
 
 def lifetime_of(usage: Mapping[str, Any]) -> Counts:
@@ -66,29 +66,9 @@ def sessions_of(usage: Mapping[str, Any]) -> tuple[int, int]:
     return int(sessions.get(ACTIVE, 0)), int(sessions.get(COMPLETED, 0))
 
 
-def stored_limits(data: Mapping[str, Any]) -> Limits | None:
-    """Return limits stored in a map (a `usage.limits`, a limits copy, a free-tier entry), if set."""
-    if COST_LIMIT not in data or FREE_RUNS not in data:
-        return None
-    return Limits(int(data[COST_LIMIT]), int(data[FREE_RUNS]))
-
-
-def limits_in(data: Mapping[str, Any], settings: Settings) -> Limits:
-    """Return the limits stored in a map, each missing one the default."""
-    return Limits(
-        int(data.get(COST_LIMIT, settings.default_monthly_cost_limit_nanos)),
-        int(data.get(FREE_RUNS, settings.default_monthly_free_runs)),
-    )
-
-
 def limits_of(usage: Mapping[str, Any], settings: Settings) -> Limits:
     """Return a user's limits, or the defaults where none are set."""
-    return limits_in(usage.get(LIMITS) or {}, settings)
-
-
-def limits_fields(limits: Limits) -> dict[str, int]:
-    """Return the stored form of a user's limits."""
-    return {COST_LIMIT: limits.monthly_cost_limit_nanos, FREE_RUNS: limits.monthly_free_runs}
+    return limits_doc.limits_in(usage.get(LIMITS) or {}, settings)
 
 
 def held_of(usage: Mapping[str, Any], *, pending: bool = False) -> Held:
@@ -165,7 +145,9 @@ def recording_write(
         MONTHS: {
             **dict.fromkeys(stale, DELETE),
             **{
-                month: months.totals_change(delta) for month, delta in deltas.items() if delta.total.api_calls
+                month: counters.totals_change(delta)
+                for month, delta in deltas.items()
+                if delta.total.api_calls
             },
         },
         UPDATED: now,
@@ -185,13 +167,9 @@ def hold_write(user_id: str, month: str, held: Held) -> Write:
 
 def limits_writes(*, user_id: str, limits: Limits) -> list[Write]:
     """Return the writes of a user's limits: `usage.limits` (nothing else touched) and Tally's own copy."""
-    fields = limits_fields(limits)
-    return [
-        write(user_id, {LIMITS: fields}),
-        limits_copy_write(user_id, limits),
-    ]
+    return [write(user_id, {LIMITS: limits_doc.fields(limits)}), limits_copy_write(user_id, limits)]
 
 
 def limits_copy_write(user_id: str, limits: Limits) -> Write:
     """Return the write of Tally's own copy of a user's limits."""
-    return Write(layout.limits_path(user_id), Op.MERGE, {"userId": user_id, **limits_fields(limits)})
+    return Write(layout.limits_path(user_id), Op.MERGE, {"userId": user_id, **limits_doc.fields(limits)})

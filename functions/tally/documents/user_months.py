@@ -12,37 +12,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from tally import layout
+from tally.documents import limits as limits_doc
 from tally.documents import months
-from tally.documents import usage as usage_doc
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
 from tally.values import Document, UserMonthState
-from tally.writes import Maximum, Op, Write, merge_payload
+from tally.writes import Op, Write, merge_payload
 
-LIMIT_PERCENT = "limitPercent"  # queried: a month's free-tier candidates
 FREE_TIER_STEP = 5.0  # percent: an entry is rewritten after the commit only past a step of this
 
 
 def state_of(doc: Document) -> UserMonthState:
     """Return what the write path needs of a user's month document."""
-    stored = doc.fields.get(LIMIT_PERCENT)
     return UserMonthState(
-        doc.exists,
-        doc.fields.get(months.ACTIVE) is True,
-        doc.version,
-        float(stored) if isinstance(stored, int | float) else None,
+        doc.exists, doc.fields.get(months.ACTIVE) is True, doc.version, limits_doc.percent_of(doc.fields)
     )
-
-
-def stored_percent(fields: Mapping[str, Any]) -> Any:
-    """Return the free-tier share as stored (possibly missing or not a number)."""
-    return fields.get(LIMIT_PERCENT)
 
 
 def entry(percent: float | None, limits: Limits | None, *, exact: bool) -> dict[str, Any]:
     """Return the free-tier fields for a share of limits: none under 80 %; raised only, unless `exact`."""
     if percent is None or limits is None or percent < WARNING_PERCENT:
         return {}
-    return {LIMIT_PERCENT: percent if exact else Maximum(percent), **usage_doc.limits_fields(limits)}
+    return limits_doc.entry(percent, limits, exact=exact)
 
 
 def write(
@@ -73,12 +63,7 @@ def free_tier_write(*, user_id: str, month: str, percent: float, limits: Limits,
     return Write(
         layout.user_month_path(user_id, month),
         Op.MERGE,
-        {
-            "userId": user_id,
-            months.MONTH: month,
-            LIMIT_PERCENT: percent if exact else Maximum(percent),
-            **usage_doc.limits_fields(limits),
-        },
+        {"userId": user_id, months.MONTH: month, **limits_doc.entry(percent, limits, exact=exact)},
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tally import alerts, layout
+from tally.documents import counters
 from tally.documents.months import Flat
 from tally.reconcile.reads import ReconcileStore
 from tally.usage import Counts
@@ -107,7 +108,7 @@ class Repairs:
     ) -> None:
         """Compare the three counters of one entry."""
         stored = stored or {}
-        for name, value in expected.fields().items():
+        for name, value in counters.fields(expected).items():
             self.counter(path, [*keys, name], int(stored.get(name, 0)), value)
 
     def named(

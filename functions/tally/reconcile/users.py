@@ -11,6 +11,7 @@ from typing import Any
 from tally import alerts, layout, mirror
 from tally.config import Settings
 from tally.documents import holds as hold_doc
+from tally.documents import limits as limits_doc
 from tally.documents import months as month_doc
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
@@ -128,13 +129,13 @@ def _check_user_month(
     )
     repairs.value(path, [month_doc.ACTIVE], stored.get(month_doc.ACTIVE) is True, delta.total.api_calls > 0)
     percent = limit_percent(delta.total, limits)
-    stored_percent = user_months.stored_percent(stored)
+    stored_percent = limits_doc.stored_percent(stored)
     if percent >= WARNING_PERCENT and (
         not isinstance(stored_percent, int | float)
         or abs(stored_percent - percent) >= user_months.FREE_TIER_STEP
     ):
-        repairs.value(path, [user_months.LIMIT_PERCENT], stored_percent, percent)
-        for name, value in usage_doc.limits_fields(limits).items():
+        repairs.value(path, [limits_doc.LIMIT_PERCENT], stored_percent, percent)
+        for name, value in limits_doc.fields(limits).items():
             repairs.value(path, [name], stored.get(name), value)
     return expected, found
 
@@ -181,7 +182,7 @@ def _check_truth(
         repairs.counter(truth, [*sessions, usage_doc.COMPLETED], completed, expected)
     if limits_kept:
         stored_limits = usage.get(usage_doc.LIMITS) or {}
-        for name, value in usage_doc.limits_fields(limits).items():
+        for name, value in limits_doc.fields(limits).items():
             repairs.value(truth, [at, usage_doc.LIMITS, name], stored_limits.get(name), value)
     holds = seen.holds.get(user_id, [])
     held = usage_doc.stored_held(usage)
@@ -215,7 +216,7 @@ def check_user(
     docs = seen.docs
     repairs = Repairs(absolute=True)  # committed conditional on every document's update time
     usage = usage_doc.usage_of(docs[truth].fields)
-    kept = usage_doc.stored_limits(docs[copy].fields)
+    kept = limits_doc.stored(docs[copy].fields)
     limits = kept if kept is not None else usage_doc.limits_of(usage, settings)
     expected_month, stored_flat = _check_user_month(
         repairs, user_month, docs[user_month].fields, delta, limits
