@@ -11,6 +11,7 @@ SUITES ?= 1
 SERVE ?= 1
 CHROMIUM ?= /usr/bin/chromium
 WEB_BUNDLE := web/dist/app.js
+JS := clients/js
 
 .DEFAULT_GOAL := help
 # pytest keeps its assertion rewriting of test modules and plugins (hypothesis's and anyio's 100
@@ -48,6 +49,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(WEB_BUNDLE): $(wildcard web/src/*.js) node_modules/.installed
 	node_modules/.bin/esbuild web/src/main.js --bundle --format=esm --minify --target=es2022 --log-level=warning --outfile=$@
 
@@ -56,20 +61,22 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "install Chromium and set CHROMIUM=/path/to/chromium"; exit 2; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed $(WEB_BUNDLE) $(CHROMIUM) ## Install everything (idempotent)
+setup: $(BIN)/.installed $(FUNCS_VENV)/.installed node_modules/.installed $(JS)/node_modules/.installed $(WEB_BUNDLE) $(CHROMIUM) ## Install everything (idempotent)
 
-lint: $(BIN)/.installed ## ruff and mypy (Tally, the kit, tests, scripts, the Python client)
+lint: $(BIN)/.installed $(JS)/node_modules/.installed ## ruff and mypy (Tally, the kit, tests, scripts, the Python client); tsc (the JS client)
 	$(BIN)/ruff check functions devkit tests scripts clients/python
 	$(BIN)/ruff format --check functions devkit tests scripts clients/python
 	$(BIN)/mypy
 	cd clients/python && $(CURDIR)/$(BIN)/mypy
+	cd $(JS) && npm run --silent lint
 
-unit: $(BIN)/.installed ## Unit tests (no emulator), Tally's and the Python client's
+unit: $(BIN)/.installed $(JS)/node_modules/.installed ## Unit tests (no emulator): Tally's and the Python and JS clients'
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 	$(BIN)/pytest clients/python -m "not emulator" -q $(PYTEST_ARGS)
+	cd $(JS) && npm test --silent
 
-integration: setup ## Integration and browser tests against the emulator suite (SUITES=N suites at once), then the client's
-	TALLY_SUITES=$(SUITES) ./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(if $(filter-out 1,$(SUITES)),-n $(SUITES) --dist loadfile) $(PYTEST_ARGS) && $(BIN)/pytest clients/python/tests/test_emulator.py -m emulator -q -p no:cacheprovider $(PYTEST_ARGS)'
+integration: setup ## Integration and browser tests against the emulator suite (SUITES=N suites at once), then the clients'
+	TALLY_SUITES=$(SUITES) ./scripts/with-emulators bash -c '$(BIN)/pytest tests/integration $(if $(filter-out 1,$(SUITES)),-n $(SUITES) --dist loadfile) $(PYTEST_ARGS) && $(BIN)/pytest clients/python/tests/test_emulator.py -m emulator -q -p no:cacheprovider $(PYTEST_ARGS) && (cd $(JS) && npm run --silent test:emulator) && bash $(JS)/scripts/pack-check.sh'
 
 # Lint and the unit tests run beside the integration tests at the lowest CPU priority, so they
 # mostly take the CPU the integration tests leave idle while their requests wait on each other.
@@ -111,4 +118,4 @@ fold: $(BIN)/.installed ## Fold a month's platform shards into its rollup now (M
 	$(BIN)/python -m entrypoints.cli fold $(if $(MONTH),--month $(MONTH))
 
 clean: ## Remove installed tools and caches
-	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules $(JS)/dist $(JS)/dist-test

@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 import requests
 
-from tally_client import BudgetExceeded, InvalidArgument, NotFound, PermissionDenied, Tally, TallyError
+from tally_client import (
+    BudgetExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Tally,
+    TallyError,
+    recorder_token,
+)
 
 FUNCTIONS_URL = os.environ.get("TALLY_FUNCTIONS_URL", "").rstrip("/")
 AUTH_HOST = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST", "")
@@ -328,6 +336,26 @@ def test_a_units_step_is_priced_or_counted_unpriced(user: User, open_tally: Call
     assert usage["apiCalls"] == 1
     assert usage["byType"]["AI"]["apiCalls"] == 1
     assert usage["totalCost"] >= 0
+
+
+def test_a_backend_with_only_the_admin_sdk_and_recorder_token_records_for_another_user(user: User) -> None:
+    firebase_admin = pytest.importorskip("firebase_admin")
+    from firebase_admin import auth
+
+    app = firebase_admin.initialize_app(options={"projectId": PROJECT}, name=f"admin-{uuid.uuid4().hex}")
+    recorder_uid = f"backend-{uuid.uuid4().hex[:12]}"
+    try:
+        id_token = recorder_token(app=app, uid=recorder_uid)
+        with Tally(FUNCTIONS_URL, id_token=id_token, flush_interval=None, timeout=60.0) as tally:
+            tally.record(feature="chat", provider="openai", cost="0.5", user_id=user.uid)
+            tally.flush()
+            own = tally.my_usage()
+
+        assert my_usage(user)["totalCost"] == 0.5
+        assert own["totalCost"] == 0
+        assert auth.get_user(recorder_uid, app=app).custom_claims == {"recorder": True}
+    finally:
+        firebase_admin.delete_app(app)
 
 
 # --- nothing lost at the seams (clients v3) -----------------------------------------------

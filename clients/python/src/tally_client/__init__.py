@@ -7,6 +7,7 @@ client = wrap_openai(OpenAI(), tally=tally, feature="chat")
 client.chat.completions.create(model="gpt-4o", messages=[...])  # recorded
 """
 
+from tally_client.admin import recorder_token
 from tally_client.client import (
     OnRefused,
     Refusal,
@@ -49,6 +50,7 @@ __all__ = [
     "__version__",
     "current_reservation",
     "current_session",
+    "recorder_token",
     "wrap_anthropic",
     "wrap_openai",
 ]

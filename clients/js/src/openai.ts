@@ -1,0 +1,201 @@
+/**
+ * `@tally/client/openai`: record every `chat.completions.create` and `responses.create` call of an
+ * OpenAI client (streams included) as one AI step. The `openai` package is never imported.
+ */
+
+import {
+  checkOptions,
+  count,
+  field,
+  mergeOptions,
+  modelName,
+  proxy,
+  recordCall,
+  recordStream,
+  thenUnwrap,
+  unwrap,
+  wrapper,
+  type Accumulator,
+  type CallOptions,
+  type RecordOptions,
+} from "./recording.js";
+import { checkName, type Units } from "./values.js";
+
+export type { CallOptions, RecordOptions } from "./recording.js";
+
+/** Options of `wrapOpenAI`: where calls are recorded, plus the provider name (`openai`). */
+export interface OpenAIWrapOptions extends RecordOptions {
+  /** The provider's name in Tally (`openai`; e.g. `azure_openai` for Azure). */
+  provider?: string | undefined;
+}
+
+type Api = "chat.completions" | "responses";
+
+/** Tally units of an OpenAI usage object: `inputTokens` excludes the cached tokens. */
+export function openaiUnits(model: unknown, usage: unknown, api: Api): Units {
+  const chat = api === "chat.completions";
+  const totalIn = count(field(usage, chat ? "prompt_tokens" : "input_tokens"));
+  const out = count(field(usage, chat ? "completion_tokens" : "output_tokens"));
+  const cached = Math.min(count(field(field(usage, chat ? "prompt_tokens_details" : "input_tokens_details"), "cached_tokens")), totalIn);
+  return {
+    model: modelName(model),
+    inputTokens: totalIn - cached,
+    outputTokens: out,
+    cacheReadTokens: cached,
+    cacheWriteTokens: 0,
+    requests: 1,
+  };
+}
+
+interface Call {
+  options: RecordOptions;
+  provider: string;
+  api: Api;
+  stream: boolean;
+}
+
+function record(call: Call, units: Units, responseId: unknown): void {
+  const metadata: Record<string, unknown> = { api: call.api, stream: call.stream };
+  if (typeof responseId === "string" && responseId !== "") metadata["responseId"] = responseId.slice(0, 200);
+  recordCall(call.options, call.provider, call.api, units, metadata);
+}
+
+function recordResponse(call: Call, response: unknown): void {
+  const usage = field(response, "usage");
+  if (usage === undefined || usage === null) {
+    call.options.tally.logger.warn(`tally: a ${call.api} response carried no usage; nothing recorded`);
+    return;
+  }
+  record(call, openaiUnits(field(response, "model"), usage, call.api), field(response, "id"));
+}
+
+/** Usage of a chat completion stream: the last chunk's `usage` (needs `include_usage`). */
+function chatAccumulator(call: Call, hideUsageChunk: boolean): Accumulator {
+  let model: unknown;
+  let id: unknown;
+  let usage: unknown;
+  let done = false;
+  return {
+    observe(item) {
+      model = field(item, "model") || model;
+      id = field(item, "id") || id;
+      const found = field(item, "usage");
+      if (found === undefined || found === null) return false;
+      usage = found;
+      const choices = field(item, "choices");
+      return hideUsageChunk && (!Array.isArray(choices) || choices.length === 0);
+    },
+    finish() {
+      if (done) return;
+      done = true;
+      if (usage === undefined) {
+        call.options.tally.logger.warn(
+          "tally: a chat completion stream ended without usage (closed early, or stream_options include_usage false); nothing recorded",
+        );
+        return;
+      }
+      record(call, openaiUnits(model, usage, call.api), id);
+    },
+  };
+}
+
+const FINAL_EVENTS = new Set(["response.completed", "response.incomplete", "response.failed"]);
+
+/** Usage of a Responses stream: the `response` of its final event. */
+function responsesAccumulator(call: Call): Accumulator {
+  let response: unknown;
+  let done = false;
+  return {
+    observe(item) {
+      if (FINAL_EVENTS.has(String(field(item, "type")))) response = field(item, "response");
+      return false;
+    },
+    finish() {
+      if (done) return;
+      done = true;
+      const usage = field(response, "usage");
+      if (usage === undefined || usage === null) {
+        call.options.tally.logger.warn("tally: a responses stream ended without a final response; nothing recorded");
+        return;
+      }
+      record(call, openaiUnits(field(response, "model"), usage, call.api), field(response, "id"));
+    },
+  };
+}
+
+/** Ask a chat stream for its usage chunk unless the caller chose; return the body and whether it was added. */
+function withIncludeUsage(body: Record<string, unknown>): [Record<string, unknown>, boolean] {
+  const options = field(body, "stream_options");
+  if (typeof options === "object" && options !== null) {
+    if ("include_usage" in options) return [body, false];
+    return [{ ...body, stream_options: { ...options, include_usage: true } }, true];
+  }
+  return [{ ...body, stream_options: { include_usage: true } }, true];
+}
+
+type Create = (body: Record<string, unknown>, ...rest: unknown[]) => PromiseLike<unknown>;
+
+function intercept(owner: object, base: OpenAIWrapOptions, api: Api): Create {
+  const original = (owner as { create: Create }).create;
+  return (rawBody, ...rest) => {
+    const { tally: perCall, ...apiBody } = rawBody;
+    const options = mergeOptions(base, perCall as CallOptions | undefined);
+    const stream = apiBody["stream"] === true;
+    let body = apiBody;
+    let injected = false;
+    if (stream && api === "chat.completions") [body, injected] = withIncludeUsage(apiBody);
+    const call: Call = { options, provider: base.provider ?? "openai", api, stream };
+    const result = original.call(owner, body, ...rest);
+    return thenUnwrap(result, (value) => {
+      if (stream) {
+        if (typeof value !== "object" || value === null) return value;
+        const accumulator = api === "responses" ? responsesAccumulator(call) : chatAccumulator(call, injected);
+        return recordStream(value, accumulator);
+      }
+      try {
+        recordResponse(call, value);
+      } catch (error) {
+        call.options.tally.logger.error(`tally: reading the usage of a ${api} response failed: ${String(error)}`);
+      }
+      return value;
+    });
+  };
+}
+
+function openaiProxy<C extends object>(client: C, options: OpenAIWrapOptions): C {
+  const target = client as Record<string, unknown>;
+  const overrides: Record<string, () => unknown> = {
+    chat: () => {
+      const chat = target["chat"] as Record<string, unknown>;
+      const completions = chat["completions"] as object;
+      return proxy(chat, { completions: () => proxy(completions, { create: () => intercept(completions, options, "chat.completions") }) });
+    },
+    responses: () => {
+      const responses = target["responses"] as object;
+      return proxy(responses, { create: () => intercept(responses, options, "responses") });
+    },
+  };
+  const factory = target["withOptions"];
+  if (typeof factory === "function") {
+    overrides["withOptions"] = () => (...args: unknown[]) =>
+      openaiProxy((factory as (...a: unknown[]) => object).apply(client, args), options);
+  }
+  return wrapper(client, options, overrides);
+}
+
+/**
+ * Return `client` (an `OpenAI` instance) recording `chat.completions.create` and `responses.create`.
+ *
+ * Each call is one AI step with `units` from the response's usage and model; the result (or
+ * stream) is the API's own. A chat stream gets `stream_options: {include_usage: true}` unless the
+ * caller set `include_usage`; the extra usage-only chunk is then kept from the app. A call's body
+ * may carry `tally: {feature, userId, isBillableRun, metadata, session, reservation}`, removed
+ * before the API sees it. Wrapping a wrapped client again (e.g. per request, with a `session`)
+ * wraps the original with the options updated: a call is never recorded twice.
+ */
+export function wrapOpenAI<C extends object>(client: C, options: OpenAIWrapOptions): C {
+  const { client: original, options: merged } = unwrap(client, options);
+  const checked = checkOptions(merged);
+  const provider = checkName("provider", checked.provider ?? "openai");
+  return openaiProxy(original as C, { ...checked, provider });
+}

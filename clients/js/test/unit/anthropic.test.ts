@@ -1,0 +1,180 @@
+/** wrapAnthropic with the real `@anthropic-ai/sdk` package against a local server that answers like Anthropic. */
+
+import assert from "node:assert/strict";
+import type { TestContext } from "node:test";
+import { test } from "node:test";
+
+import Anthropic from "@anthropic-ai/sdk";
+import type { MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages";
+
+import { wrapAnthropic } from "../../src/anthropic.js";
+import { ANTHROPIC_MODEL, FakeAnthropic, MESSAGE, MESSAGE_UNITS, STREAM_EVENTS, STREAM_UNITS } from "../helpers/fake-providers.js";
+import { setup } from "../helpers/setup.js";
+
+const HI = [{ role: "user" as const, content: "Hi" }];
+
+async function fixture(t: TestContext) {
+  const base = await setup(t);
+  const api = await FakeAnthropic.start();
+  t.after(() => api.close());
+  const client = new Anthropic({ apiKey: "sk-ant-test", baseURL: api.baseURL, maxRetries: 0 });
+  return { ...base, api, client };
+}
+
+test("a message is recorded with its cache tokens and returned unchanged", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat", userId: "user-1" });
+
+  const message = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 1024, messages: HI });
+  await tally.flush();
+
+  assert.deepEqual(JSON.parse(JSON.stringify(message)), MESSAGE);
+  const [body] = fake.bodies();
+  assert.equal(body?.userId, "user-1");
+  const step = body?.steps[0];
+  assert.deepEqual([step?.["usageType"], step?.provider, step?.feature], ["AI", "anthropic", "support_chat"]);
+  assert.deepEqual(step?.["units"], MESSAGE_UNITS);
+  assert.deepEqual(step?.["metadata"], { api: "messages", stream: false, responseId: MESSAGE.id });
+});
+
+test("per-call tally options never reach the API", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally });
+
+  await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI, tally: { feature: "classify" } } as MessageCreateParamsNonStreaming);
+  await tally.flush();
+
+  assert.ok(!("tally" in (api.bodies[0] ?? {})));
+  assert.equal(fake.steps()[0]?.feature, "classify");
+});
+
+test("a stream passes its events through and records message_start's usage updated by message_delta's", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const stream = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 1024, messages: HI, stream: true });
+  const events = [];
+  for await (const event of stream) events.push(event);
+  await tally.flush();
+
+  assert.deepEqual(
+    events.map((event) => event.type),
+    STREAM_EVENTS.map((event) => event["type"]).filter((type) => type !== "ping"),
+  );
+  const text = events.map((event) => (event.type === "content_block_delta" && event.delta.type === "text_delta" ? event.delta.text : "")).join("");
+  assert.equal(text, "Hello world");
+  const [step, ...rest] = fake.steps();
+  assert.equal(rest.length, 0);
+  assert.deepEqual(step?.["units"], STREAM_UNITS);
+  assert.equal((step?.["metadata"] as { stream: boolean }).stream, true);
+});
+
+test("a stream left early records what message_start reported", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const stream = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 1024, messages: HI, stream: true });
+  let first: string | undefined;
+  for await (const event of stream) {
+    first = event.type;
+    break;
+  }
+  await tally.flush();
+
+  assert.equal(first, "message_start");
+  assert.deepEqual(fake.steps()[0]?.["units"], { ...STREAM_UNITS, outputTokens: 1 });
+});
+
+test("the messages.stream() helper is recorded once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const message = await wrapped.messages.stream({ model: "claude-haiku-4-5", max_tokens: 1024, messages: HI }).finalMessage();
+  await tally.flush();
+
+  assert.equal(message.usage.output_tokens, 15);
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [STREAM_UNITS],
+  );
+});
+
+test("calls of a client wrapped with a session join it (the wrapper's feature wins)", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const session = tally.session({ feature: "assistant" });
+  const wrapped = wrapAnthropic(client, { tally, feature: "classify", session });
+
+  await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI });
+  await session.complete();
+
+  const [body] = fake.bodies();
+  assert.equal(body?.session?.id, session.id);
+  assert.equal(body?.steps[0]?.feature, "classify");
+});
+
+test("1-hour cache writes are counted apart from 5-minute ones", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.usage = {
+    input_tokens: 100,
+    output_tokens: 50,
+    cache_read_input_tokens: 0,
+    cache_creation_input_tokens: 1500,
+    cache_creation: { ephemeral_5m_input_tokens: 500, ephemeral_1h_input_tokens: 1000 },
+  };
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const message = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI });
+  await tally.flush();
+
+  assert.equal(message.usage.cache_creation?.ephemeral_1h_input_tokens, 1000);
+  assert.deepEqual(fake.steps()[0]?.["units"], {
+    model: ANTHROPIC_MODEL,
+    inputTokens: 100,
+    outputTokens: 50,
+    cacheReadTokens: 0,
+    cacheWriteTokens: 500,
+    cacheWrite1hTokens: 1000,
+    requests: 1,
+  });
+});
+
+test("a stream counts 1-hour cache writes apart", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.usage = {
+    input_tokens: 25,
+    output_tokens: 1,
+    cache_read_input_tokens: 10,
+    cache_creation_input_tokens: 40,
+    cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 40 },
+  };
+  api.deltaUsage = { output_tokens: 15, input_tokens: 25, cache_read_input_tokens: 10, cache_creation_input_tokens: 40 };
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const stream = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI, stream: true });
+  for await (const _event of stream);
+  await tally.flush();
+
+  assert.deepEqual(fake.steps()[0]?.["units"], { ...STREAM_UNITS, cacheWriteTokens: 0, cacheWrite1hTokens: 40 });
+});
+
+test("without a breakdown every cache write counts as a 5-minute one", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI });
+  await tally.flush();
+
+  const units = fake.steps()[0]?.["units"] as Record<string, number>;
+  assert.equal(units["cacheWriteTokens"], 300);
+  assert.ok(!("cacheWrite1hTokens" in units));
+});
+
+test("everything else is the client's own", async (t) => {
+  const { tally, client } = await fixture(t);
+
+  const wrapped = wrapAnthropic(client, { tally });
+
+  assert.equal(wrapped.apiKey, "sk-ant-test");
+  assert.equal(wrapped.models, client.models);
+  assert.ok(wrapped instanceof Anthropic);
+});

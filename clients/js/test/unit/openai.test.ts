@@ -1,0 +1,312 @@
+/** wrapOpenAI with the real `openai` package against a local server that answers like OpenAI. */
+
+import assert from "node:assert/strict";
+import type { TestContext } from "node:test";
+import { test } from "node:test";
+
+import OpenAI from "openai";
+import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions";
+
+import type { TallyOptions } from "../../src/index.js";
+import { wrapOpenAI } from "../../src/openai.js";
+import { errorBody } from "../helpers/fake-tally.js";
+import { COMPLETION, FakeOpenAI, OPENAI_MODEL, OPENAI_UNITS, RESPONSE_UNITS, TEXT_PIECES } from "../helpers/fake-providers.js";
+import { logsOf } from "../helpers/logger.js";
+import { setup, waitFor } from "../helpers/setup.js";
+
+const HI = [{ role: "user" as const, content: "Hi" }];
+
+async function fixture(t: TestContext, options: Partial<TallyOptions> = {}) {
+  const base = await setup(t, options);
+  const api = await FakeOpenAI.start();
+  t.after(() => api.close());
+  const client = new OpenAI({ apiKey: "sk-test", baseURL: api.baseURL, maxRetries: 0 });
+  return { ...base, api, client };
+}
+
+test("a chat completion is recorded and returned unchanged", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat", userId: "user-1" });
+
+  const completion = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await tally.flush();
+
+  assert.deepEqual(JSON.parse(JSON.stringify(completion)), COMPLETION);
+  const [body] = fake.bodies();
+  assert.equal(body?.userId, "user-1");
+  assert.equal(body?.steps.length, 1);
+  const step = body?.steps[0];
+  assert.equal(step?.["usageType"], "AI");
+  assert.equal(step?.provider, "openai");
+  assert.equal(step?.feature, "chat");
+  assert.deepEqual(step?.["units"], OPENAI_UNITS);
+  assert.ok(!("cost" in (step ?? {})));
+  assert.deepEqual(step?.["metadata"], { api: "chat.completions", stream: false, responseId: "chatcmpl-abc123" });
+});
+
+test("per-call tally options are used and removed before the API sees the call", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  await wrapped.chat.completions.create({
+    model: "gpt-4o",
+    messages: HI,
+    tally: { feature: "summarize", userId: "user-2", isBillableRun: true, metadata: { doc: 7 } },
+  } as ChatCompletionCreateParamsNonStreaming);
+  await tally.flush();
+
+  assert.deepEqual(api.bodies, [{ model: "gpt-4o", messages: HI }]);
+  const [body] = fake.bodies();
+  assert.equal(body?.userId, "user-2");
+  const step = body?.steps[0];
+  assert.deepEqual(
+    [step?.feature, step?.["isBillableRun"], (step?.["metadata"] as { doc: number }).doc],
+    ["summarize", true, 7],
+  );
+});
+
+test("calls of a client wrapped with a session join it", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const session = tally.session({ feature: "assistant", userId: "user-1" });
+  const wrapped = wrapOpenAI(client, { tally, session });
+
+  await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await session.complete();
+
+  const [body, ...rest] = fake.bodies();
+  assert.equal(rest.length, 0);
+  assert.deepEqual(body?.session, { id: session.id, feature: "assistant", complete: true });
+  assert.deepEqual(
+    body?.steps.map((step) => step.feature),
+    ["assistant", "assistant"],
+  );
+  assert.equal(body?.userId, "user-1");
+});
+
+test("a call with a reservation settles it and records the reservation's feature", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const reservation = await tally.reserve({
+    estimate: { units: { model: "gpt-4o", inputTokens: 2000, outputTokens: 500 }, provider: "openai", feature: "summarize" },
+  });
+  const wrapped = wrapOpenAI(client, { tally });
+
+  await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, tally: { reservation } } as ChatCompletionCreateParamsNonStreaming);
+  await tally.flush();
+
+  const [step] = fake.steps();
+  assert.equal(step?.["reservationId"], reservation.reservationId);
+  assert.deepEqual([step?.provider, step?.feature], ["openai", "summarize"]);
+  assert.equal((step?.["units"] as { model: string }).model, OPENAI_MODEL);
+  assert.deepEqual(fake.bodies("release_spend"), []);
+});
+
+test("a stream passes its chunks through and records the final usage", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const stream = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  await tally.flush();
+
+  assert.deepEqual(api.bodies[0]?.["stream_options"], { include_usage: true });
+  assert.equal(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join(""), TEXT_PIECES.join(""));
+  assert.ok(chunks.every((chunk) => chunk.choices.length > 0)); // the usage-only chunk the wrapper asked for is not shown
+  assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, "stop");
+  const [step, ...rest] = fake.steps();
+  assert.equal(rest.length, 0);
+  assert.deepEqual(step?.["units"], OPENAI_UNITS);
+  assert.equal((step?.["metadata"] as { stream: boolean }).stream, true);
+});
+
+test("a stream that asked for usage itself gets the usage chunk", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const stream = await wrapped.chat.completions.create({
+    model: "gpt-4o",
+    messages: HI,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  await tally.flush();
+
+  assert.deepEqual(chunks.at(-1)?.choices, []);
+  assert.equal(chunks.at(-1)?.usage?.prompt_tokens, 1200);
+  assert.deepEqual(fake.steps()[0]?.["units"], OPENAI_UNITS);
+});
+
+test("a stream without usage is not recorded and is logged", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const stream = await wrapped.chat.completions.create({
+    model: "gpt-4o",
+    messages: HI,
+    stream: true,
+    stream_options: { include_usage: false },
+  });
+  let pieces = 0;
+  for await (const _chunk of stream) pieces += 1;
+  await tally.flush();
+
+  assert.equal(pieces, 5);
+  assert.deepEqual(fake.steps(), []);
+  assert.ok(logsOf(tally).at("warn").some((line) => line.includes("without usage")));
+});
+
+test("a stream left early records nothing", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const stream = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true });
+  for await (const _chunk of stream) break;
+  await tally.flush();
+
+  assert.deepEqual(fake.steps(), []);
+});
+
+test("a stream read through toReadableStream() is recorded once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const stream = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true });
+  const reader = stream.toReadableStream().getReader();
+  while (!(await reader.read()).done);
+  await tally.flush();
+
+  assert.equal(fake.steps().length, 1);
+});
+
+test("withResponse() still works and the call is recorded", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const { data, response } = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI }).withResponse();
+  await tally.flush();
+
+  assert.equal(data.id, "chatcmpl-abc123");
+  assert.equal(response.status, 200);
+  assert.equal(fake.steps().length, 1);
+});
+
+test("a responses call is recorded", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "agent" });
+
+  const response = await wrapped.responses.create({ model: "gpt-4.1", input: "Hi" });
+  await tally.flush();
+
+  assert.equal(response.output_text, "Salut");
+  assert.equal(response.id, "resp_abc123");
+  const [step] = fake.steps();
+  assert.deepEqual(step?.["units"], RESPONSE_UNITS);
+  assert.equal((step?.["metadata"] as { api: string }).api, "responses");
+});
+
+test("a responses stream is recorded from its completed event", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "agent" });
+
+  const stream = await wrapped.responses.create({ model: "gpt-4.1", input: "Hi", stream: true });
+  const types = [];
+  for await (const event of stream) types.push(event.type);
+  await tally.flush();
+
+  assert.deepEqual(types, ["response.created", "response.output_text.delta", "response.completed"]);
+  assert.deepEqual(fake.steps()[0]?.["units"], RESPONSE_UNITS);
+});
+
+test("an API error propagates and records nothing", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.failWith = 500;
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  await assert.rejects(wrapped.chat.completions.create({ model: "gpt-4o", messages: HI }), OpenAI.InternalServerError);
+  await tally.flush();
+
+  assert.deepEqual(fake.steps(), []);
+});
+
+test("a Tally outage never breaks the call", async (t) => {
+  const { fake, make, client } = await fixture(t);
+  fake.inject("record_steps", 503, errorBody("UNAVAILABLE", "down"), 2);
+  const tally = make({ flushIntervalMs: 30, maxRetries: 0 });
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const completion = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+
+  assert.equal(completion.choices[0]?.message.content, "Bonjour !");
+  await waitFor(() => fake.requests().length >= 3 && tally.pending === 0);
+  assert.equal(new Set(fake.steps().map((step) => step.operationId)).size, 1);
+  assert.ok(logsOf(tally).at("warn").some((line) => line.includes("background flush failed")));
+});
+
+test("an invalid per-call option is logged, never thrown", async (t) => {
+  const { tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const completion = await wrapped.chat.completions.create({
+    model: "gpt-4o",
+    messages: HI,
+    tally: { userId: "not a uid" },
+  } as ChatCompletionCreateParamsNonStreaming);
+
+  assert.equal(completion.id, "chatcmpl-abc123");
+  assert.equal(tally.pending, 0);
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes("recording a openai chat.completions call failed")));
+});
+
+test("an invalid wrapper option throws when wrapping", async (t) => {
+  const { tally, client } = await fixture(t);
+
+  assert.throws(() => wrapOpenAI(client, { tally, feature: "bad feature" }), /feature/);
+});
+
+test("everything else is the client's own", async (t) => {
+  const { tally, client } = await fixture(t);
+
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  assert.equal(wrapped.apiKey, "sk-test");
+  assert.equal(wrapped.models, client.models);
+  assert.ok(wrapped instanceof OpenAI);
+});
+
+test("withOptions() keeps the wrapper", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  await wrapped.withOptions({ timeout: 5_000 }).chat.completions.create({ model: "gpt-4o", messages: HI });
+  await tally.flush();
+
+  assert.equal(fake.steps().length, 1);
+});
+
+test("an immediate-mode client records each call at once", async (t) => {
+  const { fake, make, client } = await fixture(t);
+  const tally = make({ mode: "immediate" });
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await tally.flush(); // waits for the send in progress (what `waitUntil` is given)
+
+  assert.equal(fake.recorded.size, 1);
+});
+
+test("wrapping a wrapped client again updates its options and records each call once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat", userId: "user-1" });
+  const session = tally.session({ feature: "assistant", userId: "user-1" });
+
+  await wrapOpenAI(wrapped, { tally, session }).chat.completions.create({ model: "gpt-4o", messages: HI });
+  await session.complete();
+
+  const steps = fake.steps();
+  assert.equal(steps.length, 1);
+  assert.equal(fake.bodies()[0]?.session?.id, session.id);
+  assert.equal(steps[0]?.feature, "chat"); // the first wrapper's feature is kept
+});
