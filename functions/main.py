@@ -13,11 +13,11 @@ from google.cloud.firestore import DocumentReference, DocumentSnapshot
 
 from adapters import auth, firebase_app, webhooks, wiring
 from entrypoints import callables, edge
-from tally import alerts, reservations, sweep
 from tally.documents.sessions import is_completion
-from tally.recording import record_steps as record_steps_service
 from tally.requests import parse_record_request, parse_release_request, parse_reserve_request
-from tally.sessions import finalize_session as finalize_session_service
+from tally.services import alerts, reservations, sweep
+from tally.services.recording import record_steps as record_steps_service
+from tally.services.sessions import finalize_session as finalize_session_service
 from tally.timeutil import utc_now
 from tally.values import Caller
 

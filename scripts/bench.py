@@ -31,12 +31,14 @@ from google.cloud import firestore
 from rich.console import Console
 
 from adapters.firestore import FirestoreStore
-from tally import layout, mirror, plans
+from tally import layout
 from tally.config import Settings
-from tally.reconcile import reconcile
-from tally.recording import record_steps
+from tally.documents import plans
 from tally.requests import parse_record_request, parse_reserve_request
-from tally.reservations import reserve_spend
+from tally.services import mirror
+from tally.services.reconcile import reconcile
+from tally.services.recording import record_steps
+from tally.services.reservations import reserve_spend
 from tally.timeutil import month_key
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType, UserMonthState
 from tally.writes import Increment, Op, Write
@@ -633,9 +635,11 @@ def reconcile_bench(quick: bool) -> list[dict[str, Any]]:
 
 # 6. Pricing and the budget gate over HTTP (issues 12 and 13)
 
-COLD_BASE = "import time; t = time.perf_counter(); import tally.recording; print(time.perf_counter() - t)"
+COLD_BASE = (
+    "import time; t = time.perf_counter(); import tally.services.recording; print(time.perf_counter() - t)"
+)
 COLD_PRICED = (
-    "import time; t = time.perf_counter(); import tally.recording; "
+    "import time; t = time.perf_counter(); import tally.services.recording; "
     "from datetime import UTC, datetime; from tally import pricing; from tally.values import Units; "
     "pricing.price(provider='openai', units=Units('gpt-4o-mini', 1000, 100), "
     "at=datetime.now(UTC), book=None); "

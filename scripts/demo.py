@@ -28,8 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tally.config import Settings
-from tally.reconcile import reconcile
-from tally.sessions import sweep_sessions
+from tally.services.reconcile import reconcile
+from tally.services.sessions import sweep_sessions
 from tally_dev import accounts, emulator, webhook
 
 ADMIN_EMAIL = "admin@tally.demo"

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from tally import layout, names, plans
+from tally import layout, names
 from tally.config import Settings
-from tally.recording import RecordingStore, record_steps
-from tally.sessions import SessionStore, finalize_session
+from tally.documents import plans
+from tally.services.recording import RecordingStore, record_steps
+from tally.services.sessions import SessionStore, finalize_session
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Write
 

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tally import layout, names, plans
+from tally import layout, names
 from tally.config import Settings
+from tally.documents import plans
 from tally.documents import sessions as session_doc
-from tally.recording import record_steps
+from tally.services.recording import record_steps
 from tally.timeutil import month_key
 from tally.usage import Counts, Held
 from tally.values import (

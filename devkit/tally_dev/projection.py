@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tally import folding, layout, names, plans
+from tally import layout, names
 from tally.config import Settings
+from tally.documents import plans
 from tally.documents.months import FREE_TIER_ROWS, RANKED_FIELDS, TOP_USERS_KEPT, Ranking
-from tally.recording import record_steps
-from tally.sessions import finalize_session
+from tally.services import folding
+from tally.services.recording import record_steps
+from tally.services.sessions import finalize_session
 from tally.timeutil import month_end
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType
 from tally_dev.census import kind_of

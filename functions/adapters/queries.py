@@ -12,13 +12,14 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from adapters.documents import documents
-from tally import alerts, layout, prices
+from tally import layout
 from tally.documents import counters
 from tally.documents import holds as hold_doc
 from tally.documents import limits as limits_doc
 from tally.documents import months as month_doc
 from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
+from tally.services import alerts, prices
 from tally.timeutil import month_end, month_start
 from tally.usage import Counts, Held
 from tally.values import Document, HoldStatus, IdleSession, SessionStatus

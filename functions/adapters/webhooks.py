@@ -10,7 +10,7 @@ from typing import IO
 
 from firebase_functions import logger
 
-from tally import alerts
+from tally.services import alerts
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

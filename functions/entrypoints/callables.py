@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tally import analytics, export, ports, prices, users
+from tally import ports
 from tally.access import require_admin, require_signed_in
 from tally.config import Settings
 from tally.requests import AnalyticsIn, ExportIn, ListPricesIn, MyUsageIn, SetLimitsIn, SetPriceIn, parse_data
+from tally.services import analytics, export, prices, users
 from tally.values import Caller
 
 

@@ -18,13 +18,14 @@ from google.cloud import firestore
 
 from adapters import webhooks, wiring
 from adapters.firestore import FirestoreStore
-from tally import export, folding, layout, sweep
+from tally import layout
 from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
-from tally.legacy import ImportStalled, check_csv_header, import_legacy
-from tally.migrate import migrate
-from tally.reconcile import ShardCountMismatch, reconcile
-from tally.sessions import SWEEP_PAGE_SIZE
+from tally.services import export, folding, sweep
+from tally.services.legacy import ImportStalled, check_csv_header, import_legacy
+from tally.services.migrate import migrate
+from tally.services.reconcile import ShardCountMismatch, reconcile
+from tally.services.sessions import SWEEP_PAGE_SIZE
 from tally.timeutil import month_key, parse_month, utc_now
 
 Command = Callable[[argparse.Namespace, FirestoreStore, Settings], int]

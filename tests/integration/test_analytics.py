@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from tally.recording import record_steps
 from tally.requests import parse_record_request
+from tally.services.recording import record_steps
 from tally.values import Caller
 from tally_dev import accounts, commands, emulator
 from tally_dev.steps import step as one_step

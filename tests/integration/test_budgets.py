@@ -12,7 +12,7 @@ import requests
 
 from tally import layout
 from tally.config import Settings
-from tally.sweep import run as run_sweep
+from tally.services.sweep import run as run_sweep
 from tally_dev import accounts, emulator
 from tally_dev.steps import step
 from tally_dev.webhook import Receiver

@@ -14,9 +14,9 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.batch import WriteBatch
 
 from tally import layout
-from tally.legacy import ALREADY_RECORDED
-from tally.reconcile import Report, reconcile
-from tally.sessions import sweep_sessions
+from tally.services.legacy import ALREADY_RECORDED
+from tally.services.reconcile import Report, reconcile
+from tally.services.sessions import sweep_sessions
 from tally.timeutil import month_key
 from tally_dev import accounts, commands, emulator
 from tally_dev import legacy_fixtures as legacy

@@ -8,7 +8,7 @@ import requests
 from google.cloud import firestore
 
 from tally import layout
-from tally.reconcile import reconcile
+from tally.services.reconcile import reconcile
 from tally.timeutil import months_back
 from tally_dev import accounts, commands, emulator
 from tally_dev.steps import step

@@ -24,7 +24,7 @@ import main
 from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.documents.months import SESSION_FIELDS
-from tally.sessions import Finalized, finalize_session, sweep_sessions
+from tally.services.sessions import Finalized, finalize_session, sweep_sessions
 from tally_dev import accounts, commands, emulator
 
 ROOT = Path(__file__).resolve().parents[2]

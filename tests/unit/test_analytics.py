@@ -5,13 +5,14 @@ from typing import Any
 import pytest
 
 from entrypoints.callables import usage_analytics
-from tally import folding, layout
+from tally import layout
 from tally.access import require_admin, resolve_reader
 from tally.config import Settings
 from tally.documents.months import TOP_USERS_KEPT, MonthAggregate, Rollup
 from tally.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from tally.legacy import import_legacy
 from tally.requests import AnalyticsIn, SetLimitsIn, parse_data
+from tally.services import folding
+from tally.services.legacy import import_legacy
 from tally.timeutil import days_of, months_back
 from tally.usage import Counts
 from tally.values import Caller, Document

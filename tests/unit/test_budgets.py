@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from entrypoints.callables import set_limits, set_price
-from tally import alerts, layout, names, plans
+from tally import layout, names
 from tally.config import Settings
+from tally.documents import plans
 from tally.errors import Unavailable
-from tally.recording import record_steps
 from tally.requests import parse_record_request, parse_reserve_request
-from tally.reservations import expire_holds, release_spend, reserve_spend
+from tally.services import alerts
+from tally.services.recording import record_steps
+from tally.services.reservations import expire_holds, release_spend, reserve_spend
 from tally.values import Caller, Contention
 from tally_dev.memory import MemoryStore
 

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 import pytest
 
 from entrypoints import callables
-from tally import export
 from tally.errors import InvalidArgument, PermissionDenied
+from tally.services import export
 from tally.values import Caller
 from tally_dev.memory import MemoryStore, record_one
 

@@ -1,6 +1,7 @@
 """The layers: the domain package `tally` imports no Google, Firebase or Flask library, nor the outer ring."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ OWNERS = {
     "monthlyCostLimitNanos": "tally/documents/limits.py",
     "limitPercent": "tally/documents/limits.py",
     "tallyOpen": "tally/documents/sessions.py",
-    "mirrorStale": "tally/mirror.py",
+    "mirrorStale": "tally/services/mirror.py",
     "unpricedModels": "tally/documents/months.py",
     "totalCostNanos": "tally/documents/sessions.py",
     "firstStepAt": "tally/documents/sessions.py",
@@ -58,13 +59,13 @@ SPEC_NAMES = {
         "tally/documents/limits.py",
         "tally/requests.py",  # set_limits' data
         "tally/usage.py",  # the `limits` object
-        "tally/analytics.py",  # a free-tier row
+        "tally/services/analytics.py",  # a free-tier row
     ),
     "held": ("tally/documents/usage.py", "tally/usage.py"),  # the `limits` object
     "isBillableRun": (
         "tally/documents/steps.py",
         "tally/requests.py",  # a step as sent
-        "tally/legacy/sources.py",  # a step as the earlier systems kept it
+        "tally/services/legacy/sources.py",  # a step as the earlier systems kept it
     ),
 }
 
@@ -103,3 +104,16 @@ def test_modules_and_definitions_stay_small(path: Path) -> None:
 
     assert len(source.splitlines()) <= MAX_MODULE_LINES
     assert long == []
+
+
+def test_every_package_of_the_functions_is_installed() -> None:
+    config = tomllib.loads((FUNCTIONS.parent / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+
+    found = {
+        ".".join(init.parent.relative_to(FUNCTIONS).parts)
+        for init in FUNCTIONS.rglob("__init__.py")
+        if "venv" not in init.parts
+    }
+
+    assert found <= listed

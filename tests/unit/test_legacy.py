@@ -12,7 +12,8 @@ from tally import layout
 from tally.config import Settings
 from tally.documents.months import MonthAggregate
 from tally.errors import InvalidArgument
-from tally.legacy import (
+from tally.requests import parse_record_request
+from tally.services.legacy import (
     ALREADY_RECORDED,
     ImportReport,
     Skipped,
@@ -20,10 +21,9 @@ from tally.legacy import (
     import_legacy,
     legacy_operation_id,
 )
-from tally.reconcile import reconcile
-from tally.recording import record_steps
-from tally.requests import parse_record_request
-from tally.sessions import Finalized, finalize_session, sweep_sessions
+from tally.services.reconcile import reconcile
+from tally.services.recording import record_steps
+from tally.services.sessions import Finalized, finalize_session, sweep_sessions
 from tally.timeutil import month_key
 from tally.values import Caller, Contention
 from tally.writes import CommitResult, Write

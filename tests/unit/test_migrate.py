@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 from entrypoints.callables import my_usage
 from tally import layout
 from tally.config import Settings
-from tally.migrate import MigrationReport, adopt, migrate
-from tally.reconcile import reconcile
+from tally.services.migrate import MigrationReport, adopt, migrate
+from tally.services.reconcile import reconcile
 from tally.values import Caller
 from tally_dev.memory import MemoryStore, record_one
 

@@ -2,8 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tally import layout, plans
+from tally import layout
 from tally.documents import months as month_doc
+from tally.documents import plans
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.documents.months import MonthAggregate, Ranking

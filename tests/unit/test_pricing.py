@@ -6,12 +6,13 @@ import genai_prices
 import pytest
 
 from entrypoints.callables import list_prices, set_price
-from tally import layout, names, plans, pricing
+from tally import layout, names, pricing
 from tally.config import Settings
+from tally.documents import plans
 from tally.errors import InvalidArgument, PermissionDenied
-from tally.prices import kept_versions
-from tally.recording import record_steps
 from tally.requests import parse_record_request
+from tally.services.prices import kept_versions
+from tally.services.recording import record_steps
 from tally.values import Caller, CostSource, Document, Units
 from tally_dev.memory import MemoryStore
 

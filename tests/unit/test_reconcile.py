@@ -5,12 +5,14 @@ from typing import Any
 import pytest
 
 from entrypoints.callables import set_limits
-from tally import folding, layout, names, plans
+from tally import layout, names
 from tally.config import Settings
-from tally.reconcile import ShardCountMismatch, reconcile
-from tally.reconcile import reads as reconcile_reads
-from tally.recording import record_steps
-from tally.sessions import finalize_session
+from tally.documents import plans
+from tally.services import folding
+from tally.services.reconcile import ShardCountMismatch, reconcile
+from tally.services.reconcile import reads as reconcile_reads
+from tally.services.recording import record_steps
+from tally.services.sessions import finalize_session
 from tally.values import Caller, Document, RecordRequest, SessionRequest, Step, UsageType
 from tally.writes import Increment, Op, Write
 from tally_dev.memory import MemoryStore, record_one

@@ -5,13 +5,14 @@ from typing import Any
 
 import pytest
 
-from tally import layout, names, plans
+from tally import layout, names
 from tally.access import resolve_user
 from tally.config import Settings
+from tally.documents import plans
 from tally.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from tally.names import OTHER
-from tally.planning import plan_recording
-from tally.recording import record_steps
+from tally.services.planning import plan_recording
+from tally.services.recording import record_steps
 from tally.values import (
     Caller,
     Contention,

@@ -6,7 +6,7 @@ import pytest
 
 from tally import layout
 from tally.documents.sessions import summarize
-from tally.sessions import Finalized, finalize_session, sweep_sessions
+from tally.services.sessions import Finalized, finalize_session, sweep_sessions
 from tally.values import Contention, SessionRecord
 from tally.writes import Write
 from tally_dev.memory import MemoryStore

@@ -6,7 +6,7 @@ from entrypoints.callables import my_usage, set_limits
 from tally import layout
 from tally.config import Settings
 from tally.errors import InvalidArgument, PermissionDenied
-from tally.users import month_view
+from tally.services.users import month_view
 from tally.values import Caller
 from tally_dev.memory import MemoryStore
 

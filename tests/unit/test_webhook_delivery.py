@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from adapters import webhooks
-from tally import alerts, layout
+from tally import layout
 from tally.config import Settings
+from tally.services import alerts
 from tally_dev.memory import MemoryStore
 from tally_dev.webhook import Receiver
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, layout, mirror
+from tally import layout
 from tally.access import resolve_reader
 from tally.config import Settings
 from tally.documents import usage as usage_doc
@@ -15,6 +15,7 @@ from tally.documents.months import MonthAggregate
 from tally.errors import InvalidArgument
 from tally.money import nanos_to_usd
 from tally.requests import MyUsageIn, SetLimitsIn
+from tally.services import alerts, mirror
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
 from tally.values import Caller, UsageType

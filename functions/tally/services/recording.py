@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import admission, alerts, answers, mirror, names, planning, plans, ports
+from tally import names, ports
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import names as name_doc
+from tally.documents import plans, user_months
 from tally.documents import usage as usage_doc
-from tally.documents import user_months
 from tally.errors import Unavailable
+from tally.services import admission, alerts, answers, mirror, planning
 from tally.timeutil import month_key
 from tally.usage import Counts, aggregate
 from tally.values import Caller, Contention, Document, RecordingState, RecordRequest, Step

@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from tally import layout, plans, pricing
+from tally import layout, pricing
 from tally.documents import holds as hold_doc
+from tally.documents import plans
 from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
 from tally.documents import usage as usage_doc

@@ -26,8 +26,8 @@ from tally.config import Settings
 from tally.documents import limits as limits_doc
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
-from tally.mirror import MirrorState
-from tally.reconcile import ReconcileStore, reconcile
+from tally.services.mirror import MirrorState
+from tally.services.reconcile import ReconcileStore, reconcile
 from tally.values import Contention, Document
 from tally.writes import DELETE, Increment, Op, Write, leaves
 

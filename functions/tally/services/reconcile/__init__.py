@@ -23,8 +23,8 @@ Memory stays bounded: a user's steps are forgotten once checked; the platform's 
 bounded by the name bounds, and the set of users seen by the number of users.
 """
 
-from tally.reconcile.reads import ReconcileStore
-from tally.reconcile.report import Difference, Report, ShardCountMismatch
-from tally.reconcile.run import reconcile
+from tally.services.reconcile.reads import ReconcileStore
+from tally.services.reconcile.report import Difference, Report, ShardCountMismatch
+from tally.services.reconcile.run import reconcile
 
 __all__ = ["Difference", "ReconcileStore", "Report", "ShardCountMismatch", "reconcile"]

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tally import alerts, layout
+from tally import layout
 from tally.documents import counters
 from tally.documents.months import Flat
-from tally.reconcile.reads import ReconcileStore
+from tally.services import alerts
+from tally.services.reconcile.reads import ReconcileStore
 from tally.usage import Counts
 from tally.values import Document
 from tally.writes import Increment, Op, Replace, Write

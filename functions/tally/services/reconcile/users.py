@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tally import alerts, layout, mirror
+from tally import layout
 from tally.config import Settings
 from tally.documents import holds as hold_doc
 from tally.documents import limits as limits_doc
@@ -17,8 +17,9 @@ from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.documents import user_months
 from tally.documents.months import Flat
-from tally.reconcile.reads import ReconcileStore
-from tally.reconcile.report import Difference, Repairs, applied
+from tally.services import alerts, mirror
+from tally.services.reconcile.reads import ReconcileStore
+from tally.services.reconcile.report import Difference, Repairs, applied
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
 from tally.values import Document, HoldState
 from tally.writes import Op, Replace, Write, leaves

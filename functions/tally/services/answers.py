@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from tally import names, planning
+from tally import names
 from tally.config import Settings
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, Refusal
+from tally.services import planning
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, limits_status
 from tally.values import RecordingState, RecordRequest, SessionStatus, Step

@@ -6,12 +6,13 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tally import layout, plans
+from tally import layout
+from tally.documents import plans
 from tally.documents import sessions as session_doc
 from tally.errors import InvalidArgument
-from tally.legacy.report import Refused
-from tally.legacy.sources import instant, is_legacy_session, legacy_step, own_operation_id
-from tally.legacy.steps import (
+from tally.services.legacy.report import Refused
+from tally.services.legacy.sources import instant, is_legacy_session, legacy_step, own_operation_id
+from tally.services.legacy.steps import (
     ATTEMPTS,
     BACKOFF_SECONDS,
     STEPS_PER_COMMIT,

@@ -9,11 +9,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from tally import admission, layout, mirror, planning, plans, ports
+from tally import layout, ports
 from tally.config import Settings
 from tally.documents import months as month_doc
+from tally.documents import plans
 from tally.documents import usage as usage_doc
-from tally.legacy.report import ImportReport, MonthlyCheck
+from tally.services import admission, mirror, planning
+from tally.services.legacy.report import ImportReport, MonthlyCheck
 from tally.timeutil import month_key
 from tally.values import Caller, Document, RecordingState, Step, UsageType
 from tally.writes import Write, check_commit

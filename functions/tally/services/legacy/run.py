@@ -9,11 +9,11 @@ from decimal import Decimal
 
 from tally.config import Settings
 from tally.errors import InvalidArgument
-from tally.legacy.report import ImportReport, MonthlyCheck, Refused
-from tally.legacy.sessions import SessionImporter
-from tally.legacy.sources import csv_step, legacy_parts, legacy_step, own_operation_id
-from tally.legacy.steps import STEPS_PER_COMMIT, Found, ImportStore, pages
 from tally.money import MoneyError, usd_to_nanos
+from tally.services.legacy.report import ImportReport, MonthlyCheck, Refused
+from tally.services.legacy.sessions import SessionImporter
+from tally.services.legacy.sources import csv_step, legacy_parts, legacy_step, own_operation_id
+from tally.services.legacy.steps import STEPS_PER_COMMIT, Found, ImportStore, pages
 
 
 class Importer(SessionImporter):

@@ -25,10 +25,10 @@ loses a race or meets a transient error is planned again from a new read. A sess
 an unreadable step is refused whole.
 """
 
-from tally.legacy.report import ALREADY_RECORDED, ImportReport, Skipped
-from tally.legacy.run import import_legacy
-from tally.legacy.sources import check_csv_header, legacy_operation_id
-from tally.legacy.steps import ImportStalled
+from tally.services.legacy.report import ALREADY_RECORDED, ImportReport, Skipped
+from tally.services.legacy.run import import_legacy
+from tally.services.legacy.sources import check_csv_header, legacy_operation_id
+from tally.services.legacy.steps import ImportStalled
 
 __all__ = [
     "ALREADY_RECORDED",

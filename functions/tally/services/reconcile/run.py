@@ -8,21 +8,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tally import alerts, layout, ports
+from tally import layout, ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import months as month_doc
 from tally.documents.months import Flat, MonthAggregate
-from tally.reconcile import reads
-from tally.reconcile.reads import (
+from tally.services import alerts
+from tally.services.reconcile import reads
+from tally.services.reconcile.reads import (
     ReconcileStore,
     delta_of,
     expected_sessions,
     server_time,
     user_steps,
 )
-from tally.reconcile.report import Difference, Repairs, Report, ShardCountMismatch
-from tally.reconcile.users import MAX_CHECKS, Seen, UserCheck, check_user, read_users
+from tally.services.reconcile.report import Difference, Repairs, Report, ShardCountMismatch
+from tally.services.reconcile.users import MAX_CHECKS, Seen, UserCheck, check_user, read_users
 from tally.values import Contention, Document, Rejected
 from tally.writes import batches
 

@@ -28,9 +28,10 @@ from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from tally import folding, layout, ports
+from tally import layout, ports
 from tally.config import Settings
 from tally.money import nanos_to_usd
+from tally.services import folding
 from tally.usage import Counts, Limits
 from tally.values import Contention
 from tally.writes import Increment, Op, Write

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import answers, layout, mirror, plans, ports, pricing
+from tally import layout, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import holds as hold_doc
+from tally.documents import plans
 from tally.documents import usage as usage_doc
 from tally.errors import InvalidArgument, NotFound, Unavailable
 from tally.money import nanos_to_usd
 from tally.requests import ReserveRequest
+from tally.services import answers, mirror
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits
 from tally.values import Caller, CostSource, Document, HoldState, HoldStatus, IdleSession

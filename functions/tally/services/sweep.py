@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from tally import alerts, layout, ports, reservations, sessions
+from tally import layout, ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import limits as limits_doc
+from tally.services import alerts, reservations, sessions
 from tally.timeutil import month_key
 from tally.usage import Counts
 from tally.values import Document

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tally import layout, mirror, plans, ports
+from tally import layout, ports
+from tally.documents import plans
 from tally.documents import sessions as session_doc
+from tally.services import mirror
 from tally.values import Contention, IdleSession, SessionRecord
 
 MAX_ATTEMPTS = 12

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import alerts, folding, ports
+from tally import ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import limits as limits_doc
@@ -14,6 +14,7 @@ from tally.documents import months as month_doc
 from tally.documents.months import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.money import nanos_to_usd
 from tally.requests import AnalyticsIn
+from tally.services import alerts, folding
 from tally.timeutil import days_of, month_key, months_back
 from tally.usage import Counts, limit_percent
 from tally.values import Document, UsageType
