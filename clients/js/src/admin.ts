@@ -81,10 +81,11 @@ async function ensureRecorder(auth: AdminAuth, uid: string): Promise<void> {
  *
  * On first use it makes sure the account exists with the `recorder` claim (Admin SDK), signs in
  * with a custom token (Identity Toolkit `accounts:signInWithCustomToken`, which the Auth emulator
- * serves too), caches the ID token and signs in again `refreshMarginMs` before it expires.
+ * serves too), caches the ID token and signs in again `refreshMarginMs` before it expires, or
+ * when called with `forceRefresh` (as the client does after a 401).
  * Concurrent calls share one sign-in.
  */
-export function recorderToken(options: RecorderTokenOptions): () => Promise<string> {
+export function recorderToken(options: RecorderTokenOptions): (forceRefresh?: boolean) => Promise<string> {
   const uid = checkUserId("uid", options.uid);
   const margin = options.refreshMarginMs ?? 5 * 60_000;
   const emulator = options.emulatorHost === null ? undefined : (options.emulatorHost ?? env("FIREBASE_AUTH_EMULATOR_HOST"));
@@ -131,7 +132,8 @@ export function recorderToken(options: RecorderTokenOptions): () => Promise<stri
     return body.idToken;
   };
 
-  return async () => {
+  return async (forceRefresh) => {
+    if (forceRefresh === true && inFlight === undefined) cached = undefined;
     if (cached !== undefined && Date.now() < cached.refreshAt) return cached.token;
     inFlight ??= signIn().finally(() => {
       inFlight = undefined;

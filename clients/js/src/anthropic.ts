@@ -1,7 +1,7 @@
 /**
- * `@tally/client/anthropic`: record every `messages.create` call of an Anthropic client (streams
- * included) as one AI step, cache reads and 5-minute and 1-hour cache writes apart. The
- * `@anthropic-ai/sdk` package is never imported.
+ * `@tally/client/anthropic`: record every `messages` and `beta.messages` request of an Anthropic
+ * client (`create`, streams included, `parse` and `stream`) as one AI step, cache reads and
+ * 5-minute and 1-hour cache writes apart. The `@anthropic-ai/sdk` package is never imported.
  */
 
 import {
@@ -20,6 +20,7 @@ import {
   type CallOptions,
   type RecordOptions,
 } from "./recording.js";
+import { resource } from "./resource.js";
 import { checkName, type Units } from "./values.js";
 
 export type { CallOptions, RecordOptions } from "./recording.js";
@@ -158,18 +159,15 @@ function intercept(messages: object, base: AnthropicWrapOptions): Create {
 
 function anthropicProxy<C extends object>(client: C, options: AnthropicWrapOptions): C {
   const target = client as Record<string, unknown>;
+  // `parse()` and `stream()` call `this.create(...)`: they run on the stand-in, so their requests are recorded too.
+  const wrap = (messages: object): object => resource(messages, { create: () => intercept(messages, options) }, ["parse", "stream"]);
   const overrides: Record<string, () => unknown> = {
-    messages: () => {
-      const messages = target["messages"] as Record<string, unknown>;
-      const helper = messages["stream"];
-      // `messages.stream()` calls `this.create(...)`: run it on the stand-in so that its stream is recorded too.
-      const wrapped: object = proxy(messages, {
-        create: () => intercept(messages, options),
-        ...(typeof helper === "function" ? { stream: () => (...args: unknown[]) => (helper as (...a: unknown[]) => unknown).apply(wrapped, args) } : {}),
-      });
-      return wrapped;
-    },
+    messages: () => wrap(target["messages"] as object),
   };
+  const beta = target["beta"];
+  if (typeof beta === "object" && beta !== null) {
+    overrides["beta"] = () => proxy(beta, { messages: () => wrap((beta as Record<string, unknown>)["messages"] as object) });
+  }
   const factory = target["withOptions"];
   if (typeof factory === "function") {
     overrides["withOptions"] = () => (...args: unknown[]) =>
@@ -179,10 +177,12 @@ function anthropicProxy<C extends object>(client: C, options: AnthropicWrapOptio
 }
 
 /**
- * Return `client` (an `Anthropic` instance) recording `messages.create`, streams included.
+ * Return `client` (an `Anthropic` instance) recording `messages.create`, `.parse` and `.stream`,
+ * and the same of `beta.messages`, streams included: one AI step per request.
  *
  * Usage is read from the message (or, with `stream: true`, from the `message_start` and
- * `message_delta` events); a call's body may carry `tally: {...}` as in wrapOpenAI.
+ * `message_delta` events); a call's body may carry `tally: {...}` as in wrapOpenAI. Wrapping a
+ * wrapped client again wraps the original with the options updated: a call is never recorded twice.
  */
 export function wrapAnthropic<C extends object>(client: C, options: AnthropicWrapOptions): C {
   const { client: original, options: merged } = unwrap(client, options);

@@ -272,7 +272,9 @@ export class Tally<M extends Mode = "batched"> {
     const outcome = step.outcome;
     if (outcome?.ok) return step.body.operationId;
     if (outcome) throw outcome.error;
-    throw failure instanceof Error ? failure : new Unavailable(`step ${step.body.operationId} was not sent`);
+    const queued = `step ${step.body.operationId} stays queued for the next flush: do not record it again`;
+    if (failure instanceof Unavailable) throw new Unavailable(`${failure.message}; ${queued}`, { cause: failure, httpStatus: failure.httpStatus });
+    throw failure instanceof Error ? failure : new Unavailable(queued);
   }
 
   /** @internal POST to an HTTPS function. */
@@ -403,6 +405,10 @@ export class Tally<M extends Mode = "batched"> {
       if (fields === undefined) kept.push(step);
       else if (fields.size === 1 && fields.has("timestamp") && step.stampedAt !== undefined && step.clockFixes < MAX_CLOCK_FIXES) {
         kept.push(this.restamp(step, error));
+      } else if (fields.size === 1 && fields.has("metadata") && "metadata" in step.body) {
+        const { metadata, ...body } = step.body;
+        this.logger.error(`tally: step ${body.operationId}: metadata refused (${error}); resent without it: ${JSON.stringify(metadata)}`);
+        kept.push(step.withBody(body as StepBody));
       } else refused.push(step);
     });
     if (refused.length > 0) this.refuse(batch, refused, error, handed, errors);
@@ -443,6 +449,18 @@ export class Tally<M extends Mode = "batched"> {
     );
     const refusal: Refusal = { steps: [...error.steps], error, userId, sessionId };
     handed.push(refusal);
+    this.keep(refusal);
+  }
+
+  /** @internal Hand a step the client could not queue (a wrapper's, which must not throw) to `refused` and onRefused. */
+  _refuseLocally(step: Record<string, unknown>, error: TallyError, userId: string | undefined, sessionId: string | undefined): void {
+    Object.assign(error, { steps: [step], userId, sessionId });
+    const refusal: Refusal = { steps: [step], error, userId, sessionId };
+    this.keep(refusal);
+    this.callOnRefused(refusal);
+  }
+
+  private keep(refusal: Refusal): void {
     this.refusals.push(refusal);
     this.refusedSteps += refusal.steps.length;
     while (this.refusals.length > 0 && this.refusedSteps > this.maxRefused) {

@@ -5,7 +5,7 @@
  * The `firebase` package is never imported.
  */
 
-import { checkOptions, count, field, modelName, proxy, recordCall, recording, type RecordOptions } from "./recording.js";
+import { checkOptions, count, field, modelName, recordCall, unwrap, wrapper, type RecordOptions } from "./recording.js";
 import type { Units } from "./values.js";
 
 export type { RecordOptions } from "./recording.js";
@@ -66,74 +66,107 @@ export function recordFirebaseAI(result: unknown, options: FirebaseAIRecordOptio
 type Method = (...args: unknown[]) => Promise<unknown>;
 
 /**
- * Record a `generateContentStream` result: the last chunk's `usageMetadata` when the app has read
- * the stream (the aggregated `response` carries none in current SDKs), else the `response`'s if
- * it has one; once.
+ * Return a `generateContentStream` result whose `stream` the wrapper drains itself, so a call is
+ * recorded once when its stream ends whether or not the app reads it: from the last chunk's
+ * `usageMetadata` (the aggregated `response` carries none in current SDKs), else the `response`'s.
+ * The app's `stream` replays the chunks; its `response` resolves once the step is recorded.
  */
 function recordStreamResult(result: unknown, options: FirebaseAIRecordOptions, fallbackModel: unknown): unknown {
   const stream = field(result, "stream") as AsyncIterable<unknown> | undefined;
   if (typeof result !== "object" || result === null || typeof stream?.[Symbol.asyncIterator] !== "function") return result;
-  let done = false;
-  let last: Record<string, unknown> = {};
-  const finish = (response: unknown): void => {
-    if (done || typeof field(response, "usageMetadata") !== "object") return;
-    done = true;
-    recordResponse(response, options, fallbackModel, true);
-  };
-  const pending = field(result, "response");
-  if (pending instanceof Promise) pending.then(finish, () => undefined);
-  const accumulator = {
-    observe(chunk: unknown) {
-      if (field(chunk, "usageMetadata") !== undefined) last = { ...last, usageMetadata: field(chunk, "usageMetadata") };
-      if (field(chunk, "modelVersion") !== undefined) last = { ...last, modelVersion: field(chunk, "modelVersion") };
-      return false;
-    },
-    finish() {
-      if (!done && last["usageMetadata"] === undefined) options.tally.logger.warn("tally: a Firebase AI stream ended without usageMetadata; nothing recorded");
-      finish(last);
-    },
-  };
-  return { ...result, stream: recording(stream[Symbol.asyncIterator](), accumulator) };
+  const response = field(result, "response");
+  const chunks: unknown[] = [];
+  const last: Record<string, unknown> = {};
+  let ended = false;
+  let failure: { error: unknown } | undefined;
+  let wake = (): void => undefined;
+  const drained = (async () => {
+    try {
+      for await (const chunk of stream) {
+        for (const key of ["usageMetadata", "modelVersion"]) if (field(chunk, key) !== undefined) last[key] = field(chunk, key);
+        chunks.push(chunk);
+        wake();
+      }
+    } catch (error) {
+      failure = { error };
+    }
+    ended = true;
+    wake();
+    const answered = last["usageMetadata"] === undefined ? await Promise.resolve(response).catch(() => undefined) : last;
+    recordResponse(answered, options, fallbackModel, true);
+  })();
+  async function* replay(): AsyncGenerator<unknown, void, undefined> {
+    for (;;) {
+      if (chunks.length > 0) yield chunks.shift();
+      else if (failure !== undefined) throw failure.error;
+      else if (ended) return;
+      else await new Promise<void>((resolve) => (wake = () => resolve()));
+    }
+  }
+  return { ...result, stream: replay(), response: drained.then(() => response) };
 }
 
-function recordingMethods(target: object, options: FirebaseAIRecordOptions, modelOf: () => unknown): Record<string, () => unknown> {
-  const wrap = (name: string, stream: boolean) => () => {
-    const original = (target as Record<string, unknown>)[name] as Method;
-    return async (...args: unknown[]) => {
-      const result = await original.apply(target, args);
-      if (stream) return recordStreamResult(result, options, modelOf());
-      recordResponse(field(result, "response"), options, modelOf(), false);
-      return result;
-    };
+function recording(call: Method, stream: boolean, options: () => FirebaseAIRecordOptions, modelOf: () => unknown): Method {
+  return async (...args: unknown[]) => {
+    const result = await call(...args);
+    if (stream) return recordStreamResult(result, options(), modelOf());
+    recordResponse(field(result, "response"), options(), modelOf(), false);
+    return result;
   };
+}
+
+/** Each method, whether it streams, and for a chat the SDK's per-turn call that its `this` makes. */
+const METHODS = [
+  ["generateContent", false],
+  ["generateContentStream", true],
+  ["sendMessage", false, "_callGenerateContent"],
+  ["sendMessageStream", true, "_callGenerateContentStream"],
+] as const;
+
+/** Chats whose per-turn calls are patched, with the options of their latest wrapper. */
+const patchedChats = new WeakMap<object, FirebaseAIRecordOptions>();
+
+/**
+ * The recording overrides of `target`. A chat's `sendMessage` loops over several model calls with
+ * automatic function calling: when the chat has the SDK's per-turn `_callGenerateContent(Stream)`,
+ * those are patched on the instance (once; the patch reads the latest options) to record every
+ * call, and `sendMessage(Stream)` is left alone; else `sendMessage(Stream)` is recorded.
+ */
+function recordingMethods(target: object, options: FirebaseAIRecordOptions, modelOf: () => unknown): Record<string, () => unknown> {
+  const own = target as Record<string, unknown>;
+  const fresh = !patchedChats.has(target);
   const overrides: Record<string, () => unknown> = {};
-  for (const [name, stream] of [
-    ["generateContent", false],
-    ["sendMessage", false],
-    ["generateContentStream", true],
-    ["sendMessageStream", true],
-  ] as const) {
-    if (typeof (target as Record<string, unknown>)[name] === "function") overrides[name] = wrap(name, stream);
+  for (const [name, stream, internal] of METHODS) {
+    if (internal !== undefined && typeof own[internal] === "function") {
+      if (fresh) own[internal] = recording((own[internal] as Method).bind(target), stream, () => patchedChats.get(target) ?? options, modelOf);
+      patchedChats.set(target, options);
+    } else if (typeof own[name] === "function") {
+      overrides[name] = () => recording((own[name] as Method).bind(target), stream, () => options, modelOf);
+    }
   }
   return overrides;
 }
 
 /**
  * Return `model` (a Firebase AI Logic `GenerativeModel`) recording `generateContent`,
- * `generateContentStream` and the `sendMessage`/`sendMessageStream` calls of its chats.
+ * `generateContentStream` and the model calls of its chats (each turn of a `sendMessage` or
+ * `sendMessageStream`, automatic function calling included).
  *
- * A stream is recorded when the app has read it to its end (its last chunk carries the usage).
+ * A stream is recorded when it ends, read by the app or not (the wrapper drains it and the app's
+ * `stream` replays its chunks). Wrapping a wrapped model (or chat) again wraps the original with
+ * the options updated: a call is never recorded twice.
  */
 export function wrapGenerativeModel<M extends object>(model: M, options: FirebaseAIRecordOptions): M {
-  checkOptions(options);
-  const modelOf = (): unknown => field(model, "model");
-  const overrides = recordingMethods(model, options, modelOf);
-  const startChat = (model as Record<string, unknown>)["startChat"];
+  const { client, options: merged } = unwrap(model, options);
+  const checked = checkOptions(merged);
+  const modelOf = (): unknown => field(client, "model");
+  const overrides = recordingMethods(client, checked, modelOf);
+  const startChat = field(client, "startChat");
   if (typeof startChat === "function") {
     overrides["startChat"] = () => (...args: unknown[]) => {
-      const chat = (startChat as (...a: unknown[]) => object).apply(model, args);
-      return proxy(chat, recordingMethods(chat, options, modelOf));
+      const chat = (startChat as (...a: unknown[]) => object).apply(client, args);
+      return wrapper(chat, checked, recordingMethods(chat, checked, modelOf));
     };
   }
-  return proxy(model, overrides);
+  return wrapper(client as M, checked, overrides);
 }

@@ -1,6 +1,7 @@
 /**
- * `@tally/client/openai`: record every `chat.completions.create` and `responses.create` call of an
- * OpenAI client (streams included) as one AI step. The `openai` package is never imported.
+ * `@tally/client/openai`: record every chat completion and Responses API request of an OpenAI
+ * client (`create`, streams included, and the SDK's `parse`, `stream` and `runTools` helpers) as
+ * one AI step. The `openai` package is never imported.
  */
 
 import {
@@ -19,6 +20,7 @@ import {
   type CallOptions,
   type RecordOptions,
 } from "./recording.js";
+import { resource } from "./resource.js";
 import { checkName, type Units } from "./values.js";
 
 export type { CallOptions, RecordOptions } from "./recording.js";
@@ -90,7 +92,7 @@ function chatAccumulator(call: Call, hideUsageChunk: boolean): Accumulator {
       done = true;
       if (usage === undefined) {
         call.options.tally.logger.warn(
-          "tally: a chat completion stream ended without usage (closed early, or stream_options include_usage false); nothing recorded",
+          "tally: a chat completion stream ended without usage (closed early, or the API sent none); nothing recorded",
         );
         return;
       }
@@ -123,14 +125,11 @@ function responsesAccumulator(call: Call): Accumulator {
   };
 }
 
-/** Ask a chat stream for its usage chunk unless the caller chose; return the body and whether it was added. */
+/** Ask a chat stream for its usage chunk; return the body and whether to hide that chunk (the caller did not ask for it). */
 function withIncludeUsage(body: Record<string, unknown>): [Record<string, unknown>, boolean] {
   const options = field(body, "stream_options");
-  if (typeof options === "object" && options !== null) {
-    if ("include_usage" in options) return [body, false];
-    return [{ ...body, stream_options: { ...options, include_usage: true } }, true];
-  }
-  return [{ ...body, stream_options: { include_usage: true } }, true];
+  const own = typeof options === "object" && options !== null ? options : {};
+  return [{ ...body, stream_options: { ...own, include_usage: true } }, field(own, "include_usage") !== true];
 }
 
 type Create = (body: Record<string, unknown>, ...rest: unknown[]) => PromiseLike<unknown>;
@@ -142,14 +141,14 @@ function intercept(owner: object, base: OpenAIWrapOptions, api: Api): Create {
     const options = mergeOptions(base, perCall as CallOptions | undefined);
     const stream = apiBody["stream"] === true;
     let body = apiBody;
-    let injected = false;
-    if (stream && api === "chat.completions") [body, injected] = withIncludeUsage(apiBody);
+    let hide = false;
+    if (stream && api === "chat.completions") [body, hide] = withIncludeUsage(apiBody);
     const call: Call = { options, provider: base.provider ?? "openai", api, stream };
     const result = original.call(owner, body, ...rest);
     return thenUnwrap(result, (value) => {
       if (stream) {
         if (typeof value !== "object" || value === null) return value;
-        const accumulator = api === "responses" ? responsesAccumulator(call) : chatAccumulator(call, injected);
+        const accumulator = api === "responses" ? responsesAccumulator(call) : chatAccumulator(call, hide);
         return recordStream(value, accumulator);
       }
       try {
@@ -164,34 +163,36 @@ function intercept(owner: object, base: OpenAIWrapOptions, api: Api): Create {
 
 function openaiProxy<C extends object>(client: C, options: OpenAIWrapOptions): C {
   const target = client as Record<string, unknown>;
+  // The helpers call `this._client.<resource>.create` (or hand `this._client` to a runner): make that the wrapper.
+  const wrap = (owner: object, api: Api, helpers: readonly string[]): object =>
+    resource(owner, { create: () => intercept(owner, options, api), _client: () => wrapped }, helpers);
   const overrides: Record<string, () => unknown> = {
     chat: () => {
       const chat = target["chat"] as Record<string, unknown>;
-      const completions = chat["completions"] as object;
-      return proxy(chat, { completions: () => proxy(completions, { create: () => intercept(completions, options, "chat.completions") }) });
+      return proxy(chat, { completions: () => wrap(chat["completions"] as object, "chat.completions", ["parse", "stream", "runTools"]) });
     },
-    responses: () => {
-      const responses = target["responses"] as object;
-      return proxy(responses, { create: () => intercept(responses, options, "responses") });
-    },
+    responses: () => wrap(target["responses"] as object, "responses", ["parse", "stream"]),
   };
   const factory = target["withOptions"];
   if (typeof factory === "function") {
     overrides["withOptions"] = () => (...args: unknown[]) =>
       openaiProxy((factory as (...a: unknown[]) => object).apply(client, args), options);
   }
-  return wrapper(client, options, overrides);
+  const wrapped = wrapper(client, options, overrides);
+  return wrapped;
 }
 
 /**
- * Return `client` (an `OpenAI` instance) recording `chat.completions.create` and `responses.create`.
+ * Return `client` (an `OpenAI` instance) recording `chat.completions.create`, `.parse`, `.stream`
+ * and `.runTools`, and `responses.create`, `.parse` and `.stream`.
  *
- * Each call is one AI step with `units` from the response's usage and model; the result (or
- * stream) is the API's own. A chat stream gets `stream_options: {include_usage: true}` unless the
- * caller set `include_usage`; the extra usage-only chunk is then kept from the app. A call's body
- * may carry `tally: {feature, userId, isBillableRun, metadata, session, reservation}`, removed
- * before the API sees it. Wrapping a wrapped client again (e.g. per request, with a `session`)
- * wraps the original with the options updated: a call is never recorded twice.
+ * Each API request is one AI step (a `runTools` run makes one per request) with `units` from the
+ * response's usage and model; the result (or stream) is the API's own. A chat stream always gets
+ * `stream_options: {include_usage: true}`; unless the caller set it true, the extra usage-only
+ * chunk is kept from the app. A call's body may carry `tally: {feature, userId, isBillableRun,
+ * metadata, session, reservation}`, removed before the API sees it. Wrapping a wrapped client
+ * again (e.g. per request, with a `session`) wraps the original with the options updated: a call
+ * is never recorded twice.
  */
 export function wrapOpenAI<C extends object>(client: C, options: OpenAIWrapOptions): C {
   const { client: original, options: merged } = unwrap(client, options);

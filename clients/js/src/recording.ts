@@ -1,12 +1,12 @@
 /** What the provider wrappers share: where a call's step goes, and reading counts from usage objects. */
 
 import type { Tally } from "./client.js";
-import { isRecord } from "./errors.js";
+import { TallyError, Unavailable, isRecord } from "./errors.js";
 import type { Reservation } from "./reservation.js";
 import type { Session } from "./session.js";
 import { describe } from "./transport.js";
 import type { Mode } from "./types.js";
-import { checkName, checkUserId, type JsonObject, type Units } from "./values.js";
+import { checkName, checkUserId, metadataBody, type JsonObject, type Units } from "./values.js";
 
 /** Where and how a wrapped client records its calls; every field but `tally` is optional. */
 export interface RecordOptions {
@@ -57,27 +57,36 @@ export function recordCall(
   metadata: JsonObject,
 ): void {
   const { tally } = options;
-  const fail = (error: unknown): void => tally.logger.error(`tally: recording a ${provider} ${api} call failed: ${describe(error)}`);
+  const log = (error: unknown): void => tally.logger.error(`tally: recording a ${provider} ${api} call failed: ${describe(error)}`);
+  // Refused before anything was queued (a bad name, a closed client, a full queue): kept in `refused`.
+  // What the server refused is there already, and what could not be sent stays queued: both only logged.
+  const fail = (error: unknown): void => {
+    log(error);
+    if (error instanceof TallyError && error.httpStatus === undefined && !(error instanceof Unavailable)) {
+      tally._refuseLocally(step, error, userId ?? reservation?.userId ?? session?.userId, undefined);
+    }
+  };
+  const fallback = `${provider}.${api}`;
+  const common = { provider, units, usageType: "AI", isBillableRun: options.isBillableRun ?? false, metadata };
   try {
-    const fallback = `${provider}.${api}`;
-    const common = {
-      provider,
-      units,
-      usageType: "AI",
-      isBillableRun: options.isBillableRun ?? false,
-      metadata: { ...metadata, ...(options.metadata ?? {}) },
-    };
-    const { reservation, session, userId } = options;
+    common.metadata = metadataBody("metadata", { ...metadata, ...(options.metadata ?? {}) });
+  } catch (error) {
+    log(error); // the call happened: record it without the app's metadata
+  }
+  const { reservation, session, userId } = options;
+  let step: Record<string, unknown> = { ...common, feature: options.feature ?? fallback, userId };
+  try {
     if (reservation && reservation.tally === tally && !reservation.released && (userId === undefined || userId === reservation.userId)) {
-      const feature = options.feature ?? reservation.feature ?? reservation.session?.feature ?? fallback;
-      reservation.record({ ...common, feature }).catch(fail);
+      step = { ...common, feature: options.feature ?? reservation.feature ?? reservation.session?.feature ?? fallback };
+      reservation.record(step as typeof common & { feature: string }).catch(fail);
       return;
     }
     if (session && session.tally === tally && !session.completed && (userId === undefined || userId === session.userId)) {
-      settle(session.step({ ...common, feature: options.feature ?? session.feature ?? fallback }), fail);
+      step = { ...common, feature: options.feature ?? session.feature ?? fallback };
+      settle(session.step(step as typeof common & { feature: string }), fail);
       return;
     }
-    settle(tally.record({ ...common, feature: options.feature ?? fallback, userId }), fail);
+    settle(tally.record(step as typeof common & { feature: string }), fail);
   } catch (error) {
     fail(error);
   }

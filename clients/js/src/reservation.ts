@@ -84,7 +84,7 @@ export class Reservation<M extends Mode = "batched"> {
 
   /**
    * Record the actual usage and send it now; the first step carries `reservationId`, which settles
-   * the hold in the same commit. Resolves with the operation id; rejects if the server refused the
+   * the hold in the same commit (as a standalone step if its session was completed meanwhile). Resolves with the operation id; rejects if the server refused the
    * step (it is then in `tally.refused` too). If Tally cannot be reached the step stays queued
    * (logged) and the promise still resolves: usage that happened is never dropped.
    */
@@ -97,17 +97,12 @@ export class Reservation<M extends Mode = "batched"> {
     const feature = input.feature ?? this.feature ?? this.session?.feature;
     if (feature === undefined) throw InvalidArgument.field("feature", "is required");
     const reservationId = this.settled ? undefined : this.reservationId;
-    const session = this.session as Session<Mode> | undefined;
-    const step = this.tally._enqueue({
-      ...input,
-      feature,
-      provider,
-      reservationId,
-      userId: session ? session.userId : this.userId,
-      session,
-    });
+    // A session completed meanwhile takes no more steps: the usage is recorded standalone instead.
+    const session = this.session?.completed === false ? (this.session as Session<Mode>) : undefined;
+    const userId = this.session ? this.session.userId : this.userId;
+    const step = this.tally._enqueue({ ...input, feature, provider, reservationId, userId, session });
     this.settled = true;
-    const key: GroupKey = groupKey(session ? session.userId : this.userId, session?.id);
+    const key: GroupKey = groupKey(userId, session?.id);
     try {
       return await this.tally._sendNow(step, key);
     } catch (error) {

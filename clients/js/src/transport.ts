@@ -4,8 +4,8 @@ import { TallyError, Unauthenticated, Unavailable, errorFromBody, isRecord, retr
 import type { Logger } from "./log.js";
 import { encode } from "./values.js";
 
-/** Returns a current token; called before every request, and once more after a 401. */
-export type TokenSource = () => string | Promise<string>;
+/** Returns a current token; called before every request, and once more after a 401 with `forceRefresh` true. */
+export type TokenSource = (forceRefresh?: boolean) => string | Promise<string>;
 
 /** The `fetch` the client uses (the global one by default). */
 export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
@@ -56,11 +56,11 @@ export class Transport {
     return response["result"];
   }
 
-  private async headers(): Promise<Record<string, string>> {
+  private async headers(refresh: boolean): Promise<Record<string, string>> {
     let token: string;
     let appCheck: string | undefined;
     try {
-      token = await this.options.idToken();
+      token = await (refresh ? this.options.idToken(true) : this.options.idToken());
       appCheck = this.options.appCheckToken ? await this.options.appCheckToken() : undefined;
     } catch (error) {
       throw new Unavailable(`the token callable failed: ${describe(error)}`, { cause: error });
@@ -77,7 +77,7 @@ export class Transport {
     const url = `${this.baseUrl}/${name}`;
     let refreshed = false;
     for (let attempt = 0; ; ) {
-      const headers = await this.headers();
+      const headers = await this.headers(refreshed);
       let error: TallyError;
       let retryAfterMs: number | undefined;
       const controller = new AbortController();
@@ -95,7 +95,7 @@ export class Transport {
         } else {
           error = errorFromBody(response.status, parseOrNull(text), `HTTP ${response.status} ${response.statusText}`.trim());
           if (response.status === 401 && !refreshed) {
-            refreshed = true;
+            refreshed = true; // the next token is asked for with forceRefresh
             this.options.logger.info(`tally: ${name} answered 401; retrying once with a fresh token`);
             continue;
           }

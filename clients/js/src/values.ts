@@ -195,7 +195,11 @@ export function timestampValue(field: string, value: unknown): string | number {
   return instant.toISOString();
 }
 
-/** Return metadata as plain JSON (a Date becomes its ISO string) of at most 4 KiB. */
+/**
+ * Return metadata as plain JSON (a Date becomes its ISO string) that the server accepts as it is:
+ * at most 4 KiB as the server measures it (Python writes `1e-07` where JavaScript writes `1e-7`),
+ * integers within 64 bits, no unpaired surrogates, keys 1-256 characters and not `__name__`.
+ */
 export function metadataBody(field: string, value: unknown): JsonObject {
   if (!isRecord(value)) throw InvalidArgument.field(field, "must be a JSON object");
   let text: string;
@@ -207,28 +211,48 @@ export function metadataBody(field: string, value: unknown): JsonObject {
   } catch (error) {
     throw InvalidArgument.field(field, `must hold only JSON values (${(error as Error).message})`);
   }
-  const size = byteLength(text);
+  const loaded = JSON.parse(text) as JsonObject;
+  const size = byteLength(text) + checkJson(field, loaded, 1, false);
   if (size > MAX_METADATA_BYTES) {
     throw InvalidArgument.field(field, `must be at most ${MAX_METADATA_BYTES} bytes as JSON (got ${size})`);
   }
-  const loaded = JSON.parse(text) as JsonObject;
-  checkJson(field, loaded, 1, false);
   return loaded;
 }
 
-function checkJson(field: string, value: unknown, depth: number, inArray: boolean): void {
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+const INT64 = 2 ** 63;
+
+/** Check a JSON value as the server does; return how many more bytes the server's JSON of it has. */
+function checkJson(field: string, value: unknown, depth: number, inArray: boolean): number {
   if (depth > MAX_METADATA_DEPTH) throw InvalidArgument.field(field, `must not nest deeper than ${MAX_METADATA_DEPTH} levels`);
-  if (Array.isArray(value)) {
+  let extra = 0;
+  if (typeof value === "string") {
+    if (LONE_SURROGATE.test(value)) throw InvalidArgument.field(field, "must not contain unpaired surrogates");
+  } else if (typeof value === "number") {
+    const written = String(value);
+    if (!/[.e]/.test(written) && (value >= INT64 || value < -INT64)) throw InvalidArgument.field(field, "integers must fit in 64 bits");
+    extra += pythonFloat(written).length - written.length;
+  } else if (Array.isArray(value)) {
     if (inArray) throw InvalidArgument.field(field, "arrays must not directly contain arrays");
-    for (const item of value) checkJson(field, item, depth + 1, true);
+    for (const item of value) extra += checkJson(field, item, depth + 1, true);
   } else if (isRecord(value)) {
     for (const [key, item] of Object.entries(value)) {
       if (key.length === 0 || key.length > 256 || RESERVED_RE.test(key)) {
         throw InvalidArgument.field(field, "keys must be 1-256 characters and not of the form __name__");
       }
-      checkJson(field, item, depth + 1, false);
+      extra += checkJson(field, key, depth, false) + checkJson(field, item, depth + 1, false);
     }
   }
+  return extra;
+}
+
+/** Return how Python writes a number JavaScript wrote as `written` (the same but for exponents). */
+function pythonFloat(written: string): string {
+  if (!/[.e]/.test(written)) return written; // an integer: the same digits
+  const [mantissa, exponent] = Number(written).toExponential().split("e") as [string, string];
+  const power = Number(exponent);
+  if (power >= -4 && power < 16) return written;
+  return `${mantissa}e${power < 0 ? "-" : "+"}${String(Math.abs(power)).padStart(2, "0")}`;
 }
 
 /** Return the compact JSON text sent (encoded once per request, so a retry resends it exactly). */

@@ -202,3 +202,18 @@ def test_importing_the_client_does_not_import_firebase_admin() -> None:
     completed = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)  # noqa: S603
 
     assert completed.returncode == 0, completed.stderr
+
+
+def test_a_401_makes_the_recorder_sign_in_again_instead_of_resending_the_cached_token(
+    toolkit: IdentityToolkit, fake: FakeTally
+) -> None:
+    id_token = recorder_token(uid="backend-9", auth=FakeAuth(), emulator_host=toolkit.host)
+    stale = id_token()  # cached: the server has revoked it meanwhile
+    fake.valid_tokens = {"id-token-2-for-custom-backend-9-5"}
+    with Tally(fake.url, id_token=id_token, flush_interval=None) as tally:
+        tally.record(feature="chat", provider="openai", cost="0.01", user_id="someone")
+        tally.flush()
+
+    sent = [request.headers["Authorization"] for request in fake.received]
+    assert sent == [f"Bearer {stale}", "Bearer id-token-2-for-custom-backend-9-5"]
+    assert toolkit.issued == 2

@@ -79,6 +79,10 @@ export class FakeOpenAI {
   failWith: number | undefined;
   /** The model chat completions answer with. */
   model = OPENAI_MODEL;
+  /** Assistant messages (e.g. with `tool_calls`) the next chat completions answer with, in order, before COMPLETION's. */
+  readonly replies: Record<string, unknown>[] = [];
+  /** Whether a responses stream also sends the output item and content part events (the SDK's ResponseStream needs them). */
+  itemEvents = false;
 
   private constructor(readonly server: LocalServer) {
     server.route("/v1/chat/completions", (request, res) => {
@@ -88,15 +92,20 @@ export class FakeOpenAI {
         sendJson(res, this.failWith, { error: { message: "overloaded", type: "server_error", code: null } });
         return;
       }
+      const reply = this.replies.shift();
+      const finish = reply?.["tool_calls"] === undefined ? "stop" : "tool_calls";
       if (body["stream"] !== true) {
-        sendJson(res, 200, { ...COMPLETION, model: this.model });
+        const choices = reply === undefined ? COMPLETION.choices : [{ index: 0, message: reply, finish_reason: finish, logprobs: null }];
+        sendJson(res, 200, { ...COMPLETION, model: this.model, choices });
         return;
       }
       const model = this.model;
+      const calls = reply?.["tool_calls"] as Record<string, unknown>[] | undefined;
       const chunks = [
         chunk({ role: "assistant", content: "" }, null, model),
-        ...TEXT_PIECES.map((piece) => chunk({ content: piece }, null, model)),
-        chunk({}, "stop", model),
+        ...(reply === undefined ? TEXT_PIECES.map((piece) => chunk({ content: piece }, null, model)) : []),
+        ...(calls === undefined ? [] : [chunk({ tool_calls: calls.map((call, index) => ({ index, ...call })) }, null, model)]),
+        chunk({}, finish, model),
       ];
       if ((body["stream_options"] as { include_usage?: boolean } | undefined)?.include_usage) {
         for (const item of chunks) item["usage"] = null;
@@ -116,6 +125,19 @@ export class FakeOpenAI {
         res,
         [
           { type: "response.created", sequence_number: 0, response: started },
+          ...(this.itemEvents
+            ? [
+                { type: "response.output_item.added", sequence_number: 0, output_index: 0, item: { ...RESPONSE.output[0], status: "in_progress", content: [] } },
+                {
+                  type: "response.content_part.added",
+                  sequence_number: 0,
+                  item_id: "msg_1",
+                  output_index: 0,
+                  content_index: 0,
+                  part: { type: "output_text", text: "", annotations: [] },
+                },
+              ]
+            : []),
           {
             type: "response.output_text.delta",
             sequence_number: 1,

@@ -24,7 +24,7 @@ export function errorBody(status: string, message: string, details: Detail[] = [
  *
  * Like the server, `record_steps` refuses a request over a per-request bound (413 over 256 KiB;
  * 400 over 100 steps, 20 distinct features, providers or `units.model`, or a repeated operation
- * id), a step named in `badOperations` (400 naming `steps[i]`), with `checkTimestamps` a step
+ * id), a step named in `badOperations` (400 naming `steps[i]`; a bad `metadata` only while it has some), with `checkTimestamps` a step
  * more than 5 minutes ahead of its clock (`clockOffsetMs` ahead of the real one, also in `Date`),
  * and new steps for a session in `completedSessions` (409). A refused request records nothing.
  */
@@ -140,7 +140,7 @@ export class FakeTally {
     let problems: Detail[] = [];
     steps.forEach((step, index) => {
       const bad = this.badOperations.get(step.operationId);
-      if (bad) problems.push({ field: `steps[${index}].${bad[0]}`, problem: bad[1] });
+      if (bad && (bad[0] !== "metadata" || "metadata" in step)) problems.push({ field: `steps[${index}].${bad[0]}`, problem: bad[1] });
       if (this.checkTimestamps && typeof step["timestamp"] === "string" && Date.parse(step["timestamp"]) > this.now() + 5 * 60_000) {
         problems.push({ field: `steps[${index}].timestamp`, problem: "must not be more than 5 minutes in the future" });
       }

@@ -151,3 +151,21 @@ test("Tally sends the recorder's token and records for another user", async (t) 
   assert.match(String(fake.requests()[0]?.headers.authorization), /^Bearer id-token-1-for-custom-backend-8/);
   assert.equal(fake.bodies()[0]?.userId, "someone");
 });
+
+test("a 401 makes the recorder sign in again instead of resending the cached token", async (t) => {
+  const { fake, make } = await setup(t);
+  const { host, issued } = await identityToolkit(t);
+  const idToken = recorderToken({ auth: new FakeAuth(), uid: "backend-9", emulatorHost: host });
+  const stale = await idToken(); // cached; the server has revoked it meanwhile
+  fake.validTokens = new Set(["id-token-2-for-custom-backend-9-5"]);
+  const tally = make({ idToken });
+
+  tally.record({ feature: "chat", provider: "openai", cost: "0.01", userId: "someone" });
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.requests().map((request) => request.headers.authorization),
+    [`Bearer ${stale}`, "Bearer id-token-2-for-custom-backend-9-5"],
+  );
+  assert.equal(issued(), 2);
+});

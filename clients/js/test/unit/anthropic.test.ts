@@ -5,6 +5,7 @@ import type { TestContext } from "node:test";
 import { test } from "node:test";
 
 import Anthropic from "@anthropic-ai/sdk";
+import type { MessageCreateParamsNonStreaming as BetaMessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/beta/messages";
 import type { MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages";
 
 import { wrapAnthropic } from "../../src/anthropic.js";
@@ -176,5 +177,101 @@ test("everything else is the client's own", async (t) => {
 
   assert.equal(wrapped.apiKey, "sk-ant-test");
   assert.equal(wrapped.models, client.models);
+  assert.equal(wrapped.beta.models, client.beta.models);
   assert.ok(wrapped instanceof Anthropic);
+});
+
+/** The steps' stream metadata and units. */
+function recorded(fake: { steps(): Record<string, unknown>[] }): [boolean, unknown][] {
+  return fake.steps().map((step) => [(step["metadata"] as { stream: boolean }).stream, step["units"]]);
+}
+
+const ONE_HOUR_USAGE = {
+  input_tokens: 100,
+  output_tokens: 50,
+  cache_read_input_tokens: 0,
+  cache_creation_input_tokens: 1500,
+  cache_creation: { ephemeral_5m_input_tokens: 500, ephemeral_1h_input_tokens: 1000 },
+};
+const ONE_HOUR_UNITS = { ...MESSAGE_UNITS, cacheReadTokens: 0, cacheWriteTokens: 500, cacheWrite1hTokens: 1000 };
+
+test("messages.parse() is recorded once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const message = await wrapped.messages.parse({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI });
+  await tally.flush();
+
+  assert.equal(message.id, MESSAGE.id);
+  assert.deepEqual(recorded(fake), [[false, MESSAGE_UNITS]]);
+});
+
+test("beta.messages.create() is recorded, its 1-hour cache writes apart, and its per-call options never reach the API", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.usage = ONE_HOUR_USAGE;
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const message = await wrapped.beta.messages.create({
+    model: "claude-haiku-4-5",
+    max_tokens: 10,
+    messages: HI,
+    betas: ["extended-cache-ttl-2025-04-11"],
+    tally: { feature: "classify" },
+  } as BetaMessageCreateParamsNonStreaming);
+  await tally.flush();
+
+  assert.equal(message.usage.cache_creation?.ephemeral_1h_input_tokens, 1000);
+  assert.equal(api.server.requests[0]?.headers["anthropic-beta"], "extended-cache-ttl-2025-04-11");
+  assert.ok(!("tally" in (api.bodies[0] ?? {})));
+  assert.deepEqual(recorded(fake), [[false, ONE_HOUR_UNITS]]);
+  assert.deepEqual(fake.steps()[0]?.["metadata"], { api: "messages", stream: false, responseId: MESSAGE.id });
+  assert.equal(fake.steps()[0]?.feature, "classify");
+});
+
+test("a beta.messages.create() stream is recorded once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const stream = await wrapped.beta.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI, stream: true });
+  for await (const _event of stream);
+  await tally.flush();
+
+  assert.deepEqual(recorded(fake), [[true, STREAM_UNITS]]);
+});
+
+test("beta.messages.stream() and beta.messages.parse() are recorded once each", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "support_chat" });
+
+  const streamed = await wrapped.beta.messages.stream({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI }).finalMessage();
+  const parsed = await wrapped.beta.messages.parse({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI });
+  await tally.flush();
+
+  assert.equal(streamed.usage.output_tokens, 15);
+  assert.equal(parsed.id, MESSAGE.id);
+  assert.deepEqual(recorded(fake), [
+    [true, STREAM_UNITS],
+    [false, MESSAGE_UNITS],
+  ]);
+});
+
+test("a client wrapped twice records each request of every method once, with the newer options", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const twice = wrapAnthropic(wrapAnthropic(client, { tally, feature: "first" }), { tally, feature: "second" });
+  const body = { model: "claude-haiku-4-5", max_tokens: 10, messages: HI };
+
+  await twice.messages.create(body);
+  await twice.messages.parse(body);
+  await twice.messages.stream(body).finalMessage();
+  for await (const _event of await twice.messages.create({ ...body, stream: true }));
+  await twice.beta.messages.create(body);
+  await twice.beta.messages.parse(body);
+  await twice.beta.messages.stream(body).finalMessage();
+  await twice.withOptions({ timeout: 5_000 }).beta.messages.parse(body);
+  await tally.flush();
+
+  assert.equal(api.bodies.length, 8);
+  const steps = fake.steps();
+  assert.equal(steps.length, 8);
+  assert.ok(steps.every((step) => step.feature === "second"));
 });

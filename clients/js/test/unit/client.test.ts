@@ -517,6 +517,19 @@ test("a 401 is retried once with a fresh token", async (t) => {
   assert.equal(fake.requests()[0]?.raw, fake.requests()[1]?.raw);
 });
 
+test("the token after a 401 is asked for with forceRefresh", async (t) => {
+  const { fake, make } = await setup(t);
+  fake.validTokens = new Set(["fresh"]);
+  const asked: unknown[] = [];
+  const tally = make({ idToken: (...args: unknown[]) => (asked.push(args[0]), args[0] === true ? "fresh" : "cached") });
+  tally.record({ feature: "f", provider: "p", cost: 1 });
+
+  await tally.flush();
+
+  assert.deepEqual(asked, [undefined, true]);
+  assert.equal(fake.requests()[1]?.headers.authorization, "Bearer fresh");
+});
+
 test("a second 401 rejects with Unauthenticated", async (t) => {
   const { fake, tally } = await setup(t);
   fake.validTokens = new Set(["never"]);

@@ -11,7 +11,7 @@ import { recordFirebaseAI, usageMetadataUnits, wrapGenerativeModel } from "../..
 import { genkitMiddleware, genkitUnits, recordGenkit, splitGenkitModel } from "../../src/genkit.js";
 import { LocalServer, sendEvents, sendJson } from "../helpers/http.js";
 import { logsOf } from "../helpers/logger.js";
-import { setup } from "../helpers/setup.js";
+import { setup, waitFor } from "../helpers/setup.js";
 
 const GENKIT_USAGE = { inputTokens: 1200, outputTokens: 300, thoughtsTokens: 50, cachedContentTokens: 200, totalTokens: 1550 };
 const GENKIT_UNITS = { model: "gemini-2.5-flash", inputTokens: 1000, outputTokens: 350, cacheReadTokens: 200, cacheWriteTokens: 0, requests: 1 };
@@ -92,7 +92,7 @@ async function firebaseAI(t: TestContext) {
   });
   const ai = getAI(app, { backend: new GoogleAIBackend() });
   const model = getGenerativeModel(ai, { model: "gemini-2.5-flash" }, { baseUrl: server.url });
-  return { ...base, model };
+  return { ...base, model, ai, server, path };
 }
 
 test("usageMetadata maps to units: cached input apart, thoughts and tool-use prompts counted", () => {
@@ -144,5 +144,157 @@ test("a chat of a wrapped model is recorded, and recordFirebaseAI records by han
   assert.deepEqual(
     fake.steps().map((step) => step.feature),
     ["assistant", "manual"],
+  );
+});
+
+test("a wrapped model records a stream whose app only awaits its response, from the last chunk's usage", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const wrapped = wrapGenerativeModel(model, { tally, feature: "chat" });
+
+  const response = await (await wrapped.generateContentStream("Hi")).response;
+  await (await wrapped.startChat().sendMessageStream("Hi")).response;
+  await tally.flush();
+
+  assert.equal(response.text(), "Bonjour");
+  assert.equal(response.usageMetadata, undefined); // the SDK's aggregated response carries none
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [GEMINI_UNITS, GEMINI_UNITS],
+  );
+});
+
+test("a wrapped model records a stream the app stops reading early, once", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const wrapped = wrapGenerativeModel(model, { tally, feature: "chat" });
+
+  const result = await wrapped.generateContentStream("Hi");
+  for await (const chunk of result.stream) {
+    assert.equal(chunk.text(), "Bon");
+    break;
+  }
+  await result.response;
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [GEMINI_UNITS],
+  );
+});
+
+test("a wrapped model records a stream the app neither reads nor awaits, once it ends", async (t) => {
+  const { fake, tally } = await setup(t);
+  let end = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (end = () => resolve()));
+  async function* chunks(): AsyncGenerator<unknown> {
+    yield geminiResponse("Bon", undefined);
+    await gate;
+    yield geminiResponse("jour", USAGE_METADATA);
+  }
+  const model = { model: "models/gemini-2.5-flash", generateContentStream: async () => ({ stream: chunks(), response: gate.then(() => ({})) }) };
+  const wrapped = wrapGenerativeModel(model, { tally, feature: "chat" });
+
+  await wrapped.generateContentStream();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(tally.pending, 0);
+  end();
+  await waitFor(() => tally.pending > 0, 2000);
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [GEMINI_UNITS],
+  );
+});
+
+test("re-wrapping a wrapped model (or chat) wraps the original with updated options: each call is recorded once", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const wrapped = wrapGenerativeModel(model, { tally, feature: "chat", userId: "user-1" });
+  const twice = wrapGenerativeModel(wrapped, { tally, feature: "assistant" });
+
+  await twice.generateContent("Hi");
+  await twice.startChat().sendMessage("Hi");
+  await (await twice.startChat().sendMessageStream("Hi")).response;
+  await wrapGenerativeModel(wrapped.startChat(), { tally, feature: "assistant" }).sendMessage("Hi");
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => step.feature),
+    ["assistant", "assistant", "assistant", "assistant"],
+  );
+  assert.ok(fake.bodies().every((body) => body.userId === "user-1"));
+});
+
+const TOOL_USAGE = { promptTokenCount: 100, candidatesTokenCount: 10, totalTokenCount: 110 };
+const TOOL_UNITS = { model: "gemini-2.5-flash", inputTokens: 100, outputTokens: 10, cacheReadTokens: 0, cacheWriteTokens: 0, requests: 1 };
+
+/** A model with a callable `weather` tool whose server answers a function call, then (given its result) text. */
+async function toolModel(t: TestContext) {
+  const base = await firebaseAI(t);
+  const called: unknown[] = [];
+  const answer = (body: unknown): Record<string, unknown> => {
+    const contents = (body as { contents: { parts: Record<string, unknown>[] }[] }).contents;
+    if (contents.at(-1)?.parts.some((part) => part["functionResponse"] !== undefined)) return geminiResponse("Sunny, 20°C", USAGE_METADATA);
+    const call = { functionCall: { name: "weather", args: { city: "Paris" } } };
+    return { ...geminiResponse("", TOOL_USAGE), candidates: [{ content: { role: "model", parts: [call] }, finishReason: "STOP", index: 0 }] };
+  };
+  base.server.route(`${base.path}:generateContent`, (request, res) => sendJson(res, 200, answer(request.body)));
+  base.server.route(`${base.path}:streamGenerateContent`, (request, res) => sendEvents(res, [answer(request.body)], { done: false }));
+  const weather = { name: "weather", description: "The weather of a city", functionReference: (args: unknown) => (called.push(args), { sky: "sunny" }) };
+  const model = getGenerativeModel(base.ai, { model: "gemini-2.5-flash", tools: [{ functionDeclarations: [weather] }] }, { baseUrl: base.server.url });
+  return { ...base, model, called };
+}
+
+test("a chat with automatic function calling records every model call of a sendMessage, with its usage", async (t) => {
+  const { fake, tally, model, called } = await toolModel(t);
+  const chat = wrapGenerativeModel(model, { tally, feature: "agent" }).startChat();
+
+  const result = await chat.sendMessage("Weather in Paris?");
+  await tally.flush();
+
+  assert.equal(result.response.text(), "Sunny, 20°C");
+  assert.deepEqual(called, [{ city: "Paris" }]);
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [TOOL_UNITS, GEMINI_UNITS],
+  );
+});
+
+test("a chat with automatic function calling records every model call of a sendMessageStream", async (t) => {
+  const { fake, tally, model, called } = await toolModel(t);
+  const chat = wrapGenerativeModel(wrapGenerativeModel(model, { tally, feature: "agent" }), { tally }).startChat();
+
+  const result = await chat.sendMessageStream("Weather in Paris?");
+  let text = "";
+  for await (const chunk of result.stream) text += chunk.text();
+  await result.response;
+  await tally.flush();
+
+  assert.equal(text, "Sunny, 20°C");
+  assert.deepEqual(called, [{ city: "Paris" }]);
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [TOOL_UNITS, GEMINI_UNITS],
+  );
+});
+
+test("a plain chat records one step per message; a chat without the SDK's internals is recorded at sendMessage", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const chat = wrapGenerativeModel(model, { tally, feature: "chat" }).startChat();
+  const plain = { model: "gemini-2.5-flash", startChat: () => ({ sendMessage: async () => ({ response: geminiResponse("Hi", USAGE_METADATA) }) }) };
+
+  await chat.sendMessage("Hi");
+  await chat.sendMessage("Again");
+  await (await chat.sendMessageStream("Once more")).response;
+  await wrapGenerativeModel(plain, { tally, feature: "fake" }).startChat().sendMessage();
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, step["units"]]),
+    [
+      ["chat", GEMINI_UNITS],
+      ["chat", GEMINI_UNITS],
+      ["chat", GEMINI_UNITS],
+      ["fake", GEMINI_UNITS],
+    ],
   );
 });

@@ -47,7 +47,10 @@ test("a record during an outage rejects with Unavailable and stays queued for th
   const tally = make({ mode: "immediate" });
   fake.inject("record_steps", 503, errorBody("UNAVAILABLE", "down"), 4);
 
-  await assert.rejects(tally.record({ feature: "chat", provider: "openai", cost: 1 }), Unavailable);
+  await assert.rejects(
+    tally.record({ feature: "chat", provider: "openai", cost: 1 }),
+    (error: unknown) => error instanceof Unavailable && /stays queued for the next flush: do not record it again/.test(error.message),
+  );
   assert.equal(tally.pending, 1);
   await tally.flush();
 

@@ -5,6 +5,7 @@ import type { TestContext } from "node:test";
 import { test } from "node:test";
 
 import OpenAI from "openai";
+import type { RunnableToolFunctionWithParse } from "openai/lib/RunnableFunction";
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions";
 
 import type { TallyOptions } from "../../src/index.js";
@@ -139,8 +140,8 @@ test("a stream that asked for usage itself gets the usage chunk", async (t) => {
   assert.deepEqual(fake.steps()[0]?.["units"], OPENAI_UNITS);
 });
 
-test("a stream without usage is not recorded and is logged", async (t) => {
-  const { fake, tally, client } = await fixture(t);
+test("a stream whose caller set include_usage false is still recorded, the usage chunk kept from the app", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
   const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
 
   const stream = await wrapped.chat.completions.create({
@@ -149,16 +150,20 @@ test("a stream without usage is not recorded and is logged", async (t) => {
     stream: true,
     stream_options: { include_usage: false },
   });
-  let pieces = 0;
-  for await (const _chunk of stream) pieces += 1;
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
   await tally.flush();
 
-  assert.equal(pieces, 5);
-  assert.deepEqual(fake.steps(), []);
-  assert.ok(logsOf(tally).at("warn").some((line) => line.includes("without usage")));
+  assert.deepEqual(api.bodies[0]?.["stream_options"], { include_usage: true });
+  assert.equal(chunks.length, 5);
+  assert.ok(chunks.every((chunk) => chunk.choices.length > 0));
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [OPENAI_UNITS],
+  );
 });
 
-test("a stream left early records nothing", async (t) => {
+test("a stream left early records nothing and is logged", async (t) => {
   const { fake, tally, client } = await fixture(t);
   const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
 
@@ -167,6 +172,7 @@ test("a stream left early records nothing", async (t) => {
   await tally.flush();
 
   assert.deepEqual(fake.steps(), []);
+  assert.ok(logsOf(tally).at("warn").some((line) => line.includes("without usage")));
 });
 
 test("a stream read through toReadableStream() is recorded once", async (t) => {
@@ -309,4 +315,139 @@ test("wrapping a wrapped client again updates its options and records each call 
   assert.equal(steps.length, 1);
   assert.equal(fake.bodies()[0]?.session?.id, session.id);
   assert.equal(steps[0]?.feature, "chat"); // the first wrapper's feature is kept
+});
+
+const WEATHER_CALL = {
+  role: "assistant",
+  content: null,
+  refusal: null,
+  tool_calls: [{ id: "call_1", type: "function", function: { name: "weather", arguments: '{"city":"Paris"}' } }],
+};
+const WEATHER_TOOL: RunnableToolFunctionWithParse<{ city: string }> = {
+  type: "function",
+  function: {
+    name: "weather",
+    description: "The weather in a city",
+    function: (args: { city: string }) => `sunny in ${args.city}`,
+    parse: (input: string) => JSON.parse(input) as { city: string },
+    parameters: { type: "object", properties: { city: { type: "string" } } },
+  },
+};
+
+/** The steps' api and stream metadata and units. */
+function recorded(fake: { steps(): Record<string, unknown>[] }): [string, boolean, unknown][] {
+  return fake.steps().map((step) => {
+    const metadata = step["metadata"] as { api: string; stream: boolean };
+    return [metadata.api, metadata.stream, step["units"]];
+  });
+}
+
+test("chat.completions.parse() is recorded once, with its per-call options", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const completion = await wrapped.chat.completions.parse({ model: "gpt-4o", messages: HI, tally: { feature: "extract" } } as ChatCompletionCreateParamsNonStreaming);
+  await tally.flush();
+
+  assert.equal(completion.choices[0]?.message.content, "Bonjour !");
+  assert.ok(!("tally" in (api.bodies[0] ?? {})));
+  assert.deepEqual(recorded(fake), [["chat.completions", false, OPENAI_UNITS]]);
+  assert.equal(fake.steps()[0]?.feature, "extract");
+});
+
+test("chat.completions.stream() asks for usage, keeps its chunk from the app and is recorded once", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const runner = wrapped.chat.completions.stream({ model: "gpt-4o", messages: HI });
+  const chunks: number[] = [];
+  runner.on("chunk", (chunk) => chunks.push(chunk.choices.length));
+  const completion = await runner.finalChatCompletion();
+  await tally.flush();
+
+  assert.equal(completion.choices[0]?.message.content, TEXT_PIECES.join(""));
+  assert.deepEqual(api.bodies[0]?.["stream_options"], { include_usage: true });
+  assert.ok(chunks.length === 5 && chunks.every((length) => length > 0));
+  assert.deepEqual(recorded(fake), [["chat.completions", true, OPENAI_UNITS]]);
+});
+
+test("chat.completions.runTools() records one step per request", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.replies.push(WEATHER_CALL);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const content = await wrapped.chat.completions.runTools({ model: "gpt-4o", messages: HI, tools: [WEATHER_TOOL] }).finalContent();
+  await tally.flush();
+
+  assert.equal(content, "Bonjour !");
+  assert.equal(api.bodies.length, 2);
+  assert.deepEqual((api.bodies[1]?.["messages"] as { content: string }[] | undefined)?.at(-1)?.content, "sunny in Paris");
+  assert.deepEqual(recorded(fake), [
+    ["chat.completions", false, OPENAI_UNITS],
+    ["chat.completions", false, OPENAI_UNITS],
+  ]);
+});
+
+test("a streaming runTools() records one step per request", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.replies.push(WEATHER_CALL);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const content = await wrapped.chat.completions.runTools({ model: "gpt-4o", messages: HI, tools: [WEATHER_TOOL], stream: true }).finalContent();
+  await tally.flush();
+
+  assert.equal(content, TEXT_PIECES.join(""));
+  assert.deepEqual(
+    api.bodies.map((body) => body["stream_options"]),
+    [{ include_usage: true }, { include_usage: true }],
+  );
+  assert.deepEqual(recorded(fake), [
+    ["chat.completions", true, OPENAI_UNITS],
+    ["chat.completions", true, OPENAI_UNITS],
+  ]);
+});
+
+test("responses.parse() is recorded once", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "agent" });
+
+  const response = await wrapped.responses.parse({ model: "gpt-4.1", input: "Hi" });
+  await tally.flush();
+
+  assert.equal(response.output_text, "Salut");
+  assert.deepEqual(recorded(fake), [["responses", false, RESPONSE_UNITS]]);
+});
+
+test("responses.stream() is recorded once", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.itemEvents = true;
+  const wrapped = wrapOpenAI(client, { tally, feature: "agent" });
+
+  const response = await wrapped.responses.stream({ model: "gpt-4.1", input: "Hi" }).finalResponse();
+  await tally.flush();
+
+  assert.equal(response.output_text, "Salut");
+  assert.deepEqual(recorded(fake), [["responses", true, RESPONSE_UNITS]]);
+});
+
+test("a client wrapped twice records each request of every helper once, with the newer options", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  api.itemEvents = true;
+  api.replies.push(WEATHER_CALL);
+  const twice = wrapOpenAI(wrapOpenAI(client, { tally, feature: "first" }), { tally, feature: "second" });
+
+  await twice.chat.completions.runTools({ model: "gpt-4o", messages: HI, tools: [WEATHER_TOOL] }).finalContent();
+  await twice.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await twice.chat.completions.parse({ model: "gpt-4o", messages: HI });
+  await twice.chat.completions.stream({ model: "gpt-4o", messages: HI }).finalChatCompletion();
+  await twice.responses.create({ model: "gpt-4.1", input: "Hi" });
+  await twice.responses.parse({ model: "gpt-4.1", input: "Hi" });
+  await twice.responses.stream({ model: "gpt-4.1", input: "Hi" }).finalResponse();
+  await twice.withOptions({ timeout: 5_000 }).chat.completions.parse({ model: "gpt-4o", messages: HI });
+  await tally.flush();
+
+  assert.equal(api.bodies.length, 9);
+  const steps = fake.steps();
+  assert.equal(steps.length, 9);
+  assert.ok(steps.every((step) => step.feature === "second"));
 });

@@ -335,13 +335,27 @@ test("several bad steps are all removed", async (t) => {
   const { fake, tally, collected } = await watched(t);
   const made = Array.from({ length: 5 }, () => tally.record({ feature: "f", provider: "p", cost: 1 }));
   fake.badOperations.set(made[0] as string, ["cost", "must be >= 0"]);
-  fake.badOperations.set(made[3] as string, ["metadata", "must be at most 4096 bytes"]);
+  fake.badOperations.set(made[3] as string, ["units.model", "must be 1-100 characters"]);
 
   await assert.rejects(tally.flush(), InvalidArgument);
 
   assert.equal(fake.requests().length, 2);
   assert.deepEqual([...fake.recorded.keys()], [made[1], made[2], made[4]]);
   assert.deepEqual(collected.operationIds(), [made[0], made[3]]);
+});
+
+test("a step refused for its metadata alone is resent without it: the usage is recorded", async (t) => {
+  const { fake, tally, collected } = await watched(t);
+  const made = [1, 2].map((cost) => tally.record({ feature: "f", provider: "p", cost, metadata: { note: "x" } }));
+  fake.badOperations.set(made[1] as string, ["metadata", "must not contain unpaired surrogates"]);
+
+  await tally.flush();
+
+  assert.deepEqual([...fake.recorded.keys()], made);
+  assert.equal(fake.bodies()[1]?.steps[1]?.["metadata"], undefined);
+  assert.deepEqual(fake.bodies()[1]?.steps[0]?.["metadata"], { note: "x" });
+  assert.deepEqual(collected.calls, []);
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes("metadata refused")));
 });
 
 test("a bad step in a completing batch still completes the session", async (t) => {

@@ -117,6 +117,23 @@ test("a session reservation records into the session and names its feature", asy
   assert.equal(reserve.estimate.feature, "assistant");
 });
 
+test("a session reservation recorded after its session completed settles as a standalone step", async (t) => {
+  const { fake, tally } = await setup(t);
+  const session = tally.session({ feature: "assistant", userId: "user-1" });
+  const reservation = await session.reserve({ estimate: { cost: "0.05" } });
+  session.step({ provider: "openai", cost: "0.01" });
+  await session.complete();
+
+  await reservation.record({ provider: "openai", cost: "0.03" });
+
+  const last = fake.bodies("record_steps").at(-1);
+  assert.equal(last?.session, undefined);
+  assert.equal(last?.userId, "user-1");
+  assert.equal(last?.steps[0]?.["reservationId"], reservation.reservationId);
+  assert.equal(last?.steps[0]?.feature, "assistant");
+  assert.equal(fake.steps().length, 2);
+});
+
 test("a units estimate carries its provider and feature, the defaults of record()", async (t) => {
   const { fake, tally } = await setup(t);
   const units = { model: "gpt-4o", inputTokens: 2000, outputTokens: 500 };

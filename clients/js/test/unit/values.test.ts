@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import { errorFromBody } from "../../src/errors.js";
 import { FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, TallyError, Unauthenticated, Unavailable } from "../../src/index.js";
-import { costText, newOperationId, newReservationId, newSessionId, timestampValue } from "../../src/values.js";
+import { costText, metadataBody, newOperationId, newReservationId, newSessionId, timestampValue } from "../../src/values.js";
 
 test("a cost longer than 64 characters is rounded to nano-USD half-even", () => {
   const long = (text: string): string => text.padEnd(66, "0");
@@ -73,4 +73,24 @@ test("an error's details and its toString", () => {
   assert.deepEqual(error.details, [{ field: "steps[0].cost", problem: "must be >= 0" }]);
   assert.equal(String(error), "INVALID_ARGUMENT: steps[0].cost: must be >= 0");
   assert.equal(error.name, "InvalidArgument");
+});
+
+test("metadata the server refuses is refused here: unpaired surrogates, integers past 64 bits", () => {
+  for (const bad of [{ text: "a\uD800b" }, { ["k\uDC00"]: 1 }, { big: 2 ** 63 }, { small: -(2 ** 63) - 4096 }]) {
+    assert.throws(() => metadataBody("metadata", bad), InvalidArgument, JSON.stringify(bad));
+  }
+  assert.deepEqual(metadataBody("metadata", { emoji: "😀", max: 2 ** 63 - 1024, min: -(2 ** 63), huge: 1e21 }), {
+    emoji: "😀",
+    max: 2 ** 63 - 1024,
+    min: -(2 ** 63),
+    huge: 1e21,
+  });
+});
+
+test("the 4 KiB of metadata are measured as the server writes numbers (1e-07, 1e-05)", () => {
+  const fill = (number: number, total: number) => ({ x: "a".repeat(total - JSON.stringify({ x: "", f: number }).length), f: number });
+
+  assert.throws(() => metadataBody("metadata", fill(1e-7, 4096)), /at most 4096 bytes as JSON \(got 4097\)/);
+  assert.doesNotThrow(() => metadataBody("metadata", fill(1e-5, 4097))); // Python writes 1e-05, two bytes shorter
+  assert.doesNotThrow(() => metadataBody("metadata", fill(0.5, 4096)));
 });

@@ -126,6 +126,9 @@ class Transport:
                     error = _error_of(response)
                     if response.status_code == 401 and not refreshed:
                         refreshed = True
+                        invalidate = getattr(self._id_token, "invalidate", None)
+                        if callable(invalidate):
+                            invalidate()  # a token source that caches drops its token
                         logger.info("%s answered 401; retrying once with a fresh token", name)
                         continue
                     if isinstance(error, Unauthenticated) or not _retriable_status(response.status_code):

@@ -66,13 +66,14 @@ def recorder_token(
     session: requests.Session | None = None,
     identity_toolkit_url: str | None = None,
     timeout: float = 30.0,
-) -> Callable[[], str]:
+) -> RecorderToken:
     """Return an `id_token` callable for `Tally(...)` that signs in as the recorder account `uid`.
 
     On first use it makes sure the account exists with the `recorder` custom claim (Admin SDK,
     other claims kept), signs in with a custom token (Identity Toolkit
     `accounts:signInWithCustomToken`, which the Auth emulator serves too), caches the ID token
-    and signs in again `refresh_margin` seconds before it expires. Thread-safe: concurrent calls
+    and signs in again `refresh_margin` seconds before it expires, or at once after the server
+    answered 401 (the client calls `invalidate()`). Thread-safe: concurrent calls
     share one sign-in. `app` is the Admin SDK app (None: the default app); `auth` a module or
     object with the Admin SDK's `get_user`, `create_user`, `set_custom_user_claims` and
     `create_custom_token` (default: `firebase_admin.auth`). `api_key` is the project's Web API
@@ -140,4 +141,20 @@ def recorder_token(
                 return token
             return sign_in()
 
-    return id_token
+    def invalidate() -> None:
+        with lock:
+            state["token"] = None
+
+    return RecorderToken(id_token, invalidate)
+
+
+class RecorderToken:
+    """An `id_token` callable whose cached token the client drops after a 401 (`invalidate`)."""
+
+    def __init__(self, get: Callable[[], str], invalidate: Callable[[], None]) -> None:
+        self._get = get
+        self.invalidate = invalidate
+
+    def __call__(self) -> str:
+        """Return a current ID token (signing in again if needed)."""
+        return self._get()
