@@ -15,7 +15,7 @@ from adapters import auth, firebase_app, webhooks, wiring
 from entrypoints import callables, edge
 from tally.documents.sessions import is_completion
 from tally.requests import parse_record_request, parse_release_request, parse_reserve_request
-from tally.services import alerts, reservations, sweep
+from tally.services import alerts, plan_claims, reservations, sweep
 from tally.services.recording import record_steps as record_steps_service
 from tally.services.sessions import finalize_session as finalize_session_service
 from tally.timeutil import utc_now
@@ -28,6 +28,13 @@ options.set_global_options(region="us-central1")
 firebase_app.admin_app()
 
 
+def _claimed(caller: Caller | None) -> plan_claims.ClaimedPlan:
+    """Return the plan a user's TALLY_PLAN_CLAIM names: the caller's token, else Firebase Auth (cached)."""
+    if caller is None:
+        return plan_claims.no_claim
+    return plan_claims.resolver(caller=caller, settings=wiring.settings(), directory=wiring.directory())
+
+
 def _record_steps(req: Request) -> dict[str, Any]:
     edge.require_post(req)
     auth.verify_app_check(req.headers.get(auth.APP_CHECK_HEADER))
@@ -36,7 +43,12 @@ def _record_steps(req: Request) -> dict[str, Any]:
     now = utc_now()
     request = parse_record_request(body, now=now)
     outcome = record_steps_service(
-        store=wiring.store(), caller=caller, request=request, settings=wiring.settings(), now=now
+        store=wiring.store(),
+        caller=caller,
+        request=request,
+        settings=wiring.settings(),
+        now=now,
+        claimed_plan=_claimed(caller),
     )
     logger.info(
         "record_steps",
@@ -60,7 +72,12 @@ def _reserve_spend(req: Request) -> dict[str, Any]:
     caller = auth.verify_bearer(req.headers.get("Authorization"))
     request = parse_reserve_request(edge.read_json(req))
     answer = reservations.reserve_spend(
-        store=wiring.store(), caller=caller, request=request, settings=wiring.settings(), now=utc_now()
+        store=wiring.store(),
+        caller=caller,
+        request=request,
+        settings=wiring.settings(),
+        now=utc_now(),
+        claimed_plan=_claimed(caller),
     )
     logger.info(
         "reserve_spend", uid=caller.uid, reservation=request.reservation_id, allowed=answer["allowed"]
@@ -122,13 +139,35 @@ _usage_analytics = _callable(
 _my_usage = _callable(
     "my_usage",
     lambda caller, data: callables.my_usage(
-        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
+        store=wiring.store(),
+        caller=caller,
+        data=data,
+        settings=wiring.settings(),
+        now=utc_now(),
+        claimed_plan=_claimed(caller),
     ),
 )
 _set_limits = _callable(
     "set_limits",
     lambda caller, data: callables.set_limits(
+        store=wiring.store(),
+        caller=caller,
+        data=data,
+        settings=wiring.settings(),
+        now=utc_now(),
+        claimed_plan=_claimed(caller),
+    ),
+)
+_set_plan = _callable(
+    "set_plan",
+    lambda caller, data: callables.set_plan(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
+    ),
+)
+_list_plans = _callable(
+    "list_plans",
+    lambda caller, data: callables.list_plans(
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings()
     ),
 )
 
@@ -167,8 +206,20 @@ def my_usage(req: https_fn.CallableRequest[Any]) -> Any:
 
 @https_fn.on_call()
 def set_limits(req: https_fn.CallableRequest[Any]) -> Any:
-    """Set a user's monthly cost limit and free runs (admin)."""
+    """Set a user's plan and own limits (admin)."""
     return _set_limits(req)
+
+
+@https_fn.on_call()
+def set_plan(req: https_fn.CallableRequest[Any]) -> Any:
+    """Store a plan: a named limits object (admin)."""
+    return _set_plan(req)
+
+
+@https_fn.on_call()
+def list_plans(req: https_fn.CallableRequest[Any]) -> Any:
+    """List the plans, `default` first (admin)."""
+    return _list_plans(req)
 
 
 @https_fn.on_call()

@@ -41,6 +41,7 @@ def caller_from_claims(claims: dict[str, Any], *, now: float | None = None) -> C
         uid=str(claims["uid"]),
         admin=claims.get("admin") is True,
         recorder=claims.get("recorder") is True,
+        claims=claims,
     )
 
 

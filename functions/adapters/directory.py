@@ -1,8 +1,9 @@
-"""The user directory: emails from Firebase Auth."""
+"""The user directory: emails and custom claims from Firebase Auth."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import firebase_admin
 import firebase_admin.exceptions
@@ -13,7 +14,7 @@ from adapters.firebase_app import admin_app
 
 
 class AuthDirectory:
-    """Emails of users from Firebase Auth (100 a lookup)."""
+    """Emails (100 a lookup) and custom claims of users from Firebase Auth."""
 
     def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
         """Return the email of each user Auth knows (unknown users and failures are left out)."""
@@ -27,3 +28,11 @@ class AuthDirectory:
                 continue
             found.update({user.uid: user.email for user in result.users if user.email})
         return found
+
+    def custom_claims(self, user_id: str) -> Mapping[str, Any]:
+        """Return a user's custom claims (none for an unknown user; a failure is logged and gives none)."""
+        try:
+            return auth.get_user(user_id, app=admin_app()).custom_claims or {}
+        except (auth.UserNotFoundError, ValueError, firebase_admin.exceptions.FirebaseError) as exc:
+            logger.warn("claims lookup failed", error=repr(exc))
+            return {}

@@ -14,8 +14,19 @@ from typing import Any
 from tally import ports
 from tally.access import require_admin, require_signed_in
 from tally.config import Settings
-from tally.requests import AnalyticsIn, ExportIn, ListPricesIn, MyUsageIn, SetLimitsIn, SetPriceIn, parse_data
+from tally.requests import (
+    AnalyticsIn,
+    ExportIn,
+    ListPlansIn,
+    ListPricesIn,
+    MyUsageIn,
+    SetLimitsIn,
+    SetPlanIn,
+    SetPriceIn,
+    parse_data,
+)
 from tally.services import analytics, export, prices, users
+from tally.services.plan_claims import ClaimedPlan, no_claim
 from tally.values import Caller
 
 
@@ -37,21 +48,55 @@ def usage_analytics(
 
 
 def my_usage(
-    *, store: users.UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+    *,
+    store: users.UserStore,
+    caller: Caller | None,
+    data: object,
+    settings: Settings,
+    now: datetime,
+    claimed_plan: ClaimedPlan = no_claim,
 ) -> dict[str, Any]:
     """`my_usage` (signed in): the caller's month, or any user's for an admin."""
     who = require_signed_in(caller)
     request = parse_data(MyUsageIn, data)
-    return users.my_usage(store=store, caller=who, request=request, settings=settings, now=now)
+    return users.my_usage(
+        store=store, caller=who, request=request, settings=settings, now=now, claimed_plan=claimed_plan
+    )
 
 
 def set_limits(
-    *, store: users.UserStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+    *,
+    store: users.UserStore,
+    caller: Caller | None,
+    data: object,
+    settings: Settings,
+    now: datetime,
+    claimed_plan: ClaimedPlan = no_claim,
 ) -> dict[str, Any]:
-    """`set_limits` (admin): a user's monthly limits."""
+    """`set_limits` (admin): a user's plan and own overrides."""
     require_admin(caller)
     request = parse_data(SetLimitsIn, data)
-    return users.set_limits(store=store, request=request, settings=settings, now=now)
+    return users.set_limits(
+        store=store, request=request, settings=settings, now=now, claimed_plan=claimed_plan
+    )
+
+
+def set_plan(
+    *, store: ports.DocumentStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """`set_plan` (admin): a named limits object."""
+    require_admin(caller)
+    request = parse_data(SetPlanIn, data)
+    return users.set_plan(store=store, request=request, settings=settings, now=now)
+
+
+def list_plans(
+    *, store: ports.DocumentStore, caller: Caller | None, data: object, settings: Settings
+) -> dict[str, Any]:
+    """`list_plans` (admin): every plan, `default` first."""
+    require_admin(caller)
+    parse_data(ListPlansIn, data)
+    return users.list_plans(store=store, settings=settings)
 
 
 def set_price(

@@ -64,6 +64,7 @@ class Settings:
     webhook_secret: str | None = None
     webhook_backoff_seconds: float = 2.0  # the first retry's wait; each next one doubles
     webhook_attempts: int = 5  # tries per delivery before the sweep takes over
+    plan_claim: str | None = None  # TALLY_PLAN_CLAIM: the custom claim naming a user's plan
 
     @property
     def name_limits(self) -> NameLimits:
@@ -102,6 +103,7 @@ class Settings:
                 webhook_secret=env.get("TALLY_ALERT_WEBHOOK_SECRET") or None,
                 webhook_backoff_seconds=float(env.get("TALLY_ALERT_WEBHOOK_BACKOFF_SECONDS") or 2.0),
                 webhook_attempts=_int(env, "TALLY_ALERT_WEBHOOK_ATTEMPTS", defaults.webhook_attempts, 1),
+                plan_claim=env.get("TALLY_PLAN_CLAIM") or None,
             )
         except ValueError as exc:
             raise ConfigError(f"bad Tally setting: {exc}") from None

@@ -25,6 +25,7 @@ PRICE_BOOKS = "TallyPriceBooks"  # the admins' prices, one book per provider and
 PRICE_LOG = "TallyPriceLog"  # every price an admin set, for list_prices
 RESERVATIONS = "reservations"  # SessionUsage/{uid}/reservations/{reservationId}
 ALERTS = "TallyAlerts"
+PLANS = "TallyPlans"  # the plan catalog: one document holding every plan's limits
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
 LEGACY_USER_MONTHS = "TallyUserMonths"
@@ -142,3 +143,8 @@ def step_owner(path: str) -> str | None:
     if len(parts) == 4 and parts[0] == SESSION_USAGE and parts[2] == STEPS:
         return parts[1]
     return None
+
+
+def plan_catalog_path() -> str:
+    """Return the plan catalog, `TallyPlans/catalog` (read by every request that needs limits)."""
+    return f"{PLANS}/catalog"

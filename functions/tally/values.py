@@ -97,6 +97,7 @@ class Caller:
     uid: str
     admin: bool = False
     recorder: bool = False
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # the token's claims
 
     @property
     def trusted(self) -> bool:
@@ -241,6 +242,9 @@ class HoldState:
     runs: int
     version: Version
     unpriced: bool = False  # its estimate could not be priced (the gate refuses it)
+    feature: str | None = None  # the estimate's feature
+    month: str | None = None  # the month it was made in
+    feature_held: bool = False  # it also counts in its feature's holds (the user has a limit for it)
 
 
 @dataclass(frozen=True)

@@ -459,6 +459,10 @@ def test_set_limits_is_reflected_at_once_everywhere(http: requests.Session) -> N
         "warning": True,
         "held": 0.0,
         "heldRuns": 0,
+        "scopes": [  # (v3) every limited scope
+            {"scope": "user.month.cost", "used": 0.51, "held": 0.0, "limit": 0.6, "remaining": 0.09},
+            {"scope": "user.month.runs", "used": 1, "held": 0, "limit": 2, "remaining": 1},
+        ],
     }
     assert mine["limits"] == limits
     assert table == [
@@ -490,7 +494,7 @@ def test_set_limits_roles_and_input() -> None:
     assert (negative[0], negative[1]["error"]["message"]) == (400, "monthlyCostLimit: must be >= 0")
     assert (empty[0], empty[1]["error"]["message"]) == (
         400,
-        "data: give monthlyCostLimit, monthlyFreeRuns or both",
+        "data: give plan or at least one field of a limits object",  # (v3) plans and every limit
     )
     assert runs[1]["error"]["message"].startswith("monthlyFreeRuns: must be an integer")
 

@@ -114,6 +114,11 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
             {"costNanos": 1},
         ),
         "price": (pricing.book_path("openai", "gpt-4o"), f"{layout.PRICE_BOOKS}/new", {"versions": {}}),
+        "plan catalog": (
+            layout.plan_catalog_path(),
+            f"{layout.PLANS}/new",
+            {"plans": {"pro": {"monthlyFreeRuns": 1}}},
+        ),
         "own alert": (layout.alert_path("a-cost-80"), f"{layout.ALERTS}/new", {"userId": a, "kind": "cost"}),
         "other alert": (
             layout.alert_path("b-cost-80"),
@@ -148,6 +153,7 @@ ALLOWED.update(
         ("admin", "own month aggregate"): {"get", "list"},
         ("admin", "platform aggregate"): {"get", "list"},
         ("admin", "price"): {"get", "list"},
+        ("admin", "plan catalog"): {"get", "list"},  # (v3) plans: only the functions write them
     }
 )
 

@@ -98,7 +98,7 @@ def test_analytics_input_defaults() -> None:
 def test_limits_input_in_nanos() -> None:
     parsed = parse_data(SetLimitsIn, {"userId": "u1", "monthlyCostLimit": 12.5, "monthlyFreeRuns": 3})
 
-    assert (parsed.monthly_cost_limit_nanos, parsed.monthly_free_runs) == (12_500_000_000, 3)
+    assert (parsed.monthly_cost_nanos, parsed.monthly_free_runs) == (12_500_000_000, 3)
     with pytest.raises(InvalidArgument, match="must be <= 1000000"):
         parse_data(SetLimitsIn, {"userId": "u1", "monthlyCostLimit": 2_000_000})
 

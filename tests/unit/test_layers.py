@@ -57,14 +57,20 @@ OWNERS = {
 SPEC_NAMES = {
     "monthlyFreeRuns": (
         "tally/documents/limits.py",
-        "tally/requests.py",  # set_limits' data
+        "tally/requests/limits.py",  # a limits object as sent
         "tally/usage.py",  # the `limits` object
+        "tally/limits.py",  # a limits object as shown
         "tally/services/analytics.py",  # a free-tier row
     ),
-    "held": ("tally/documents/usage.py", "tally/usage.py"),  # the `limits` object
+    "held": (
+        "tally/documents/usage.py",
+        "tally/documents/windows.py",  # a feature's holds
+        "tally/usage.py",  # the `limits` object
+        "tally/limits.py",  # a scope
+    ),
     "isBillableRun": (
         "tally/documents/steps.py",
-        "tally/requests.py",  # a step as sent
+        "tally/requests/__init__.py",  # a step as sent
         "tally/services/legacy/sources.py",  # a step as the earlier systems kept it
     ),
 }

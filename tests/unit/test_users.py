@@ -5,7 +5,9 @@ import pytest
 from entrypoints.callables import my_usage, set_limits
 from tally import layout
 from tally.config import Settings
+from tally.documents.plan_catalog import PlanCatalog
 from tally.errors import InvalidArgument, PermissionDenied
+from tally.limits import LimitSet
 from tally.services.users import month_view
 from tally.values import Caller
 from tally_dev.memory import MemoryStore
@@ -13,8 +15,12 @@ from tally_dev.memory import MemoryStore
 NOW = datetime(2026, 11, 14, 10, 0, tzinfo=UTC)
 
 
+def limits_of(stored: dict[str, int]) -> LimitSet:
+    return PlanCatalog().limits_of(stored, Settings())
+
+
 def test_month_view_of_a_user_with_no_usage() -> None:
-    view = month_view(usage={}, user_month={}, month="2026-11", current=True, settings=Settings())
+    view = month_view(usage={}, user_month={}, month="2026-11", current=True, limits=limits_of({}))
 
     assert view["totalCost"] == 0.0
     assert view["byType"] == {
@@ -38,7 +44,9 @@ def test_month_view_ranks_features_by_cost() -> None:
     }
     usage = {"limits": {"monthlyCostLimitNanos": 40, "monthlyFreeRuns": 1}}
 
-    view = month_view(usage=usage, user_month=user_month, month="2026-11", current=True, settings=Settings())
+    view = month_view(
+        usage=usage, user_month=user_month, month="2026-11", current=True, limits=limits_of(usage["limits"])
+    )
 
     assert [f["name"] for f in view["features"]] == ["dear", "cheap"]
     assert view["limits"]["warning"] is False

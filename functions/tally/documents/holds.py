@@ -21,6 +21,8 @@ STATUS = "status"  # queried: holds that still count
 EXPIRES = "expiresAt"  # queried: holds past their expiry
 SHARD = "tallyShard"  # the sweep's shard
 COST_SOURCE = "costSource"
+FEATURE, MONTH = "feature", "month"
+FEATURE_HELD = "featureHeld"  # also held in its feature's window (see tally.documents.windows)
 
 
 def document(
@@ -34,16 +36,18 @@ def document(
     now: datetime,
     expires_at: datetime,
     feature: str | None = None,
+    feature_held: bool = False,
 ) -> dict[str, Any]:
     """Return a new reservation's document (`pending` until its decision is stored)."""
     return {
         "userId": user_id,
         "reservationId": reservation_id,
-        "feature": feature,
+        FEATURE: feature,
+        FEATURE_HELD: feature_held,
         STATUS: HoldStatus.PENDING.value,
         ESTIMATE: cost_nanos,
         RUNS: runs,
-        "month": month,
+        MONTH: month,
         COST_SOURCE: source.value,
         "createdAt": now,
         EXPIRES: expires_at,
@@ -66,6 +70,9 @@ def hold_of(doc: Document) -> HoldState | None:
         runs=int(data.get(RUNS, 0)),
         version=doc.version,
         unpriced=data.get(COST_SOURCE) == CostSource.UNPRICED.value,
+        feature=data.get(FEATURE) if isinstance(data.get(FEATURE), str) else None,
+        month=data.get(MONTH) if isinstance(data.get(MONTH), str) else None,
+        feature_held=data.get(FEATURE_HELD) is True,
     )
 
 

@@ -24,6 +24,7 @@ from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
 from tally.documents import usage as usage_doc
 from tally.documents import user_months
+from tally.documents import windows as window_doc
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, MonthDelta, aggregate, limit_percent, total
 from tally.values import (
@@ -36,7 +37,7 @@ from tally.values import (
     Step,
     UserMonthState,
 )
-from tally.writes import Op, Write
+from tally.writes import Op, Write, merged
 
 
 class ShardPicker:
@@ -77,6 +78,9 @@ class RecordingCommit:
     months_before: Mapping[str, Counts] = field(default_factory=dict)  # the user's totals as read
     step_session_id: str | None = None  # the session the steps belong to, when another write converts it
     settlements: tuple[tuple[HoldState, str], ...] = ()  # holds the steps settle, with the settling step
+    stale_windows: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # windows keys to drop (windows.stale_keys)
 
     def estimated_percent(self, month: str, delta: MonthDelta) -> float | None:
         """Return the share of their limits the user reaches in `month` with this commit, as read."""
@@ -139,7 +143,14 @@ def _session_write(commit: RecordingCommit) -> Write:
 def _user_write(commit: RecordingCommit) -> Write:
     created, completed = commit.session_created, commit.session_completed
     settled = [hold for hold, _ in commit.settlements]
-    return usage_doc.recording_write(
+    released: dict[tuple[str, str], Held] = {}
+    for hold in settled:
+        if hold.feature_held and hold.feature is not None and hold.month is not None:
+            before = released.get((hold.month, hold.feature), Held())
+            released[(hold.month, hold.feature)] = Held(before.cost_nanos + hold.cost_nanos, before.runs + 1)
+    change = window_doc.recording_change(commit.steps, commit.now, released=released)
+    windows = window_doc.write(commit.user_id, {**change, **_stale(commit.stale_windows, change)})
+    usage = usage_doc.recording_write(
         user_id=commit.user_id,
         now=commit.now,
         deltas=commit.months,
@@ -151,6 +162,12 @@ def _user_write(commit: RecordingCommit) -> Write:
         ),
         settled=Held(sum(h.cost_nanos for h in settled), sum(h.runs for h in settled)) if settled else None,
     )
+    return merged([usage, windows])[0]
+
+
+def _stale(stale: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the deletions of old windows, merged beside a change (which never touches old windows)."""
+    return {key: {**dict(value), **dict(change.get(key) or {})} for key, value in stale.items()}
 
 
 def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) -> Write:
@@ -313,19 +330,31 @@ def imported_session_writes(session: ImportedSession, *, now: datetime, shard: i
 # Reservations
 
 
-def hold_writes(hold: Mapping[str, Any]) -> list[Write]:
+def hold_writes(
+    hold: Mapping[str, Any], *, now: datetime, stale: Mapping[str, Any] | None = None
+) -> list[Write]:
     """Return the fetch-and-add of a new hold: the pending reservation, `usage.held`, the month's totals.
 
     The estimate is added to `held` at once (a hold being decided counts, so no interleaving
     admits past a limit); adding 0 to the month's recorded totals makes the commit return
-    them too, in one atomic step. An allowed hold then writes only its own document, so a
-    gated call writes the user's documents once here and once when it is recorded.
+    them too, in one atomic step; so does adding 0 to today's totals and to the estimate's
+    feature (and its estimate to the feature's holds, when the user has a limit for it). An
+    allowed hold then writes only its own document, so a gated call writes the user's
+    documents once here and once when it is recorded. `stale`: old windows to drop.
     """
-    user_id, month = str(hold["userId"]), str(hold["month"])
+    user_id, month = str(hold["userId"]), str(hold[hold_doc.MONTH])
     held = Held(int(hold[hold_doc.ESTIMATE]), int(hold[hold_doc.RUNS]))
+    feature = hold.get(hold_doc.FEATURE)
+    feature_held = Held(held.cost_nanos, 1) if hold.get(hold_doc.FEATURE_HELD) is True else None
+    windows = window_doc.hold_change(now, feature=feature, held=feature_held)
     return [
         Write(layout.reservation_path(user_id, str(hold["reservationId"])), Op.CREATE, dict(hold)),
-        usage_doc.hold_write(user_id, month, held),
+        *merged(
+            [
+                usage_doc.hold_write(user_id, month, held),
+                window_doc.write(user_id, {**windows, **_stale(stale or {}, windows)}),
+            ]
+        ),
     ]
 
 
@@ -337,8 +366,12 @@ def refusal_writes(hold: Mapping[str, Any]) -> list[Write]:
 
 
 def _release_held(hold: HoldState) -> Write:
-    """Take a hold out of `usage.held`: it stops counting."""
-    return usage_doc.write(hold.user_id, usage_doc.held_change(Held(-hold.cost_nanos, -hold.runs)))
+    """Take a hold out of `usage.held` (and its feature's holds): it stops counting."""
+    usage = usage_doc.write(hold.user_id, usage_doc.held_change(Held(-hold.cost_nanos, -hold.runs)))
+    if not (hold.feature_held and hold.feature is not None and hold.month is not None):
+        return usage
+    release = window_doc.release_change(hold.month, hold.feature, Held(hold.cost_nanos, 1))
+    return merged([usage, window_doc.write(hold.user_id, release)])[0]
 
 
 def _end_hold(hold: HoldState, status: HoldStatus, now: datetime, *, by: str | None = None) -> Write:

@@ -12,11 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from tally import layout
-from tally.config import Settings
 from tally.documents import counters
-from tally.documents import limits as limits_doc
 from tally.timeutil import month_key, months_back
-from tally.usage import Counts, Held, Limits, MonthDelta
+from tally.usage import Counts, Held, MonthDelta
 from tally.writes import DELETE, CommitResult, Increment, Op, Write, merge_payload
 
 MONTHS_KEPT = 3  # usage.months keeps this month and the two before it
@@ -66,9 +64,10 @@ def sessions_of(usage: Mapping[str, Any]) -> tuple[int, int]:
     return int(sessions.get(ACTIVE, 0)), int(sessions.get(COMPLETED, 0))
 
 
-def limits_of(usage: Mapping[str, Any], settings: Settings) -> Limits:
-    """Return a user's limits, or the defaults where none are set."""
-    return limits_doc.limits_in(usage.get(LIMITS) or {}, settings)
+def limit_settings(usage: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return a user's stored limit settings: their assigned plan and their own overrides."""
+    found = usage.get(LIMITS)
+    return found if isinstance(found, Mapping) else {}
 
 
 def held_of(usage: Mapping[str, Any], *, pending: bool = False) -> Held:
@@ -165,11 +164,11 @@ def hold_write(user_id: str, month: str, held: Held) -> Write:
     return write(user_id, {**held_change(held), MONTHS: {month: counters.increments(Counts())}})
 
 
-def limits_writes(*, user_id: str, limits: Limits) -> list[Write]:
-    """Return the writes of a user's limits: `usage.limits` (nothing else touched) and Tally's own copy."""
-    return [write(user_id, {LIMITS: limits_doc.fields(limits)}), limits_copy_write(user_id, limits)]
+def limits_writes(*, user_id: str, change: Mapping[str, Any]) -> list[Write]:
+    """Return the writes of a change of a user's limit settings: `usage.limits` and Tally's own copy."""
+    return [write(user_id, {LIMITS: change}), limits_copy_write(user_id, change)]
 
 
-def limits_copy_write(user_id: str, limits: Limits) -> Write:
-    """Return the write of Tally's own copy of a user's limits."""
-    return Write(layout.limits_path(user_id), Op.MERGE, {"userId": user_id, **limits_doc.fields(limits)})
+def limits_copy_write(user_id: str, change: Mapping[str, Any]) -> Write:
+    """Return the merge of a change into Tally's own copy of a user's limit settings."""
+    return Write(layout.limits_path(user_id), Op.MERGE, merge_payload({"userId": user_id, **change}))

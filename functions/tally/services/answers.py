@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from tally import names
-from tally.config import Settings
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
+from tally.documents import windows as window_doc
+from tally.limits import LimitSet, Windows, scopes
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, Refusal
 from tally.services import planning
@@ -19,27 +20,17 @@ from tally.values import RecordingState, RecordRequest, SessionStatus, Step
 from tally.writes import CommitResult
 
 
-def usage_body(
-    usage: Mapping[str, Any],
-    *,
-    settings: Settings,
-    now: datetime,
-    used: Counts | None = None,
-    held: Held | None = None,
-) -> dict[str, Any]:
-    """Return the `usage` object of the HTTPS endpoints: the user's current month and limits."""
-    month = month_key(now)
-    current = used if used is not None else usage_doc.month_usage(usage, month)
+def usage_body(*, now: datetime, limits: LimitSet, windows: Windows) -> dict[str, Any]:
+    """Return the `usage` object of the HTTPS endpoints: the user's current month, limits and scopes."""
+    current = windows.month
+    status = limits_status(current, limits.month, windows.held)
+    status["scopes"] = [scope.view() for scope in scopes(limits, windows)]
     return {
-        "month": month,
+        "month": month_key(now),
         "totalCost": nanos_to_usd(current.cost_nanos),
         "apiCalls": current.api_calls,
         "billableRuns": current.billable_runs,
-        "limits": limits_status(
-            current,
-            usage_doc.limits_of(usage, settings),
-            held if held is not None else usage_doc.held_of(usage),
-        ),
+        "limits": status,
     }
 
 
@@ -53,18 +44,31 @@ def respond(
     used: Counts,
     refused: Mapping[NameKey, Refusal],
     user_id: str,
-    settings: Settings,
+    limits: LimitSet,
     now: datetime,
 ) -> dict[str, Any]:
-    """Build the response from what was read and what the commit returned (pure)."""
-    held = None
-    if result is not None and plan.commit is not None and plan.commit.settlements:
+    """Build the response from what was read and what the commit returned (pure).
+
+    The month and holds are as the commit left them; the day's and features' windows are as
+    read plus this request's own steps.
+    """
+    held = usage_doc.held_of(state.usage)
+    commit = plan.commit if result is not None else None
+    if result is not None and commit is not None and commit.settlements:
         held = usage_doc.committed_held(result, user_id)
+    view = window_doc.windows_of(state.truth, now, month=used, held=held)
+    if commit is not None:
+        released: dict[str, Held] = {}
+        for hold, _ in commit.settlements:
+            if hold.feature_held and hold.feature is not None:
+                back = released.get(hold.feature, Held())
+                released[hold.feature] = Held(back.cost_nanos + hold.cost_nanos, back.runs + 1)
+        view = window_doc.with_steps(view, commit.steps, now, released=released)
     return {
         "recorded": plan.recorded,
         "duplicates": plan.duplicates,
         "session": _session_view(request, plan, state, result, user_id),
-        "usage": usage_body(state.usage, settings=settings, now=now, used=used, held=held),
+        "usage": usage_body(now=now, limits=limits, windows=view),
         "warnings": [w.body() for w in _warnings(steps, plan, state, refused)],
     }
 

@@ -93,7 +93,7 @@ def user_tidying(doc: Document, now: datetime) -> list[Write]:
         writes.append(Write(doc.path, Op.UPDATE, months_at, version=doc.version))
     limits = limits_doc.stored(usage.get(usage_doc.LIMITS) or {})
     if limits is not None:
-        writes.append(usage_doc.limits_copy_write(doc.path.split("/")[1], limits))
+        writes.append(usage_doc.limits_copy_write(doc.path.split("/")[1], limits_doc.fields(limits)))
     return writes
 
 

@@ -13,6 +13,7 @@ from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
 from tally.documents import usage as usage_doc
 from tally.documents import user_months as user_month_doc
+from tally.documents import windows as window_doc
 from tally.errors import FailedPrecondition, InvalidArgument, NotFound
 from tally.usage import Limits
 from tally.values import Document, RecordingState, RecordRequest, SessionStatus, Step
@@ -141,6 +142,7 @@ def plan_recording(
         limits=limits,
         months_before={month: usage_doc.month_usage(state.usage, month) for month in state.user_months},
         settlements=tuple((state.holds[r], op) for r, op in sorted(settling.items())),
+        stale_windows=window_doc.stale_keys(state.truth, now),
     )
     session = request.session
     if session is None:

@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from tally import names, ports
+from tally import layout, names, ports
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import names as name_doc
 from tally.documents import plans, user_months
 from tally.documents import usage as usage_doc
+from tally.documents.plan_catalog import catalog_of
 from tally.errors import Unavailable
+from tally.limits import LimitSet
 from tally.services import admission, alerts, answers, mirror, planning
 from tally.timeutil import month_key
-from tally.usage import Counts, aggregate
+from tally.usage import Counts, Limits, aggregate
 from tally.values import Caller, Contention, Document, RecordingState, RecordRequest, Step
 from tally.writes import CommitResult
 
@@ -56,9 +58,11 @@ def record_steps(
     sleep: Callable[[float], None] = time.sleep,
     admitted_cache: names.AdmittedNames = admission.ADMITTED,
     shards: plans.ShardPicker = SHARDS,
+    claimed_plan: Callable[[str], str | None] = lambda _user_id: None,
 ) -> RecordOutcome:
     """Record a request's steps exactly once and return the SPEC's response body."""
     user_id = resolve_user(caller, request.user_id)
+    claimed = claimed_plan(user_id)
     request_id = request_id or uuid.uuid4().hex
     session_id = request.session.session_id if request.session else None
     operation_ids = [s.operation_id for s in request.steps]
@@ -67,7 +71,10 @@ def record_steps(
     unknown = admission.unknown_names(request.steps, admitted_cache)
     paths = planning.state_paths(user_id, session_id, operation_ids, months, reservations)
     books = planning.book_paths(request.steps)
-    docs = store.read(paths + name_doc.paths(caller, unknown) + books)  # one round trip: state, names, prices
+    catalog = layout.plan_catalog_path()
+    # one round trip: state, names, prices, plans
+    docs = store.read(paths + name_doc.paths(caller, unknown) + books + [catalog])
+    plan_catalog = catalog_of(docs[catalog])
 
     def state_of(found: Mapping[str, Document]) -> RecordingState:
         return planning.recording_state(
@@ -88,8 +95,11 @@ def record_steps(
             now=now,
             request_id=request_id,
             shard=shard,
-            limits=usage_doc.limits_of(state.usage, settings),
+            limits=limits_of(state).month,
         )
+
+    def limits_of(state: RecordingState) -> LimitSet:
+        return plan_catalog.limits_of(usage_doc.limit_settings(state.usage), settings, claimed=claimed)
 
     priced = planning.price_steps(request.steps, docs)
     state = state_of(docs)
@@ -143,6 +153,7 @@ def record_steps(
             used={m: used[m] for m in {month_key(s.timestamp) for s in steps}},
             user_id=user_id,
             settings=settings,
+            limits=limits_of(state).month,
             now=now,
         )
     except Exception:
@@ -156,7 +167,7 @@ def record_steps(
         used=used[month_key(now)],
         refused=refused,
         user_id=user_id,
-        settings=settings,
+        limits=limits_of(state),
         now=now,
     )
     if not mirrored:
@@ -192,6 +203,7 @@ def after_commit(
     used: Mapping[str, Counts],
     user_id: str,
     settings: Settings,
+    limits: Limits,
     now: datetime,
 ) -> None:
     """Keep the free-tier entries and raise the alerts the request crossed (a retry repairs what failed).
@@ -200,7 +212,6 @@ def after_commit(
     says exactly which thresholds it crossed; only what it could not know is written here.
     """
     settings.faults.check("after-commit", user_id)
-    limits = usage_doc.limits_of(state.usage, settings)
     commit = plan.commit if result is not None else None
     deltas = aggregate(commit.steps) if commit is not None else {}
     known: dict[str, float | None] = {}

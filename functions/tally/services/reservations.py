@@ -14,28 +14,29 @@ same `reservationId` gets the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tally import layout, ports, pricing
+from tally import layout, limits, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import holds as hold_doc
 from tally.documents import plans
 from tally.documents import usage as usage_doc
+from tally.documents import windows as window_doc
+from tally.documents.plan_catalog import catalog_of
 from tally.errors import InvalidArgument, NotFound, Unavailable
+from tally.limits import UNPRICED, LimitSet, Windows
 from tally.money import nanos_to_usd
 from tally.requests import ReserveRequest
 from tally.services import answers, mirror
 from tally.timeutil import month_key
-from tally.usage import Counts, Held, Limits
+from tally.usage import Counts, Held
 from tally.values import Caller, CostSource, Document, HoldState, HoldStatus, IdleSession
+from tally.writes import CommitResult
 
-UNPRICED = "UNPRICED"
-MONTHLY_COST_LIMIT = "MONTHLY_COST_LIMIT"
-FREE_RUNS = "FREE_RUNS"
 MAX_ATTEMPTS = 6
 
 
@@ -47,15 +48,6 @@ class HoldStore(ports.DocumentStore, Protocol):
     def expired_holds(
         self, *, shard: int, now: datetime, limit: int, after: Any | None
     ) -> list[IdleSession]: ...
-
-
-def decide(*, used: Counts, held: Held, limits: Limits, billable: bool) -> str | None:
-    """Return why a reservation is refused (None: allowed), with its own hold already in `held`."""
-    if used.cost_nanos + held.cost_nanos > limits.monthly_cost_limit_nanos:
-        return MONTHLY_COST_LIMIT
-    if billable and used.billable_runs + held.runs > limits.monthly_free_runs:
-        return FREE_RUNS
-    return None
 
 
 @dataclass(frozen=True)
@@ -87,10 +79,8 @@ def _answer(
     *,
     hold: Mapping[str, Any],
     reservation_id: str,
-    usage: Mapping[str, Any],
-    used: Counts,
-    held: Held,
-    settings: Settings,
+    limits: LimitSet,
+    windows: Windows,
     now: datetime,
     warnings: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
@@ -101,13 +91,52 @@ def _answer(
         "reserved": nanos_to_usd(outcome.reserved_nanos),
         "expiresAt": outcome.expires_at.isoformat().replace("+00:00", "Z"),
         "reason": outcome.reason,
-        "usage": answers.usage_body(usage, settings=settings, now=now, used=used, held=held),
+        "usage": answers.usage_body(now=now, limits=limits, windows=windows),
         "warnings": list(warnings),
     }
 
 
+def _committed_windows(
+    result: CommitResult,
+    truth: Mapping[str, Any],
+    *,
+    user_id: str,
+    month: str,
+    now: datetime,
+    feature: str | None,
+) -> Windows:
+    """Return the gate's view as its fetch-and-add left it (other features, last month's holds: as read)."""
+    found = window_doc.committed(result, user_id, now, feature)
+    read = window_doc.windows_of(truth, now, month=Counts(), held=Held())
+    view = replace(
+        read,
+        month=usage_doc.committed_month(result, user_id, month),
+        day=found["day"],
+        held=usage_doc.committed_held(result, user_id),
+    )
+    if feature is None:
+        return view
+    earlier = window_doc.earlier_held(truth, now, feature)
+    this = found["feature_held"]
+    return replace(
+        view,
+        feature_month={**read.feature_month, feature: found["feature_month"]},
+        feature_day={**read.feature_day, feature: found["feature_day"]},
+        feature_held={
+            **read.feature_held,
+            feature: Held(this.cost_nanos + earlier.cost_nanos, this.runs + earlier.runs),
+        },
+    )
+
+
 def reserve_spend(
-    *, store: HoldStore, caller: Caller, request: ReserveRequest, settings: Settings, now: datetime
+    *,
+    store: HoldStore,
+    caller: Caller,
+    request: ReserveRequest,
+    settings: Settings,
+    now: datetime,
+    claimed_plan: Callable[[str], str | None] = lambda _user_id: None,
 ) -> dict[str, Any]:
     """Hold an estimate against a user's limits, or refuse it; the same reservationId, the same answer.
 
@@ -117,28 +146,34 @@ def reserve_spend(
     user_id = resolve_user(caller, request.user_id)
     month = month_key(now)
     path, truth = layout.reservation_path(user_id, request.reservation_id), layout.usage_path(user_id)
+    catalog = layout.plan_catalog_path()
+    claimed = claimed_plan(user_id)
 
     def attempt() -> dict[str, Any]:  # a lost race (Contention) is tried again from a fresh read
         mirrored = True
-        docs = store.read([path, truth])
-        usage = usage_doc.usage_of(docs[truth].fields)
+        docs = store.read([path, truth, catalog])
+        fields_read = docs[truth].fields
+        usage = usage_doc.usage_of(fields_read)
         hold = hold_doc.hold_of(docs[path])
+        limits_now = catalog_of(docs[catalog]).limits_of(
+            usage_doc.limit_settings(usage), settings, claimed=claimed
+        )
 
-        def as_read(fields: Mapping[str, Any], usage: Mapping[str, Any] = usage) -> dict[str, Any]:
+        def as_read(fields: Mapping[str, Any]) -> dict[str, Any]:
+            held = store.active_holds(user_id=user_id)
+            view = window_doc.windows_of(
+                fields_read, now, month=usage_doc.month_usage(usage, month), held=held
+            )
             return _answer(
-                hold=fields,
-                reservation_id=request.reservation_id,
-                usage=usage,
-                used=usage_doc.month_usage(usage, month),
-                held=store.active_holds(user_id=user_id),
-                settings=settings,
-                now=now,
+                hold=fields, reservation_id=request.reservation_id, limits=limits_now, windows=view, now=now
             )
 
         if hold is not None and hold.status is not HoldStatus.PENDING:
             return as_read(docs[path].fields)
+        feature = request.feature
         if hold is None:
             estimate = estimate_of(request, store=store, now=now)
+            limited = feature is not None and not getattr(limits_now.features.get(feature), "empty", True)
             fields = hold_doc.document(
                 user_id=user_id,
                 reservation_id=request.reservation_id,
@@ -148,7 +183,8 @@ def reserve_spend(
                 month=month,
                 now=now,
                 expires_at=now + timedelta(seconds=request.ttl_seconds),
-                feature=request.feature,
+                feature=feature,
+                feature_held=limited,
             )
             if estimate.source is CostSource.UNPRICED:  # refused before anything is held
                 refused = hold_doc.decided(fields, reason=UNPRICED, now=now)
@@ -156,8 +192,8 @@ def reserve_spend(
                 return as_read(refused)
             committed = mirror.commit(  # lost: the same reservationId raced in
                 store,
-                plans.hold_writes(fields),
-                stale=mirror.MirrorState.of(docs[truth].fields).stale,
+                plans.hold_writes(fields, now=now, stale=window_doc.stale_keys(fields_read, now)),
+                stale=mirror.MirrorState.of(fields_read).stale,
             )
             result, mirrored = committed.result, committed.mirrored
             hold = HoldState(
@@ -167,31 +203,35 @@ def reserve_spend(
                 estimate.cost_nanos,
                 estimate.runs,
                 result.versions.get(path),
+                feature=feature,
+                month=month,
+                feature_held=limited,
             )
-            used = usage_doc.committed_month(result, user_id, month)
-            # every hold allowed or being decided, this one included
-            holding = usage_doc.committed_held(result, user_id)
+            # every hold allowed or being decided, this one included, in every window, as the commit left them
+            view = _committed_windows(
+                result, fields_read, user_id=user_id, month=month, now=now, feature=feature
+            )
         else:  # pending: not decided (a crash, or its twin still deciding): decide again, as of now
             fields = dict(docs[path].fields)
-            used, holding = usage_doc.month_usage(usage, month), usage_doc.held_of(usage, pending=True)
+            held = usage_doc.held_of(usage, pending=True)
+            view = window_doc.windows_of(
+                fields_read, now, month=usage_doc.month_usage(usage, month), held=held
+            )
         reason = (
             UNPRICED
             if hold.unpriced
-            else decide(
-                used=used, held=holding, limits=usage_doc.limits_of(usage, settings), billable=bool(hold.runs)
-            )
+            else limits.refusal(limits_now, view, billable=bool(hold.runs), feature=hold.feature)
         )
         # lost: released or expired meanwhile (read what it is now)
         mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:
             mirrored = mirror.repair(store, user_id, now=now)
+        shown = replace(view, held=store.active_holds(user_id=user_id))  # allowed holds only
         return _answer(
             hold=hold_doc.decided(fields, reason=reason, now=now),
             reservation_id=request.reservation_id,
-            usage=usage,
-            used=used,
-            held=store.active_holds(user_id=user_id),
-            settings=settings,
+            limits=limits_now,
+            windows=shown,
             now=now,
             warnings=[] if mirrored else [mirror.warning(user_id)],
         )

@@ -14,6 +14,7 @@ from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import plans
 from tally.documents import usage as usage_doc
+from tally.documents.plan_catalog import catalog_of
 from tally.services import admission, mirror, planning
 from tally.services.legacy.report import ImportReport, MonthlyCheck
 from tally.timeutil import month_key
@@ -111,6 +112,7 @@ class ImportRun:
     ) -> None:
         self.store = store
         self.settings = settings
+        self.catalog = catalog_of(store.read([layout.plan_catalog_path()])[layout.plan_catalog_path()])
         self.now = now
         self.report = ImportReport(dry_run=dry_run)
         self._progress = progress
@@ -210,7 +212,7 @@ class StepImporter(ImportRun):
             shard=self._shards.next(self.store.shards),
             user_months=state.user_months,
             stale_months=usage_doc.stale_months(state.usage, self.now),
-            limits=usage_doc.limits_of(state.usage, self.settings),
+            limits=self.catalog.limits_of(usage_doc.limit_settings(state.usage), self.settings).month,
             months_before={m: usage_doc.month_usage(state.usage, m) for m in months},
             step_session_id=session_id,
         )

@@ -13,6 +13,7 @@ from tally.config import Settings
 from tally.documents import counters
 from tally.documents import months as month_doc
 from tally.documents.months import Flat, MonthAggregate
+from tally.documents.plan_catalog import catalog_of
 from tally.services import alerts
 from tally.services.reconcile import reads
 from tally.services.reconcile.reads import (
@@ -63,6 +64,7 @@ class _Run:
         self.seen: set[str] = set()
         self.pending: Flat = Counter()  # corrections not in the month documents (report only, or unrepaired)
         self.total = 0
+        self.catalog = catalog_of(store.read([layout.plan_catalog_path()])[layout.plan_catalog_path()])
 
     def check(
         self, user_id: str, steps: Sequence[Document], read_time: datetime | None, seen: Seen | None = None
@@ -85,6 +87,7 @@ class _Run:
                     seen=read,
                     settings=self.settings,
                     read_time=read_time,
+                    catalog=self.catalog,
                     now=self.now,
                     deep=deep,
                 )

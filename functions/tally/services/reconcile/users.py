@@ -17,6 +17,7 @@ from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.documents import user_months
 from tally.documents.months import Flat
+from tally.documents.plan_catalog import PlanCatalog
 from tally.services import alerts, mirror
 from tally.services.reconcile.reads import ReconcileStore
 from tally.services.reconcile.report import Difference, Repairs, applied
@@ -152,7 +153,7 @@ def _check_truth(
     delta: MonthDelta,
     seen: Seen,
     limits: Limits,
-    limits_kept: bool,
+    limits_kept: Mapping[str, Any] | None,
     read_time: datetime | None,
     now: datetime,
     deep: bool,
@@ -181,10 +182,10 @@ def _check_truth(
             if not session_doc.is_active(data) and not session_doc.counted_at_completion(data)
         )
         repairs.counter(truth, [*sessions, usage_doc.COMPLETED], completed, expected)
-    if limits_kept:
-        stored_limits = usage.get(usage_doc.LIMITS) or {}
-        for name, value in limits_doc.fields(limits).items():
-            repairs.value(truth, [at, usage_doc.LIMITS, name], stored_limits.get(name), value)
+    if limits_kept is not None:  # Tally's copy of the settings wins over an erased or edited `usage.limits`
+        stored_limits = dict(leaves(usage_doc.limit_settings(usage)))
+        for path, value in leaves(limits_kept):
+            repairs.value(truth, [at, usage_doc.LIMITS, *path], stored_limits.get(path), value)
     holds = seen.holds.get(user_id, [])
     held = usage_doc.stored_held(usage)
     keys = [at, usage_doc.HELD]
@@ -205,6 +206,7 @@ def check_user(
     seen: Seen,
     settings: Settings,
     read_time: datetime | None,
+    catalog: PlanCatalog,
     now: datetime,
     deep: bool = False,
 ) -> UserCheck:
@@ -217,8 +219,8 @@ def check_user(
     docs = seen.docs
     repairs = Repairs(absolute=True)  # committed conditional on every document's update time
     usage = usage_doc.usage_of(docs[truth].fields)
-    kept = limits_doc.stored(docs[copy].fields)
-    limits = kept if kept is not None else usage_doc.limits_of(usage, settings)
+    kept = limits_doc.copy_settings(docs[copy])
+    limits = catalog.limits_of(kept if kept is not None else usage_doc.limit_settings(usage), settings).month
     expected_month, stored_flat = _check_user_month(
         repairs, user_month, docs[user_month].fields, delta, limits
     )
@@ -232,7 +234,7 @@ def check_user(
         delta=delta,
         seen=seen,
         limits=limits,
-        limits_kept=kept is not None,
+        limits_kept=kept,
         read_time=read_time,
         now=now,
         deep=deep,

@@ -1,9 +1,9 @@
 """Every request Tally accepts, validated at the edge: pydantic models (no unknown field), typed values out.
 
 The HTTPS endpoints' bodies (`record_steps`, `reserve_spend`, `release_spend`) and the
-callables' `data` (`usage_analytics`, `my_usage`, `set_limits`, `set_price`, `list_prices`,
-`export_usage`). An entry point checks access, parses with these, then calls a service
-with typed values.
+callables' `data` (`usage_analytics`, `my_usage`, `set_limits`, `set_plan`, `list_plans`,
+`set_price`, `list_prices`, `export_usage`; the limits objects in `tally.requests.limits`). An
+entry point checks access, parses with these, then calls a service with typed values.
 """
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ from tally.fields import (
     Usd,
     UserId,
     _cost,
-    _cost_limit,
     _day,
-    _free_runs,
     _top,
     _usage_type,
     clean_metadata,
     field_error,
     problems_of,
 )
+from tally.requests.limits import FeatureLimitsIn, LimitsIn, ListPlansIn, SetLimitsIn, SetPlanIn
 from tally.timeutil import TimeError, check_step_time, parse_instant
 from tally.values import CostSource, RecordRequest, SessionRequest, Step, Units, UsageType
+
+__all__ = ["FeatureLimitsIn", "LimitsIn", "ListPlansIn", "SetLimitsIn", "SetPlanIn"]
 
 MIN_TTL_SECONDS = 10
 MAX_TTL_SECONDS = 3600
@@ -319,18 +320,6 @@ class MyUsageIn(EdgeModel):
 
     month: Month | None = None
     user_id: UserId | None = Field(default=None, alias="userId")
-
-
-class SetLimitsIn(EdgeModel):
-    """`set_limits` data."""
-
-    user_id: UserId = Field(alias="userId")
-    monthly_cost_limit_nanos: Annotated[int, BeforeValidator(_cost_limit)] | None = Field(
-        default=None, alias="monthlyCostLimit"
-    )
-    monthly_free_runs: Annotated[int, BeforeValidator(_free_runs)] | None = Field(
-        default=None, alias="monthlyFreeRuns"
-    )
 
 
 class PricesIn(EdgeModel):
