@@ -1,7 +1,8 @@
 /**
  * `@tally/client/anthropic`: record every `messages` and `beta.messages` request of an Anthropic
- * client (`create`, streams included, `parse` and `stream`) as one AI step, cache reads and
- * 5-minute and 1-hour cache writes apart. The `@anthropic-ai/sdk` package is never imported.
+ * client (`create`, streams included, `parse`, `stream`, and the requests of tool runners and
+ * message threads) as one AI step, cache reads and 5-minute and 1-hour cache writes apart. The
+ * `@anthropic-ai/sdk` package is never imported.
  */
 
 import {
@@ -11,7 +12,9 @@ import {
   mergeOptions,
   modelName,
   proxy,
+  readRaw,
   recordCall,
+  recordRaw,
   recordStream,
   thenUnwrap,
   unwrap,
@@ -138,29 +141,44 @@ function streamAccumulator(call: Call): Accumulator {
 
 type Create = (body: Record<string, unknown>, ...rest: unknown[]) => PromiseLike<unknown>;
 
+function recordMessage(call: Call, value: unknown): void {
+  const usage = field(value, "usage");
+  if (usage === undefined || usage === null) {
+    call.options.tally.logger.warn("tally: a messages response carried no usage; nothing recorded");
+  } else {
+    record(call, anthropicUnits(field(value, "model"), anthropicUsage(usage)), field(value, "id"));
+  }
+}
+
 function intercept(messages: object, base: AnthropicWrapOptions): Create {
   const original = (messages as { create: Create }).create;
   return (rawBody, ...rest) => {
     const { tally: perCall, ...body } = rawBody;
     const options = mergeOptions(base, perCall as CallOptions | undefined);
     const call: Call = { options, provider: base.provider ?? "anthropic", stream: body["stream"] === true };
-    return thenUnwrap(original.call(messages, body, ...rest), (value) => {
+    let claimed = false; // the parsed result or the raw response records the call, whichever comes first
+    const claim = (): boolean => !claimed && (claimed = true);
+    const promise = thenUnwrap(original.call(messages, body, ...rest), (value) => {
+      if (!claim()) return value;
       if (call.stream) return typeof value === "object" && value !== null ? recordStream(value, streamAccumulator(call)) : value;
-      const usage = field(value, "usage");
-      if (usage === undefined || usage === null) {
-        options.tally.logger.warn("tally: a messages response carried no usage; nothing recorded");
-      } else {
-        record(call, anthropicUnits(field(value, "model"), anthropicUsage(usage)), field(value, "id"));
-      }
+      recordMessage(call, value);
       return value;
     });
+    recordRaw(promise, claim, (response) =>
+      readRaw(response, call.stream ? streamAccumulator(call) : undefined, (value) => recordMessage(call, value), options.tally.logger),
+    );
+    return promise;
   };
 }
 
+/** The helpers that call `this.create(...)`, or hand `this._client` to a tool runner or thread that calls `beta.messages.create`. */
+const HELPERS = ["parse", "stream", "toolRunner", "_toolRunnerThread", "thread"];
+
 function anthropicProxy<C extends object>(client: C, options: AnthropicWrapOptions): C {
   const target = client as Record<string, unknown>;
-  // `parse()` and `stream()` call `this.create(...)`: they run on the stand-in, so their requests are recorded too.
-  const wrap = (messages: object): object => resource(messages, { create: () => intercept(messages, options) }, ["parse", "stream"]);
+  // The helpers run on the stand-in, whose `create` records and whose `_client` is the wrapper: their requests are recorded too.
+  const wrap = (messages: object): object =>
+    resource(messages, { create: () => intercept(messages, options), _client: () => wrapped }, HELPERS);
   const overrides: Record<string, () => unknown> = {
     messages: () => wrap(target["messages"] as object),
   };
@@ -173,12 +191,14 @@ function anthropicProxy<C extends object>(client: C, options: AnthropicWrapOptio
     overrides["withOptions"] = () => (...args: unknown[]) =>
       anthropicProxy((factory as (...a: unknown[]) => object).apply(client, args), options);
   }
-  return wrapper(client, options, overrides);
+  const wrapped = wrapper(client, options, overrides);
+  return wrapped;
 }
 
 /**
  * Return `client` (an `Anthropic` instance) recording `messages.create`, `.parse` and `.stream`,
- * and the same of `beta.messages`, streams included: one AI step per request.
+ * the same of `beta.messages`, and the requests of `beta.messages.toolRunner()` and message
+ * threads, streams and `.asResponse()` included: one AI step per request.
  *
  * Usage is read from the message (or, with `stream: true`, from the `message_start` and
  * `message_delta` events); a call's body may carry `tally: {...}` as in wrapOpenAI. Wrapping a

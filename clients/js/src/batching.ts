@@ -1,7 +1,8 @@
 /** Steps queued per user and session, and their split into requests within every per-request bound. */
 
 import { InvalidArgument, type TallyError } from "./errors.js";
-import { MAX_METADATA_BYTES, MAX_NAMES, MAX_STEPS, byteLength, encode, type JsonObject } from "./values.js";
+import type { Logger } from "./log.js";
+import { MAX_METADATA_BYTES, MAX_NAMES, MAX_STEPS, byteLength, encode, metadataSize, type JsonObject } from "./values.js";
 
 /** Bytes of JSON a `record_steps` request may hold (the server refuses more); bodies are measured exactly. */
 export const MAX_BODY_BYTES = 256 * 1024;
@@ -145,26 +146,30 @@ export function splitBatches(group: Group): Batch[] {
   return batches;
 }
 
-/** Return metadata holding `sessionId` (as `sessionId`) within 4 KiB, dropping the last keys if needed. */
-export function metadataWithSession(metadata: JsonObject, sessionId: string): JsonObject {
+/**
+ * Return metadata holding `sessionId` (as `sessionId`, or `tallySessionId` beside an app's own),
+ * within 4 KiB as the server measures it; if the rest does not fit, only the session id (`drop` is told).
+ */
+export function metadataWithSession(metadata: JsonObject, sessionId: string, drop?: () => void): JsonObject {
   const existing = metadata["sessionId"];
   const key = existing === undefined || existing === null || existing === sessionId ? "sessionId" : "tallySessionId";
-  const kept = Object.entries(metadata).filter(([name]) => name !== key);
-  let merged: JsonObject = { [key]: sessionId, ...Object.fromEntries(kept) };
-  while (byteLength(encode(merged)) > MAX_METADATA_BYTES) {
-    kept.pop();
-    merged = { [key]: sessionId, metadataTruncated: true, ...Object.fromEntries(kept) };
-  }
-  return merged;
+  const rest = { ...metadata };
+  delete rest[key];
+  const merged: JsonObject = { [key]: sessionId, ...rest };
+  if (metadataSize(merged) <= MAX_METADATA_BYTES) return merged;
+  drop?.();
+  return { [key]: sessionId };
 }
 
 /** Return a session batch's steps as standalone requests (same operation ids, session id in metadata). */
-export function standaloneBatches(batch: Batch): Batch[] {
+export function standaloneBatches(batch: Batch, logger: Logger): Batch[] {
   const sessionId = batch.group.sessionId;
   if (sessionId === undefined) return [batch];
   const steps = batch.steps.map((step) => {
     const metadata = (step.body["metadata"] as JsonObject | undefined) ?? {};
-    return step.withBody({ ...step.body, metadata: metadataWithSession(metadata, sessionId) });
+    const drop = (): void =>
+      logger.error(`tally: step ${step.body.operationId}: no room for its session id in its metadata; re-recorded without the rest: ${encode(metadata)}`);
+    return step.withBody({ ...step.body, metadata: metadataWithSession(metadata, sessionId, drop) });
   });
   return splitBatches(new Group(batch.group.userId, undefined, undefined, steps));
 }

@@ -132,6 +132,7 @@ export class Tally<M extends Mode = "batched"> {
   private timerDue = 0;
   private pauseUntil = 0;
   private backgroundBusy = false;
+  private readonly atExit: ((busy: boolean) => void) | undefined;
 
   constructor(options: TallyOptions<M>) {
     if (options.flushIntervalMs !== undefined && options.flushIntervalMs !== null && !(options.flushIntervalMs > 0)) {
@@ -159,7 +160,7 @@ export class Tally<M extends Mode = "batched"> {
     this.maxQueued = options.maxQueuedSteps ?? 100_000;
     this.onRefused = options.onRefused;
     this.maxRefused = options.maxRefusedSteps ?? 10_000;
-    if (options.closeAtExit ?? true) closeAtExit(this);
+    this.atExit = options.closeAtExit ?? true ? closeAtExit(this) : undefined;
   }
 
   /** The base URL of the functions. */
@@ -241,7 +242,6 @@ export class Tally<M extends Mode = "batched"> {
   private async closeOnce(): Promise<void> {
     this.closed = true;
     this.clearTimer();
-    forgetAtExit(this);
     try {
       await this._flush(undefined);
     } catch (error) {
@@ -249,6 +249,7 @@ export class Tally<M extends Mode = "batched"> {
         this.logger.error(`tally: close() could not send every step: ${describe(error)}`);
       } // refused steps are logged, handed to onRefused and kept in `refused` already
     }
+    forgetAtExit(this); // only now: a `process.exit()` during the flush still logs what it loses
     if (this.queued > 0) this.logger.error(`tally: ${this.queued} step(s) were never acknowledged by the server and are lost`);
   }
 
@@ -300,6 +301,7 @@ export class Tally<M extends Mode = "batched"> {
     const step = new Pending(body, stampedAt);
     group.steps.push(step);
     this.queued += 1;
+    this.atExit?.(true);
     if (session) session._stepCount += 1;
     this.schedule();
     return step;
@@ -322,6 +324,7 @@ export class Tally<M extends Mode = "batched"> {
     try {
       return await this.exclusive(() => this.send(keys, handed));
     } finally {
+      this.atExit?.(this.queued > 0);
       for (const refusal of handed) this.callOnRefused(refusal);
     }
   }
@@ -350,7 +353,7 @@ export class Tally<M extends Mode = "batched"> {
     while (work.length > 0) {
       const batch = work.shift() as Batch;
       if (batch.group.sessionId !== undefined && this.completedSessions.has(batch.key)) {
-        work.unshift(...standaloneBatches(batch));
+        work.unshift(...standaloneBatches(batch, this.logger));
         continue;
       }
       let response: Record<string, unknown>;
@@ -386,7 +389,7 @@ export class Tally<M extends Mode = "batched"> {
       this.logger.warn(
         `tally: session ${batch.group.sessionId} was completed meanwhile (${error}); recording its ${batch.steps.length} step(s) as standalone`,
       );
-      return standaloneBatches(batch);
+      return standaloneBatches(batch, this.logger);
     }
     if (batch.steps.length > 1 && overABound(error)) {
       this.logger.warn(`tally: record_steps refused a batch of ${batch.steps.length} steps (${error}); splitting it`);
@@ -407,7 +410,12 @@ export class Tally<M extends Mode = "batched"> {
         kept.push(this.restamp(step, error));
       } else if (fields.size === 1 && fields.has("metadata") && "metadata" in step.body) {
         const { metadata, ...body } = step.body;
-        this.logger.error(`tally: step ${body.operationId}: metadata refused (${error}); resent without it: ${JSON.stringify(metadata)}`);
+        // Its session id (an app's, or a 409 re-record's) is kept, unless it is all there was.
+        const ids = Object.entries(metadata as v.JsonObject).filter(([name]) => name === "sessionId" || name === "tallySessionId");
+        if (ids.length > 0 && ids.length < Object.keys(metadata as v.JsonObject).length) body["metadata"] = Object.fromEntries(ids);
+        this.logger.error(
+          `tally: step ${body.operationId}: metadata refused (${error}); resent without it${"metadata" in body ? " but its session id" : ""}: ${JSON.stringify(metadata)}`,
+        );
         kept.push(step.withBody(body as StepBody));
       } else refused.push(step);
     });
@@ -472,10 +480,12 @@ export class Tally<M extends Mode = "batched"> {
 
   private callOnRefused(refusal: Refusal): void {
     if (this.onRefused === undefined) return;
-    try {
-      this.onRefused([...refusal.steps], refusal.error);
-    } catch (error) {
+    const fail = (error: unknown): void =>
       this.logger.error(`tally: the onRefused callback threw (the refusal stays in \`refused\`): ${describe(error)}`);
+    try {
+      Promise.resolve(this.onRefused([...refusal.steps], refusal.error) as unknown).catch(fail); // an async callback's rejection too
+    } catch (error) {
+      fail(error);
     }
   }
 

@@ -12,16 +12,26 @@ interface ProcessLike {
   on(event: "beforeExit" | "exit", listener: () => void): unknown;
 }
 
-/** Open clients, held weakly: a client the app dropped is not kept alive for this. */
-const open = new Set<WeakRef<Closable>>();
+/** An open client: held weakly while idle (a client the app dropped is not kept alive for this), strongly while steps wait. */
+interface Entry {
+  ref: WeakRef<Closable>;
+  held: Closable | undefined;
+}
+
+const open = new Set<Entry>();
 let installed = false;
 
-function each(visit: (client: Closable, ref: WeakRef<Closable>) => void): void {
-  for (const ref of [...open]) {
-    const client = ref.deref();
-    if (client === undefined) open.delete(ref);
-    else visit(client, ref);
+function each(visit: (client: Closable, entry: Entry) => void): void {
+  for (const entry of [...open]) {
+    const client = entry.held ?? entry.ref.deref();
+    if (client === undefined) open.delete(entry);
+    else visit(client, entry);
   }
+}
+
+/** The process ran out of work: close every open client (each forgets itself once its flush is over). */
+function onBeforeExit(): void {
+  each((client) => void client.close());
 }
 
 /** `process.exit()` skips `beforeExit`: say at error level what is lost (nothing async can run now). */
@@ -33,27 +43,31 @@ function onExit(): void {
   });
 }
 
-/** Close `client` when the process runs out of work (Node only; a no-op in browsers). */
-export function closeAtExit(client: Closable): void {
+/**
+ * Close `client` when the process runs out of work (Node only; a no-op in browsers). Return how
+ * the client says whether steps wait (then it is held strongly, so that a client the app dropped
+ * still sends them), or undefined outside Node.
+ */
+export function closeAtExit(client: Closable): ((busy: boolean) => void) | undefined {
   const proc = (globalThis as { process?: Partial<ProcessLike> }).process;
-  if (typeof proc?.on !== "function") return;
+  if (typeof proc?.on !== "function") return undefined;
   each(() => undefined); // forget collected clients
-  open.add(new WeakRef(client));
+  const entry: Entry = { ref: new WeakRef(client), held: undefined };
+  open.add(entry);
   if (!installed) {
     installed = true;
-    proc.on("beforeExit", () =>
-      each((client, ref) => {
-        open.delete(ref);
-        void client.close();
-      }),
-    );
+    // Top-level listeners: a closure made here would share (and keep alive) this call's `client`.
+    proc.on("beforeExit", onBeforeExit);
     proc.on("exit", onExit);
   }
+  return (busy) => {
+    entry.held = busy ? client : undefined;
+  };
 }
 
-/** Forget a closed client. */
+/** Forget a closed client (once its last flush is over: `process.exit()` meanwhile still logs its steps). */
 export function forgetAtExit(client: Closable): void {
-  each((other, ref) => {
-    if (other === client) open.delete(ref);
+  each((other, entry) => {
+    if (other === client) open.delete(entry);
   });
 }

@@ -5,7 +5,8 @@
  * The `firebase` package is never imported.
  */
 
-import { checkOptions, count, field, modelName, recordCall, unwrap, wrapper, type RecordOptions } from "./recording.js";
+import { checkOptions, count, field, modelName, recordCall, unwrap, type RecordOptions } from "./recording.js";
+import { resource } from "./resource.js";
 import type { Units } from "./values.js";
 
 export type { RecordOptions } from "./recording.js";
@@ -106,11 +107,11 @@ function recordStreamResult(result: unknown, options: FirebaseAIRecordOptions, f
   return { ...result, stream: replay(), response: drained.then(() => response) };
 }
 
-function recording(call: Method, stream: boolean, options: () => FirebaseAIRecordOptions, modelOf: () => unknown): Method {
+function recording(call: Method, stream: boolean, options: FirebaseAIRecordOptions, modelOf: () => unknown): Method {
   return async (...args: unknown[]) => {
     const result = await call(...args);
-    if (stream) return recordStreamResult(result, options(), modelOf());
-    recordResponse(field(result, "response"), options(), modelOf(), false);
+    if (stream) return recordStreamResult(result, options, modelOf());
+    recordResponse(field(result, "response"), options, modelOf(), false);
     return result;
   };
 }
@@ -123,28 +124,32 @@ const METHODS = [
   ["sendMessageStream", true, "_callGenerateContentStream"],
 ] as const;
 
-/** Chats whose per-turn calls are patched, with the options of their latest wrapper. */
-const patchedChats = new WeakMap<object, FirebaseAIRecordOptions>();
+/** A chat's methods that reach its per-turn calls through `this`. */
+const SENDS = ["sendMessage", "sendMessageStream", "_sendMessage", "_sendMessageStream"];
 
 /**
- * The recording overrides of `target`. A chat's `sendMessage` loops over several model calls with
- * automatic function calling: when the chat has the SDK's per-turn `_callGenerateContent(Stream)`,
- * those are patched on the instance (once; the patch reads the latest options) to record every
- * call, and `sendMessage(Stream)` is left alone; else `sendMessage(Stream)` is recorded.
+ * Return this wrapper's own stand-in for `target` (a model or a chat), recording its calls with
+ * `options`. A chat's `sendMessage` loops over several model calls with automatic function
+ * calling: when the chat has the SDK's per-turn `_callGenerateContent(Stream)`, those are
+ * overridden on the stand-in and its `sendMessage(Stream)` run with the stand-in as `this`, so
+ * every call is recorded with this wrapper's options (another wrapper of the chat, or the chat
+ * itself, is left alone); else `sendMessage(Stream)` is recorded.
  */
-function recordingMethods(target: object, options: FirebaseAIRecordOptions, modelOf: () => unknown): Record<string, () => unknown> {
+function standIn<T extends object>(
+  target: T,
+  options: FirebaseAIRecordOptions,
+  modelOf: () => unknown,
+  more: Record<string, () => unknown> = {},
+): T {
   const own = target as Record<string, unknown>;
-  const fresh = !patchedChats.has(target);
-  const overrides: Record<string, () => unknown> = {};
+  const overrides = { ...more };
   for (const [name, stream, internal] of METHODS) {
-    if (internal !== undefined && typeof own[internal] === "function") {
-      if (fresh) own[internal] = recording((own[internal] as Method).bind(target), stream, () => patchedChats.get(target) ?? options, modelOf);
-      patchedChats.set(target, options);
-    } else if (typeof own[name] === "function") {
-      overrides[name] = () => recording((own[name] as Method).bind(target), stream, () => options, modelOf);
-    }
+    const method = internal !== undefined && typeof own[internal] === "function" ? internal : name;
+    const call = own[method];
+    if (typeof call === "function") overrides[method] = () => recording((call as Method).bind(target), stream, options, modelOf);
   }
-  return overrides;
+  const helpers = SENDS.filter((name) => !(name in overrides));
+  return resource(target, overrides, helpers, { client: target, options });
 }
 
 /**
@@ -160,13 +165,11 @@ export function wrapGenerativeModel<M extends object>(model: M, options: Firebas
   const { client, options: merged } = unwrap(model, options);
   const checked = checkOptions(merged);
   const modelOf = (): unknown => field(client, "model");
-  const overrides = recordingMethods(client, checked, modelOf);
   const startChat = field(client, "startChat");
+  const more: Record<string, () => unknown> = {};
   if (typeof startChat === "function") {
-    overrides["startChat"] = () => (...args: unknown[]) => {
-      const chat = (startChat as (...a: unknown[]) => object).apply(client, args);
-      return wrapper(chat, checked, recordingMethods(chat, checked, modelOf));
-    };
+    more["startChat"] = () => (...args: unknown[]) =>
+      standIn((startChat as (...a: unknown[]) => object).apply(client, args), checked, modelOf);
   }
-  return wrapper(client as M, checked, overrides);
+  return standIn(client as M, checked, modelOf, more);
 }

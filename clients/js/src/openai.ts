@@ -11,7 +11,9 @@ import {
   mergeOptions,
   modelName,
   proxy,
+  readRaw,
   recordCall,
+  recordRaw,
   recordStream,
   thenUnwrap,
   unwrap,
@@ -145,7 +147,10 @@ function intercept(owner: object, base: OpenAIWrapOptions, api: Api): Create {
     if (stream && api === "chat.completions") [body, hide] = withIncludeUsage(apiBody);
     const call: Call = { options, provider: base.provider ?? "openai", api, stream };
     const result = original.call(owner, body, ...rest);
-    return thenUnwrap(result, (value) => {
+    let claimed = false; // the parsed result or the raw response records the call, whichever comes first
+    const claim = (): boolean => !claimed && (claimed = true);
+    const promise = thenUnwrap(result, (value) => {
+      if (!claim()) return value;
       if (stream) {
         if (typeof value !== "object" || value === null) return value;
         const accumulator = api === "responses" ? responsesAccumulator(call) : chatAccumulator(call, hide);
@@ -158,6 +163,15 @@ function intercept(owner: object, base: OpenAIWrapOptions, api: Api): Create {
       }
       return value;
     });
+    recordRaw(promise, claim, (response) =>
+      readRaw(
+        response,
+        stream ? (api === "responses" ? responsesAccumulator(call) : chatAccumulator(call, hide)) : undefined,
+        (value) => recordResponse(call, value),
+        call.options.tally.logger,
+      ),
+    );
+    return promise;
   };
 }
 
@@ -187,7 +201,9 @@ function openaiProxy<C extends object>(client: C, options: OpenAIWrapOptions): C
  * and `.runTools`, and `responses.create`, `.parse` and `.stream`.
  *
  * Each API request is one AI step (a `runTools` run makes one per request) with `units` from the
- * response's usage and model; the result (or stream) is the API's own. A chat stream always gets
+ * response's usage and model; the result (or stream) is the API's own. A call read raw
+ * (`.asResponse()`) is recorded from its body: a copy of a JSON one, a stream's SSE events as
+ * they pass. A chat stream always gets
  * `stream_options: {include_usage: true}`; unless the caller set it true, the extra usage-only
  * chunk is kept from the app. A call's body may carry `tally: {feature, userId, isBillableRun,
  * metadata, session, reservation}`, removed before the API sees it. Wrapping a wrapped client

@@ -2,6 +2,7 @@
 
 import type { Tally } from "./client.js";
 import { TallyError, Unavailable, isRecord } from "./errors.js";
+import type { Logger } from "./log.js";
 import type { Reservation } from "./reservation.js";
 import type { Session } from "./session.js";
 import { describe } from "./transport.js";
@@ -167,6 +168,126 @@ export function recordStream<S extends object>(stream: S, accumulator: Accumulat
   });
 }
 
+/** The end of an SSE event: a line ending, then an empty line (a lone `\r` ends a line too). */
+const EVENT_END = /(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)/;
+
+/**
+ * Return a stream that passes an SSE body's bytes on as they are, event by event, and shows each
+ * event's JSON `data` to `accumulator` (an event it holds back is dropped); it finishes at the end.
+ */
+function sseRecorder(accumulator: Accumulator): TransformStream<Uint8Array, Uint8Array> {
+  const utf8 = new TextDecoder();
+  const bytes = new TextDecoder("latin1"); // one character per byte: event ends are found at byte offsets
+  let held = new Uint8Array(0);
+  const pass = (event: Uint8Array, controller: TransformStreamDefaultController<Uint8Array>): void => {
+    const data = utf8
+      .decode(event)
+      .split(/\r\n|\r|\n/)
+      .filter((line) => line.startsWith("data:"))
+      .map((line) => line.slice(line[5] === " " ? 6 : 5))
+      .join("\n");
+    let item: unknown;
+    try {
+      item = JSON.parse(data);
+    } catch {
+      item = undefined; // `[DONE]`, a comment, no data
+    }
+    if (item === undefined || !accumulator.observe(item)) controller.enqueue(event);
+  };
+  // `cancel` (not in TypeScript's DOM types yet): runtimes that support it say when the app stopped reading.
+  const transformer: Transformer<Uint8Array, Uint8Array> & { cancel(): void } = {
+    transform(chunk, controller) {
+      const joined = new Uint8Array(held.length + chunk.length);
+      joined.set(held);
+      joined.set(chunk, held.length);
+      const text = bytes.decode(joined);
+      let start = 0;
+      for (let found = EVENT_END.exec(text); found !== null; found = EVENT_END.exec(text.slice(start))) {
+        const end = start + found.index + found[0].length;
+        pass(joined.subarray(start, end), controller);
+        start = end;
+      }
+      held = joined.slice(start);
+    },
+    flush(controller) {
+      if (held.length > 0) pass(held, controller);
+      accumulator.finish();
+    },
+    cancel() {
+      accumulator.finish();
+    },
+  };
+  return new TransformStream(transformer);
+}
+
+/**
+ * Return a raw `Response` of a call, recording the call: a stream's SSE events are shown to
+ * `accumulator` as they pass (the events it holds back are dropped), else `json` gets the body of
+ * a copy. Never throws (a failure is logged).
+ */
+export function readRaw(response: Response, accumulator: Accumulator | undefined, json: (value: unknown) => void, logger: Logger): Response {
+  const fail = (error: unknown): void => logger.error(`tally: reading the usage of a raw response failed: ${describe(error)}`);
+  try {
+    if (accumulator === undefined) {
+      response.clone().json().then(json, fail);
+      return response;
+    }
+    if (response.body === null) {
+      accumulator.finish();
+      return response;
+    }
+    const headers = new Headers(response.headers);
+    headers.delete("content-length"); // a held-back event is not passed on
+    const { status, statusText } = response;
+    return new Response(response.body.pipeThrough(sseRecorder(accumulator)), { status, statusText, headers });
+  } catch (error) {
+    fail(error);
+    return response;
+  }
+}
+
+interface RawApi {
+  asResponse?: () => Promise<Response>;
+  withResponse?: (...args: unknown[]) => unknown;
+  _responseProps?: () => Promise<{ response: Response }>;
+  _thenUnwrap?: (...args: unknown[]) => unknown;
+}
+
+/**
+ * Make a Stainless SDK's call promise record its call when read raw: `.asResponse()`, and
+ * `_responseProps()` (which the Anthropic SDK's message threads read instead of parsing the
+ * call), here and on the promises its helpers derive with `_thenUnwrap`. `claim()` says whether
+ * the call is still to be recorded (its parsed result records it otherwise); `raw` records from
+ * a raw `Response` and returns the one to hand on. `withResponse()` parses: its raw read is left alone.
+ */
+export function recordRaw(promise: unknown, claim: () => boolean, raw: (response: Response) => Response): void {
+  const api = promise as RawApi;
+  const { asResponse, withResponse, _responseProps, _thenUnwrap } = api;
+  let parsing = false;
+  const read = (response: Response): Response => (!parsing && claim() ? raw(response) : response);
+  if (typeof asResponse === "function") api.asResponse = () => asResponse.call(api).then(read);
+  if (typeof _responseProps === "function") {
+    api._responseProps = () =>
+      _responseProps.call(api).then((props) => {
+        props.response = read(props.response); // in place: every promise of the call holds these props
+        return props;
+      });
+  }
+  if (typeof withResponse === "function") {
+    api.withResponse = (...args) => {
+      parsing = true;
+      return withResponse.apply(api, args);
+    };
+  }
+  if (typeof _thenUnwrap === "function") {
+    api._thenUnwrap = (...args) => {
+      const derived = _thenUnwrap.apply(api, args);
+      recordRaw(derived, claim, raw);
+      return derived;
+    };
+  }
+}
+
 /** Apply `transform` to what a provider SDK's call promise resolves to, keeping its extra methods. */
 export function thenUnwrap<T, U>(promise: PromiseLike<T>, transform: (value: T) => U): PromiseLike<U> {
   const api = promise as { _thenUnwrap?: (fn: (value: T) => U) => PromiseLike<U> };
@@ -203,12 +324,13 @@ export function wrapper<T extends object, O>(client: T, options: O, overrides: R
 /** A stand-in for an object: the names in `overrides` are intercepted, everything else is the target's. */
 export function proxy<T extends object>(target: T, overrides: Record<string, () => unknown>, wrapped?: Wrapped<unknown>): T {
   return new Proxy(target, {
-    get(object, property, receiver) {
+    get(object, property) {
       if (property === WRAPPED) return wrapped;
       if (typeof property === "string" && Object.prototype.hasOwnProperty.call(overrides, property)) {
         return (overrides[property] as () => unknown)();
       }
-      const value: unknown = Reflect.get(object, property, receiver);
+      // A getter runs on the object itself: the SDKs' getters read private (#) fields, which a proxy lacks.
+      const value: unknown = Reflect.get(object, property);
       return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(object) : value;
     },
   });

@@ -76,8 +76,10 @@ export class Transport {
   private async send(name: string, data: string): Promise<unknown> {
     const url = `${this.baseUrl}/${name}`;
     let refreshed = false;
+    let refresh = false; // only the attempt right after the 401 forces a refresh
     for (let attempt = 0; ; ) {
-      const headers = await this.headers(refreshed);
+      const headers = await this.headers(refresh);
+      refresh = false;
       let error: TallyError;
       let retryAfterMs: number | undefined;
       const controller = new AbortController();
@@ -95,7 +97,7 @@ export class Transport {
         } else {
           error = errorFromBody(response.status, parseOrNull(text), `HTTP ${response.status} ${response.statusText}`.trim());
           if (response.status === 401 && !refreshed) {
-            refreshed = true; // the next token is asked for with forceRefresh
+            refreshed = refresh = true; // the next token is asked for with forceRefresh
             this.options.logger.info(`tally: ${name} answered 401; retrying once with a fresh token`);
             continue;
           }

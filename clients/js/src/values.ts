@@ -212,15 +212,20 @@ export function metadataBody(field: string, value: unknown): JsonObject {
     throw InvalidArgument.field(field, `must hold only JSON values (${(error as Error).message})`);
   }
   const loaded = JSON.parse(text) as JsonObject;
-  const size = byteLength(text) + checkJson(field, loaded, 1, false);
+  const size = metadataSize(loaded, field);
   if (size > MAX_METADATA_BYTES) {
     throw InvalidArgument.field(field, `must be at most ${MAX_METADATA_BYTES} bytes as JSON (got ${size})`);
   }
   return loaded;
 }
 
+/** Return the UTF-8 size of metadata's JSON as the server writes it; throw InvalidArgument if the server refuses its values. */
+export function metadataSize(value: JsonObject, field = "metadata"): number {
+  return byteLength(encode(value)) + checkJson(field, value, 1, false);
+}
+
 const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
-const INT64 = 2 ** 63;
+const INT64 = 2n ** 63n;
 
 /** Check a JSON value as the server does; return how many more bytes the server's JSON of it has. */
 function checkJson(field: string, value: unknown, depth: number, inArray: boolean): number {
@@ -230,14 +235,17 @@ function checkJson(field: string, value: unknown, depth: number, inArray: boolea
     if (LONE_SURROGATE.test(value)) throw InvalidArgument.field(field, "must not contain unpaired surrogates");
   } else if (typeof value === "number") {
     const written = String(value);
-    if (!/[.e]/.test(written) && (value >= INT64 || value < -INT64)) throw InvalidArgument.field(field, "integers must fit in 64 bits");
+    // The server reads the digits written (-2**63 is written -9223372036854776000: past the bound).
+    const integer = /[.e]/.test(written) ? 0n : BigInt(written);
+    if (integer >= INT64 || integer < -INT64) throw InvalidArgument.field(field, "integers must fit in 64 bits");
     extra += pythonFloat(written).length - written.length;
   } else if (Array.isArray(value)) {
     if (inArray) throw InvalidArgument.field(field, "arrays must not directly contain arrays");
     for (const item of value) extra += checkJson(field, item, depth + 1, true);
   } else if (isRecord(value)) {
     for (const [key, item] of Object.entries(value)) {
-      if (key.length === 0 || key.length > 256 || RESERVED_RE.test(key)) {
+      const length = [...key].length; // code points, as Python counts
+      if (length === 0 || length > 256 || RESERVED_RE.test(key)) {
         throw InvalidArgument.field(field, "keys must be 1-256 characters and not of the form __name__");
       }
       extra += checkJson(field, key, depth, false) + checkJson(field, item, depth + 1, false);

@@ -217,3 +217,33 @@ def test_a_401_makes_the_recorder_sign_in_again_instead_of_resending_the_cached_
     sent = [request.headers["Authorization"] for request in fake.received]
     assert sent == [f"Bearer {stale}", "Bearer id-token-2-for-custom-backend-9-5"]
     assert toolkit.issued == 2
+
+
+def test_a_late_invalidate_keeps_the_token_another_thread_got_meanwhile(toolkit: IdentityToolkit) -> None:
+    id_token = recorder_token(uid="backend-10", auth=FakeAuth(), emulator_host=toolkit.host)
+    stale = id_token()  # this thread's request will get a 401 for it, late
+    fresh: list[str] = []
+
+    def other_thread() -> None:  # got the same token, its 401 came first: it signs in again
+        id_token()
+        id_token.invalidate()
+        fresh.append(id_token())
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    id_token.invalidate()  # this thread's 401, about `stale`
+
+    assert fresh[0] != stale
+    assert id_token() == fresh[0]
+    assert toolkit.issued == 2
+
+
+def test_invalidate_drops_the_token_the_thread_was_handed(toolkit: IdentityToolkit) -> None:
+    id_token = recorder_token(uid="backend-11", auth=FakeAuth(), emulator_host=toolkit.host)
+    first = id_token()
+
+    id_token.invalidate()
+
+    assert id_token() != first
+    assert toolkit.issued == 2

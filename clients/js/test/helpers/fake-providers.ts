@@ -213,9 +213,34 @@ export const STREAM_UNITS = {
   requests: 1,
 };
 
+/** The SSE events of a whole message (text and tool_use blocks). */
+function messageEvents(message: Record<string, unknown>): Record<string, unknown>[] {
+  const blocks = message["content"] as Record<string, unknown>[];
+  return [
+    { type: "message_start", message: { ...message, content: [], stop_reason: null } },
+    ...blocks.flatMap((block, index): Record<string, unknown>[] =>
+      block["type"] === "tool_use"
+        ? [
+            { type: "content_block_start", index, content_block: { ...block, input: {} } },
+            { type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: JSON.stringify(block["input"]) } },
+            { type: "content_block_stop", index },
+          ]
+        : [
+            { type: "content_block_start", index, content_block: { type: "text", text: "" } },
+            { type: "content_block_delta", index, delta: { type: "text_delta", text: block["text"] } },
+            { type: "content_block_stop", index },
+          ],
+    ),
+    { type: "message_delta", delta: { stop_reason: message["stop_reason"], stop_sequence: null }, usage: message["usage"] },
+    { type: "message_stop" },
+  ];
+}
+
 /** Answers like Anthropic (JSON, or SSE for `stream: true`); keeps the request bodies. */
 export class FakeAnthropic {
   readonly bodies: Record<string, unknown>[] = [];
+  /** Fields (e.g. tool_use `content` and `stop_reason`) of the next messages, in order, before MESSAGE's. */
+  readonly replies: Record<string, unknown>[] = [];
   /** Usage to answer with instead of MESSAGE's (and message_start's in a stream). */
   usage: Record<string, unknown> | undefined;
   /** Usage of a stream's message_delta instead of STREAM_EVENTS'. */
@@ -225,6 +250,13 @@ export class FakeAnthropic {
     server.route("/v1/messages", (request, res) => {
       const body = request.body as Record<string, unknown>;
       this.bodies.push(body);
+      const reply = this.replies.shift();
+      if (reply !== undefined) {
+        const message = { ...MESSAGE, ...reply };
+        if (body["stream"] === true) sendEvents(res, messageEvents(message), { named: true, done: false });
+        else sendJson(res, 200, message);
+        return;
+      }
       if (body["stream"] !== true) {
         sendJson(res, 200, this.usage === undefined ? MESSAGE : { ...MESSAGE, usage: this.usage });
         return;

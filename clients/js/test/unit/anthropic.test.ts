@@ -10,7 +10,7 @@ import type { MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resource
 
 import { wrapAnthropic } from "../../src/anthropic.js";
 import { ANTHROPIC_MODEL, FakeAnthropic, MESSAGE, MESSAGE_UNITS, STREAM_EVENTS, STREAM_UNITS } from "../helpers/fake-providers.js";
-import { setup } from "../helpers/setup.js";
+import { setup, waitFor } from "../helpers/setup.js";
 
 const HI = [{ role: "user" as const, content: "Hi" }];
 
@@ -274,4 +274,100 @@ test("a client wrapped twice records each request of every method once, with the
   const steps = fake.steps();
   assert.equal(steps.length, 8);
   assert.ok(steps.every((step) => step.feature === "second"));
+});
+
+const WEATHER_CALL = {
+  id: "msg_tool_1",
+  content: [{ type: "tool_use", id: "toolu_1", name: "weather", input: { city: "Paris" } }],
+  stop_reason: "tool_use",
+  usage: { input_tokens: 30, output_tokens: 8, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 },
+};
+const WEATHER_UNITS = { model: ANTHROPIC_MODEL, inputTokens: 30, outputTokens: 8, cacheReadTokens: 0, cacheWriteTokens: 0, requests: 1 };
+const weather = {
+  type: "custom" as const,
+  name: "weather",
+  description: "The weather of a city",
+  input_schema: { type: "object" as const, properties: { city: { type: "string" } } },
+  run: () => "sunny",
+};
+
+test("beta.messages.toolRunner() records one step per request", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "agent" });
+  api.replies.push(WEATHER_CALL);
+
+  const final = await wrapped.beta.messages.toolRunner({ model: "claude-haiku-4-5", max_tokens: 100, messages: HI, tools: [weather] });
+  await tally.flush();
+
+  assert.equal(final.id, MESSAGE.id);
+  assert.equal(api.bodies.length, 2);
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, step["units"]]),
+    [
+      ["agent", WEATHER_UNITS],
+      ["agent", MESSAGE_UNITS],
+    ],
+  );
+});
+
+test("a streaming toolRunner() (and one without a thread) records one step per request", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "agent" });
+  api.replies.push(WEATHER_CALL);
+
+  const runner = wrapped.beta.messages.toolRunner({ model: "claude-haiku-4-5", max_tokens: 100, messages: HI, tools: [weather], stream: true });
+  for await (const stream of runner) for await (const _event of stream);
+  api.replies.push(WEATHER_CALL);
+  await wrapped.withOptions({ timeout: 5_000 }).beta.messages.toolRunner({ model: "claude-haiku-4-5", max_tokens: 100, messages: HI, tools: [weather], thread: false });
+  await tally.flush();
+
+  assert.equal(api.bodies.length, 4);
+  assert.deepEqual(
+    fake.steps().map((step) => [(step["metadata"] as { stream: boolean }).stream, step["units"]]),
+    [
+      [true, WEATHER_UNITS],
+      [true, STREAM_UNITS],
+      [false, WEATHER_UNITS],
+      [false, MESSAGE_UNITS],
+    ],
+  );
+});
+
+test("a message thread's send() and stream() record one step per request", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "thread" });
+
+  const thread = wrapped.beta.messages.thread({ model: "claude-haiku-4-5", max_tokens: 100 });
+  await thread.send({ role: "user", content: "Hi" });
+  await thread.send({ role: "user", content: "Again" });
+  await thread.stream({ role: "user", content: "Once more" }).finalMessage();
+  await tally.flush();
+
+  assert.equal(api.bodies.length, 3);
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, step["units"]]),
+    [
+      ["thread", MESSAGE_UNITS],
+      ["thread", MESSAGE_UNITS],
+      ["thread", STREAM_UNITS],
+    ],
+  );
+});
+
+test("asResponse() of a message and of a stream records the call", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapAnthropic(client, { tally, feature: "raw" });
+
+  const message = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI }).asResponse();
+  assert.equal(((await message.json()) as { id: string }).id, MESSAGE.id);
+  const stream = await wrapped.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: HI, stream: true }).asResponse();
+  const text = await stream.text();
+  await waitFor(() => tally.pending >= 2);
+  await tally.flush();
+
+  assert.equal(text.split("\n\n").filter((event) => event !== "").length, STREAM_EVENTS.length);
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    [MESSAGE_UNITS, STREAM_UNITS].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+  );
 });

@@ -530,6 +530,20 @@ test("the token after a 401 is asked for with forceRefresh", async (t) => {
   assert.equal(fake.requests()[1]?.headers.authorization, "Bearer fresh");
 });
 
+test("only the attempt right after a 401 forces a token refresh, not later retries", async (t) => {
+  const { fake, make } = await setup(t);
+  fake.inject("record_steps", 401, errorBody("UNAUTHENTICATED", "the ID token has expired"));
+  fake.inject("record_steps", 503, errorBody("UNAVAILABLE", "down"));
+  const asked: unknown[] = [];
+  const tally = make({ idToken: (...args: unknown[]) => (asked.push(args[0]), "token") });
+  tally.record({ feature: "f", provider: "p", cost: 1 });
+
+  await tally.flush();
+
+  assert.deepEqual(asked, [undefined, true, undefined]);
+  assert.equal(fake.recorded.size, 1);
+});
+
 test("a second 401 rejects with Unauthenticated", async (t) => {
   const { fake, tally } = await setup(t);
   fake.validTokens = new Set(["never"]);

@@ -224,6 +224,43 @@ test("re-wrapping a wrapped model (or chat) wraps the original with updated opti
   assert.ok(fake.bodies().every((body) => body.userId === "user-1"));
 });
 
+test("two wrappers of one chat each record with their own options", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const chat = wrapGenerativeModel(model, { tally, feature: "base" }).startChat();
+  const first = wrapGenerativeModel(chat, { tally, feature: "request1", metadata: { request: 1 } });
+  const second = wrapGenerativeModel(chat, { tally, feature: "request2", metadata: { request: 2 } });
+
+  await first.sendMessage("Hi");
+  await (await second.sendMessageStream("Hi")).response;
+  await first.sendMessage("Again");
+  await chat.sendMessage("And the chat itself");
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, (step["metadata"] as Record<string, unknown>)["request"]]),
+    [
+      ["request1", 1],
+      ["request2", 2],
+      ["request1", 1],
+      ["base", undefined],
+    ],
+  );
+  assert.equal((await chat.getHistory()).length, 8); // one conversation: every wrapper's turns are the chat's
+});
+
+test("a raw chat records nothing after it was wrapped", async (t) => {
+  const { fake, tally, model } = await firebaseAI(t);
+  const raw = model.startChat();
+  wrapGenerativeModel(raw, { tally, feature: "wrapped-once" });
+
+  await raw.sendMessage("Hi");
+  await (await raw.sendMessageStream("Hi")).response;
+  await tally.flush();
+
+  assert.deepEqual(fake.steps(), []);
+  assert.equal(tally.pending, 0);
+});
+
 const TOOL_USAGE = { promptTokenCount: 100, candidatesTokenCount: 10, totalTokenCount: 110 };
 const TOOL_UNITS = { model: "gemini-2.5-flash", inputTokens: 100, outputTokens: 10, cacheReadTokens: 0, cacheWriteTokens: 0, requests: 1 };
 

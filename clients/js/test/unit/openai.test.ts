@@ -199,6 +199,147 @@ test("withResponse() still works and the call is recorded", async (t) => {
   assert.equal(fake.steps().length, 1);
 });
 
+/** The `data` of each event of an SSE text. */
+function sseData(text: string): string[] {
+  return text
+    .split("\n\n")
+    .filter((event) => event !== "")
+    .map((event) => event.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("\n"));
+}
+
+test("asResponse() of a chat completion records the call; the app still reads the body", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const response = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI }).asResponse();
+  assert.deepEqual(await response.json(), COMPLETION);
+  await waitFor(() => tally.pending > 0);
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, step["units"]]),
+    [["chat", OPENAI_UNITS]],
+  );
+});
+
+test("asResponse() of a chat stream records its usage and keeps the usage chunk it asked for out of the bytes", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const response = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true }).asResponse();
+  const text = await response.text();
+  await tally.flush();
+
+  assert.deepEqual(api.bodies[0]?.["stream_options"], { include_usage: true });
+  assert.equal(response.headers.get("content-type"), "text/event-stream");
+  const data = sseData(text);
+  assert.equal(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((item) => JSON.parse(item) as { choices: unknown[]; usage?: unknown });
+  assert.equal(chunks.length, 5);
+  assert.ok(chunks.every((chunk) => chunk.choices.length > 0 && chunk.usage === null));
+  assert.deepEqual(
+    fake.steps().map((step) => [step["units"], step["metadata"]]),
+    [[OPENAI_UNITS, { api: "chat.completions", stream: true, responseId: "chatcmpl-abc123" }]],
+  );
+});
+
+test("asResponse() of a stream whose caller asked for usage passes the server's bytes on unchanged", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+  const body = { model: "gpt-4o", messages: HI, stream: true as const, stream_options: { include_usage: true } };
+  const direct = await (await fetch(`${api.baseURL}/chat/completions`, { method: "POST", body: JSON.stringify(body) })).text();
+
+  const response = await wrapped.chat.completions.create(body).asResponse();
+  const text = await response.text();
+  await tally.flush();
+
+  assert.equal(text, direct);
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [OPENAI_UNITS],
+  );
+});
+
+test("asResponse() of a responses stream records its final event, its bytes unchanged", async (t) => {
+  const { fake, tally, api, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "agent" });
+  const body = { model: "gpt-4.1", input: "Hi", stream: true as const };
+  const direct = await (await fetch(`${api.baseURL}/responses`, { method: "POST", body: JSON.stringify(body) })).text();
+
+  const text = await (await wrapped.responses.create(body).asResponse()).text();
+  await tally.flush();
+
+  assert.equal(text, direct);
+  assert.deepEqual(
+    fake.steps().map((step) => [step.feature, step["units"]]),
+    [["agent", RESPONSE_UNITS]],
+  );
+});
+
+test("a call awaited, then read raw, is recorded once; withResponse() of a stream too, its stream still read", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const parsed = wrapped.chat.completions.create({ model: "gpt-4o", messages: HI });
+  await parsed;
+  assert.equal((await parsed.asResponse()).status, 200);
+  const { data: stream } = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true }).withResponse();
+  let text = "";
+  for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+  await tally.flush();
+
+  assert.equal(text, TEXT_PIECES.join(""));
+  assert.deepEqual(
+    fake.steps().map((step) => (step["metadata"] as { stream: boolean }).stream),
+    [false, true],
+  );
+});
+
+/** Whether this runtime tells a TransformStream's transformer that its reader cancelled (Node 20+). */
+async function transformCancels(): Promise<boolean> {
+  let told = false;
+  const transformer: Transformer & { cancel(): void } = { transform: (chunk, controller) => controller.enqueue(chunk), cancel: () => void (told = true) };
+  const reader = new ReadableStream({ start: (controller) => controller.enqueue(1) }).pipeThrough(new TransformStream(transformer)).getReader();
+  await reader.cancel();
+  return told;
+}
+
+test("asResponse() of a stream the app cancels is recorded from the events that passed", async (t) => {
+  if (!(await transformCancels())) return t.skip("this runtime does not tell a transformer of a cancel");
+  const { fake, tally, api } = await fixture(t);
+  const body = { model: "gpt-4o", messages: HI, stream: true, stream_options: { include_usage: true } };
+  const events = await (await fetch(`${api.baseURL}/chat/completions`, { method: "POST", body: JSON.stringify(body) })).text();
+  // A body that never ends: every event but `[DONE]` arrives, then the app cancels.
+  const open = new ReadableStream<Uint8Array>({ start: (controller) => controller.enqueue(new TextEncoder().encode(events.replace("data: [DONE]\n\n", ""))) });
+  const client = new OpenAI({ apiKey: "sk-test", baseURL: api.baseURL, maxRetries: 0, fetch: async () => new Response(open, { headers: { "content-type": "text/event-stream" } }) });
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  const response = await wrapped.chat.completions.create({ model: "gpt-4o", messages: HI, stream: true }).asResponse();
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  await reader.read();
+  await reader.cancel();
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [OPENAI_UNITS],
+  );
+});
+
+test("asResponse() of a helper's call (parse) records it", async (t) => {
+  const { fake, tally, client } = await fixture(t);
+  const wrapped = wrapOpenAI(client, { tally, feature: "chat" });
+
+  await (await wrapped.chat.completions.parse({ model: "gpt-4o", messages: HI }).asResponse()).json();
+  await waitFor(() => tally.pending > 0);
+  await tally.flush();
+
+  assert.deepEqual(
+    fake.steps().map((step) => step["units"]),
+    [OPENAI_UNITS],
+  );
+});
+
 test("a responses call is recorded", async (t) => {
   const { fake, tally, client } = await fixture(t);
   const wrapped = wrapOpenAI(client, { tally, feature: "agent" });

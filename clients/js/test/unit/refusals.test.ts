@@ -278,9 +278,26 @@ test("the re-recorded metadata keeps the session id within 4 KiB", async (t) => 
 
   await tally.flush();
 
-  const kept = fake.recorded.get(operationId)?.["metadata"];
-  assert.ok(Buffer.byteLength(JSON.stringify(kept)) <= 4096);
-  assert.deepEqual(kept, { sessionId: "session_full_1", metadataTruncated: true, a: "x".repeat(2000), b: "y".repeat(2000) });
+  assert.deepEqual(fake.recorded.get(operationId)?.["metadata"], { sessionId: "session_full_1" });
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes(operationId) && line.includes("no room for its session id")));
+});
+
+test("a 409 re-record measures its metadata as the server writes it (1e-07): no room, only the session id", async (t) => {
+  const { fake, tally } = await setup(t);
+  fake.completedSessions.add("session_full_2");
+  const session = tally.session({ feature: "chat", sessionId: "session_full_2" });
+  // 200 numbers the server writes one byte wider (1e-07): 3880 bytes in JavaScript, 4080 for the server.
+  const metadata: Record<string, unknown> = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`n${i}`, 1e-7]));
+  metadata["pad"] = "";
+  metadata["pad"] = "p".repeat(3880 - Buffer.byteLength(JSON.stringify(metadata)));
+  const operationId = session.step({ provider: "openai", cost: 1, metadata });
+  // With the session id it is 3909 bytes in JavaScript but 4109 for the server: it would be refused.
+  assert.equal(Buffer.byteLength(JSON.stringify({ sessionId: "session_full_2", ...metadata })), 3909);
+
+  await tally.flush();
+
+  assert.deepEqual(fake.recorded.get(operationId)?.["metadata"], { sessionId: "session_full_2" });
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes(operationId) && line.includes("no room for its session id")));
 });
 
 test("an app's own sessionId in metadata is kept", async (t) => {
@@ -356,6 +373,61 @@ test("a step refused for its metadata alone is resent without it: the usage is r
   assert.deepEqual(fake.bodies()[1]?.steps[0]?.["metadata"], { note: "x" });
   assert.deepEqual(collected.calls, []);
   assert.ok(logsOf(tally).at("error").some((line) => line.includes("metadata refused")));
+});
+
+test("a step refused for its metadata alone keeps its session id when resent", async (t) => {
+  const { fake, tally, collected } = await watched(t);
+  const refused = (times: number) =>
+    fake.inject("record_steps", 400, errorBody("INVALID_ARGUMENT", "bad", [{ field: "steps[0].metadata", problem: "too big" }]), times);
+  refused(1);
+  const withId = tally.record({ feature: "f", provider: "p", cost: 1, metadata: { sessionId: "conversation-7", note: "x" } });
+  await tally.flush();
+  refused(2); // its session id alone is refused too: then it goes without metadata
+  const onlyId = tally.record({ feature: "f", provider: "p", cost: 1, metadata: { sessionId: "conversation-8", note: "y" } });
+  await tally.flush();
+
+  assert.deepEqual(fake.recorded.get(withId)?.["metadata"], { sessionId: "conversation-7" });
+  assert.equal(fake.recorded.get(onlyId)?.["metadata"], undefined);
+  assert.deepEqual(
+    fake.bodies().slice(2).map((body) => body.steps[0]?.["metadata"]),
+    [{ sessionId: "conversation-8", note: "y" }, { sessionId: "conversation-8" }, undefined],
+  );
+  assert.deepEqual(collected.calls, []);
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes(withId) && line.includes("but its session id")));
+});
+
+test("a 409 re-record refused for its metadata keeps the session id", async (t) => {
+  const { fake, tally } = await setup(t);
+  fake.completedSessions.add("session_meta_1");
+  fake.inject("record_steps", 409, errorBody("FAILED_PRECONDITION", "session session_meta_1 is completed; it accepts no new steps"));
+  fake.inject("record_steps", 400, errorBody("INVALID_ARGUMENT", "bad", [{ field: "steps[0].metadata", problem: "too big" }]));
+  const session = tally.session({ feature: "chat", sessionId: "session_meta_1" });
+  const operationId = session.step({ provider: "openai", cost: 1, metadata: { sessionId: "app-9", note: "x" } });
+
+  await tally.flush();
+
+  assert.deepEqual(fake.recorded.get(operationId)?.["metadata"], { tallySessionId: "session_meta_1", sessionId: "app-9" });
+});
+
+test("an async onRefused that rejects is logged, never an unhandled rejection", async (t) => {
+  const unhandled: unknown[] = [];
+  const listener = (reason: unknown): void => void unhandled.push(reason);
+  process.on("unhandledRejection", listener);
+  t.after(() => process.off("unhandledRejection", listener));
+  const { fake, make } = await setup(t);
+  const tally = make({
+    onRefused: async () => {
+      throw new Error("the app's async callback failed");
+    },
+  });
+  fake.inject("record_steps", 403, errorBody("PERMISSION_DENIED", "no"));
+  tally.record({ feature: "f", provider: "p", cost: 1 });
+
+  await assert.rejects(tally.flush(), PermissionDenied);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+
+  assert.deepEqual(unhandled, []);
+  assert.ok(logsOf(tally).at("error").some((line) => line.includes("onRefused callback threw") && line.includes("async callback failed")));
 });
 
 test("a bad step in a completing batch still completes the session", async (t) => {

@@ -79,12 +79,25 @@ test("metadata the server refuses is refused here: unpaired surrogates, integers
   for (const bad of [{ text: "a\uD800b" }, { ["k\uDC00"]: 1 }, { big: 2 ** 63 }, { small: -(2 ** 63) - 4096 }]) {
     assert.throws(() => metadataBody("metadata", bad), InvalidArgument, JSON.stringify(bad));
   }
-  assert.deepEqual(metadataBody("metadata", { emoji: "😀", max: 2 ** 63 - 1024, min: -(2 ** 63), huge: 1e21 }), {
+  assert.deepEqual(metadataBody("metadata", { emoji: "😀", max: 2 ** 63 - 1024, min: -(2 ** 63) + 1024, huge: 1e21 }), {
     emoji: "😀",
     max: 2 ** 63 - 1024,
-    min: -(2 ** 63),
+    min: -(2 ** 63) + 1024,
     huge: 1e21,
   });
+});
+
+test("-2**63 is refused: it is written -9223372036854776000, which the server reads as past the 64-bit bound", () => {
+  assert.equal(JSON.stringify(-(2 ** 63)), "-9223372036854776000");
+  assert.throws(() => metadataBody("metadata", { min: -(2 ** 63) }), /integers must fit in 64 bits/);
+  assert.throws(() => metadataBody("metadata", { list: [2 ** 63] }), /integers must fit in 64 bits/);
+  assert.doesNotThrow(() => metadataBody("metadata", { min: -(2 ** 63) + 1024, max: 2 ** 63 - 1024 })); // written -9223372036854775000, 9223372036854775000
+});
+
+test("metadata keys are measured in code points, as the server counts them", () => {
+  assert.doesNotThrow(() => metadataBody("metadata", { ["😀".repeat(256)]: 1 })); // 512 UTF-16 units, 256 characters
+  assert.throws(() => metadataBody("metadata", { ["😀".repeat(257)]: 1 }), /keys must be 1-256 characters/);
+  assert.throws(() => metadataBody("metadata", { ["a".repeat(257)]: 1 }), /keys must be 1-256 characters/);
 });
 
 test("the 4 KiB of metadata are measured as the server writes numbers (1e-07, 1e-05)", () => {

@@ -73,7 +73,8 @@ def recorder_token(
     other claims kept), signs in with a custom token (Identity Toolkit
     `accounts:signInWithCustomToken`, which the Auth emulator serves too), caches the ID token
     and signs in again `refresh_margin` seconds before it expires, or at once after the server
-    answered 401 (the client calls `invalidate()`). Thread-safe: concurrent calls
+    answered 401 (the client calls `invalidate()`, which drops the cached token only if it is
+    still the one the calling thread was handed). Thread-safe: concurrent calls
     share one sign-in. `app` is the Admin SDK app (None: the default app); `auth` a module or
     object with the Admin SDK's `get_user`, `create_user`, `set_custom_user_claims` and
     `create_custom_token` (default: `firebase_admin.auth`). `api_key` is the project's Web API
@@ -134,16 +135,23 @@ def recorder_token(
         state["refresh_at"] = time.monotonic() + max(0.0, lifetime - refresh_margin)
         return token
 
+    # The token each thread was handed last: a 401 that thread gets is about that one.
+    handed = threading.local()
+
     def id_token() -> str:
         with lock:
             token = state["token"]
-            if isinstance(token, str) and time.monotonic() < state["refresh_at"]:
-                return token
-            return sign_in()
+            if not (isinstance(token, str) and time.monotonic() < state["refresh_at"]):
+                token = sign_in()
+            handed.token = token
+            return token
 
     def invalidate() -> None:
+        # Drop the cached token only if it is the one this thread was handed: another thread's
+        # newer sign-in (after its own 401, or a refresh) is kept.
         with lock:
-            state["token"] = None
+            if getattr(handed, "token", None) in (None, state["token"]):
+                state["token"] = None
 
     return RecorderToken(id_token, invalidate)
 
