@@ -164,6 +164,12 @@ _set_plan = _callable(
         store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
     ),
 )
+_set_team = _callable(
+    "set_team",
+    lambda caller, data: callables.set_team(
+        store=wiring.store(), caller=caller, data=data, settings=wiring.settings(), now=utc_now()
+    ),
+)
 _list_plans = _callable(
     "list_plans",
     lambda caller, data: callables.list_plans(
@@ -214,6 +220,12 @@ def set_limits(req: https_fn.CallableRequest[Any]) -> Any:
 def set_plan(req: https_fn.CallableRequest[Any]) -> Any:
     """Store a plan: a named limits object (admin)."""
     return _set_plan(req)
+
+
+@https_fn.on_call()
+def set_team(req: https_fn.CallableRequest[Any]) -> Any:
+    """Store a team's limits (admin)."""
+    return _set_team(req)
 
 
 @https_fn.on_call()

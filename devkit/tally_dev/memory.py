@@ -73,6 +73,9 @@ def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple
     return found
 
 
+HISTORY = 256  # versions of each document kept for read_as_of
+
+
 class MemoryStore:
     """Documents in a dict; commits all-or-nothing under a lock."""
 
@@ -80,6 +83,7 @@ class MemoryStore:
         self.shards = shards
         self.docs: dict[str, dict[str, Any]] = {}
         self.versions: dict[str, int] = {}
+        self.history: dict[str, list[tuple[int, dict[str, Any] | None]]] = {}  # for read_as_of
         self.commits: list[list[Write]] = []
         self._clock = itertools.count(1)
         self._lock = threading.Lock()
@@ -91,6 +95,7 @@ class MemoryStore:
         with self._lock:
             self.docs[path] = copy.deepcopy(dict(data))
             self.versions[path] = next(self._clock)
+            self.history.setdefault(path, []).append((self.versions[path], copy.deepcopy(dict(data))))
 
     def read(
         self, paths: Sequence[str], *, read_time: datetime | None = None, fields: Sequence[str] | None = None
@@ -110,6 +115,20 @@ class MemoryStore:
                 else Document(path, None)
                 for path in paths
             }
+
+    def read_as_of(self, paths: Sequence[str], version: Any) -> dict[str, Document]:
+        """Read documents as they were right after the commit that gave `version` (a consistent snapshot)."""
+        with self._lock:
+            found: dict[str, Document] = {}
+            for path in paths:
+                past = [(v, doc) for v, doc in self.history.get(path, []) if v <= version]
+                if past and past[-1][1] is not None:
+                    found[path] = Document(path, copy.deepcopy(past[-1][1]), past[-1][0])
+                elif not past and path in self.docs and self.versions[path] <= version:
+                    found[path] = Document(path, copy.deepcopy(self.docs[path]), self.versions[path])
+                else:
+                    found[path] = Document(path, None)
+            return found
 
     def commit(self, writes: Sequence[Write]) -> CommitResult:
         check_commit(writes)
@@ -142,13 +161,17 @@ class MemoryStore:
                     raise Rejected(
                         f"{path}: the document would be over 1 MiB"
                     )  # as Firestore: nothing applied
+            version = next(self._clock)  # one commit, one instant
             for path, staged_doc in staged.items():
+                kept = self.history.setdefault(path, [])
+                kept.append((version, None if path in deleted else copy.deepcopy(staged_doc)))
+                del kept[:-HISTORY]
                 if path in deleted:
                     self.docs.pop(path, None)
                     self.versions.pop(path, None)
                     continue
                 self.docs[path] = staged_doc
-                self.versions[path] = next(self._clock)
+                self.versions[path] = version
             self.commits.append(list(writes))
             return CommitResult(
                 {path: found for path, found in values.items() if found},

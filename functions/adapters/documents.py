@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -139,6 +139,19 @@ class FirestoreDocuments:
                     path, data, snap.update_time if snap.exists else None, instant(snap.read_time)
                 )
         return {path: found.get(path, Document(path, None)) for path in unique}
+
+    def read_as_of(self, paths: Sequence[str], version: Any) -> dict[str, Document]:
+        """Read documents as they were at a commit's update time: every commit up to it, none after.
+
+        Firestore reads at microsecond precision: a time with nanoseconds is rounded up, which
+        can only add commits of the same microsecond (a conservative reader's choice).
+        """
+        if not isinstance(version, datetime):
+            return self.read(paths)  # no commit time: now, which sees more (conservative)
+        at = datetime(*version.timetuple()[:6], version.microsecond, tzinfo=version.tzinfo or UTC)
+        if getattr(version, "nanosecond", 0) % 1000:
+            at += timedelta(microseconds=1)
+        return self.read(paths, read_time=at)
 
     def commit(self, writes: Sequence[Write]) -> CommitResult:
         """Apply writes in one atomic commit; raise Contention if it was not applied."""

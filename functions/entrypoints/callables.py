@@ -23,9 +23,10 @@ from tally.requests import (
     SetLimitsIn,
     SetPlanIn,
     SetPriceIn,
+    SetTeamIn,
     parse_data,
 )
-from tally.services import analytics, export, prices, users
+from tally.services import analytics, export, prices, teams, users
 from tally.services.plan_claims import ClaimedPlan, no_claim
 from tally.values import Caller
 
@@ -88,6 +89,15 @@ def set_plan(
     require_admin(caller)
     request = parse_data(SetPlanIn, data)
     return users.set_plan(store=store, request=request, settings=settings, now=now)
+
+
+def set_team(
+    *, store: ports.DocumentStore, caller: Caller | None, data: object, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """`set_team` (admin): a team's limits."""
+    require_admin(caller)
+    request = parse_data(SetTeamIn, data)
+    return teams.set_team(store=store, request=request, settings=settings, now=now)
 
 
 def list_plans(

@@ -26,6 +26,8 @@ PRICE_LOG = "TallyPriceLog"  # every price an admin set, for list_prices
 RESERVATIONS = "reservations"  # SessionUsage/{uid}/reservations/{reservationId}
 ALERTS = "TallyAlerts"
 PLANS = "TallyPlans"  # the plan catalog: one document holding every plan's limits
+TEAMS = "TallyTeams"  # a team's limits and number of slices
+TEAM_SLICES = "TallyTeamSlices"  # a team's escrow slices: its usage, holds and shares of its limits
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
 LEGACY_USER_MONTHS = "TallyUserMonths"
@@ -148,3 +150,13 @@ def step_owner(path: str) -> str | None:
 def plan_catalog_path() -> str:
     """Return the plan catalog, `TallyPlans/catalog` (read by every request that needs limits)."""
     return f"{PLANS}/catalog"
+
+
+def team_path(team_id: str) -> str:
+    """Return `TallyTeams/{teamId}`."""
+    return f"{TEAMS}/{team_id}"
+
+
+def team_slice_path(team_id: str, k: int) -> str:
+    """Return a team's slice k, `TallyTeamSlices/{hash}-{teamId}-{k}` (a hash first: no hot key range)."""
+    return f"{TEAM_SLICES}/{digest(team_id)[:8]}-{team_id}-{k}"

@@ -248,3 +248,32 @@ def limits_view(limits: LimitSet) -> dict[str, Any]:
     if features:
         view["features"] = features
     return view
+
+
+@dataclass(frozen=True)
+class TeamLimits:
+    """A team's limits (None: no limit in that dimension)."""
+
+    monthly_cost_nanos: int | None = None
+    monthly_runs: int | None = None
+    daily_cost_nanos: int | None = None
+    daily_runs: int | None = None
+
+    def limit(self, *, monthly: bool, cost: bool) -> int | None:
+        """Return the limit of the month or the day, of cost or of billable runs."""
+        if cost:
+            return self.monthly_cost_nanos if monthly else self.daily_cost_nanos
+        return self.monthly_runs if monthly else self.daily_runs
+
+
+def team_limits_view(limits: TeamLimits) -> dict[str, Any]:
+    """Return a team's limits as the SPEC writes them (USD; unset ones left out)."""
+    shown = {
+        "monthlyCostLimit": None
+        if limits.monthly_cost_nanos is None
+        else nanos_to_usd(limits.monthly_cost_nanos),
+        "monthlyFreeRuns": limits.monthly_runs,
+        "dailyCostLimit": None if limits.daily_cost_nanos is None else nanos_to_usd(limits.daily_cost_nanos),
+        "dailyFreeRuns": limits.daily_runs,
+    }
+    return {key: value for key, value in shown.items() if value is not None}

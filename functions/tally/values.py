@@ -245,6 +245,8 @@ class HoldState:
     feature: str | None = None  # the estimate's feature
     month: str | None = None  # the month it was made in
     feature_held: bool = False  # it also counts in its feature's holds (the user has a limit for it)
+    team_id: str | None = None  # the team whose slice also holds it
+    team_slice: int | None = None
 
 
 @dataclass(frozen=True)

@@ -494,7 +494,7 @@ def test_set_limits_roles_and_input() -> None:
     assert (negative[0], negative[1]["error"]["message"]) == (400, "monthlyCostLimit: must be >= 0")
     assert (empty[0], empty[1]["error"]["message"]) == (
         400,
-        "data: give plan or at least one field of a limits object",  # (v3) plans and every limit
+        "data: give plan, teamId or at least one field of a limits object",  # (v3) plans, teams, every limit
     )
     assert runs[1]["error"]["message"].startswith("monthlyFreeRuns: must be an integer")
 

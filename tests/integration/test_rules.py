@@ -114,6 +114,8 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
             {"costNanos": 1},
         ),
         "price": (pricing.book_path("openai", "gpt-4o"), f"{layout.PRICE_BOOKS}/new", {"versions": {}}),
+        "team": (layout.team_path("acme"), f"{layout.TEAMS}/new", {"teamId": "acme", "slices": 4}),
+        "team slice": (layout.team_slice_path("acme", 0), f"{layout.TEAM_SLICES}/new", {"teamId": "acme"}),
         "plan catalog": (
             layout.plan_catalog_path(),
             f"{layout.PLANS}/new",
@@ -154,6 +156,8 @@ ALLOWED.update(
         ("admin", "platform aggregate"): {"get", "list"},
         ("admin", "price"): {"get", "list"},
         ("admin", "plan catalog"): {"get", "list"},  # (v3) plans: only the functions write them
+        ("admin", "team"): {"get", "list"},  # (v3) teams: admins read, members see theirs via my_usage
+        ("admin", "team slice"): {"get", "list"},
     }
 )
 

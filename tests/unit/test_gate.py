@@ -130,7 +130,7 @@ def test_set_limits_refuses_an_unknown_plan_and_too_many_features_naming_the_fie
         admin_sets_limits(store, plan="gold")
     with pytest.raises(InvalidArgument, match="features"):
         admin_sets_limits(store, features={f"f{i}": {"dailyRuns": 1} for i in range(51)})
-    with pytest.raises(InvalidArgument, match="plan or at least one field"):
+    with pytest.raises(InvalidArgument, match="give plan, teamId or at least one field"):
         admin_sets_limits(store)
 
 

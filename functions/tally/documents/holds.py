@@ -23,6 +23,7 @@ SHARD = "tallyShard"  # the sweep's shard
 COST_SOURCE = "costSource"
 FEATURE, MONTH = "feature", "month"
 FEATURE_HELD = "featureHeld"  # also held in its feature's window (see tally.documents.windows)
+TEAM, TEAM_SLICE = "teamId", "teamSlice"  # also held by this slice of the team (tally.documents.teams)
 
 
 def document(
@@ -37,6 +38,7 @@ def document(
     expires_at: datetime,
     feature: str | None = None,
     feature_held: bool = False,
+    team: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Return a new reservation's document (`pending` until its decision is stored)."""
     return {
@@ -44,6 +46,8 @@ def document(
         "reservationId": reservation_id,
         FEATURE: feature,
         FEATURE_HELD: feature_held,
+        TEAM: team[0] if team else None,
+        TEAM_SLICE: team[1] if team else None,
         STATUS: HoldStatus.PENDING.value,
         ESTIMATE: cost_nanos,
         RUNS: runs,
@@ -73,6 +77,8 @@ def hold_of(doc: Document) -> HoldState | None:
         feature=data.get(FEATURE) if isinstance(data.get(FEATURE), str) else None,
         month=data.get(MONTH) if isinstance(data.get(MONTH), str) else None,
         feature_held=data.get(FEATURE_HELD) is True,
+        team_id=data.get(TEAM) if isinstance(data.get(TEAM), str) else None,
+        team_slice=data.get(TEAM_SLICE) if isinstance(data.get(TEAM_SLICE), int) else None,
     )
 
 

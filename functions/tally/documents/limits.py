@@ -62,6 +62,7 @@ def entry(percent: float, limits: Limits, *, exact: bool) -> dict[str, Any]:
 # The v3 limits object (a plan's, or a user's overrides with their assigned plan)
 
 PLAN = "plan"  # a user's assigned plan (in their stored limits)
+TEAM = "teamId"  # the user's team (in their stored limits)
 DAILY_COST, DAILY_RUNS, FEATURES = "dailyCostLimitNanos", "dailyFreeRuns", "features"
 F_MONTHLY_COST, F_DAILY_COST, F_MONTHLY_RUNS, F_DAILY_RUNS = (
     "monthlyCostLimitNanos",
@@ -121,6 +122,12 @@ def limit_set(data: Mapping[str, Any] | None) -> LimitSet:
     )
 
 
+def team_of(data: Mapping[str, Any] | None) -> str | None:
+    """Return the team in a user's stored limits (None: none)."""
+    found = (data or {}).get(TEAM)
+    return found if isinstance(found, str) and found else None
+
+
 def assigned_plan(data: Mapping[str, Any] | None) -> str | None:
     """Return the plan assigned in a user's stored limits (None: none)."""
     found = (data or {}).get(PLAN)
@@ -131,6 +138,7 @@ def settings_change(
     *,
     plan: tuple[str | None] | None,
     overrides: Mapping[str, int | None],
+    team: tuple[str | None] | None = None,
     features: Mapping[str, Mapping[str, int | None] | None],
 ) -> dict[str, Any]:
     """Return the merge of a `set_limits` change into a user's stored limits (None removes a field).
@@ -143,6 +151,8 @@ def settings_change(
     }
     if plan is not None:
         change[PLAN] = DELETE if plan[0] is None else plan[0]
+    if team is not None:
+        change[TEAM] = DELETE if team[0] is None else team[0]
     if features:
         change[FEATURES] = {
             name: DELETE

@@ -22,6 +22,7 @@ from tally.documents import holds as hold_doc
 from tally.documents import months as month_doc
 from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
+from tally.documents import teams as team_doc
 from tally.documents import usage as usage_doc
 from tally.documents import user_months
 from tally.documents import windows as window_doc
@@ -81,6 +82,8 @@ class RecordingCommit:
     stale_windows: Mapping[str, Any] = field(
         default_factory=dict
     )  # windows keys to drop (windows.stale_keys)
+    team_id: str | None = None  # the user's team now: its slices count the steps
+    team_slice: int = 0  # the slice that counts steps settling no hold of that team
 
     def estimated_percent(self, month: str, delta: MonthDelta) -> float | None:
         """Return the share of their limits the user reaches in `month` with this commit, as read."""
@@ -183,6 +186,30 @@ def _user_month_write(commit: RecordingCommit, month: str, delta: MonthDelta) ->
     )
 
 
+def _team_writes(commit: RecordingCommit) -> list[Write]:
+    """Return the team slices' part of a recording: each step where its hold was held, holds taken back.
+
+    A step settling a hold of the user's team counts in that hold's slice, so the usage a
+    slice admitted is charged to the slice that admitted it; other steps count in one slice
+    picked for the request. A hold of a team the user has left is only taken back.
+    """
+    by_op = {op: hold for hold, op in commit.settlements}
+    counted: dict[int, list[tuple[datetime, int, int]]] = {}
+    team = commit.team_id
+    if team is not None:
+        for step in commit.steps:
+            hold = by_op.get(step.operation_id)
+            k = commit.team_slice
+            if hold is not None and hold.team_id == team and hold.team_slice is not None:
+                k = hold.team_slice
+            counted.setdefault(k, []).append((step.timestamp, step.cost_nanos, int(step.is_billable_run)))
+    writes = [
+        team_doc.usage_change(team, k, found, commit.now) for k, found in sorted(counted.items()) if team
+    ]
+    writes += [w for hold, _ in commit.settlements for w in _release_slice(hold)]
+    return merged(writes)
+
+
 def recording_writes(commit: RecordingCommit) -> list[Write]:
     """Return one request's commit: steps, session, the user's documents and one platform shard."""
     writes = [
@@ -203,6 +230,7 @@ def recording_writes(commit: RecordingCommit) -> list[Write]:
         writes.append(_session_write(commit))
     writes.append(_user_write(commit))
     writes += [_end_hold(hold, HoldStatus.SETTLED, commit.now, by=op) for hold, op in commit.settlements]
+    writes += _team_writes(commit)
     for month, delta in sorted(commit.months.items()):
         if delta.total.api_calls:
             writes.append(_user_month_write(commit, month, delta))
@@ -347,14 +375,20 @@ def hold_writes(
     feature = hold.get(hold_doc.FEATURE)
     feature_held = Held(held.cost_nanos, 1) if hold.get(hold_doc.FEATURE_HELD) is True else None
     windows = window_doc.hold_change(now, feature=feature, held=feature_held)
+    user = merged(
+        [
+            usage_doc.hold_write(user_id, month, held),
+            window_doc.write(user_id, {**windows, **_stale(stale or {}, windows)}),
+        ]
+    )
+    team, k = hold.get(hold_doc.TEAM), hold.get(hold_doc.TEAM_SLICE)
+    slices = (
+        [team_doc.hold_change(team, k, held, now)] if isinstance(team, str) and isinstance(k, int) else []
+    )
     return [
         Write(layout.reservation_path(user_id, str(hold["reservationId"])), Op.CREATE, dict(hold)),
-        *merged(
-            [
-                usage_doc.hold_write(user_id, month, held),
-                window_doc.write(user_id, {**windows, **_stale(stale or {}, windows)}),
-            ]
-        ),
+        *user,
+        *slices,
     ]
 
 
@@ -365,13 +399,19 @@ def refusal_writes(hold: Mapping[str, Any]) -> list[Write]:
     ]
 
 
-def _release_held(hold: HoldState) -> Write:
-    """Take a hold out of `usage.held` (and its feature's holds): it stops counting."""
+def _release_held(hold: HoldState) -> list[Write]:
+    """Take a hold out of `usage.held` (and its feature's holds, and its team slice's): it stops counting."""
     usage = usage_doc.write(hold.user_id, usage_doc.held_change(Held(-hold.cost_nanos, -hold.runs)))
-    if not (hold.feature_held and hold.feature is not None and hold.month is not None):
-        return usage
-    release = window_doc.release_change(hold.month, hold.feature, Held(hold.cost_nanos, 1))
-    return merged([usage, window_doc.write(hold.user_id, release)])[0]
+    if hold.feature_held and hold.feature is not None and hold.month is not None:
+        release = window_doc.release_change(hold.month, hold.feature, Held(hold.cost_nanos, 1))
+        usage = merged([usage, window_doc.write(hold.user_id, release)])[0]
+    return [usage, *_release_slice(hold)]
+
+
+def _release_slice(hold: HoldState) -> list[Write]:
+    if hold.team_id is None or hold.team_slice is None:
+        return []
+    return [team_doc.release_change(hold.team_id, hold.team_slice, Held(hold.cost_nanos, hold.runs))]
 
 
 def _end_hold(hold: HoldState, status: HoldStatus, now: datetime, *, by: str | None = None) -> Write:
@@ -388,9 +428,9 @@ def decision_writes(hold: HoldState, *, reason: str | None, now: datetime) -> li
         hold_doc.decision(status, reason, now),
         version=hold.version,
     )
-    return [decided] if reason is None else [decided, _release_held(hold)]
+    return [decided] if reason is None else [decided, *_release_held(hold)]
 
 
 def end_hold_writes(hold: HoldState, *, status: HoldStatus, now: datetime) -> list[Write]:
     """Return the writes ending a hold (released or expired): it stops counting."""
-    return [_end_hold(hold, status, now), _release_held(hold)]
+    return [_end_hold(hold, status, now), *_release_held(hold)]

@@ -35,11 +35,27 @@ from tally.fields import (
     field_error,
     problems_of,
 )
-from tally.requests.limits import FeatureLimitsIn, LimitsIn, ListPlansIn, SetLimitsIn, SetPlanIn
+from tally.requests.limits import (
+    FeatureLimitsIn,
+    LimitsIn,
+    ListPlansIn,
+    SetLimitsIn,
+    SetPlanIn,
+    SetTeamIn,
+    TeamLimitsIn,
+)
 from tally.timeutil import TimeError, check_step_time, parse_instant
 from tally.values import CostSource, RecordRequest, SessionRequest, Step, Units, UsageType
 
-__all__ = ["FeatureLimitsIn", "LimitsIn", "ListPlansIn", "SetLimitsIn", "SetPlanIn"]
+__all__ = [
+    "FeatureLimitsIn",
+    "LimitsIn",
+    "ListPlansIn",
+    "SetLimitsIn",
+    "SetPlanIn",
+    "SetTeamIn",
+    "TeamLimitsIn",
+]
 
 MIN_TTL_SECONDS = 10
 MAX_TTL_SECONDS = 3600

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
-from tally.fields import EdgeModel, Name, UserId, _cost_limit, _free_runs
+from tally.fields import EdgeModel, Identifier, Name, UserId, _cost_limit, _free_runs
 from tally.limits import MAX_FEATURES, FeatureLimits, LimitSet
 
 CostLimit = Annotated[int, BeforeValidator(_cost_limit)]
@@ -52,14 +52,31 @@ class LimitsIn(EdgeModel):
 
 
 class SetLimitsIn(LimitsIn):
-    """`set_limits` data: the user's plan (null removes it) and their own overrides (null removes one)."""
+    """`set_limits` data: the user's plan and team and own overrides (null removes one)."""
 
     user_id: UserId = Field(alias="userId")
     plan: Name | None = None
+    team_id: Identifier | None = Field(default=None, alias="teamId")
 
     def overrides(self) -> dict[str, int | None]:
         """Return the override fields given, null ones included, by attribute."""
-        return {k: v for k, v in super().overrides().items() if k not in ("user_id", "plan")}
+        return {k: v for k, v in super().overrides().items() if k not in ("user_id", "plan", "team_id")}
+
+
+class TeamLimitsIn(EdgeModel):
+    """A team's limits: month and day, cost and billable runs (no features)."""
+
+    monthly_cost_nanos: CostLimit | None = Field(default=None, alias="monthlyCostLimit")
+    monthly_runs: Runs | None = Field(default=None, alias="monthlyFreeRuns")
+    daily_cost_nanos: CostLimit | None = Field(default=None, alias="dailyCostLimit")
+    daily_runs: Runs | None = Field(default=None, alias="dailyFreeRuns")
+
+
+class SetTeamIn(EdgeModel):
+    """`set_team` data: a team's id and its whole limits."""
+
+    team_id: Identifier = Field(alias="teamId")
+    limits: TeamLimitsIn
 
 
 class SetPlanIn(EdgeModel):

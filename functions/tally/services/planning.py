@@ -118,6 +118,7 @@ def plan_recording(
     request_id: str,
     shard: int,
     limits: Limits | None = None,
+    team: tuple[str, int] | None = None,
 ) -> Plan:
     """Decide what one attempt writes, from a plain read of the current state."""
     existing = state.existing_steps
@@ -143,6 +144,8 @@ def plan_recording(
         months_before={month: usage_doc.month_usage(state.usage, month) for month in state.user_months},
         settlements=tuple((state.holds[r], op) for r, op in sorted(settling.items())),
         stale_windows=window_doc.stale_keys(state.truth, now),
+        team_id=team[0] if team else None,
+        team_slice=team[1] if team else 0,
     )
     session = request.session
     if session is None:

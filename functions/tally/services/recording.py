@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from tally import layout, names, ports
 from tally.access import resolve_user
 from tally.config import Settings
+from tally.documents import limits as limits_doc
 from tally.documents import months as month_doc
 from tally.documents import names as name_doc
 from tally.documents import plans, user_months
@@ -20,7 +21,7 @@ from tally.documents import usage as usage_doc
 from tally.documents.plan_catalog import catalog_of
 from tally.errors import Unavailable
 from tally.limits import LimitSet
-from tally.services import admission, alerts, answers, mirror, planning
+from tally.services import admission, alerts, answers, mirror, planning, teams
 from tally.timeutil import month_key
 from tally.usage import Counts, Limits, aggregate
 from tally.values import Caller, Contention, Document, RecordingState, RecordRequest, Step
@@ -96,6 +97,7 @@ def record_steps(
             request_id=request_id,
             shard=shard,
             limits=limits_of(state).month,
+            team=member,
         )
 
     def limits_of(state: RecordingState) -> LimitSet:
@@ -103,6 +105,8 @@ def record_steps(
 
     priced = planning.price_steps(request.steps, docs)
     state = state_of(docs)
+    team = teams.read_team(store, limits_doc.team_of(usage_doc.limit_settings(state.usage)))  # members only
+    member = (team.team_id, teams.pick_slice(team)) if team is not None else None
     # Refusals come first: a refused request (404, 409) admits no name and uses no quota.
     new = plan_of(priced, state, shard=0).commit
     try:

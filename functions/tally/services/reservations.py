@@ -23,15 +23,17 @@ from tally import layout, limits, ports, pricing
 from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import holds as hold_doc
+from tally.documents import limits as limits_doc
 from tally.documents import plans
 from tally.documents import usage as usage_doc
 from tally.documents import windows as window_doc
 from tally.documents.plan_catalog import catalog_of
+from tally.documents.teams import Team
 from tally.errors import InvalidArgument, NotFound, Unavailable
 from tally.limits import UNPRICED, LimitSet, Windows
 from tally.money import nanos_to_usd
 from tally.requests import ReserveRequest
-from tally.services import answers, mirror
+from tally.services import answers, mirror, teams
 from tally.timeutil import month_key
 from tally.usage import Counts, Held
 from tally.values import Caller, CostSource, Document, HoldState, HoldStatus, IdleSession
@@ -40,7 +42,7 @@ from tally.writes import CommitResult
 MAX_ATTEMPTS = 6
 
 
-class HoldStore(ports.DocumentStore, Protocol):
+class HoldStore(teams.SliceStore, Protocol):
     """The store operations reservations need."""
 
     def active_holds(self, *, user_id: str) -> Held: ...
@@ -129,6 +131,28 @@ def _committed_windows(
     )
 
 
+def _decide(
+    store: HoldStore,
+    limits_now: LimitSet,
+    view: Windows,
+    hold: HoldState,
+    team: Team | None,
+    now: datetime,
+    at: Any = None,
+) -> str | None:
+    """Return why a hold is refused (None: allowed): its team's scopes, then the user's, in the SPEC's order.
+
+    The team's slices are read after the hold was committed to one of them (see `tally.services.teams`).
+    """
+    billable = bool(hold.runs)
+    own = limits.refusal(limits_now, view, billable=billable, feature=hold.feature)
+    if team is None or hold.team_id != team.team_id or hold.team_slice is None:
+        return own
+    # deciding again later (no commit time): as the slices are now, which holds more (conservative)
+    views = teams.read_slices(store, team, now) if at is None else teams.slices_as_of(store, team, at, now)
+    return teams.refusal(team, views, billable=billable) or own
+
+
 def reserve_spend(
     *,
     store: HoldStore,
@@ -158,6 +182,7 @@ def reserve_spend(
         limits_now = catalog_of(docs[catalog]).limits_of(
             usage_doc.limit_settings(usage), settings, claimed=claimed
         )
+        team = teams.read_team(store, limits_doc.team_of(usage_doc.limit_settings(usage)))
 
         def as_read(fields: Mapping[str, Any]) -> dict[str, Any]:
             held = store.active_holds(user_id=user_id)
@@ -174,6 +199,7 @@ def reserve_spend(
         if hold is None:
             estimate = estimate_of(request, store=store, now=now)
             limited = feature is not None and not getattr(limits_now.features.get(feature), "empty", True)
+            k = teams.pick_slice(team) if team is not None else None
             fields = hold_doc.document(
                 user_id=user_id,
                 reservation_id=request.reservation_id,
@@ -185,6 +211,7 @@ def reserve_spend(
                 expires_at=now + timedelta(seconds=request.ttl_seconds),
                 feature=feature,
                 feature_held=limited,
+                team=(team.team_id, k) if team is not None and k is not None else None,
             )
             if estimate.source is CostSource.UNPRICED:  # refused before anything is held
                 refused = hold_doc.decided(fields, reason=UNPRICED, now=now)
@@ -196,6 +223,11 @@ def reserve_spend(
                 stale=mirror.MirrorState.of(fields_read).stale,
             )
             result, mirrored = committed.result, committed.mirrored
+            at = (
+                result.versions.get(layout.team_slice_path(team.team_id, k))
+                if team and k is not None
+                else None
+            )
             hold = HoldState(
                 user_id,
                 request.reservation_id,
@@ -206,22 +238,23 @@ def reserve_spend(
                 feature=feature,
                 month=month,
                 feature_held=limited,
+                team_id=team.team_id if team is not None else None,
+                team_slice=k,
             )
+
             # every hold allowed or being decided, this one included, in every window, as the commit left them
             view = _committed_windows(
                 result, fields_read, user_id=user_id, month=month, now=now, feature=feature
             )
         else:  # pending: not decided (a crash, or its twin still deciding): decide again, as of now
+            at = None
             fields = dict(docs[path].fields)
             held = usage_doc.held_of(usage, pending=True)
             view = window_doc.windows_of(
                 fields_read, now, month=usage_doc.month_usage(usage, month), held=held
             )
-        reason = (
-            UNPRICED
-            if hold.unpriced
-            else limits.refusal(limits_now, view, billable=bool(hold.runs), feature=hold.feature)
-        )
+            team = teams.read_team(store, hold.team_id)
+        reason = UNPRICED if hold.unpriced else _decide(store, limits_now, view, hold, team, now, at)
         # lost: released or expired meanwhile (read what it is now)
         mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:

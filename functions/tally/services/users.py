@@ -19,7 +19,7 @@ from tally.errors import InvalidArgument
 from tally.limits import DEFAULT_PLAN, MAX_FEATURES, MAX_PLANS, LimitSet, limits_view, scopes
 from tally.money import nanos_to_usd
 from tally.requests import MyUsageIn, SetLimitsIn, SetPlanIn
-from tally.services import alerts, mirror
+from tally.services import alerts, mirror, teams
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, limit_percent, limits_status
 from tally.values import Caller, UsageType
@@ -107,7 +107,9 @@ def my_usage(
         now=now,
         held=store.active_holds(user_id=user_id) if current else None,  # allowed holds only
     )
-    return {"userId": user_id, **view}
+    team = teams.read_team(store, limits_doc.team_of(usage_doc.limit_settings(usage)))
+    shown = teams.team_view(store, team, now) if team is not None and current else None
+    return {"userId": user_id, **view, "team": shown}
 
 
 def set_limits(
@@ -124,9 +126,11 @@ def set_limits(
     below what is already used raises its alerts now (each exists once).
     """
     overrides, features = request.overrides(), request.features or {}
-    assigning = "plan" in request.model_fields_set
-    if not overrides and not features and not assigning:
-        raise InvalidArgument.field("data", "give plan or at least one field of a limits object")
+    assigning, joining = "plan" in request.model_fields_set, "team_id" in request.model_fields_set
+    if not overrides and not features and not assigning and not joining:
+        raise InvalidArgument.field("data", "give plan, teamId or at least one field of a limits object")
+    if request.team_id is not None and teams.read_team(store, request.team_id) is None:
+        raise InvalidArgument.field("teamId", f"no team {request.team_id!r} (create it with set_team first)")
     month = month_key(now)
     user, user_month = layout.usage_path(request.user_id), layout.user_month_path(request.user_id, month)
     catalog_path = layout.plan_catalog_path()
@@ -144,6 +148,7 @@ def set_limits(
         raise InvalidArgument.field("features", f"a user may have at most {MAX_FEATURES} feature limits")
     change = limits_doc.settings_change(
         plan=(request.plan,) if assigning else None,
+        team=(request.team_id,) if joining else None,
         overrides=overrides,
         features={name: None if own is None else own.given() for name, own in features.items()},
     )
@@ -180,6 +185,7 @@ def set_limits(
         "userId": request.user_id,
         "month": month,
         "plan": limits_doc.assigned_plan(after),
+        "teamId": limits_doc.team_of(after),
         "limits": status,
     }
 
