@@ -81,18 +81,28 @@ class Alert:
     limit: int
     raised_by: str  # record_steps, set_limits, retry, sweep, reconcile, analytics
     late: bool = False
+    scope: str | None = None  # (v3) e.g. user.day.cost; None: the user's or the platform's month
+    window: str | None = None  # (v3) YYYY-MM or YYYY-MM-DD
+    team_id: str | None = None  # (v3) a team's alert
 
     @property
     def alert_id(self) -> str:
-        """Return the deterministic id."""
-        return layout.alert_id(self.user_id, self.month, self.kind.value, self.threshold)
+        """Return the deterministic id (a v3 scope's: of its owner, window, scope and threshold)."""
+        if self.scope is None:
+            return layout.alert_id(self.user_id, self.month, self.kind.value, self.threshold)
+        owner = f"team:{self.team_id}" if self.team_id is not None else self.user_id
+        return layout.alert_id(owner, f"{self.window}|{self.scope}", self.kind.value, self.threshold)
 
     def document(self, now: datetime) -> dict[str, Any]:
         """Return the alert document."""
         money = self.kind is AlertKind.COST
+        scope = self.scope or (f"user.month.{self.kind.value}" if self.user_id else "platform.month.cost")
         return {
             "alertId": self.alert_id,
             "userId": self.user_id,
+            "scope": scope,
+            "window": self.window or self.month,
+            "teamId": self.team_id,
             MONTH: self.month,
             "kind": self.kind.value,
             "threshold": self.threshold,

@@ -19,11 +19,12 @@ from tally.documents import names as name_doc
 from tally.documents import plans, user_months
 from tally.documents import usage as usage_doc
 from tally.documents.plan_catalog import catalog_of
+from tally.documents.teams import Team
 from tally.errors import Unavailable
 from tally.limits import LimitSet
-from tally.services import admission, alerts, answers, mirror, planning, teams
+from tally.services import admission, alerts, answers, mirror, planning, scope_alerts, teams
 from tally.timeutil import month_key
-from tally.usage import Counts, Limits, aggregate
+from tally.usage import Counts, aggregate
 from tally.values import Caller, Contention, Document, RecordingState, RecordRequest, Step
 from tally.writes import CommitResult
 
@@ -157,7 +158,8 @@ def record_steps(
             used={m: used[m] for m in {month_key(s.timestamp) for s in steps}},
             user_id=user_id,
             settings=settings,
-            limits=limits_of(state).month,
+            limits=limits_of(state),
+            team=team,
             now=now,
         )
     except Exception:
@@ -207,8 +209,9 @@ def after_commit(
     used: Mapping[str, Counts],
     user_id: str,
     settings: Settings,
-    limits: Limits,
+    limits: LimitSet,
     now: datetime,
+    team: Team | None = None,
 ) -> None:
     """Keep the free-tier entries and raise the alerts the request crossed (a retry repairs what failed).
 
@@ -216,6 +219,7 @@ def after_commit(
     says exactly which thresholds it crossed; only what it could not know is written here.
     """
     settings.faults.check("after-commit", user_id)
+    every, limits_now = limits, limits.month
     commit = plan.commit if result is not None else None
     deltas = aggregate(commit.steps) if commit is not None else {}
     known: dict[str, float | None] = {}
@@ -226,7 +230,7 @@ def after_commit(
         )
         values = [v for v in (stored, estimate) if v is not None]
         known[month] = max(values) if values else None
-    fixups = user_months.free_tier_fixups(user_id=user_id, used=dict(used), known=known, limits=limits)
+    fixups = user_months.free_tier_fixups(user_id=user_id, used=dict(used), known=known, limits=limits_now)
     if fixups:
         store.commit(fixups)
     raised: list[alerts.Alert] = []
@@ -238,7 +242,7 @@ def after_commit(
                 month=month,
                 before=before,
                 after=after,
-                limits=limits,
+                limits=limits_now,
                 raised_by="record_steps",
             )
         else:  # nothing committed (a retry): raise late what an earlier attempt may have left undone
@@ -247,11 +251,22 @@ def after_commit(
                 user_id=user_id,
                 month=month,
                 used=after,
-                limits=limits,
+                limits=limits_now,
                 raised_by="retry",
                 now=now,
             )
+    if commit is not None and result is not None:
+        raised += scope_alerts.user_scope_alerts(
+            user_id=user_id,
+            limits=every,
+            steps=commit.steps,
+            result=result,
+            now=now,
+            raised_by="record_steps",
+        )
     alerts.create(store, raised, now)
+    if team is not None and commit is not None and commit.steps:
+        scope_alerts.team_alerts(store, team, now=now, raised_by="record_steps")
     budget = settings.platform_budget_nanos
     if budget is not None and commit is not None and result is not None:
         for month, delta in deltas.items():
