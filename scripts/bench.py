@@ -42,7 +42,7 @@ from tally.services.reservations import reserve_spend
 from tally.timeutil import month_key
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType, UserMonthState
 from tally.writes import Increment, Op, Write
-from tally_dev import accounts, emulator, webhook
+from tally_dev import accounts, bench_scopes, emulator, webhook
 from tally_dev.census import Census, Workload, kind_of, owner_of, run
 from tally_dev.projection import largest_by_kind, simulate
 from tally_dev.sizing import MAX_DOCUMENT_BYTES
@@ -52,7 +52,7 @@ console = Console(stderr=True)
 COST = "0.00283"
 COST_NANOS = 2_830_000
 RATES = (1000, 5000)
-SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate", "reconcile")
+SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate", "reconcile", "scopes")
 
 
 def progress(message: str) -> None:
@@ -1002,6 +1002,8 @@ def markdown(results: dict[str, Any]) -> str:
         "an upper bound of the shape, not production's.",
         "",
     ]
+    if "scopes" in results:
+        lines += [bench_scopes.markdown(results["scopes"])]
     lines += ["## Targets", ""] + [f"- {line}" for line in results["targets"]] + [""]
     return "\n".join(lines)
 
@@ -1148,6 +1150,14 @@ def main(argv: list[str] | None = None) -> int:
         receiver.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "scopes" in only:
+        emulator.wipe_documents(timeout=900)
+        progress("scopes: a team's write census, 100 concurrent reservations, latency with five scopes")
+        results["scopes"] = bench_scopes.bench(admin, quick)
+        (out / "benchmarks-scopes.json").write_text(json.dumps(results["scopes"], indent=2) + "\n")
+        (out / "benchmarks-scopes.md").write_text(
+            "# Tally benchmarks: scopes\n\n" + bench_scopes.markdown(results["scopes"])
+        )
     if only == set(SECTIONS):
         results["targets"] = targets(results)
         (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")  # first: the run is kept

@@ -1,5 +1,6 @@
 """Teams: shared limits enforced exactly across members, usage summed from slices, on the in-memory store."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from tally.config import Settings
 from tally.documents import plans
 from tally.errors import InvalidArgument
 from tally.requests import parse_record_request, parse_reserve_request
+from tally.services import teams
 from tally.services.recording import record_steps
 from tally.services.reservations import expire_holds, release_spend, reserve_spend
 from tally.usage import Held
@@ -189,3 +191,20 @@ def test_a_recording_counts_each_step_in_the_slice_that_held_it() -> None:
     assert zero["months"]["2026-11"]["days"]["14"]["costNanos"].value == 200
     assert writes[layout.team_slice_path("old-team", 1)]["held"]["costNanos"].value == -50
     assert Held(70, 0).cost_nanos == 70
+
+
+def test_a_team_is_read_once_per_30_seconds_and_set_team_applies_at_once_here() -> None:
+    store = MemoryStore()
+    team(store, "cached-team", monthlyCostLimit=1)
+    start = time.monotonic() + 100
+    clock = iter([start, start + 10, start + 31]).__next__
+
+    first = teams.read_team(store, "cached-team", clock=clock)
+    store.docs[layout.team_path("cached-team")]["limits"] = {"monthlyCostLimitNanos": 7}  # changed elsewhere
+    within = teams.read_team(store, "cached-team", clock=clock)
+    after = teams.read_team(store, "cached-team", clock=clock)
+
+    assert first is not None
+    assert within == first
+    assert after is not None
+    assert after.limits.monthly_cost_nanos == 7

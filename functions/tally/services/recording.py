@@ -107,7 +107,7 @@ def record_steps(
     priced = planning.price_steps(request.steps, docs)
     state = state_of(docs)
     team = teams.read_team(store, limits_doc.team_of(usage_doc.limit_settings(state.usage)))  # members only
-    member = (team.team_id, teams.pick_slice(team)) if team is not None else None
+    member = (team.team_id, teams.pick_slice(team, recording=True)) if team is not None else None
     # Refusals come first: a refused request (404, 409) admits no name and uses no quota.
     new = plan_of(priced, state, shard=0).commit
     try:

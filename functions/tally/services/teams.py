@@ -12,14 +12,15 @@ reservation (see docs/design.md).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from tally import layout, ports
 from tally.config import Settings
 from tally.documents import teams as team_doc
+from tally.documents.plans import ShardPicker
 from tally.documents.teams import COST, DAYS, MONTHS, RUNS, SliceView, Team
 from tally.limits import Scope, TeamLimits, team_limits_view
 from tally.money import nanos_to_usd
@@ -74,9 +75,16 @@ def slices_as_of(store: SliceStore, team: Team, version: Any, now: datetime) -> 
     return [team_doc.slice_of(docs[path], k, now) for k, path in enumerate(paths)]
 
 
-def pick_slice(team: Team, rng: random.Random | None = None) -> int:
-    """Return a slice for one request (at random: a heavy member spreads over every slice)."""
-    return (rng or random).randrange(team.slices)
+HOLDS, STEPS = ShardPicker(), ShardPicker()  # round-robin from a random start: equal shares
+
+
+def pick_slice(team: Team, *, recording: bool = False) -> int:
+    """Return a slice for one request (not per member: a heavy member spreads over every slice).
+
+    Reservations and recordings count apart: a recording that settles a hold writes the
+    hold's slice, and one shared counter would leave every other slice to the holds.
+    """
+    return (STEPS if recording else HOLDS).next(team.slices)
 
 
 def team_scopes(team: Team, views: list[SliceView]) -> Iterator[Scope]:
@@ -90,12 +98,34 @@ def team_scopes(team: Team, views: list[SliceView]) -> Iterator[Scope]:
         yield Scope(name, used, held, limit, reason, measure == COST)
 
 
-def read_team(store: ports.DocumentStore, team_id: str | None) -> Team | None:
-    """Return a team (None: no team, or no such team)."""
+TEAM_CACHE_SECONDS = 30.0
+_teams: dict[str, tuple[float, Team | None]] = {}
+
+
+def read_team(
+    store: ports.DocumentStore,
+    team_id: str | None,
+    *,
+    fresh: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+) -> Team | None:
+    """Return a team (None: no team, or no such team), kept 30 s per instance.
+
+    A member's request would otherwise read the team's document in a second round trip
+    (its id is in the member's document); a change of a team's limits applies within 30 s.
+    """
     if team_id is None:
         return None
+    now = clock()
+    found = None if fresh else _teams.get(team_id)
+    if found is not None and now - found[0] < TEAM_CACHE_SECONDS:
+        return found[1]
     path = layout.team_path(team_id)
-    return team_doc.team_of(store.read([path])[path])
+    team = team_doc.team_of(store.read([path])[path])
+    if len(_teams) >= 10_000:
+        _teams.clear()
+    _teams[team_id] = (now, team)
+    return team
 
 
 def team_view(store: ports.DocumentStore, team: Team, now: datetime) -> dict[str, Any]:
@@ -120,7 +150,7 @@ def set_team(
     *, store: ports.DocumentStore, request: SetTeamIn, settings: Settings, now: datetime
 ) -> dict[str, Any]:
     """Store a team's limits (replacing them); a new team gets `TALLY_TEAM_SLICES` slices."""
-    existing = read_team(store, request.team_id)
+    existing = read_team(store, request.team_id, fresh=True)
     given = request.limits
     limits = TeamLimits(
         given.monthly_cost_nanos, given.monthly_runs, given.daily_cost_nanos, given.daily_runs
@@ -129,4 +159,5 @@ def set_team(
     store.commit(
         [team_doc.team_write(request.team_id, limits, slices=slices, exists=existing is not None, now=now)]
     )
+    _teams.pop(request.team_id, None)
     return {"teamId": request.team_id, "limits": team_limits_view(limits), "slices": slices}

@@ -129,7 +129,7 @@ def set_limits(
     assigning, joining = "plan" in request.model_fields_set, "team_id" in request.model_fields_set
     if not overrides and not features and not assigning and not joining:
         raise InvalidArgument.field("data", "give plan, teamId or at least one field of a limits object")
-    if request.team_id is not None and teams.read_team(store, request.team_id) is None:
+    if request.team_id is not None and teams.read_team(store, request.team_id, fresh=True) is None:
         raise InvalidArgument.field("teamId", f"no team {request.team_id!r} (create it with set_team first)")
     month = month_key(now)
     user, user_month = layout.usage_path(request.user_id), layout.user_month_path(request.user_id, month)
