@@ -65,6 +65,7 @@ class Settings:
     webhook_backoff_seconds: float = 2.0  # the first retry's wait; each next one doubles
     webhook_attempts: int = 5  # tries per delivery before the sweep takes over
     plan_claim: str | None = None  # TALLY_PLAN_CLAIM: the custom claim naming a user's plan
+    platform_budget_enforced: bool = False  # TALLY_PLATFORM_BUDGET_ENFORCED: the gate checks the budget too
     team_slices: int = 16  # TALLY_TEAM_SLICES: escrow slices of a new team (about 2 x its peak requests/s)
 
     @property
@@ -106,6 +107,7 @@ class Settings:
                 webhook_attempts=_int(env, "TALLY_ALERT_WEBHOOK_ATTEMPTS", defaults.webhook_attempts, 1),
                 plan_claim=env.get("TALLY_PLAN_CLAIM") or None,
                 team_slices=_int(env, "TALLY_TEAM_SLICES", defaults.team_slices, 1),
+                platform_budget_enforced=(env.get("TALLY_PLATFORM_BUDGET_ENFORCED") or "").lower() == "true",
             )
         except ValueError as exc:
             raise ConfigError(f"bad Tally setting: {exc}") from None

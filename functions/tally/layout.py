@@ -26,6 +26,7 @@ PRICE_LOG = "TallyPriceLog"  # every price an admin set, for list_prices
 RESERVATIONS = "reservations"  # SessionUsage/{uid}/reservations/{reservationId}
 ALERTS = "TallyAlerts"
 PLANS = "TallyPlans"  # the plan catalog: one document holding every plan's limits
+PLATFORM_HOLDS = "TallyPlatformHolds"  # holds on the platform's budget, when it is enforced
 TEAMS = "TallyTeams"  # a team's limits and number of slices
 TEAM_SLICES = "TallyTeamSlices"  # a team's escrow slices: its usage, holds and shares of its limits
 
@@ -160,3 +161,8 @@ def team_path(team_id: str) -> str:
 def team_slice_path(team_id: str, k: int) -> str:
     """Return a team's slice k, `TallyTeamSlices/{hash}-{teamId}-{k}` (a hash first: no hot key range)."""
     return f"{TEAM_SLICES}/{digest(team_id)[:8]}-{team_id}-{k}"
+
+
+def platform_hold_path(month: str, shard: int) -> str:
+    """Return one shard of the platform's holds in a month (a hash first, as the platform shards)."""
+    return f"{PLATFORM_HOLDS}/{digest(month, str(shard), 'holds')[:8]}-{month}-{shard}"

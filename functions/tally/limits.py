@@ -21,6 +21,7 @@ MAX_PLANS = 50  # every plan lives in one catalog document (see tally.documents.
 
 # Refusals, in the order the SPEC names them (the first that applies is the answer).
 UNPRICED = "UNPRICED"
+PLATFORM_BUDGET = "PLATFORM_BUDGET"
 MONTHLY_COST_LIMIT = "MONTHLY_COST_LIMIT"
 DAILY_COST_LIMIT = "DAILY_COST_LIMIT"
 FREE_RUNS = "FREE_RUNS"

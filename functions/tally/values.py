@@ -247,6 +247,7 @@ class HoldState:
     feature_held: bool = False  # it also counts in its feature's holds (the user has a limit for it)
     team_id: str | None = None  # the team whose slice also holds it
     team_slice: int | None = None
+    platform_shard: int | None = None  # the platform hold shard that also holds it
 
 
 @dataclass(frozen=True)

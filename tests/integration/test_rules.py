@@ -115,6 +115,11 @@ def kinds(world: World) -> dict[str, tuple[str, str, dict[str, Any]]]:
         ),
         "price": (pricing.book_path("openai", "gpt-4o"), f"{layout.PRICE_BOOKS}/new", {"versions": {}}),
         "team": (layout.team_path("acme"), f"{layout.TEAMS}/new", {"teamId": "acme", "slices": 4}),
+        "platform holds": (
+            layout.platform_hold_path("2026-11", 0),
+            f"{layout.PLATFORM_HOLDS}/new",
+            {"costNanos": 1},
+        ),
         "team slice": (layout.team_slice_path("acme", 0), f"{layout.TEAM_SLICES}/new", {"teamId": "acme"}),
         "plan catalog": (
             layout.plan_catalog_path(),
@@ -158,6 +163,7 @@ ALLOWED.update(
         ("admin", "plan catalog"): {"get", "list"},  # (v3) plans: only the functions write them
         ("admin", "team"): {"get", "list"},  # (v3) teams: admins read, members see theirs via my_usage
         ("admin", "team slice"): {"get", "list"},
+        ("admin", "platform holds"): {"get", "list"},
     }
 )
 

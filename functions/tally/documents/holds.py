@@ -24,6 +24,7 @@ COST_SOURCE = "costSource"
 FEATURE, MONTH = "feature", "month"
 FEATURE_HELD = "featureHeld"  # also held in its feature's window (see tally.documents.windows)
 TEAM, TEAM_SLICE = "teamId", "teamSlice"  # also held by this slice of the team (tally.documents.teams)
+PLATFORM_SHARD = "platformShard"  # also held on the platform's budget, in this hold shard
 
 
 def document(
@@ -39,6 +40,7 @@ def document(
     feature: str | None = None,
     feature_held: bool = False,
     team: tuple[str, int] | None = None,
+    platform_shard: int | None = None,
 ) -> dict[str, Any]:
     """Return a new reservation's document (`pending` until its decision is stored)."""
     return {
@@ -48,6 +50,7 @@ def document(
         FEATURE_HELD: feature_held,
         TEAM: team[0] if team else None,
         TEAM_SLICE: team[1] if team else None,
+        PLATFORM_SHARD: platform_shard,
         STATUS: HoldStatus.PENDING.value,
         ESTIMATE: cost_nanos,
         RUNS: runs,
@@ -79,6 +82,7 @@ def hold_of(doc: Document) -> HoldState | None:
         feature_held=data.get(FEATURE_HELD) is True,
         team_id=data.get(TEAM) if isinstance(data.get(TEAM), str) else None,
         team_slice=data.get(TEAM_SLICE) if isinstance(data.get(TEAM_SLICE), int) else None,
+        platform_shard=data.get(PLATFORM_SHARD) if isinstance(data.get(PLATFORM_SHARD), int) else None,
     )
 
 

@@ -20,11 +20,11 @@ from typing import Any
 from tally import layout
 from tally.documents import holds as hold_doc
 from tally.documents import months as month_doc
+from tally.documents import platform_holds, user_months
 from tally.documents import sessions as session_doc
 from tally.documents import steps as step_doc
 from tally.documents import teams as team_doc
 from tally.documents import usage as usage_doc
-from tally.documents import user_months
 from tally.documents import windows as window_doc
 from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, MonthDelta, aggregate, limit_percent, total
@@ -385,6 +385,9 @@ def hold_writes(
     slices = (
         [team_doc.hold_change(team, k, held, now)] if isinstance(team, str) and isinstance(k, int) else []
     )
+    platform = hold.get(hold_doc.PLATFORM_SHARD)
+    if isinstance(platform, int):
+        slices.append(platform_holds.hold_write(month, platform, held.cost_nanos))
     return [
         Write(layout.reservation_path(user_id, str(hold["reservationId"])), Op.CREATE, dict(hold)),
         *user,
@@ -409,9 +412,13 @@ def _release_held(hold: HoldState) -> list[Write]:
 
 
 def _release_slice(hold: HoldState) -> list[Write]:
-    if hold.team_id is None or hold.team_slice is None:
-        return []
-    return [team_doc.release_change(hold.team_id, hold.team_slice, Held(hold.cost_nanos, hold.runs))]
+    """Take a hold back out of its team's slice and the platform's hold shard, where it counts."""
+    found = []
+    if hold.team_id is not None and hold.team_slice is not None:
+        found.append(team_doc.release_change(hold.team_id, hold.team_slice, Held(hold.cost_nanos, hold.runs)))
+    if hold.platform_shard is not None and hold.month is not None:
+        found.append(platform_holds.hold_write(hold.month, hold.platform_shard, -hold.cost_nanos))
+    return found
 
 
 def _end_hold(hold: HoldState, status: HoldStatus, now: datetime, *, by: str | None = None) -> Write:

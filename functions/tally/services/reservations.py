@@ -24,13 +24,15 @@ from tally.access import resolve_user
 from tally.config import Settings
 from tally.documents import holds as hold_doc
 from tally.documents import limits as limits_doc
-from tally.documents import plans
+from tally.documents import plans, platform_holds
 from tally.documents import usage as usage_doc
 from tally.documents import windows as window_doc
+from tally.documents.months import MonthAggregate
 from tally.documents.plan_catalog import catalog_of
+from tally.documents.plans import ShardPicker
 from tally.documents.teams import Team
 from tally.errors import InvalidArgument, NotFound, Unavailable
-from tally.limits import UNPRICED, LimitSet, Windows
+from tally.limits import PLATFORM_BUDGET, UNPRICED, LimitSet, Windows
 from tally.money import nanos_to_usd
 from tally.requests import ReserveRequest
 from tally.services import answers, mirror, teams
@@ -131,6 +133,33 @@ def _committed_windows(
     )
 
 
+PLATFORM = ShardPicker()  # the platform hold shard of each reservation, round-robin
+
+
+def _enforced(settings: Settings) -> bool:
+    return settings.platform_budget_enforced and settings.platform_budget_nanos is not None
+
+
+def _platform(store: HoldStore, hold: HoldState, settings: Settings, at: Any) -> str | None:
+    """Return PLATFORM_BUDGET if the platform's month, recorded and held, passes its budget (enforced only).
+
+    Read as of the hold's commit in its hold shard (later: as now, which holds more), as a
+    team's slices are: each hold sees exactly the holds committed up to its own.
+    """
+    budget = settings.platform_budget_nanos
+    if hold.platform_shard is None or hold.month is None or budget is None:
+        return None
+    shards = range(store.shards)
+    paths = [layout.shard_path(hold.month, n) for n in shards] + [
+        layout.platform_hold_path(hold.month, n) for n in shards
+    ]
+    docs = store.read(paths) if at is None else store.read_as_of(paths, at)
+    usage = [MonthAggregate.from_document(docs[layout.shard_path(hold.month, n)].fields) for n in shards]
+    used = sum(aggregate.total.cost_nanos for aggregate in usage)
+    held = sum(platform_holds.held_of(docs[layout.platform_hold_path(hold.month, n)]) for n in shards)
+    return PLATFORM_BUDGET if used + held > budget else None
+
+
 def _decide(
     store: HoldStore,
     limits_now: LimitSet,
@@ -200,6 +229,7 @@ def reserve_spend(
             estimate = estimate_of(request, store=store, now=now)
             limited = feature is not None and not getattr(limits_now.features.get(feature), "empty", True)
             k = teams.pick_slice(team) if team is not None else None
+            platform = PLATFORM.next(store.shards) if _enforced(settings) else None
             fields = hold_doc.document(
                 user_id=user_id,
                 reservation_id=request.reservation_id,
@@ -212,6 +242,7 @@ def reserve_spend(
                 feature=feature,
                 feature_held=limited,
                 team=(team.team_id, k) if team is not None and k is not None else None,
+                platform_shard=platform,
             )
             if estimate.source is CostSource.UNPRICED:  # refused before anything is held
                 refused = hold_doc.decided(fields, reason=UNPRICED, now=now)
@@ -240,6 +271,12 @@ def reserve_spend(
                 feature_held=limited,
                 team_id=team.team_id if team is not None else None,
                 team_slice=k,
+                platform_shard=platform,
+            )
+            platform_at = (
+                result.versions.get(layout.platform_hold_path(month, platform))
+                if platform is not None
+                else None
             )
 
             # every hold allowed or being decided, this one included, in every window, as the commit left them
@@ -247,14 +284,19 @@ def reserve_spend(
                 result, fields_read, user_id=user_id, month=month, now=now, feature=feature
             )
         else:  # pending: not decided (a crash, or its twin still deciding): decide again, as of now
-            at = None
+            at = platform_at = None
             fields = dict(docs[path].fields)
             held = usage_doc.held_of(usage, pending=True)
             view = window_doc.windows_of(
                 fields_read, now, month=usage_doc.month_usage(usage, month), held=held
             )
             team = teams.read_team(store, hold.team_id)
-        reason = UNPRICED if hold.unpriced else _decide(store, limits_now, view, hold, team, now, at)
+        reason = (
+            UNPRICED
+            if hold.unpriced
+            else _platform(store, hold, settings, platform_at)
+            or _decide(store, limits_now, view, hold, team, now, at)
+        )
         # lost: released or expired meanwhile (read what it is now)
         mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:
