@@ -208,3 +208,15 @@ def test_a_team_is_read_once_per_30_seconds_and_set_team_applies_at_once_here() 
     assert within == first
     assert after is not None
     assert after.limits.monthly_cost_nanos == 7
+
+
+def test_a_members_reservation_answer_shows_the_team_scopes_first() -> None:
+    store = MemoryStore()
+    team(store, monthlyCostLimit=3)
+    spend(store, "m2", "1.00")
+
+    answer = reserve(store, "m1", "r1", "0.5")
+
+    shown = answer["usage"]["limits"]["scopes"]
+    assert shown[0] == {"scope": "team.month.cost", "used": 1.0, "held": 0.5, "limit": 3.0, "remaining": 1.5}
+    assert shown[1]["scope"] == "user.month.cost"

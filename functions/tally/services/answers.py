@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,7 @@ from tally import names
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
 from tally.documents import windows as window_doc
-from tally.limits import LimitSet, Windows, scopes
+from tally.limits import LimitSet, Scope, Windows, scopes
 from tally.money import nanos_to_usd
 from tally.names import NameKey, NameKind, Refusal
 from tally.services import planning
@@ -20,11 +20,16 @@ from tally.values import RecordingState, RecordRequest, SessionStatus, Step
 from tally.writes import CommitResult
 
 
-def usage_body(*, now: datetime, limits: LimitSet, windows: Windows) -> dict[str, Any]:
-    """Return the `usage` object of the HTTPS endpoints: the user's current month, limits and scopes."""
+def usage_body(
+    *, now: datetime, limits: LimitSet, windows: Windows, first: Sequence[Scope] = ()
+) -> dict[str, Any]:
+    """Return the `usage` object of the HTTPS endpoints: the user's current month, limits and scopes.
+
+    `first`: scopes that come before the user's (a team's, where the gate read them).
+    """
     current = windows.month
     status = limits_status(current, limits.month, windows.held)
-    status["scopes"] = [scope.view() for scope in scopes(limits, windows)]
+    status["scopes"] = [scope.view() for scope in (*first, *scopes(limits, windows))]
     return {
         "month": month_key(now),
         "totalCost": nanos_to_usd(current.cost_nanos),

@@ -32,7 +32,7 @@ from tally.documents.plan_catalog import catalog_of
 from tally.documents.plans import ShardPicker
 from tally.documents.teams import Team
 from tally.errors import InvalidArgument, NotFound, Unavailable
-from tally.limits import PLATFORM_BUDGET, UNPRICED, LimitSet, Windows
+from tally.limits import PLATFORM_BUDGET, UNPRICED, LimitSet, Scope, Windows
 from tally.money import nanos_to_usd
 from tally.requests import ReserveRequest
 from tally.services import answers, mirror, teams
@@ -87,6 +87,7 @@ def _answer(
     windows: Windows,
     now: datetime,
     warnings: Sequence[Mapping[str, str]] = (),
+    team_scopes: Sequence[Scope] = (),
 ) -> dict[str, Any]:
     outcome = hold_doc.outcome_of(hold)
     return {
@@ -95,7 +96,7 @@ def _answer(
         "reserved": nanos_to_usd(outcome.reserved_nanos),
         "expiresAt": outcome.expires_at.isoformat().replace("+00:00", "Z"),
         "reason": outcome.reason,
-        "usage": answers.usage_body(now=now, limits=limits, windows=windows),
+        "usage": answers.usage_body(now=now, limits=limits, windows=windows, first=team_scopes),
         "warnings": list(warnings),
     }
 
@@ -168,18 +169,18 @@ def _decide(
     team: Team | None,
     now: datetime,
     at: Any = None,
-) -> str | None:
-    """Return why a hold is refused (None: allowed): its team's scopes, then the user's, in the SPEC's order.
+) -> tuple[str | None, list[Scope]]:
+    """Return why a hold is refused (None: allowed), team first, in the SPEC's order; and the team's scopes.
 
     The team's slices are read after the hold was committed to one of them (see `tally.services.teams`).
     """
     billable = bool(hold.runs)
     own = limits.refusal(limits_now, view, billable=billable, feature=hold.feature)
     if team is None or hold.team_id != team.team_id or hold.team_slice is None:
-        return own
+        return own, []
     # deciding again later (no commit time): as the slices are now, which holds more (conservative)
     views = teams.read_slices(store, team, now) if at is None else teams.slices_as_of(store, team, at, now)
-    return teams.refusal(team, views, billable=billable) or own
+    return teams.refusal(team, views, billable=billable) or own, list(teams.team_scopes(team, views))
 
 
 def reserve_spend(
@@ -291,12 +292,11 @@ def reserve_spend(
                 fields_read, now, month=usage_doc.month_usage(usage, month), held=held
             )
             team = teams.read_team(store, hold.team_id)
-        reason = (
-            UNPRICED
-            if hold.unpriced
-            else _platform(store, hold, settings, platform_at)
-            or _decide(store, limits_now, view, hold, team, now, at)
-        )
+        reason, team_scopes = _decide(store, limits_now, view, hold, team, now, at)
+        if hold.unpriced:
+            reason = UNPRICED
+        elif platform_refusal := _platform(store, hold, settings, platform_at):
+            reason = platform_refusal
         # lost: released or expired meanwhile (read what it is now)
         mirrored &= mirror.commit(store, plans.decision_writes(hold, reason=reason, now=now)).mirrored
         if not mirrored:
@@ -309,6 +309,7 @@ def reserve_spend(
             windows=shown,
             now=now,
             warnings=[] if mirrored else [mirror.warning(user_id)],
+            team_scopes=team_scopes,
         )
 
     return ports.retrying(
