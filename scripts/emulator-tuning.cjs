@@ -62,6 +62,17 @@ function servePythonConcurrently({ RuntimeWorkerPool, RuntimeWorkerState, Functi
   };
 
   // One worker starts at a time per function; whoever needs a worker meanwhile waits for that start.
+  // And one at a time across functions: the emulator gives each Python worker a port from
+  // portfinder, which checks that a port is free but does not hold it, so two workers starting
+  // at once can be given the same port; the second cannot bind it, and the first one's function
+  // then answers the second one's requests. A start ends once its worker listens (the emulator
+  // waits for its socket), so the next start never gets a port in use.
+  let anyStart = Promise.resolve();
+  const oneAtATime = (start) => {
+    const run = anyStart.then(start, start);
+    anyStart = run.catch(() => undefined);
+    return run;
+  };
   const startRuntime = emulator.startRuntime;
   emulator.startRuntime = function (backend, trigger) {
     if (!trigger || !backend || !isPython(backend.runtime) || !this.workerPools) {
@@ -74,7 +85,7 @@ function servePythonConcurrently({ RuntimeWorkerPool, RuntimeWorkerState, Functi
       const single = { running: null };
       single.start = () => {
         if (!single.running) {
-          single.running = Promise.resolve(startRuntime.call(this, backend, trigger)).finally(() => {
+          single.running = oneAtATime(() => startRuntime.call(this, backend, trigger)).finally(() => {
             single.running = null;
           });
         }

@@ -78,6 +78,29 @@ async function concurrentRequests(perWorker, runtime) {
     served: workers.reduce((sum, w) => sum + w.served, 0),
   };
 }
+// Two functions' first requests at once: how many Python workers were starting at the same time.
+async function startsAcrossFunctions() {
+  class Pool extends RuntimeWorkerPool {}
+  let starting = 0, most = 0;
+  class Emulator {
+    constructor() { this.workerPools = { tally: new Pool() }; }
+    async startRuntime(backend, trigger) {
+      starting += 1; most = Math.max(most, starting);
+      await sleep(30);
+      starting -= 1;
+      const pool = this.workerPools[backend.codebase];
+      const worker = { state: IDLE, request: async () => {} };
+      pool.setTriggerWorkers(trigger.id, [...pool.getTriggerWorkers(trigger.id, backend.runtime), worker], backend.runtime);
+      return worker;
+    }
+  }
+  require(process.argv[1]).servePythonConcurrently(
+    { RuntimeWorkerPool: Pool, RuntimeWorkerState, FunctionsEmulator: Emulator }, 8);
+  const emulator = new Emulator();
+  const backend = { codebase: "tally", runtime: "python311" };
+  await Promise.all(["set_plan", "set_price", "set_team"].map((name) => emulator.startRuntime(backend, { id: `us-central1-${name}` })));
+  return most;
+}
 // The commands the Functions emulator runs in the functions' virtualenv, with a stand-in for
 // firebase-tools' python module and for spawning: discovering the functions, then two workers.
 function zygoteCommands() {
@@ -120,6 +143,7 @@ answers.workersForked = String(python.runWithVirtualEnv).includes("zygote");
     python: await concurrentRequests(8, "python311"),
     node: await concurrentRequests(8, "nodejs22"),
   };
+  answers.startsAtOnce = await startsAcrossFunctions();
   process.stdout.write(JSON.stringify(answers));
 })();
 """
@@ -180,6 +204,11 @@ def test_the_emulator_alone_starts_a_python_worker_per_concurrent_request(plain:
 
 def test_thirty_concurrent_requests_share_four_python_workers_of_eight(plain: dict[str, Any]) -> None:
     assert plain["concurrency"]["python"] == {"applied": True, "workers": 4, "most": 8, "served": 30}
+
+
+def test_python_workers_of_different_functions_start_one_at_a_time(plain: dict[str, Any]) -> None:
+    # Each start takes a port from portfinder, which does not hold it: two at once may share one.
+    assert plain["startsAtOnce"] == 1
 
 
 def test_other_runtimes_keep_one_request_per_worker(plain: dict[str, Any]) -> None:
