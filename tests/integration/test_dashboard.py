@@ -1,15 +1,17 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright, on the emulators.
 
 Two pages in one app: admins (custom claim `admin`) get the platform's month, a drill-down into any
-user, the price catalog and a CSV export; every other user gets their own month, updated live from
-the documents the security rules let them read. Every number shown is checked against the callable
-that owns it (`usage_analytics`, `my_usage`, `list_prices`) or against the stored documents.
+user (with their plan and team), plans, teams, the price catalog and a CSV export; every other user
+gets their own month, updated live from the documents the security rules let them read, and every
+limit that applies to them. Every number shown is checked against the callable that owns it
+(`usage_analytics`, `my_usage`, `list_prices`, `list_plans`) or against the stored documents.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -288,6 +290,53 @@ def alerts_of(uid: str, month: str) -> list[dict[str, str]]:
 
 def shown_alerts(page: Page, selector: str) -> list[dict[str, str]]:
     return [{k: row[k] for k in ("kind", "threshold", "used", "limit")} for row in table_rows(page, selector)]
+
+
+SCOPE_KEYS = ["scope", "used", "held", "limit", "remaining"]
+TEAM_USAGE_KEYS = ["monthCost", "monthRuns", "dayCost", "dayRuns"]
+PLAN_LIMIT_KEYS = ["monthlyCostLimit", "monthlyFreeRuns", "dailyCostLimit", "dailyFreeRuns"]
+
+
+def shown_scopes(page: Page, selector: str) -> list[dict[str, str]]:
+    """The scope rows of a list (`limits.scopes` or a team's), each figure as the page holds it."""
+    rows: list[dict[str, str]] = page.eval_on_selector_all(
+        f"{selector} li[data-scope]",
+        "items => items.map(i => ({scope: i.dataset.scope, ...Object.fromEntries("
+        "[...i.querySelectorAll('[data-key]')].map(e => [e.dataset.key, e.dataset.value]))}))",
+    )
+    return rows
+
+
+def shown_figures(page: Page, selector: str) -> dict[str, str]:
+    """The figures (data-key: data-value) under `selector`: a team's usage or limits."""
+    figures: dict[str, str] = page.eval_on_selector_all(
+        f"{selector} [data-key]", "es => Object.fromEntries(es.map(e => [e.dataset.key, e.dataset.value]))"
+    )
+    return figures
+
+
+def shown_plans(page: Page) -> list[dict[str, Any]]:
+    """The plans table: each plan's limits as the page holds them (features as the JSON it keeps)."""
+    return [
+        {"plan": row["plan"], **{k: row[k] for k in PLAN_LIMIT_KEYS}, "features": json.loads(row["features"])}
+        for row in table_rows(page, tid("plans-table"))
+    ]
+
+
+def expected_plans(plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same from list_plans' answer."""
+    return [
+        {
+            "plan": p["plan"],
+            **{k: _js(p["limits"].get(k)) for k in PLAN_LIMIT_KEYS},
+            "features": p["limits"].get("features", {}),
+        }
+        for p in plans
+    ]
+
+
+def team_card(team_id: str) -> str:
+    return f'[data-testid="team"][data-team-id="{team_id}"]'
 
 
 # ---- checks every page gets ----
@@ -715,6 +764,287 @@ def test_adding_a_price_shows_in_list_prices(page: Page) -> None:
     assert len(accounts.result_of("list_prices", admin)["prices"]) == 2
 
 
+# ---- plans and teams ----
+
+
+def test_a_plan_made_on_the_page_is_what_list_plans_returns(page: Page) -> None:
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+
+    sign_in(page, admin)
+    wait_state(page, "plans-status", "ready")
+    assert row_keys(page, tid("plans-table")) == ["default"]
+    assert shown_plans(page) == expected_plans(accounts.result_of("list_plans", admin, {})["plans"])
+    page.fill(tid("plan-name"), "pro")
+    page.fill(tid("plan-monthly-cost"), "50")
+    page.fill(tid("plan-daily-cost"), "2.5")
+    page.fill(tid("plan-daily-runs"), "20")
+    for name, limits in (
+        ("image_generation", {"monthlyCostLimit": "2", "dailyRuns": "10"}),
+        ("chat", {"dailyCostLimit": "0.25"}),
+    ):
+        page.click(tid("plan-add-feature"))
+        row = f'{tid("plan-features")} [data-testid="plan-feature"]:last-child'
+        page.fill(f'{row} [data-key="name"]', name)
+        for key, text in limits.items():
+            page.fill(f'{row} [data-key="{key}"]', text)
+    page.click(tid("plan-save"))
+    assert wait_form(page, "plan-message") == "saved"
+    wait_rows(page, tid("plans-table"), 2)
+
+    listed = accounts.result_of("list_plans", admin, {})["plans"]
+    assert [p["plan"] for p in listed] == ["default", "pro"]
+    assert listed[1]["limits"] == {
+        "monthlyCostLimit": 50.0,
+        "dailyCostLimit": 2.5,
+        "dailyFreeRuns": 20,
+        "features": {
+            "chat": {"dailyCostLimit": 0.25},
+            "image_generation": {"monthlyCostLimit": 2.0, "dailyRuns": 10},
+        },
+    }
+    assert shown_plans(page) == expected_plans(listed)
+
+    # Edit it: the form holds the plan; a changed field and a removed feature are what set_plan stores.
+    page.click(f'{tid("plans-table")} tr[data-key="pro"] button')
+    assert page.text_content(tid("plan-form-title")) == "Edit plan pro"
+    assert [
+        page.input_value(tid(f"plan-{f}"))
+        for f in ("name", "monthly-cost", "monthly-runs", "daily-cost", "daily-runs")
+    ] == [
+        "pro",
+        "50",
+        "",
+        "2.5",
+        "20",
+    ]
+    features = f'{tid("plan-features")} [data-testid="plan-feature"]'
+    assert page.eval_on_selector_all(f'{features} [data-key="name"]', "es => es.map(e => e.value)") == [
+        "chat",
+        "image_generation",
+    ]
+    page.fill(tid("plan-daily-runs"), "30")
+    page.click(f"{features}:first-child button")  # remove "chat"
+    page.click(tid("plan-save"))
+    assert wait_form(page, "plan-message") == "saved"
+    wait_value(page, f'{tid("plans-table")} tr[data-key="pro"] td[data-key="dailyFreeRuns"]', 30)
+    listed = accounts.result_of("list_plans", admin, {})["plans"]
+    assert listed[1]["limits"] == {
+        "monthlyCostLimit": 50.0,
+        "dailyCostLimit": 2.5,
+        "dailyFreeRuns": 30,
+        "features": {"image_generation": {"monthlyCostLimit": 2.0, "dailyRuns": 10}},
+    }
+    assert shown_plans(page) == expected_plans(listed)
+
+    # A plan set_plan refuses: its problems are named next to the form, on the fields they are about.
+    page.click(tid("plan-clear"))
+    page.fill(tid("plan-name"), "bad plan")
+    page.click(tid("plan-add-feature"))
+    page.fill(f'{features} [data-key="name"]', "image gen")
+    page.fill(f'{features} [data-key="dailyRuns"]', "3")
+    page.click(tid("plan-save"))
+    message = wait_form(page, "plan-message")
+    assert message.startswith("error: Not saved: "), message
+    assert "Plan name: must be 1-100 characters" in message
+    assert "Feature 1: must be 1-100 characters" in message
+    assert page.get_attribute(tid("plan-name"), "aria-invalid") == "true"
+    assert page.get_attribute(f'{features} [data-key="name"]', "aria-invalid") == "true"
+    described = page.get_attribute(tid("plan-name"), "aria-describedby")
+    assert described == page.get_attribute(tid("plan-message"), "id")
+    assert [p["plan"] for p in accounts.result_of("list_plans", admin, {})["plans"]] == ["default", "pro"]
+    # Fixed, it is saved, and the marks go.
+    page.fill(tid("plan-name"), "lite")
+    page.fill(f'{features} [data-key="name"]', "image_gen")
+    page.click(tid("plan-save"))
+    assert wait_form(page, "plan-message") == "saved"
+    assert page.get_attribute(tid("plan-name"), "aria-invalid") is None
+    wait_rows(page, tid("plans-table"), 3)
+    listed = accounts.result_of("list_plans", admin, {})["plans"]
+    assert {"plan": "lite", "limits": {"features": {"image_gen": {"dailyRuns": 3}}}} in listed
+    assert shown_plans(page) == expected_plans(listed)
+    assert_no_serious_accessibility_violation(page)
+
+
+def test_a_team_made_on_the_page_shows_its_members_usage_and_scopes(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    ada, grace = people(2)
+
+    sign_in(page, admin)
+    assert wait_state(page, "teams-status", "empty") == "empty"
+    page.fill(tid("team-id"), "acme")
+    page.fill(tid("team-monthly-cost"), "1")
+    page.fill(tid("team-monthly-runs"), "100")
+    page.fill(tid("team-daily-cost"), "0.5")
+    page.click(tid("team-save"))
+    assert wait_form(page, "team-message") == "saved"
+    card = team_card("acme")
+    page.wait_for_selector(card, timeout=WAIT)
+    assert "No members yet" in (page.text_content(card) or "")
+    assert emulator.document("TallyTeams/acme")["limits"] == {
+        "monthlyCostLimitNanos": 1_000_000_000,
+        "monthlyFreeRuns": 100,
+        "dailyCostLimitNanos": 500_000_000,
+    }
+    # Edit it: a day's runs and a member; then a second member. (A member's my_usage keeps a team's
+    # limits for up to 30 s, so they change before the page's first my_usage for the team.)
+    page.click(f"{card} .panel-head button")
+    assert page.text_content(tid("team-form-title")) == "Edit team acme"
+    assert [
+        page.input_value(tid(f"team-{f}"))
+        for f in ("id", "monthly-cost", "monthly-runs", "daily-cost", "daily-runs")
+    ] == ["acme", "1", "100", "0.5", ""]
+    page.fill(tid("team-daily-runs"), "10")
+    page.fill(tid("team-member"), ada.uid)
+    page.click(tid("team-save"))
+    assert wait_form(page, "team-message") == "saved"
+    members = f'{card} [data-testid="team-members"]'
+    page.wait_for_selector(f'{members} li[data-user-id="{ada.uid}"]', timeout=WAIT)
+    assert page.input_value(tid("team-member")) == ""
+    page.fill(tid("team-member"), grace.uid)
+    page.click(tid("team-save"))
+    assert wait_form(page, "team-message") == "saved"
+    page.wait_for_selector(f'{members}[data-count="2"]', timeout=WAIT)
+    assert page.eval_on_selector_all(f"{members} li", "ls => ls.map(l => l.dataset.userId)") == sorted(
+        [ada.uid, grace.uid]
+    )
+    # What the members record (and hold) while members is the team's.
+    with requests.Session() as http:
+        seed_user(ada, 0, http=http)
+        seed_user(grace, 1, steps=2, http=http)
+    reserve(grace, "0.05")
+    expected = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})["team"]
+    assert expected == accounts.result_of("my_usage", grace, {})["team"]
+    assert expected["usage"]["monthCost"] > 0
+    assert [s["scope"] for s in expected["scopes"]] == [
+        "team.month.cost",
+        "team.day.cost",
+        "team.month.runs",
+        "team.day.runs",
+    ]
+    page.click(tid("refresh"))
+    wait_value(
+        page, f'{card} [data-testid="team-usage"] dd[data-key="monthCost"]', expected["usage"]["monthCost"]
+    )
+    assert shown_figures(page, f'{card} [data-testid="team-usage"]') == {
+        k: _js(expected["usage"][k]) for k in TEAM_USAGE_KEYS
+    }
+    assert shown_scopes(page, f'{card} [data-testid="team-scopes"]') == as_strings(
+        expected["scopes"], SCOPE_KEYS
+    )
+    assert shown_figures(page, f'{card} [data-testid="team-limits"]') == {
+        k: _js(v) for k, v in expected["limits"].items()
+    }
+    assert expected["limits"] == {
+        "monthlyCostLimit": 1.0,
+        "monthlyFreeRuns": 100,
+        "dailyCostLimit": 0.5,
+        "dailyFreeRuns": 10,
+    }
+    # The same team, with a member's own month, in that member's drill-down.
+    page.click(f'{members} a[href="#user/{grace.uid}"]')
+    wait_state(page, "drill-status", "ready")
+    page.wait_for_selector(
+        f'{tid("u-team", "drilldown")}[data-team-id="acme"]', state="attached", timeout=WAIT
+    )
+    assert shown_scopes(page, tid("u-team-scopes", "drilldown")) == as_strings(expected["scopes"], SCOPE_KEYS)
+    assert page.input_value(tid("assign-team")) == "acme"
+    page.click(tid("drill-back"))
+    wait_state(page, "teams-status", "ready")
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+
+
+def test_the_drill_down_assigns_a_plan_and_a_team_and_shows_every_scope(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    (ada,) = people(1)
+    seed_user(ada, 0)
+    plan = {
+        "dailyCostLimit": 2,
+        "dailyFreeRuns": 5,
+        "features": {"google_maps_autocomplete": {"dailyRuns": 10, "monthlyCostLimit": 1}},
+    }
+    accounts.result_of("set_plan", admin, {"plan": "pro", "limits": plan})
+    accounts.result_of(
+        "set_team", admin, {"teamId": "acme", "limits": {"monthlyCostLimit": 10, "dailyFreeRuns": 50}}
+    )
+    emulator.wait_for_finalizations()
+
+    sign_in(page, admin)
+    wait_state(page, "overview-status", "ready")
+    page.click(f'{tid("top-users")} a[href="#user/{ada.uid}"]')
+    wait_state(page, "drill-status", "ready")
+    page.wait_for_selector(f"{tid('u-scopes', 'drilldown')} li[data-scope]", timeout=WAIT)
+    before = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})
+    assert [s["scope"] for s in before["limits"]["scopes"]] == [
+        "user.month.cost",
+        "user.month.runs",
+    ]  # the default plan
+    assert shown_scopes(page, tid("u-scopes", "drilldown")) == as_strings(
+        before["limits"]["scopes"], SCOPE_KEYS
+    )
+    assert before["team"] is None
+    assert page.is_hidden(tid("u-team", "drilldown"))
+    assert (page.input_value(tid("assign-plan")), page.input_value(tid("assign-team"))) == ("", "")
+
+    # Assign the plan and the team from the page.
+    page.wait_for_selector(f'{tid("assign-plan")} option[value="pro"]', state="attached", timeout=WAIT)
+    page.wait_for_selector(f'{tid("assign-team")} option[value="acme"]', state="attached", timeout=WAIT)
+    page.select_option(tid("assign-plan"), "pro")
+    page.select_option(tid("assign-team"), "acme")
+    page.click(tid("assign-save"))
+    assert wait_form(page, "assign-message") == "saved"
+    page.wait_for_selector(f'{tid("u-scopes", "drilldown")} li[data-scope="user.day.cost"]', timeout=WAIT)
+    stored = emulator.document(f"TallyUserLimits/{ada.uid}")
+    assert (stored["plan"], stored["teamId"]) == ("pro", "acme")
+    after = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})
+    assert [s["scope"] for s in after["limits"]["scopes"]] == [
+        "user.month.cost",
+        "user.day.cost",
+        "user.month.runs",
+        "user.day.runs",
+        "feature:google_maps_autocomplete.month.cost",
+        "feature:google_maps_autocomplete.day.runs",
+    ]
+    assert shown_scopes(page, tid("u-scopes", "drilldown")) == as_strings(
+        after["limits"]["scopes"], SCOPE_KEYS
+    )
+    assert page.is_visible(tid("u-team", "drilldown"))
+    assert page.text_content(tid("u-team-id", "drilldown")) == "acme"
+    assert shown_figures(page, tid("u-team-usage", "drilldown")) == {
+        k: _js(after["team"]["usage"][k]) for k in TEAM_USAGE_KEYS
+    }
+    assert shown_scopes(page, tid("u-team-scopes", "drilldown")) == as_strings(
+        after["team"]["scopes"], SCOPE_KEYS
+    )
+    assert user_view(page, "drilldown") == expected_view(after)
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+
+    # A reload reads the assignment back; removing both (null) goes back to the default plan, no team.
+    page.reload()
+    wait_state(page, "drill-status", "ready")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"assign-plan\"]').value === 'pro'", timeout=WAIT
+    )
+    assert page.input_value(tid("assign-team")) == "acme"
+    page.select_option(tid("assign-plan"), "")
+    page.select_option(tid("assign-team"), "")
+    page.click(tid("assign-save"))
+    assert wait_form(page, "assign-message") == "saved"
+    page.wait_for_selector(f'{tid("u-scopes", "drilldown")}[data-count="2"]', timeout=WAIT)
+    stored = emulator.document(f"TallyUserLimits/{ada.uid}")
+    assert "plan" not in stored
+    assert "teamId" not in stored
+    cleared = accounts.result_of("my_usage", admin, {"userId": ada.uid, "month": month})
+    assert cleared["team"] is None
+    assert shown_scopes(page, tid("u-scopes", "drilldown")) == as_strings(
+        cleared["limits"]["scopes"], SCOPE_KEYS
+    )
+    assert page.is_hidden(tid("u-team", "drilldown"))
+
+
 # ---- the user page ----
 
 
@@ -788,6 +1118,69 @@ def test_a_new_user_sees_their_first_step_arrive(page: Page) -> None:
     emulator.wait_for_finalizations()
     wait_value(page, tid("u-sessions-completed", "user-page"), 1)
     assert user_view(page, "user-page") == expected_view(accounts.result_of("my_usage", ada, {}))
+
+
+def test_the_user_page_shows_day_feature_and_team_limits(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    ada, grace = people(2)
+    plan = {"dailyCostLimit": 1, "dailyFreeRuns": 3, "features": {"chat": {"dailyRuns": 5}}}
+    accounts.result_of("set_plan", admin, {"plan": "daily", "limits": plan})
+    accounts.result_of(
+        "set_team", admin, {"teamId": "crew", "limits": {"dailyCostLimit": 2, "monthlyFreeRuns": 20}}
+    )
+    accounts.result_of("set_limits", admin, {"userId": ada.uid, "plan": "daily", "teamId": "crew"})
+    accounts.result_of("set_limits", admin, {"userId": grace.uid, "teamId": "crew"})
+    with requests.Session() as http:
+        seed_user(ada, 0, http=http)
+        seed_user(grace, 1, http=http)
+    chat = step(feature="chat", provider="openai", usage_type="AI", cost="0.05", billable=True)
+    assert accounts.record(ada, {"steps": [chat]}).status_code == 200
+    emulator.wait_for_finalizations()
+
+    sign_in(page, ada)
+    wait_state(page, "user-status", "ready")
+    page.wait_for_selector(f'{tid("u-scopes", "user-page")} li[data-scope="user.day.cost"]', timeout=WAIT)
+    expected = accounts.result_of("my_usage", ada, {"month": month})
+    assert [s["scope"] for s in expected["limits"]["scopes"]] == [
+        "user.month.cost",
+        "user.day.cost",
+        "user.month.runs",
+        "user.day.runs",
+        "feature:chat.day.runs",
+    ]
+    assert shown_scopes(page, tid("u-scopes", "user-page")) == as_strings(
+        expected["limits"]["scopes"], SCOPE_KEYS
+    )
+    assert page.text_content(tid("u-team-id", "user-page")) == "crew"
+    assert shown_figures(page, tid("u-team-usage", "user-page")) == {
+        k: _js(expected["team"]["usage"][k]) for k in TEAM_USAGE_KEYS
+    }
+    assert shown_scopes(page, tid("u-team-scopes", "user-page")) == as_strings(
+        expected["team"]["scopes"], SCOPE_KEYS
+    )
+    assert user_view(page, "user-page") == expected_view(expected)  # the month's own parts as before
+
+    # A step recorded while the page is open: the scopes follow (my_usage is asked again).
+    page.wait_for_selector(f'{tid("live")}[data-state="live"]', timeout=WAIT)
+    assert accounts.record(ada, {"steps": [{**chat, "cost": "0.25"}]}).status_code == 200
+    now = accounts.result_of("my_usage", ada, {"month": month})
+    day_cost = f'{tid("u-scopes", "user-page")} li[data-scope="user.day.cost"] [data-key="used"]'
+    wait_value(
+        page, day_cost, next(s["used"] for s in now["limits"]["scopes"] if s["scope"] == "user.day.cost")
+    )
+    assert shown_scopes(page, tid("u-scopes", "user-page")) == as_strings(now["limits"]["scopes"], SCOPE_KEYS)
+    assert shown_scopes(page, tid("u-team-scopes", "user-page")) == as_strings(
+        now["team"]["scopes"], SCOPE_KEYS
+    )
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+
+    # A past month has no day, feature or team scopes.
+    page.fill(tid("month"), "2025-01")
+    page.wait_for_selector(f'{tid("u-scopes-panel", "user-page")}[data-month="2025-01"]', timeout=WAIT)
+    assert page.get_attribute(tid("u-scopes", "user-page"), "data-count") == "0"
+    assert page.is_hidden(tid("u-team", "user-page"))
 
 
 # ---- states ----

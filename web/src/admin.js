@@ -1,12 +1,78 @@
 // The admin page: the platform's month (usage_analytics), one user's month (my_usage with userId,
-// their sessions and alerts, their limits), the price catalog, and the month's CSV export.
+// their sessions and alerts, their limits, plan and team), plans, teams, the price catalog, and
+// the month's CSV export.
 import { BarChart } from "./charts.js";
-import { exportMonthCsv, userAlerts } from "./data.js";
-import { Latest, breakable, describeError, el, fillTable, hooks, setNumber, setStatus, showFailure, submitForm } from "./dom.js";
+import { exportMonthCsv, listTeams, teamMembers, userAlerts, userAssignment } from "./data.js";
+import {
+  Latest,
+  breakable,
+  clearProblems,
+  describeError,
+  el,
+  fillTable,
+  formProblem,
+  hooks,
+  setNumber,
+  setStatus,
+  showFailure,
+  submitForm,
+} from "./dom.js";
 import { ago, clock, count, dateTime, duration, monthName, monthShort, percent, plural, usd, usdExact } from "./format.js";
+import { renderScopes, renderTeamUsage } from "./scopes.js";
 import { ALERT_COLUMNS, USAGE_COLUMNS, UserView } from "./userview.js";
 
 const TOP_USERS = 10;
+const DEFAULT_PLAN = "default";
+
+// A limits object's top-level fields: [form input suffix, field, money?] (plans and teams alike).
+const LIMIT_FIELDS = [
+  ["monthly-cost", "monthlyCostLimit", true],
+  ["monthly-runs", "monthlyFreeRuns", false],
+  ["daily-cost", "dailyCostLimit", true],
+  ["daily-runs", "dailyFreeRuns", false],
+];
+// A feature's limits: [field, label, money?].
+const FEATURE_FIELDS = [
+  ["monthlyCostLimit", "Cost a month (USD)", true],
+  ["dailyCostLimit", "Cost a day (USD)", true],
+  ["monthlyRuns", "Runs a month", false],
+  ["dailyRuns", "Runs a day", false],
+];
+
+/** An input's number (undefined when empty: the field is left unset). */
+function numberOf(input) {
+  const raw = input.value.trim();
+  return raw === "" ? undefined : Number(raw);
+}
+
+const limitText = (value, money) => (money ? usd(value) : count(value));
+
+/** A feature's limits in words: "$2.00 a month · 10 runs a day". */
+function featureWords(own) {
+  const parts = [];
+  if (own.monthlyCostLimit !== undefined) parts.push(`${usd(own.monthlyCostLimit)} a month`);
+  if (own.dailyCostLimit !== undefined) parts.push(`${usd(own.dailyCostLimit)} a day`);
+  if (own.monthlyRuns !== undefined) parts.push(`${count(own.monthlyRuns)} runs a month`);
+  if (own.dailyRuns !== undefined) parts.push(`${count(own.dailyRuns)} runs a day`);
+  return parts.join(" · ");
+}
+
+/** A team's limits in words, each figure in data-key and data-value. */
+function teamLimitWords(limits) {
+  const parts = [
+    ["monthlyCostLimit", "a month", true],
+    ["monthlyFreeRuns", "billable runs a month", false],
+    ["dailyCostLimit", "a day", true],
+    ["dailyFreeRuns", "billable runs a day", false],
+  ].filter(([key]) => limits[key] !== undefined);
+  if (parts.length === 0) return [el("span", { textContent: "No limits: usage is only counted." })];
+  const words = [el("span", { textContent: "Limits: " })];
+  parts.forEach(([key, what, money], index) => {
+    if (index) words.push(" · ");
+    words.push(el("strong", { dataset: { key, value: limits[key] }, textContent: limitText(limits[key], money) }), ` ${what}`);
+  });
+  return words;
+}
 
 /** How often the open page refreshes itself (seconds); `?refresh=N` changes it (tests, demos). */
 function refreshSeconds() {
@@ -32,6 +98,12 @@ export class AdminPage {
     this.overviewRequest = new Latest();
     this.drillRequest = new Latest();
     this.pricesRequest = new Latest();
+    this.plansRequest = new Latest();
+    this.teamsRequest = new Latest();
+    this.plans = null; // list_plans' plans
+    this.teams = null; // [{teamId, limits, slices, members: {ids, more}, view (my_usage's team) | null, error}]
+    this.assigned = null; // the drill-down user's {plan, teamId}
+    this.assignFormUser = null;
     this.result = null;
     this.drillUser = null;
     this.limitsFormUser = null;
@@ -66,6 +138,21 @@ export class AdminPage {
       event.preventDefault();
       this.savePrice();
     });
+    h["assign-form"].addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.saveAssignment();
+    });
+    h["plan-form"].addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.savePlan();
+    });
+    h["plan-add-feature"].addEventListener("click", () => this.addFeatureRow({}, { focus: true }));
+    h["plan-clear"].addEventListener("click", () => this.editPlan(null));
+    h["team-form"].addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.saveTeam();
+    });
+    h["team-clear"].addEventListener("click", () => this.editTeam(null));
     h["drill-back"].addEventListener("click", (event) => {
       event.preventDefault();
       history.pushState(null, "", location.pathname + location.search);
@@ -85,6 +172,8 @@ export class AdminPage {
     this.h["price-from"].value = new Date().toISOString().slice(0, 10);
     this.route();
     this.loadPrices();
+    this.loadPlans();
+    this.loadTeams();
     const every = refreshSeconds() * 1000;
     this.timer = setInterval(() => {
       if (!document.hidden) this.refresh();
@@ -102,6 +191,8 @@ export class AdminPage {
     this.overviewRequest.cancel();
     this.drillRequest.cancel();
     this.pricesRequest.cancel();
+    this.plansRequest.cancel();
+    this.teamsRequest.cancel();
   }
 
   stale() {
@@ -120,6 +211,8 @@ export class AdminPage {
     this.h.overview.hidden = Boolean(userId);
     this.h.drilldown.hidden = !userId;
     this.h.prices.hidden = Boolean(userId);
+    this.h.plans.hidden = Boolean(userId);
+    this.h.teams.hidden = Boolean(userId);
     if (userId) {
       if (userId !== this.drillUser) this.userView.pages = null;
       this.drillUser = userId;
@@ -133,6 +226,10 @@ export class AdminPage {
 
   /** Refresh what is shown (the timer, the button: `fresh` asks for an exact-now answer). */
   refresh({ fresh = false } = {}) {
+    if (fresh) {
+      this.loadPlans();
+      this.loadTeams();
+    }
     if (this.drillUser) {
       this.loadDrill({ initial: false });
       if (fresh) this.loadOverview({ fresh: true, quiet: true });
@@ -316,15 +413,19 @@ export class AdminPage {
     h["drill-title"].textContent = email || userId;
     h["drill-user-id"].textContent = email ? `User ${userId} · ${monthName(month)}` : monthName(month);
     if (initial) setStatus(h["drill-status"], h["drill-content"], "loading", "Loading this user's month…");
+    const assignment = this.assignFormUser !== userId ? userAssignment(this.db, userId) : null;
     try {
-      const [view, alerts] = await Promise.all([
+      const [view, alerts, assigned] = await Promise.all([
         this.api.myUsage({ userId, month }),
         userAlerts(this.db, userId, month),
+        assignment,
         this.userView.showSessions(userId, { reset: initial }),
       ]);
       if (!current()) return;
       this.userView.render(view);
+      this.userView.renderScopes(view);
       this.userView.setAlerts(alerts);
+      if (assigned) this.fillAssignForm(userId, assigned);
       setStatus(
         h["drill-status"],
         h["drill-content"],
@@ -370,6 +471,337 @@ export class AdminPage {
       after: async () => {
         if (this.drillUser === userId) await this.loadDrill({ initial: false });
       },
+      failed: "Not saved",
+    });
+  }
+
+  /** The drill-down user's plan and team in the form's two lists. */
+  fillAssignForm(userId, assigned) {
+    this.assignFormUser = userId;
+    this.assigned = assigned;
+    this.h["assign-message"].textContent = "";
+    this.fillAssignOptions({ keep: false });
+  }
+
+  /** The plans and teams known, as options (`keep`: what is picked stays picked). */
+  fillAssignOptions({ keep = true } = {}) {
+    const h = this.h;
+    const fill = (select, none, names, assigned) => {
+      const picked = keep && select.options.length ? select.value : assigned ?? "";
+      const all = [...new Set([...names, ...(assigned ? [assigned] : []), ...(picked ? [picked] : [])])];
+      select.replaceChildren(el("option", { value: "", textContent: none }), ...all.map((name) => el("option", { value: name, textContent: name })));
+      select.value = picked;
+    };
+    const plans = (this.plans ?? []).map((p) => p.plan).filter((name) => name !== DEFAULT_PLAN);
+    fill(h["assign-plan"], "No plan (the default plan's limits)", plans, this.assigned?.plan);
+    fill(h["assign-team"], "No team", (this.teams ?? []).map((t) => t.teamId), this.assigned?.teamId);
+  }
+
+  async saveAssignment() {
+    const h = this.h;
+    const userId = this.drillUser;
+    const plan = h["assign-plan"].value || null;
+    const teamId = h["assign-team"].value || null;
+    await submitForm({
+      button: h["assign-save"],
+      message: h["assign-message"],
+      form: h["assign-form"],
+      send: async () => {
+        const answer = await this.api.setLimits({ userId, plan, teamId });
+        this.assigned = { plan: answer.plan ?? null, teamId: answer.teamId ?? null };
+        const planText = answer.plan ? `plan ${answer.plan}` : "no plan";
+        return `Saved: ${planText}, ${answer.teamId ? `team ${answer.teamId}` : "no team"}.`;
+      },
+      after: async () => {
+        if (this.drillUser === userId) await this.loadDrill({ initial: false });
+        this.loadTeams(); // its members changed
+      },
+      failed: "Not saved",
+    });
+  }
+
+  // ---- plans ----
+
+  async loadPlans() {
+    const h = this.h;
+    const current = this.plansRequest.begin();
+    if (!this.plans) setStatus(h["plans-status"], null, "loading", "Loading plans…");
+    try {
+      const { plans } = await this.api.listPlans({});
+      if (!current()) return;
+      this.plans = plans;
+      const limit = (key, money) => ({
+        key,
+        label: { monthlyCostLimit: "Cost a month", monthlyFreeRuns: "Runs a month", dailyCostLimit: "Cost a day", dailyFreeRuns: "Runs a day" }[key],
+        value: (row) => row.limits[key] ?? "",
+        ...(money ? { money: true } : { num: true, format: (v) => (v === "" ? "—" : count(v)) }),
+      });
+      fillTable(
+        h["plans-table"],
+        [
+          { key: "plan", label: "Plan" },
+          limit("monthlyCostLimit", true),
+          limit("monthlyFreeRuns", false),
+          limit("dailyCostLimit", true),
+          limit("dailyFreeRuns", false),
+          {
+            key: "features",
+            label: "Feature limits",
+            value: (row) => JSON.stringify(row.limits.features ?? {}),
+            cell: (_, row) => {
+              const features = Object.entries(row.limits.features ?? {});
+              if (features.length === 0) return document.createTextNode("—");
+              return el(
+                "ul",
+                { className: "plain" },
+                ...features.map(([name, own]) => el("li", {}, el("code", {}, breakable(name)), ` ${featureWords(own)}`)),
+              );
+            },
+          },
+          {
+            key: "edit",
+            label: "Change",
+            cell: (_, row) => {
+              const button = el("button", { type: "button", className: "quiet small", textContent: "Edit" });
+              button.setAttribute("aria-label", `Edit plan ${row.plan}`);
+              button.addEventListener("click", () => this.editPlan(row));
+              return button;
+            },
+          },
+        ],
+        plans,
+        { rowKey: (row) => row.plan },
+      );
+      setStatus(h["plans-status"], null, "ready");
+      this.fillAssignOptions();
+    } catch (error) {
+      if (!current()) return;
+      showFailure(h["plans-status"], null, error, "Your account may not read plans (it needs the admin claim).", "Could not load plans");
+    }
+  }
+
+  /** Fill the plan form with a plan (null: an empty form for a new one). */
+  editPlan(row) {
+    const h = this.h;
+    h["plan-form-title"].textContent = row ? `Edit plan ${row.plan}` : "Add a plan";
+    h["plan-name"].value = row?.plan ?? "";
+    for (const [suffix, key] of LIMIT_FIELDS) h[`plan-${suffix}`].value = row?.limits[key] !== undefined ? String(row.limits[key]) : "";
+    h["plan-features"].replaceChildren();
+    for (const [name, own] of Object.entries(row?.limits.features ?? {})) this.addFeatureRow({ name, ...own });
+    h["plan-message"].textContent = "";
+    h["plan-message"].removeAttribute("data-state");
+    clearProblems(h["plan-form"]);
+    if (row) {
+      h["plan-form"].scrollIntoView({ block: "start" });
+      h["plan-name"].focus();
+    }
+  }
+
+  /** A row of the plan form for one feature's limits. */
+  addFeatureRow(own, { focus = false } = {}) {
+    const list = this.h["plan-features"];
+    const index = list.children.length + 1;
+    const name = el("input", {
+      required: true,
+      maxLength: 100,
+      autocomplete: "off",
+      value: own.name ?? "",
+      dataset: { key: "name", label: `Feature ${index}` },
+    });
+    const inputs = FEATURE_FIELDS.map(([key, label, money]) =>
+      el("input", {
+        type: "number",
+        min: "0",
+        step: money ? "any" : "1",
+        inputMode: money ? "decimal" : "numeric",
+        value: own[key] !== undefined ? String(own[key]) : "",
+        dataset: { key, label: `Feature ${index}, ${label.toLowerCase()}` },
+      }),
+    );
+    const remove = el("button", { type: "button", className: "quiet", textContent: "Remove" });
+    const row = el(
+      "fieldset",
+      { className: "feature-row", dataset: { testid: "plan-feature" } },
+      el("legend", { textContent: `Feature ${index}` }),
+      el(
+        "div",
+        { className: "fields" },
+        el("label", {}, "Feature name ", name),
+        ...inputs.map((input, i) => el("label", {}, `${FEATURE_FIELDS[i][1]} `, input)),
+        remove,
+      ),
+    );
+    remove.setAttribute("aria-label", `Remove feature ${index}`);
+    remove.addEventListener("click", () => {
+      row.remove();
+      this.h["plan-add-feature"].focus();
+    });
+    list.append(row);
+    if (focus) name.focus();
+  }
+
+  /** The plan form as set_plan's data, each feature input named by its field path (for errors). */
+  planData() {
+    const h = this.h;
+    const limits = {};
+    for (const [suffix, key] of LIMIT_FIELDS) {
+      const value = numberOf(h[`plan-${suffix}`]);
+      if (value !== undefined) limits[key] = value;
+    }
+    const features = {};
+    for (const row of h["plan-features"].querySelectorAll(".feature-row")) {
+      const nameInput = row.querySelector('[data-key="name"]');
+      const name = nameInput.value.trim();
+      if (Object.hasOwn(features, name)) return { duplicate: name, input: nameInput };
+      nameInput.dataset.field = `limits.features.${name}`;
+      const own = {};
+      for (const [key] of FEATURE_FIELDS) {
+        const input = row.querySelector(`[data-key="${key}"]`);
+        input.dataset.field = `limits.features.${name}.${key}`;
+        const value = numberOf(input);
+        if (value !== undefined) own[key] = value;
+      }
+      features[name] = own;
+    }
+    if (Object.keys(features).length) limits.features = features;
+    return { data: { plan: h["plan-name"].value.trim(), limits } };
+  }
+
+  async savePlan() {
+    const h = this.h;
+    const { data, duplicate, input } = this.planData();
+    if (duplicate !== undefined) {
+      formProblem(h["plan-form"], h["plan-message"], `Not saved: the feature ${duplicate} is listed twice.`, input);
+      return;
+    }
+    await submitForm({
+      button: h["plan-save"],
+      message: h["plan-message"],
+      form: h["plan-form"],
+      send: async () => {
+        const saved = await this.api.setPlan(data);
+        h["plan-form-title"].textContent = `Edit plan ${saved.plan}`;
+        return `Saved plan ${saved.plan}.`;
+      },
+      after: () => this.loadPlans(),
+      failed: "Not saved",
+    });
+  }
+
+  // ---- teams ----
+
+  /** Every team, its members and (from my_usage for its first member) its usage and scopes. */
+  async loadTeams() {
+    const h = this.h;
+    const current = this.teamsRequest.begin();
+    if (!this.teams) setStatus(h["teams-status"], null, "loading", "Loading teams…");
+    try {
+      const teams = await listTeams(this.db);
+      const shown = await Promise.all(
+        teams.map(async (team) => {
+          const members = await teamMembers(this.db, team.teamId);
+          if (members.ids.length === 0) return { ...team, members, view: null, error: null };
+          try {
+            const answer = await this.api.myUsage({ userId: members.ids[0] });
+            const view = answer.team?.teamId === team.teamId ? answer.team : null;
+            return { ...team, members, view, error: view ? null : "its member left meanwhile: refresh" };
+          } catch (error) {
+            return { ...team, members, view: null, error: describeError(error).message };
+          }
+        }),
+      );
+      if (!current()) return;
+      this.teams = shown;
+      this.renderTeams();
+      setStatus(h["teams-status"], null, shown.length ? "ready" : "empty", "No teams yet: add one below.");
+      this.fillAssignOptions();
+    } catch (error) {
+      if (!current()) return;
+      showFailure(h["teams-status"], null, error, "Your account may not read teams (it needs the admin claim).", "Could not load teams");
+    }
+  }
+
+  renderTeams() {
+    this.h["teams-list"].replaceChildren(...this.teams.map((team) => this.teamCard(team)));
+  }
+
+  teamCard(team) {
+    const edit = el("button", { type: "button", className: "quiet small", textContent: "Edit" });
+    edit.setAttribute("aria-label", `Edit team ${team.teamId}`);
+    edit.addEventListener("click", () => this.editTeam(team));
+    const { ids, more } = team.members;
+    const members = el(
+      "ul",
+      { className: "members", dataset: { testid: "team-members", count: ids.length } },
+      ...ids.map((uid) => el("li", { dataset: { userId: uid } }, this.userLink(uid, this.emails.get(uid)))),
+      more ? el("li", { textContent: `and more (the first ${ids.length} are shown)` }) : null,
+    );
+    const parts = [
+      el("div", { className: "panel-head" }, el("h3", {}, breakable(team.teamId)), edit),
+      el("p", { className: "hint", dataset: { testid: "team-limits" } }, ...teamLimitWords(team.limits)),
+      el(
+        "p",
+        { className: "members-head" },
+        ids.length ? `Members (${count(ids.length)}${more ? "+" : ""}):` : "No members yet: add one below, or from a user's page.",
+      ),
+    ];
+    if (ids.length) parts.push(members);
+    if (team.view) {
+      const usage = el("dl", { className: "stats", dataset: { testid: "team-usage" } });
+      renderTeamUsage(usage, team.view.usage);
+      const scopes = el("ul", { className: "scopes", dataset: { testid: "team-scopes" }, attrs: { "aria-label": `Team ${team.teamId}: limits` } });
+      renderScopes(scopes, team.view.scopes ?? [], { empty: "No limits: usage is only counted." });
+      parts.push(usage, scopes);
+    } else if (team.error) {
+      parts.push(el("p", { className: "error", dataset: { testid: "team-error" } }, `Could not read its usage: ${team.error}`));
+    }
+    return el("article", { className: "team", dataset: { testid: "team", teamId: team.teamId } }, ...parts);
+  }
+
+  /** Fill the team form with a team (null: an empty form for a new one). */
+  editTeam(team) {
+    const h = this.h;
+    h["team-form-title"].textContent = team ? `Edit team ${team.teamId}` : "Add a team";
+    h["team-id"].value = team?.teamId ?? "";
+    for (const [suffix, key] of LIMIT_FIELDS) h[`team-${suffix}`].value = team?.limits[key] !== undefined ? String(team.limits[key]) : "";
+    h["team-member"].value = "";
+    h["team-message"].textContent = "";
+    h["team-message"].removeAttribute("data-state");
+    clearProblems(h["team-form"]);
+    if (team) {
+      h["team-form"].scrollIntoView({ block: "start" });
+      h["team-id"].focus();
+    }
+  }
+
+  async saveTeam() {
+    const h = this.h;
+    const limits = {};
+    for (const [suffix, key] of LIMIT_FIELDS) {
+      const value = numberOf(h[`team-${suffix}`]);
+      if (value !== undefined) limits[key] = value;
+    }
+    const teamId = h["team-id"].value.trim();
+    const member = h["team-member"].value.trim();
+    await submitForm({
+      button: h["team-save"],
+      message: h["team-message"],
+      form: h["team-form"],
+      send: async () => {
+        const saved = await this.api.setTeam({ teamId, limits });
+        h["team-form-title"].textContent = `Edit team ${saved.teamId}`;
+        if (!member) return `Saved team ${saved.teamId}.`;
+        try {
+          await this.api.setLimits({ userId: member, teamId: saved.teamId });
+        } catch (error) {
+          this.loadTeams(); // the team is saved
+          error.ownMessage = `Saved team ${saved.teamId}, but the member was not added`;
+          throw error;
+        }
+        h["team-member"].value = "";
+        return `Saved team ${saved.teamId}; ${this.emails.get(member) ?? member} is a member.`;
+      },
+      after: () => this.loadTeams(),
       failed: "Not saved",
     });
   }

@@ -3,6 +3,8 @@
 import {
   collection,
   doc,
+  documentId,
+  getDoc,
   getDocs,
   limit,
   onSnapshot,
@@ -15,6 +17,8 @@ import { nanosToUsd, toDate } from "./format.js";
 
 export const USER_MONTHS = "TallyMonthlyUsage";
 export const ALERTS = "TallyAlerts";
+export const TEAMS = "TallyTeams";
+export const USER_LIMITS = "TallyUserLimits";
 
 /** A user's sessions, newest first, one page at a time (cursor: the last document of a page). */
 export class SessionPages {
@@ -203,4 +207,40 @@ export async function exportMonthCsv(exportUsage, month, { pageSize = 500, onPro
     pageToken = page.nextPageToken;
   } while (pageToken);
   return { text: lines.join(""), users };
+}
+
+// ---- plans and teams (admins read every document) ----
+
+/** A team document as the page shows it: its limits in USD (as set_team answers them). */
+export function teamRow(id, data) {
+  const stored = data?.limits || {};
+  const limits = {};
+  const put = (key, raw, money) => {
+    if (raw !== undefined && raw !== null) limits[key] = money ? nanosToUsd(raw) : Number(raw);
+  };
+  put("monthlyCostLimit", stored.monthlyCostLimitNanos, true);
+  put("monthlyFreeRuns", stored.monthlyFreeRuns, false);
+  put("dailyCostLimit", stored.dailyCostLimitNanos, true);
+  put("dailyFreeRuns", stored.dailyFreeRuns, false);
+  return { teamId: data?.teamId ?? id, limits, slices: Number(data?.slices ?? 1) };
+}
+
+/** The first `max` teams (`TallyTeams`), by id. */
+export async function listTeams(db, max = 100) {
+  const snap = await getDocs(query(collection(db, TEAMS), orderBy(documentId()), limit(max)));
+  return snap.docs.map((d) => teamRow(d.id, d.data()));
+}
+
+/** A team's members: the users whose limit settings (`TallyUserLimits/{uid}`) name it, by uid. */
+export async function teamMembers(db, teamId, max = 50) {
+  const snap = await getDocs(query(collection(db, USER_LIMITS), where("teamId", "==", teamId), limit(max + 1)));
+  const ids = snap.docs.map((d) => d.id);
+  return { ids: ids.slice(0, max), more: ids.length > max };
+}
+
+/** The plan and team assigned to a user (Tally's copy of their limit settings), null when none. */
+export async function userAssignment(db, userId) {
+  const snap = await getDoc(doc(db, USER_LIMITS, userId));
+  const data = snap.exists() ? snap.data() : {};
+  return { plan: data.plan ?? null, teamId: data.teamId ?? null };
 }

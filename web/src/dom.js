@@ -127,15 +127,63 @@ export function showFailure(statusElement, content, error, deniedText, failed) {
   setStatus(statusElement, content, denied ? "denied" : "error", text);
 }
 
+/** A field's name in words: its data-label, else its <label>'s own text (not its options'). */
+function fieldLabel(input) {
+  if (input.dataset.label) return input.dataset.label;
+  const label = input.labels?.[0];
+  if (!label) return input.dataset.field;
+  const own = [...label.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent);
+  return own.join(" ").replace(/\s+/g, " ").trim() || input.dataset.field;
+}
+
+/** Unmark a form's fields (see markProblems). */
+export function clearProblems(form) {
+  for (const input of form.querySelectorAll("[aria-invalid]")) {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
+  }
+}
+
+let messageIds = 0;
+
+/**
+ * Mark the fields of `form` that a callable's field problems name (`details`: [{field, problem}],
+ * a field path such as `limits.features.image_generation.dailyRuns`): each field whose
+ * data-field is that path, or the longest that starts it (`limits.features.bad name.[key]` is
+ * the feature's name), gets aria-invalid and is described by `message`. Returns the problems
+ * in words ("Plan name: must be …"), or null when there are none.
+ */
+export function markProblems(form, message, details) {
+  if (!form || !Array.isArray(details) || details.length === 0) return null;
+  const inputs = [...form.querySelectorAll("[data-field]")];
+  if (!message.id) message.id = `form-message-${++messageIds}`;
+  const words = details.map(({ field, problem }) => {
+    const path = String(field ?? "");
+    const starts = (f) => path === f || path.startsWith(`${f}.`) || path.startsWith(`${f}[`);
+    const input = inputs
+      .filter((i) => starts(i.dataset.field))
+      .sort((a, b) => b.dataset.field.length - a.dataset.field.length)[0];
+    if (!input) return `${path}: ${problem}`;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", message.id);
+    return `${fieldLabel(input)}: ${problem}`;
+  });
+  form.querySelector("[aria-invalid]")?.focus();
+  return words.join("; ");
+}
+
 /**
  * Submit a form: its button disabled and its message "Saving…" meanwhile; `send` returns the
- * message for success, then `after` runs (a reload). A failure of either shows `failed: <the error>`.
+ * message for success, then `after` runs (a reload). A failure of either shows `failed: <the error>`;
+ * with `form`, a callable's field problems mark their fields and are named in words. An error
+ * with `ownMessage` is shown as that message alone.
  */
-export async function submitForm({ button, message, send, after = async () => {}, failed }) {
+export async function submitForm({ button, message, send, after = async () => {}, failed, form }) {
   message.classList.remove("error");
   message.dataset.state = "saving";
   message.textContent = "Saving…";
   button.disabled = true;
+  if (form) clearProblems(form);
   try {
     message.textContent = await send();
     message.dataset.state = "saved";
@@ -143,10 +191,26 @@ export async function submitForm({ button, message, send, after = async () => {}
   } catch (error) {
     message.classList.add("error");
     message.dataset.state = "error";
-    message.textContent = `${failed}: ${describeError(error).message}`;
+    const problems = markProblems(form, message, error?.details);
+    const text = problems ?? describeError(error).message;
+    message.textContent = error?.ownMessage ? `${error.ownMessage}: ${text}` : `${failed}: ${text}`;
   } finally {
     button.disabled = false;
   }
+}
+
+/** Show a form's own (client-side) problem the way submitForm shows a callable's. */
+export function formProblem(form, message, problem, input) {
+  clearProblems(form);
+  message.classList.add("error");
+  message.dataset.state = "error";
+  if (input) {
+    if (!message.id) message.id = `form-message-${++messageIds}`;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", message.id);
+    input.focus();
+  }
+  message.textContent = problem;
 }
 
 /** A sequence of requests where only the latest answer counts (quick month changes). */

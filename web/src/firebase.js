@@ -64,6 +64,9 @@ export async function connect() {
       setLimits: callable("set_limits"),
       setPrice: callable("set_price", { idempotent: false }),
       listPrices: callable("list_prices"),
+      listPlans: callable("list_plans"),
+      setPlan: callable("set_plan"), // replaces the plan: the same call twice stores the same
+      setTeam: callable("set_team"),
       exportUsage: callable("export_usage"),
     },
   };

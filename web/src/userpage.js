@@ -1,10 +1,14 @@
 // The user page: a signed-in user's own month. my_usage gives the first answer; from then on the
 // page listens to the user's own documents (TallyUsers/{uid}, TallyMonthlyUsage/{uid}_{month}, their
-// alerts) and recomputes the same numbers whenever one changes, without a reload.
+// alerts) and recomputes the same numbers whenever one changes, without a reload. Every limited
+// scope (plans, days, features, the team) only my_usage resolves: after a change of the user's
+// document it is asked again, at most once every SCOPES_DELAY ms.
 import { monthView, watchUser, watchUserAlerts, watchUserMonth } from "./data.js";
 import { Latest, describeError, failureText, hooks, setStatus, showFailure } from "./dom.js";
 import { clock, currentMonth, monthName } from "./format.js";
 import { UserView } from "./userview.js";
+
+const SCOPES_DELAY = 1500;
 
 export class UserPage {
   constructor({ root, db, api, month }) {
@@ -15,6 +19,8 @@ export class UserPage {
     this.h = hooks(root);
     this.view = new UserView(this.h["user-content"], { db });
     this.request = new Latest();
+    this.scopesRequest = new Latest();
+    this.scopesTimer = null;
     this.unsubscribers = [];
     this.sessionsTimer = null;
   }
@@ -39,6 +45,9 @@ export class UserPage {
     for (const unsubscribe of this.unsubscribers) unsubscribe();
     this.unsubscribers = [];
     clearTimeout(this.sessionsTimer);
+    clearTimeout(this.scopesTimer);
+    this.scopesTimer = null;
+    this.scopesRequest.cancel();
   }
 
   async load() {
@@ -47,11 +56,12 @@ export class UserPage {
     const uid = this.uid;
     const current = this.request.begin();
     this.#unwatch();
-    this.live = { month, user: undefined, userMonth: undefined, defaults: null, monthWatched: false };
+    this.live = { month, user: undefined, userMonth: undefined, defaults: null, monthWatched: false, changes: 0 };
     setStatus(h["user-status"], h["user-content"], "loading", `Loading your usage for ${monthName(month)}…`);
     this.setLive("connecting", "Connecting…");
     this.#watch(uid, month, current);
     this.view.showSessions(uid);
+    const scopesLatest = this.scopesRequest.begin();
     try {
       const answer = await this.api.myUsage({ month });
       if (!current()) return;
@@ -60,6 +70,7 @@ export class UserPage {
       this.live.defaults = { costNanos: Math.round(answer.limits.monthlyCostLimit * 1e9), runs: answer.limits.monthlyFreeRuns };
       // The documents may already be newer than the answer: show them if they are in.
       if (!this.#recompute()) this.#show(answer);
+      if (scopesLatest()) this.view.renderScopes(answer);
     } catch (error) {
       if (!current()) return;
       showFailure(
@@ -117,6 +128,7 @@ export class UserPage {
           this.#recompute();
           this.setLive("live", `Live · updated ${clock(new Date())}`);
           this.#refreshSessionsSoon();
+          if (++this.live.changes > 1) this.#refreshScopesSoon(month, current); // (the first is the document as loaded)
         },
         failed("your usage"),
       ),
@@ -164,6 +176,21 @@ export class UserPage {
   #refreshSessionsSoon() {
     clearTimeout(this.sessionsTimer);
     this.sessionsTimer = setTimeout(() => this.view.showSessions(this.uid, { reset: false }), 400);
+  }
+
+  /** Ask my_usage for the scopes again, once for every change within SCOPES_DELAY ms. */
+  #refreshScopesSoon(month, current) {
+    if (this.scopesTimer !== null) return;
+    this.scopesTimer = setTimeout(async () => {
+      this.scopesTimer = null;
+      const latest = this.scopesRequest.begin();
+      try {
+        const answer = await this.api.myUsage({ month });
+        if (current() && latest()) this.view.renderScopes(answer);
+      } catch {
+        // The scopes shown stay; the next change asks again.
+      }
+    }, SCOPES_DELAY);
   }
 
   setLive(state, text) {

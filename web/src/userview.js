@@ -1,7 +1,8 @@
 // One user's month (my_usage's shape): the user page and the admin's drill-down both show it.
 import { Latest, failureText, fillTable, hooks, setNumber } from "./dom.js";
 import { SessionPages } from "./data.js";
-import { count, dateTime, duration, moneyDigits, percent, plural, usd, usdExact } from "./format.js";
+import { count, currentMonth, dateTime, duration, moneyDigits, percent, plural, usd, usdExact } from "./format.js";
+import { renderScopes, renderTeamUsage, setBar } from "./scopes.js";
 
 const usage = [
   { key: "name", label: "Name" },
@@ -49,14 +50,7 @@ function renderLimit(h, prefix, { used, held, limit, remaining, money }) {
   setNumber(h[`${prefix}-held`], held, format(held), money ? usdExact(held) : undefined);
   setNumber(h[`${prefix}-limit`], limit, format(limit), money ? usdExact(limit) : undefined);
   setNumber(h[`${prefix}-remaining`], remaining, format(remaining), money ? usdExact(remaining) : undefined);
-  const share = (value) => (limit > 0 ? Math.min(100, (100 * value) / limit) : value > 0 ? 100 : 0);
-  const usedShare = share(used);
-  const heldShare = Math.min(100 - usedShare, share(held));
-  const bar = h[`${prefix}-bar`];
-  bar.querySelector(".used").style.width = `${usedShare}%`;
-  bar.querySelector(".held").style.width = `${heldShare}%`;
-  bar.dataset.level = used > limit ? "exceeded" : usedShare >= 80 ? "warning" : "ok";
-  h[`${prefix}-share`].textContent = percent(limit > 0 ? (100 * used) / limit : used > 0 ? 100 : 0);
+  h[`${prefix}-share`].textContent = percent(setBar(h[`${prefix}-bar`], { used, held, limit }));
 }
 
 export class UserView {
@@ -115,6 +109,30 @@ export class UserView {
     fillTable(h["u-providers"], usage, view.providers, { empty: "No providers this month." });
     setNumber(h["u-sessions-active"], view.sessions.active, count(view.sessions.active));
     setNumber(h["u-sessions-completed"], view.sessions.completed, count(view.sessions.completed));
+  }
+
+  /**
+   * Show every limited scope of a my_usage answer (`limits.scopes`) and the user's team
+   * (`team`: its usage and scopes). Only my_usage knows them (plans, days, features, teams):
+   * the live documents do not, so this is called with its answers only.
+   */
+  renderScopes(answer) {
+    const h = this.h;
+    const current = answer.month === currentMonth();
+    h["u-scopes-panel"].dataset.month = answer.month;
+    h["u-scopes-note"].textContent = current
+      ? "Every limit that applies now: what is used, what reservations under way hold, and what is left. Days are UTC."
+      : "Day, feature and team limits are shown for the current month only.";
+    renderScopes(h["u-scopes"], current ? answer.limits.scopes ?? [] : [], {
+      empty: current ? "No limits apply." : "Not shown for a past month.",
+    });
+    const team = current ? answer.team : null;
+    h["u-team"].hidden = !team;
+    h["u-team"].dataset.teamId = team?.teamId ?? "";
+    if (!team) return;
+    h["u-team-id"].textContent = team.teamId;
+    renderTeamUsage(h["u-team-usage"], team.usage);
+    renderScopes(h["u-team-scopes"], team.scopes ?? [], { empty: "The team has no limits." });
   }
 
   setAlerts(rows) {
