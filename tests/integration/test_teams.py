@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from google.cloud.firestore import FieldFilter
+
 from tally import layout
 from tally_dev import accounts, emulator
 from tally_dev.steps import step
@@ -72,3 +74,25 @@ def test_a_team_is_admin_only_and_holds_no_features() -> None:
     assert (denied, features, unknown) == (403, 400, 400)
     assert "limits.features" in body["error"]["message"]
     assert layout.TEAMS == "TallyTeams"
+
+
+def scope_alerts(field: str, value: str) -> list[tuple[str, str | None, int]]:
+    docs = emulator.db().collection(layout.ALERTS).where(filter=FieldFilter(field, "==", value)).stream()
+    found = [doc.to_dict() or {} for doc in docs]
+    return sorted((a["scope"], a.get("teamId"), a["threshold"]) for a in found)
+
+
+def test_twenty_concurrent_crossings_raise_each_scope_alert_once() -> None:
+    team_id, boss, members = make_team({"monthlyCostLimit": 1}, members=20)
+    loner = accounts.make_user()
+    call("set_limits", boss, {"userId": loner.uid, "dailyCostLimit": 1})
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda m: accounts.record(m, {"steps": [step(cost="0.06")]}), members))  # $1.20
+        list(pool.map(lambda _: accounts.record(loner, {"steps": [step(cost="0.06")]}), range(20)))
+
+    assert scope_alerts("teamId", team_id) == [
+        ("team.month.cost", team_id, 80),
+        ("team.month.cost", team_id, 100),
+    ]
+    assert scope_alerts("userId", loner.uid) == [("user.day.cost", None, 80), ("user.day.cost", None, 100)]

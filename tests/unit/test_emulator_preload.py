@@ -90,7 +90,8 @@ async function startsAcrossFunctions() {
       starting -= 1;
       const pool = this.workerPools[backend.codebase];
       const worker = { state: IDLE, request: async () => {} };
-      pool.setTriggerWorkers(trigger.id, [...pool.getTriggerWorkers(trigger.id, backend.runtime), worker], backend.runtime);
+      const running = pool.getTriggerWorkers(trigger.id, backend.runtime);
+      pool.setTriggerWorkers(trigger.id, [...running, worker], backend.runtime);
       return worker;
     }
   }
@@ -98,7 +99,8 @@ async function startsAcrossFunctions() {
     { RuntimeWorkerPool: Pool, RuntimeWorkerState, FunctionsEmulator: Emulator }, 8);
   const emulator = new Emulator();
   const backend = { codebase: "tally", runtime: "python311" };
-  await Promise.all(["set_plan", "set_price", "set_team"].map((name) => emulator.startRuntime(backend, { id: `us-central1-${name}` })));
+  const names = ["set_plan", "set_price", "set_team"];
+  await Promise.all(names.map((name) => emulator.startRuntime(backend, { id: `us-central1-${name}` })));
   return most;
 }
 // The commands the Functions emulator runs in the functions' virtualenv, with a stand-in for
