@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from tally_dev import accounts, emulator
@@ -162,3 +163,19 @@ def test_usage_past_every_limit_is_still_recorded_and_every_scope_shows_it() -> 
     }
     assert shown["feature:img.day.runs"]["used"] == 2
     assert usage["totalCost"] == 0.8
+
+
+def test_a_day_window_holds_only_its_own_day_so_the_limit_rolls_over_at_midnight_utc() -> None:
+    boss, user = admin(), accounts.make_user()
+    call("set_limits", boss, {"userId": user.uid, "dailyCostLimit": 1, "monthlyCostLimit": 100})
+    yesterday = emulator.utc_now() - timedelta(hours=25)  # another UTC day, whenever the test runs
+
+    old = accounts.record(user, {"steps": [step(cost="0.90", when=yesterday)]})
+    fresh = reserve(user, "after-midnight", "0.50")
+    accounts.record(user, {"steps": [step(cost="0.90")]})
+    today = reserve(user, "same-day", "0.50")
+
+    assert old.status_code == 200
+    assert fresh["allowed"] is True  # yesterday's $0.90 is not today's
+    assert scopes(fresh["usage"])["user.day.cost"]["used"] == 0.0
+    assert (today["allowed"], today["reason"]) == (False, "DAILY_COST_LIMIT")
