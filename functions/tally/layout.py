@@ -28,6 +28,7 @@ ALERTS = "TallyAlerts"
 PLANS = "TallyPlans"  # the plan catalog: one document holding every plan's limits
 PLATFORM_HOLDS = "TallyPlatformHolds"  # holds on the platform's budget, when it is enforced
 TEAMS = "TallyTeams"  # a team's limits and number of slices
+TEAM_COUNT = "TallyTeamCount"  # how many teams exist (set_team bounds it)
 TEAM_SLICES = "TallyTeamSlices"  # a team's escrow slices: its usage, holds and shares of its limits
 
 # The layout before v2 (read by `reconcile` when it migrates a month, then deleted).
@@ -166,3 +167,8 @@ def team_slice_path(team_id: str, k: int) -> str:
 def platform_hold_path(month: str, shard: int) -> str:
     """Return one shard of the platform's holds in a month (a hash first, as the platform shards)."""
     return f"{PLATFORM_HOLDS}/{digest(month, str(shard), 'holds')[:8]}-{month}-{shard}"
+
+
+def team_count_path() -> str:
+    """Return the count of teams, `TallyTeamCount/all`."""
+    return f"{TEAM_COUNT}/all"

@@ -67,6 +67,7 @@ class MonthDelta:
     features: defaultdict[str, Counts] = field(default_factory=_counts_map)
     providers: defaultdict[str, Counts] = field(default_factory=_counts_map)
     days: defaultdict[str, Counts] = field(default_factory=_counts_map)
+    teams: defaultdict[str, Counts] = field(default_factory=_counts_map)
 
     def add(self, step: Step) -> None:
         """Count one step in every breakdown (under the names it is counted as)."""
@@ -79,6 +80,8 @@ class MonthDelta:
         self.features[step.feature_bucket].add(step)
         self.providers[step.provider_bucket].add(step)
         self.days[day_key(step.timestamp)].add(step)
+        if step.team_key is not None:
+            self.teams[step.team_key].add(step)
 
 
 def aggregate(steps: Iterable[Step]) -> dict[str, MonthDelta]:

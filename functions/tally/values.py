@@ -155,6 +155,7 @@ class Step:
     reservation_id: str | None = None  # the hold this step settles
     price: Mapping[str, Any] | None = None  # which price Tally used (catalog version or package)
     model_key: str | None = None  # an unpriced step's model, as the unpriced breakdown counts it
+    team_key: str | None = None  # (v3) the team the user was in when it was recorded
 
     @property
     def unpriced(self) -> bool:

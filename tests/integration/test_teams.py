@@ -96,3 +96,14 @@ def test_twenty_concurrent_crossings_raise_each_scope_alert_once() -> None:
         ("team.month.cost", team_id, 100),
     ]
     assert scope_alerts("userId", loner.uid) == [("user.day.cost", None, 80), ("user.day.cost", None, 100)]
+
+
+def test_usage_analytics_lists_the_months_top_teams() -> None:
+    team_id, boss, members = make_team({"monthlyCostLimit": 100}, members=2)
+    accounts.record(members[0], {"steps": [step(cost="0.70")]})
+    accounts.record(members[1], {"steps": [step(cost="0.30")]})
+
+    shown = call("usage_analytics", boss, {"fresh": True, "top": 100})
+
+    mine = [t for t in shown["topTeams"] if t["teamId"] == team_id]
+    assert mine == [{"teamId": team_id, "cost": 1.0, "apiCalls": 2, "billableRuns": 0}]

@@ -1,19 +1,21 @@
 """Teams: shared limits enforced exactly across members, usage summed from slices, on the in-memory store."""
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from entrypoints.callables import my_usage, set_limits, set_team
+from entrypoints.callables import my_usage, set_limits, set_team, usage_analytics
 from tally import layout, names
 from tally.config import Settings
 from tally.documents import plans
 from tally.errors import InvalidArgument
 from tally.requests import parse_record_request, parse_reserve_request
 from tally.services import teams
+from tally.services.reconcile import reconcile
 from tally.services.recording import record_steps
 from tally.services.reservations import expire_holds, release_spend, reserve_spend
 from tally.usage import Held
@@ -220,3 +222,46 @@ def test_a_members_reservation_answer_shows_the_team_scopes_first() -> None:
     shown = answer["usage"]["limits"]["scopes"]
     assert shown[0] == {"scope": "team.month.cost", "used": 1.0, "held": 0.5, "limit": 3.0, "remaining": 1.5}
     assert shown[1]["scope"] == "user.month.cost"
+
+
+class NoEmails:
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+
+def test_usage_analytics_ranks_the_months_top_teams_and_reconcile_agrees() -> None:
+    store = MemoryStore()
+    team(store, "acme", monthlyCostLimit=100)
+    set_team(store=store, caller=ADMIN, data={"teamId": "globex", "limits": {}}, settings=SETTINGS, now=NOW)
+    set_limits(
+        store=store, caller=ADMIN, data={"userId": "g1", "teamId": "globex"}, settings=SETTINGS, now=NOW
+    )
+    spend(store, "m1", "1.00")
+    spend(store, "m2", "0.50")
+    spend(store, "g1", "2.00")
+    spend(store, "loner", "9.00")  # no team
+
+    shown = usage_analytics(
+        store=store, directory=NoEmails(), caller=ADMIN, data={"fresh": True}, settings=SETTINGS, now=NOW
+    )
+    report = reconcile(store=store, month="2026-11", settings=SETTINGS, now=NOW, fix=False)
+
+    assert [(t["teamId"], t["cost"]) for t in shown["topTeams"]] == [("globex", 2.0), ("acme", 1.5)]
+    assert report.differences == []
+
+
+def test_set_team_refuses_a_team_past_the_bound() -> None:
+    store = MemoryStore()
+    store.put(layout.team_count_path(), {"teams": teams.MAX_TEAMS})
+
+    with pytest.raises(InvalidArgument, match="teamId"):
+        set_team(
+            store=store,
+            caller=ADMIN,
+            data={"teamId": "one-too-many", "limits": {}},
+            settings=SETTINGS,
+            now=NOW,
+        )
+
+    assert store.docs[layout.team_count_path()]["teams"] == teams.MAX_TEAMS
+    assert layout.team_path("one-too-many") not in store.docs

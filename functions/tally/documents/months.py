@@ -25,8 +25,9 @@ from tally.writes import DELETE, Increment, Op, Replace, Write, merge_payload
 MONTH = "month"  # queried: a month's documents of every kind
 UNPRICED, BY_TYPE = counters.UNPRICED, counters.BY_TYPE
 UNPRICED_MODELS = "unpricedModels"
-FEATURES, PROVIDERS, DAYS = "features", "providers", "days"
-NAMED = {BY_TYPE: "by_type", FEATURES: "features", PROVIDERS: "providers", DAYS: "days"}  # -> MonthDelta
+FEATURES, PROVIDERS, DAYS, TEAMS = "features", "providers", "days", "teams"
+# -> MonthDelta (teams: at most MAX_TEAMS, set_team's bound)
+NAMED = {BY_TYPE: "by_type", FEATURES: "features", PROVIDERS: "providers", DAYS: "days", TEAMS: "teams"}
 ACTIVE_USERS = "activeUsers"  # a shard's count; a user's month has the flag `active`
 ACTIVE = "active"
 SESSIONS = "sessions"
@@ -75,6 +76,7 @@ class MonthAggregate:
     features: dict[str, Counts] = field(default_factory=dict)
     providers: dict[str, Counts] = field(default_factory=dict)
     days: dict[str, Counts] = field(default_factory=dict)
+    teams: dict[str, Counts] = field(default_factory=dict)
     sessions: dict[str, int] = field(default_factory=dict)
 
     def add(self, doc: Mapping[str, Any]) -> None:
@@ -90,6 +92,7 @@ class MonthAggregate:
         _add(self.features, doc.get(FEATURES))
         _add(self.providers, doc.get(PROVIDERS))
         _add(self.days, doc.get(DAYS))
+        _add(self.teams, doc.get(TEAMS))
         for key, value in (doc.get(SESSIONS) or {}).items():
             if key in SESSION_FIELDS:
                 self.sessions[key] = self.sessions.get(key, 0) + int(value)
@@ -116,6 +119,7 @@ class MonthAggregate:
             FEATURES: counters.plain_map(self.features),
             PROVIDERS: counters.plain_map(self.providers),
             DAYS: counters.plain_map(self.days),
+            TEAMS: counters.plain_map(self.teams),
             SESSIONS: dict(self.sessions),
         }
 
@@ -211,6 +215,7 @@ def counters_change(delta: MonthDelta) -> dict[str, Any]:
         FEATURES: counters.increment_map(delta.features),
         PROVIDERS: counters.increment_map(delta.providers),
         DAYS: counters.increment_map(delta.days),
+        TEAMS: counters.increment_map(delta.teams),
         UNPRICED_MODELS: unpriced_models_change(delta),
     }
 
@@ -224,6 +229,7 @@ def counters_of(delta: MonthDelta) -> dict[str, Any]:
         FEATURES: counters.plain_map(delta.features),
         PROVIDERS: counters.plain_map(delta.providers),
         DAYS: counters.plain_map(delta.days),
+        TEAMS: counters.plain_map(delta.teams),
         UNPRICED_MODELS: nested_counts(delta.unpriced_models),
     }
 

@@ -13,6 +13,7 @@ from tally.values import CostSource, Step, StoredStep, Units, UsageType
 MONTH = "month"  # queried: a month's steps, a user's steps of a month
 COST = counters.COST  # summed: a user's lifetime cost
 BILLABLE = "isBillableRun"  # counted: a user's lifetime billable runs
+TEAM_KEY = "teamKey"  # (v3) the team the step counts in (its user's when recorded)
 
 
 def document(
@@ -33,6 +34,7 @@ def document(
         **({"units": step.units.document()} if step.units is not None else {}),
         **({"price": dict(step.price)} if step.price is not None else {}),
         **({"modelKey": step.model_bucket} if step.model_bucket is not None else {}),
+        **({TEAM_KEY: step.team_key} if step.team_key is not None else {}),
         BILLABLE: step.is_billable_run,
         "timestamp": step.timestamp,
         MONTH: month_key(step.timestamp),
@@ -71,4 +73,5 @@ def step_of(data: Mapping[str, Any]) -> Step:
         cost_source=CostSource(data.get("costSource", CostSource.CLIENT.value)),
         units=Units(str(units["model"])) if isinstance(units := data.get("units"), Mapping) else None,
         model_key=data.get("modelKey"),
+        team_key=data.get(TEAM_KEY) if isinstance(data.get(TEAM_KEY), str) else None,
     )

@@ -23,7 +23,7 @@ from tally.documents import usage as usage_doc
 from tally.limits import TeamLimits
 from tally.timeutil import month_key, months_back
 from tally.usage import Held
-from tally.writes import DELETE, Increment, Op, Replace, Write, merge_payload
+from tally.writes import DELETE, CommitResult, Increment, Op, Replace, Write, merge_payload
 
 LIMITS, SLICES, TEAM_ID = "limits", "slices", "teamId"
 MONTH_COST, MONTH_RUNS = (
@@ -187,3 +187,16 @@ def usage_change(
     if released is not None:
         pairs[(HELD, COST)], pairs[(HELD, RUNS)] = Increment(-released.cost_nanos), Increment(-released.runs)
     return slice_write(team_id, k, pairs)
+
+
+COUNT = "teams"  # how many teams exist (TallyTeamCount/all)
+
+
+def count_write(change: int) -> Write:
+    """Return a change of the number of teams (fetch-and-add: the commit returns the count)."""
+    return Write(layout.team_count_path(), Op.MERGE, {COUNT: Increment(change)})
+
+
+def count_of(result: CommitResult) -> int:
+    """Return the number of teams as a count write left it."""
+    return result.value(layout.team_count_path(), COUNT)

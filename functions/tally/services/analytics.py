@@ -133,6 +133,12 @@ def usage_analytics(
             for doc in top
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],
+        "topTeams": [  # (v3) from the month's breakdown by team (what members recorded while members)
+            {"teamId": team_id, **counts.usd()}
+            for team_id, counts in sorted(current.teams.items(), key=lambda t: (-t[1].cost_nanos, t[0]))[
+                : request.top
+            ]
+        ],
         "alerts": [alerts.document_view(alert) for alert in ranking.alerts],
         "meta": {"generatedAt": _iso(now), "asOf": _iso(as_of), "documentsRead": reads},
     }

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -123,6 +123,8 @@ def record_steps(
         )
     except Contention:
         raise Unavailable("too much contention admitting new names; retry the request") from None
+    if team is not None:  # the team the user is in now counts these steps (SPEC: "while members")
+        steps = tuple(replace(s, team_key=team.team_id) for s in steps)
     attempts = 0
 
     def attempt() -> tuple[RecordingState, planning.Plan, mirror.Committed | None]:

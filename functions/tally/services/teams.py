@@ -22,6 +22,7 @@ from tally.config import Settings
 from tally.documents import teams as team_doc
 from tally.documents.plans import ShardPicker
 from tally.documents.teams import COST, DAYS, MONTHS, RUNS, SliceView, Team
+from tally.errors import InvalidArgument
 from tally.limits import Scope, TeamLimits, team_limits_view
 from tally.money import nanos_to_usd
 from tally.requests import SetTeamIn
@@ -31,6 +32,7 @@ from tally.values import Document
 TEAM_MONTHLY_COST_LIMIT = "TEAM_MONTHLY_COST_LIMIT"
 TEAM_DAILY_COST_LIMIT = "TEAM_DAILY_COST_LIMIT"
 TEAM_RUNS = "TEAM_RUNS"
+MAX_TEAMS = 500  # as names: the month documents break usage down by team
 CHECKS = (
     (MONTHS, COST, TEAM_MONTHLY_COST_LIMIT, "team.month.cost"),
     (DAYS, COST, TEAM_DAILY_COST_LIMIT, "team.day.cost"),
@@ -156,6 +158,11 @@ def set_team(
         given.monthly_cost_nanos, given.monthly_runs, given.daily_cost_nanos, given.daily_runs
     )
     slices = existing.slices if existing is not None else settings.team_slices
+    if existing is None:  # one more team: the month documents' breakdown by team stays bounded
+        counted = store.commit([team_doc.count_write(1)])
+        if team_doc.count_of(counted) > MAX_TEAMS:
+            store.commit([team_doc.count_write(-1)])
+            raise InvalidArgument.field("teamId", f"at most {MAX_TEAMS} teams; reuse or remove one")
     store.commit(
         [team_doc.team_write(request.team_id, limits, slices=slices, exists=existing is not None, now=now)]
     )
