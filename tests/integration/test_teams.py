@@ -39,7 +39,8 @@ def make_team(limits: dict[str, Any], members: int = 3) -> tuple[str, accounts.U
 
 def test_thirty_concurrent_reservations_by_three_members_admit_exactly_what_fits_the_team() -> None:
     _, _, members = make_team({"monthlyCostLimit": 3})
-    accounts.record(members[0], {"steps": [step(cost="0.50")]})
+    recorded = accounts.record(members[0], {"steps": [step(cost="0.50")]}).json()
+    assert recorded["usage"]["limits"]["scopes"][0]["scope"] == "team.month.cost"  # a member sees the team
 
     with ThreadPoolExecutor(max_workers=30) as pool:
         answers = list(pool.map(lambda n: reserve(members[n % 3], f"team_{n}", "0.25"), range(30)))

@@ -265,3 +265,15 @@ def test_set_team_refuses_a_team_past_the_bound() -> None:
 
     assert store.docs[layout.team_count_path()]["teams"] == teams.MAX_TEAMS
     assert layout.team_path("one-too-many") not in store.docs
+
+
+def test_a_members_recording_answer_shows_the_team_scopes_first() -> None:
+    store = MemoryStore()
+    team(store, monthlyCostLimit=3)
+    spend(store, "m2", "1.00")
+
+    body = spend(store, "m1", "0.50")
+
+    shown = body["usage"]["limits"]["scopes"]
+    assert shown[0] == {"scope": "team.month.cost", "used": 1.5, "held": 0.0, "limit": 3.0, "remaining": 1.5}
+    assert shown[1]["scope"] == "user.month.cost"

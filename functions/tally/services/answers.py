@@ -51,6 +51,7 @@ def respond(
     user_id: str,
     limits: LimitSet,
     now: datetime,
+    first: Sequence[Scope] = (),
 ) -> dict[str, Any]:
     """Build the response from what was read and what the commit returned (pure).
 
@@ -73,7 +74,7 @@ def respond(
         "recorded": plan.recorded,
         "duplicates": plan.duplicates,
         "session": _session_view(request, plan, state, result, user_id),
-        "usage": usage_body(now=now, limits=limits, windows=view),
+        "usage": usage_body(now=now, limits=limits, windows=view, first=first),
         "warnings": [w.body() for w in _warnings(steps, plan, state, refused)],
     }
 

@@ -19,7 +19,7 @@ from tally.documents import names as name_doc
 from tally.documents import plans, user_months
 from tally.documents import usage as usage_doc
 from tally.documents.plan_catalog import catalog_of
-from tally.documents.teams import Team
+from tally.documents.teams import SliceView, Team
 from tally.errors import Unavailable
 from tally.limits import LimitSet
 from tally.services import admission, alerts, answers, mirror, planning, scope_alerts, teams
@@ -151,6 +151,12 @@ def record_steps(
         except Exception:  # the steps are recorded: a failed rewrite is retried by the next request
             log.exception("rewriting the usage map of %s failed", user_id)
     used = _used(steps=steps, plan=plan, state=state, result=result, user_id=user_id, now=now)
+    team_views = None
+    if team is not None:  # read once: for the team's alerts and its scopes in the answer
+        try:
+            team_views = teams.read_slices(store, team, now)
+        except Exception:
+            log.exception("reading the slices of team %s failed (the steps are recorded)", team.team_id)
     try:
         after_commit(
             store=store,
@@ -162,6 +168,7 @@ def record_steps(
             settings=settings,
             limits=limits_of(state),
             team=team,
+            team_views=team_views,
             now=now,
         )
     except Exception:
@@ -177,6 +184,9 @@ def record_steps(
         user_id=user_id,
         limits=limits_of(state),
         now=now,
+        first=list(teams.team_scopes(team, team_views))
+        if team is not None and team_views is not None
+        else [],
     )
     if not mirrored:
         body["warnings"].append(mirror.warning(user_id))
@@ -214,6 +224,7 @@ def after_commit(
     limits: LimitSet,
     now: datetime,
     team: Team | None = None,
+    team_views: list[SliceView] | None = None,
 ) -> None:
     """Keep the free-tier entries and raise the alerts the request crossed (a retry repairs what failed).
 
@@ -268,7 +279,7 @@ def after_commit(
         )
     alerts.create(store, raised, now)
     if team is not None and commit is not None and commit.steps:
-        scope_alerts.team_alerts(store, team, now=now, raised_by="record_steps")
+        scope_alerts.team_alerts(store, team, now=now, raised_by="record_steps", views=team_views)
     budget = settings.platform_budget_nanos
     if budget is not None and commit is not None and result is not None:
         for month, delta in deltas.items():

@@ -16,7 +16,7 @@ from datetime import datetime
 from tally import layout
 from tally.documents import counters
 from tally.documents import windows as window_doc
-from tally.documents.teams import Team
+from tally.documents.teams import SliceView, Team
 from tally.limits import LimitSet, Scope, Windows, scopes
 from tally.services import alerts, teams
 from tally.services.alerts import Alert, AlertKind, AlertStore
@@ -87,9 +87,11 @@ def _measure(counts: Counts, scope: Scope, feature: str | None) -> int:
     return counts.api_calls if feature is not None else counts.billable_runs  # a feature's runs: every step
 
 
-def team_alerts(store: AlertStore, team: Team, *, now: datetime, raised_by: str) -> int:
+def team_alerts(
+    store: AlertStore, team: Team, *, now: datetime, raised_by: str, views: list[SliceView] | None = None
+) -> int:
     """Create the team's alerts its slices, summed, have reached (each once); return how many were new."""
-    views = teams.read_slices(store, team, now)
+    views = teams.read_slices(store, team, now) if views is None else views
     month, day = month_key(now), day_key(now)
     wanted = [
         Alert(
