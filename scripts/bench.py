@@ -42,7 +42,7 @@ from tally.services.reservations import reserve_spend
 from tally.timeutil import month_key
 from tally.values import Caller, RecordRequest, SessionRequest, Step, UsageType, UserMonthState
 from tally.writes import Increment, Op, Write
-from tally_dev import accounts, bench_scopes, emulator, webhook
+from tally_dev import accounts, backtest, bench_scopes, emulator, webhook
 from tally_dev.census import Census, Workload, kind_of, owner_of, run
 from tally_dev.projection import largest_by_kind, simulate
 from tally_dev.sizing import MAX_DOCUMENT_BYTES
@@ -52,7 +52,7 @@ console = Console(stderr=True)
 COST = "0.00283"
 COST_NANOS = 2_830_000
 RATES = (1000, 5000)
-SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate", "reconcile", "scopes")
+SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate", "reconcile", "scopes", "forecast")
 
 
 def progress(message: str) -> None:
@@ -1150,6 +1150,11 @@ def main(argv: list[str] | None = None) -> int:
         receiver.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if "forecast" in only:  # pure: synthetic traces with known outcomes, no emulator needed
+        progress("forecast: backtest of the month-end projection and the anomaly rule")
+        results["forecast"] = backtest.bench()
+        (out / "benchmarks-forecast.json").write_text(json.dumps(results["forecast"], indent=2) + "\n")
+        (out / "benchmarks-forecast.md").write_text(backtest.markdown(results["forecast"]))
     if "scopes" in only:
         emulator.wipe_documents(timeout=900)
         progress("scopes: a team's write census, 100 concurrent reservations, latency with five scopes")

@@ -200,3 +200,16 @@ def count_write(change: int) -> Write:
 def count_of(result: CommitResult) -> int:
     """Return the number of teams as a count write left it."""
     return result.value(layout.team_count_path(), COUNT)
+
+
+def days_of_slice(doc: Any, month: str) -> dict[str, int]:
+    """Return a slice's cost per day of a month (`YYYY-MM-DD`), as recorded."""
+    data = doc.fields if doc is not None and doc.exists else {}
+    days = _at(data, (MONTHS, month, DAYS))
+    return {f"{month}-{day}": int(_at(days, (day,)).get(COST, 0)) for day in days}
+
+
+def month_cost(doc: Any, month: str) -> int:
+    """Return a slice's recorded cost in a month."""
+    data = doc.fields if doc is not None and doc.exists else {}
+    return int(_at(data, (MONTHS, month)).get(COST, 0))

@@ -14,7 +14,7 @@ from tally.documents import months as month_doc
 from tally.documents.months import FREE_TIER_PERCENT, MonthAggregate, Ranking
 from tally.money import nanos_to_usd
 from tally.requests import AnalyticsIn
-from tally.services import alerts, folding
+from tally.services import alerts, folding, projections
 from tally.timeutil import days_of, month_key, months_back
 from tally.usage import Counts, limit_percent
 from tally.values import Document, UsageType
@@ -126,15 +126,35 @@ def usage_analytics(
     free_rows = [row for doc in ranking.free_tier if (row := free_tier_row(doc, settings)) is not None]
     free_rows.sort(key=lambda row: (-row["percent"], row["userId"]))
     emails = directory.emails(sorted({doc["userId"] for doc in top} | {r["userId"] for r in free_rows}))
+    earlier = [history[m].total.cost_nanos for m in reversed(months[:-1])]  # most recent first
+    platform = projections.project(
+        month=month,
+        days=current.days,
+        now=now,
+        previous_months_nanos=earlier,
+        limit_nanos=settings.platform_budget_nanos,
+    )
     return {
         **month_report(month=month, aggregate=current, history=history),
+        "forecast": projections.view(platform),
         "topUsers": [
-            {"userId": doc["userId"], "email": emails.get(doc["userId"]), **counters.counts_of(doc).usd()}
+            {
+                "userId": doc["userId"],
+                "email": emails.get(doc["userId"]),
+                **counters.counts_of(doc).usd(),
+                "monthEnd": projections.run_rate_month_end(
+                    counters.counts_of(doc).cost_nanos, month=month, now=now
+                ),
+            }
             for doc in top
         ],
         "freeTier": [{**row, "email": emails.get(row["userId"])} for row in free_rows],
         "topTeams": [  # (v3) from the month's breakdown by team (what members recorded while members)
-            {"teamId": team_id, **counts.usd()}
+            {
+                "teamId": team_id,
+                **counts.usd(),
+                "monthEnd": projections.run_rate_month_end(counts.cost_nanos, month=month, now=now),
+            }
             for team_id, counts in sorted(current.teams.items(), key=lambda t: (-t[1].cost_nanos, t[0]))[
                 : request.top
             ]

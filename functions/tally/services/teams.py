@@ -13,6 +13,7 @@ reservation (see docs/design.md).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,7 +27,9 @@ from tally.errors import InvalidArgument
 from tally.limits import Scope, TeamLimits, team_limits_view
 from tally.money import nanos_to_usd
 from tally.requests import SetTeamIn
-from tally.usage import Held
+from tally.services import projections
+from tally.timeutil import month_key, months_back
+from tally.usage import Counts, Held
 from tally.values import Document
 
 TEAM_MONTHLY_COST_LIMIT = "TEAM_MONTHLY_COST_LIMIT"
@@ -131,8 +134,21 @@ def read_team(
 
 
 def team_view(store: ports.DocumentStore, team: Team, now: datetime) -> dict[str, Any]:
-    """Return a team as `my_usage` shows it: its month and day, limits and scopes (one read per slice)."""
-    views = read_slices(store, team, now)
+    """Return a team as `my_usage` shows it: month and day, limits, scopes, forecast (one read per slice)."""
+    paths = [layout.team_slice_path(team.team_id, k) for k in range(team.slices)]
+    docs = store.read(paths)
+    views = [team_doc.slice_of(docs[path], k, now) for k, path in enumerate(paths)]
+    month_now, days = month_key(now), Counter[str]()
+    for path in paths:
+        days.update(team_doc.days_of_slice(docs[path], month_now))
+    last = months_back(month_now, 2)[0]
+    projected = projections.project(
+        month=month_now,
+        days={day: Counts(cost) for day, cost in days.items()},
+        now=now,
+        previous_months_nanos=[sum(team_doc.month_cost(docs[path], last) for path in paths)],
+        limit_nanos=team.limits.monthly_cost_nanos,
+    )
     month = sum(v.month.get(COST, 0) for v in views)
     day = sum(v.day.get(COST, 0) for v in views)
     return {
@@ -145,6 +161,7 @@ def team_view(store: ports.DocumentStore, team: Team, now: datetime) -> dict[str
         },
         "limits": team_limits_view(team.limits),
         "scopes": [scope.view() for scope in team_scopes(team, views)],
+        "forecast": projections.view(projected),
     }
 
 

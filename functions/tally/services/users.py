@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tally import layout, ports
@@ -19,8 +19,8 @@ from tally.errors import InvalidArgument
 from tally.limits import DEFAULT_PLAN, MAX_FEATURES, MAX_PLANS, LimitSet, limits_view, scopes
 from tally.money import nanos_to_usd
 from tally.requests import MyUsageIn, SetLimitsIn, SetPlanIn
-from tally.services import alerts, mirror, teams
-from tally.timeutil import month_key
+from tally.services import alerts, mirror, projections, teams
+from tally.timeutil import month_key, months_back
 from tally.usage import Counts, Held, limit_percent, limits_status
 from tally.values import Caller, UsageType
 from tally.writes import DELETE
@@ -75,6 +75,17 @@ def month_view(
         "limits": status,
         "lifetime": usage_doc.lifetime_of(usage).usd(),
         "sessions": {"active": max(0, active), "completed": completed},
+        "forecast": projections.view(
+            projections.project(
+                month=month,
+                days=stored.days,
+                now=now or datetime.now(UTC),
+                previous_months_nanos=[
+                    usage_doc.month_usage(usage, m).cost_nanos for m in reversed(months_back(month, 3)[:-1])
+                ],
+                limit_nanos=limits.month.monthly_cost_limit_nanos,
+            )
+        ),
     }
 
 
