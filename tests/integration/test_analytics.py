@@ -178,9 +178,11 @@ def test_analytics_equal_the_workload_to_the_nano(this_month: str) -> None:
     assert result["features"] == ranked(expected.features)
     assert result["providers"] == ranked(expected.providers)
     top = sorted(expected.users.items(), key=lambda item: (-item[1].cost, item[0]))[:3]
+    ends = [row.pop("monthEnd") for row in result["topUsers"]]  # (v3) each top user's projection
     assert result["topUsers"] == [
         {"userId": uid, "email": f"{uid}@example.com", **sums.view()} for uid, sums in top
     ]
+    assert all(end >= row["cost"] for end, row in zip(ends, result["topUsers"], strict=True))
     year, number = (int(part) for part in month.split("-"))
     days = [f"{month}-{d:02d}" for d in range(1, calendar.monthrange(year, number)[1] + 1)]
     assert [d["date"] for d in result["daily"]] == days
