@@ -47,7 +47,8 @@ def test_a_hold_on_a_feature_without_a_limit_counts_no_feature_hold() -> None:
     writes = plans.hold_writes(hold("chat", limited=False), now=NOW)
 
     (user,) = [w for w in writes if w.path == layout.usage_path("u")]
-    assert "held" not in user.data["windows"]["months"]["2026-03"]
+    assert "months" not in user.data["windows"]  # no feature hold, and no key named by the caller
+    assert "features" not in user.data["windows"]["days"]["2026-03-01"]
 
 
 def stored(feature: str, *, limited: bool, month: str = "2026-02") -> HoldState:

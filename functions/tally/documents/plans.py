@@ -374,7 +374,10 @@ def hold_writes(
     held = Held(int(hold[hold_doc.ESTIMATE]), int(hold[hold_doc.RUNS]))
     feature = hold.get(hold_doc.FEATURE)
     feature_held = Held(held.cost_nanos, 1) if hold.get(hold_doc.FEATURE_HELD) is True else None
-    windows = window_doc.hold_change(now, feature=feature, held=feature_held)
+    # a feature's counters come back only when the user has a limit for it: an estimate's feature is
+    # caller input, and an unlimited one would only add keys to the user's document
+    limited = feature if feature_held is not None else None
+    windows = window_doc.hold_change(now, feature=limited, held=feature_held)
     user = merged(
         [
             usage_doc.hold_write(user_id, month, held),
