@@ -14,13 +14,6 @@ def admin() -> accounts.User:
     return accounts.make_user(claims={"admin": True})
 
 
-def call(name: str, user: accounts.User, data: dict[str, Any]) -> dict[str, Any]:
-    status, body = accounts.call(name, user, data)
-    assert status == 200, body
-    result: dict[str, Any] = body["result"]
-    return result
-
-
 def reserve(user: accounts.User, rid: str, cost: str, **estimate: Any) -> dict[str, Any]:
     body = {"reservationId": rid, "estimate": {"cost": cost, **estimate}, "ttlSeconds": 60}
     response = accounts.record(user, body, endpoint="reserve_spend")
@@ -37,8 +30,10 @@ def test_plans_are_set_and_listed_by_admins_only() -> None:
     boss, someone = admin(), accounts.make_user()
     plan = emulator.unique("pro")
 
-    stored = call("set_plan", boss, {"plan": plan, "limits": {"monthlyCostLimit": 50, "dailyFreeRuns": 20}})
-    listed = call("list_plans", boss, {})
+    stored = accounts.result_of(
+        "set_plan", boss, {"plan": plan, "limits": {"monthlyCostLimit": 50, "dailyFreeRuns": 20}}
+    )
+    listed = accounts.result_of("list_plans", boss, {})
     denied, _ = accounts.call("set_plan", someone, {"plan": plan, "limits": {}})
     bad, body = accounts.call("set_plan", boss, {"plan": plan, "limits": {"dailyRuns": 1}})
 
@@ -52,14 +47,14 @@ def test_plans_are_set_and_listed_by_admins_only() -> None:
 def test_precedence_is_per_field_override_then_plan_then_default() -> None:
     boss, user = admin(), accounts.make_user()
     plan = emulator.unique("pro")
-    call(
+    accounts.result_of(
         "set_plan",
         boss,
         {"plan": plan, "limits": {"monthlyCostLimit": 50, "dailyCostLimit": 5, "dailyFreeRuns": 7}},
     )
 
-    call("set_limits", boss, {"userId": user.uid, "plan": plan, "dailyCostLimit": 2})
-    mine = call("my_usage", user, {})
+    accounts.result_of("set_limits", boss, {"userId": user.uid, "plan": plan, "dailyCostLimit": 2})
+    mine = accounts.result_of("my_usage", user, {})
 
     assert mine["limits"]["monthlyCostLimit"] == 50.0  # the plan's
     assert mine["limits"]["monthlyFreeRuns"] == 100  # the default plan's
@@ -71,15 +66,15 @@ def test_precedence_is_per_field_override_then_plan_then_default() -> None:
 def test_the_plan_a_claim_names_applies_until_one_is_assigned() -> None:
     boss = admin()
     claimed, assigned = emulator.unique("claimed"), emulator.unique("assigned")
-    call("set_plan", boss, {"plan": claimed, "limits": {"monthlyCostLimit": 40}})
-    call("set_plan", boss, {"plan": assigned, "limits": {"monthlyCostLimit": 9}})
+    accounts.result_of("set_plan", boss, {"plan": claimed, "limits": {"monthlyCostLimit": 40}})
+    accounts.result_of("set_plan", boss, {"plan": assigned, "limits": {"monthlyCostLimit": 9}})
     user = accounts.make_user(claims={"tallyPlan": claimed})
     backend = accounts.make_user(claims={"recorder": True})
 
-    own = call("my_usage", user, {})
+    own = accounts.result_of("my_usage", user, {})
     for_them = accounts.record(backend, {"userId": user.uid, "steps": [step(cost="0.01")]}).json()
-    call("set_limits", boss, {"userId": user.uid, "plan": assigned})
-    after = call("my_usage", user, {})
+    accounts.result_of("set_limits", boss, {"userId": user.uid, "plan": assigned})
+    after = accounts.result_of("my_usage", user, {})
 
     assert own["limits"]["monthlyCostLimit"] == 40.0  # from the caller's own token
     assert for_them["usage"]["limits"]["monthlyCostLimit"] == 40.0  # from Firebase Auth, for a recorder
@@ -88,7 +83,7 @@ def test_the_plan_a_claim_names_applies_until_one_is_assigned() -> None:
 
 def test_thirty_concurrent_reservations_admit_exactly_what_fits_the_day() -> None:
     boss, user = admin(), accounts.make_user()
-    call("set_limits", boss, {"userId": user.uid, "dailyCostLimit": 2, "monthlyCostLimit": 100})
+    accounts.result_of("set_limits", boss, {"userId": user.uid, "dailyCostLimit": 2, "monthlyCostLimit": 100})
     accounts.record(user, {"steps": [step(cost="0.50")]})
 
     with ThreadPoolExecutor(max_workers=30) as pool:
@@ -100,7 +95,9 @@ def test_thirty_concurrent_reservations_admit_exactly_what_fits_the_day() -> Non
 
 def test_thirty_concurrent_reservations_of_a_feature_admit_exactly_its_daily_runs() -> None:
     boss, user = admin(), accounts.make_user()
-    call("set_limits", boss, {"userId": user.uid, "features": {"image_generation": {"dailyRuns": 10}}})
+    accounts.result_of(
+        "set_limits", boss, {"userId": user.uid, "features": {"image_generation": {"dailyRuns": 10}}}
+    )
     accounts.record(user, {"steps": [step(cost="0.01", feature="image_generation")]})
 
     with ThreadPoolExecutor(max_workers=30) as pool:
@@ -117,7 +114,7 @@ def test_thirty_concurrent_reservations_of_a_feature_admit_exactly_its_daily_run
 
 def test_a_refusal_names_the_first_scope_in_the_specs_order() -> None:
     boss, user = admin(), accounts.make_user()
-    call(
+    accounts.result_of(
         "set_limits",
         boss,
         {
@@ -143,7 +140,7 @@ def test_a_refusal_names_the_first_scope_in_the_specs_order() -> None:
 
 def test_usage_past_every_limit_is_still_recorded_and_every_scope_shows_it() -> None:
     boss, user = admin(), accounts.make_user()
-    call(
+    accounts.result_of(
         "set_limits", boss, {"userId": user.uid, "dailyCostLimit": 0.5, "features": {"img": {"dailyRuns": 1}}}
     )
 
@@ -167,7 +164,7 @@ def test_usage_past_every_limit_is_still_recorded_and_every_scope_shows_it() -> 
 
 def test_a_day_window_holds_only_its_own_day_so_the_limit_rolls_over_at_midnight_utc() -> None:
     boss, user = admin(), accounts.make_user()
-    call("set_limits", boss, {"userId": user.uid, "dailyCostLimit": 1, "monthlyCostLimit": 100})
+    accounts.result_of("set_limits", boss, {"userId": user.uid, "dailyCostLimit": 1, "monthlyCostLimit": 100})
     yesterday = emulator.utc_now() - timedelta(hours=25)  # another UTC day, whenever the test runs
 
     old = accounts.record(user, {"steps": [step(cost="0.90", when=yesterday)]})

@@ -12,13 +12,6 @@ from tally_dev import accounts, emulator
 from tally_dev.steps import step
 
 
-def call(name: str, user: accounts.User, data: dict[str, Any]) -> dict[str, Any]:
-    status, body = accounts.call(name, user, data)
-    assert status == 200, body
-    result: dict[str, Any] = body["result"]
-    return result
-
-
 def reserve(user: accounts.User, rid: str, cost: str, **estimate: Any) -> dict[str, Any]:
     body = {"reservationId": rid, "estimate": {"cost": cost, **estimate}, "ttlSeconds": 60}
     response = accounts.record(user, body, endpoint="reserve_spend")
@@ -30,10 +23,10 @@ def reserve(user: accounts.User, rid: str, cost: str, **estimate: Any) -> dict[s
 def make_team(limits: dict[str, Any], members: int = 3) -> tuple[str, accounts.User, list[accounts.User]]:
     boss = accounts.make_user(claims={"admin": True})
     team_id = emulator.unique("team")
-    call("set_team", boss, {"teamId": team_id, "limits": limits})
+    accounts.result_of("set_team", boss, {"teamId": team_id, "limits": limits})
     users = accounts.make_users(members)
     for user in users:
-        call("set_limits", boss, {"userId": user.uid, "teamId": team_id})
+        accounts.result_of("set_limits", boss, {"userId": user.uid, "teamId": team_id})
     return team_id, boss, users
 
 
@@ -54,7 +47,7 @@ def test_my_usage_shows_the_team_and_its_scopes_and_a_team_refusal_comes_first()
     accounts.record(members[0], {"steps": [step(cost="0.40")]})
     accounts.record(members[1], {"steps": [step(cost="0.20", billable=True)]})
 
-    mine = call("my_usage", members[2], {})
+    mine = accounts.result_of("my_usage", members[2], {})
     refused = reserve(members[2], "big", "6")  # past the team's $1 and the member's own $5
 
     assert mine["team"]["teamId"] == team_id
@@ -86,7 +79,7 @@ def scope_alerts(field: str, value: str) -> list[tuple[str, str | None, int]]:
 def test_twenty_concurrent_crossings_raise_each_scope_alert_once() -> None:
     team_id, boss, members = make_team({"monthlyCostLimit": 1}, members=20)
     loner = accounts.make_user()
-    call("set_limits", boss, {"userId": loner.uid, "dailyCostLimit": 1})
+    accounts.result_of("set_limits", boss, {"userId": loner.uid, "dailyCostLimit": 1})
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(lambda m: accounts.record(m, {"steps": [step(cost="0.06")]}), members))  # $1.20
@@ -104,7 +97,7 @@ def test_usage_analytics_lists_the_months_top_teams() -> None:
     accounts.record(members[0], {"steps": [step(cost="0.70")]})
     accounts.record(members[1], {"steps": [step(cost="0.30")]})
 
-    shown = call("usage_analytics", boss, {"fresh": True, "top": 100})
+    shown = accounts.result_of("usage_analytics", boss, {"fresh": True, "top": 100})
 
     mine = [t for t in shown["topTeams"] if t["teamId"] == team_id]
     end = mine[0].pop("monthEnd")  # (v3) the team's projected month-end
