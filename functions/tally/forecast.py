@@ -2,10 +2,13 @@
 
 Money is integer nano-USD; days are UTC days; tally_dev.backtest measures both rules.
 
-The month-end forecast is what is spent plus the expected cost of each day left. Today's partial
-day is a lower bound on today's cost: it joins the fit only once it reaches today's expected
-cost. A user without previous months is fitted from the day after their first day with a cost
-(that day is likely partial), so a user who started mid-month is not diluted by the days before.
+The month-end forecast is what is spent plus the expected cost of each day left. Told the share
+of today elapsed (`day_fraction`, f), today's cost / f joins the fit as a day once f >=
+`FIT_FRACTION`, and the rest of today is (1 - f) x (its pace so far, weighted f, + today's
+expected cost, weighted 1 - f): never below what is spent. Not told, today's cost is a lower
+bound on the day's: it joins the fit only once it reaches today's expected cost. A user without
+previous months is fitted from the day after their first day with a cost (that day is likely
+partial), so a user who started mid-month is not diluted by the days before.
 The completed days are fitted as level x weekday factor x trend, on the log scale:
 - noise: the robust sd (1.4826 MAD) of the changes between days a week apart, shrunk toward
   `SIGMA_PRIOR` while they are few;
@@ -71,6 +74,7 @@ SLOPE_PRIOR_SD = 0.01
 SLOPE_DRIFT_SD = 0.003  # how much the trend may change from the previous months' to this one's
 CLIP = 2.5
 MIN_DISAGREEMENT_DAYS = 3
+FIT_FRACTION = 0.5  # the share of today that lets its pace join the fit
 ANOMALY_MIN_HISTORY = 7
 ANOMALY_WEEKS = 4
 ANOMALY_RATIO = 2.5
@@ -277,11 +281,13 @@ def forecast(
     today: int,
     previous_months_nanos: Sequence[int] = (),
     limit_nanos: int | None = None,
+    day_fraction: float | None = None,
 ) -> Forecast:
     """Project `month`'s ("YYYY-MM") cost from its days 1..today (today's partial day last).
 
     daily_nanos[i] is the cost of day i+1, len == today; previous_months_nanos are the totals
-    of the earlier months, most recent first (may be empty).
+    of the earlier months, most recent first (may be empty); day_fraction is the share of today
+    elapsed (0..1; None: unknown, today's cost is then only a lower bound on the day's).
     """
     parse_month(month)
     length = _days_in(month)
@@ -289,6 +295,8 @@ def forecast(
         raise ValueError("daily_nanos must hold days 1..today of the month")
     if any(v < 0 for v in daily_nanos) or any(v < 0 for v in previous_months_nanos):
         raise ValueError("costs must not be negative")
+    if day_fraction is not None and not 0.0 <= day_fraction <= 1.0:
+        raise ValueError("day_fraction must be within 0..1")
     year, number = (int(part) for part in month.split("-"))
     weekday = [date(year, number, d).weekday() for d in range(1, length + 1)]
     history = _history(month, previous_months_nanos)
@@ -298,10 +306,14 @@ def forecast(
         start = next((d for d, v in enumerate(daily_nanos, 1) if v > 0), today)
     done = list(range(start, today))
     partial = daily_nanos[today - 1]
+    seen = list(daily_nanos)
+    if day_fraction is not None and day_fraction >= FIT_FRACTION and start <= today:
+        seen[-1] = round(partial / day_fraction)  # enough of today seen: its pace joins the fit
+        done.append(today)
     if done:
-        fit = _fit(*_series(done, daily_nanos, weekday, history is None), today, prior)
-        if partial >= fit.level * fit.factors[weekday[today - 1]]:  # today already counts as a full day
-            done.append(today)
+        fit = _fit(*_series(done, seen, weekday, history is None), today, prior)
+        if day_fraction is None and partial >= fit.level * fit.factors[weekday[today - 1]]:
+            done.append(today)  # today already counts as a full day
             fit = _fit(*_series(done, daily_nanos, weekday, history is None), today, prior)
             done.pop()
     else:  # no completed day: history, else today's cost so far as the daily rate
@@ -312,6 +324,8 @@ def forecast(
         level * fit.factors[weekday[d - 1]] * _growth(fit.slope, d - today) for d in range(today, length + 1)
     ]
     remaining = [max(0.0, expected[0] - partial), *expected[1:]]
+    if day_fraction is not None:  # the rest of today at its pace so far, weighted by the share seen
+        remaining[0] = (1 - day_fraction) * (partial + (1 - day_fraction) * expected[0])
     rest = sum(remaining)
     spent = sum(daily_nanos)
     cv = _shrunk(fit.cv, CV_PRIOR, fit.days)

@@ -207,6 +207,63 @@ def test_negative_costs_are_refused() -> None:
         forecast(month=MONTH, daily_nanos=[USD, -1], today=2)
 
 
+def test_ninety_percent_through_a_steady_day_projects_the_steady_level() -> None:
+    got = forecast(month=MONTH, daily_nanos=[USD] * 9 + [9 * USD // 10], today=10, day_fraction=0.9)
+
+    assert got.month_end_nanos == pytest.approx(30 * USD, rel=0.005)
+    assert "run rate over 9 days" in got.basis  # the 1st out, today's pace in
+
+
+def test_a_complete_day_counts_as_it_is() -> None:
+    daily = [USD] * 13 + [USD // 2]  # today ended at half the usual cost
+
+    done = forecast(month=MONTH, daily_nanos=daily, today=14, day_fraction=1.0)
+    unknown = forecast(month=MONTH, daily_nanos=daily, today=14)
+
+    assert done.month_end_nanos <= sum(daily) + 16 * USD  # nothing more for today, the rest at <= $1
+    assert done.month_end_nanos < unknown.month_end_nanos - USD // 3  # unknown: $0.50 a lower bound
+
+
+def test_a_fast_morning_raises_today_by_its_pace() -> None:
+    daily = [USD] * 13 + [USD]  # half the day gone, a whole usual day spent
+
+    half = forecast(month=MONTH, daily_nanos=daily, today=14, day_fraction=0.5)
+    done = forecast(month=MONTH, daily_nanos=daily, today=14, day_fraction=1.0)
+
+    assert done.month_end_nanos == pytest.approx(30 * USD, rel=0.01)
+    assert done.month_end_nanos < half.month_end_nanos < done.month_end_nanos + 2 * USD
+
+
+def test_early_in_the_day_its_pace_stays_out_of_the_fit() -> None:
+    got = forecast(month=MONTH, daily_nanos=[USD] * 9 + [USD // 2], today=10, day_fraction=0.1)
+
+    assert "run rate over 8 days" in got.basis  # days 2-9: an hour's pace is too little to fit
+    # today: $0.50 + 0.9 x (0.1 x its pace of $5 + 0.9 x $1), then 20 days at $1
+    assert got.month_end_nanos == pytest.approx(9.5 * USD + 0.9 * 1.4 * USD + 20 * USD, rel=0.005)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.3, 0.5, 0.7, 0.99, 1.0])
+def test_the_partial_day_never_lowers_a_projection_below_what_is_spent(fraction: float) -> None:
+    rng = random.Random(7)
+    for today in (1, 2, 9, 20, 30):
+        daily = [noisy(rng, 3 * USD, 0.5) for _ in range(today - 1)] + [rng.choice((0, USD, 40 * USD))]
+        for previous in ((), (90 * USD,), (10 * USD, 300 * USD)):
+            got = forecast(
+                month=MONTH,
+                daily_nanos=daily,
+                today=today,
+                previous_months_nanos=previous,
+                day_fraction=fraction,
+            )
+            assert sum(daily) <= got.low_nanos <= got.month_end_nanos <= got.high_nanos
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_a_day_fraction_outside_the_day_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match="day_fraction"):
+        forecast(month=MONTH, daily_nanos=[USD], today=1, day_fraction=fraction)
+
+
 def weekly_history(days: int, *, today_weekday: int, rng: random.Random | None = None) -> list[int]:
     """Return `days` weekly-cyclic costs before a day of `today_weekday`, most recent last."""
     costs = []

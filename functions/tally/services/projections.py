@@ -11,7 +11,7 @@ the figures it accompanies do not already read. A past month's forecast is its a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tally.forecast import Forecast, actual, forecast
@@ -51,12 +51,14 @@ def project(
         )
     if month > current:
         return actual(daily_nanos=[], limit_nanos=limit_nanos, month=month)
+    clock = now.astimezone(UTC)
     return forecast(
         month=month,
         daily_nanos=_daily(days, month, now.day),
         today=now.day,
         previous_months_nanos=previous_months_nanos,
         limit_nanos=limit_nanos,
+        day_fraction=(clock.hour * 3600 + clock.minute * 60 + clock.second) / 86400,
     )
 
 
