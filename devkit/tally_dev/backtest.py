@@ -9,7 +9,8 @@ current month and up to 3 previous months drawn from one seeded process; on days
 error for Tally's model and two baselines: (a) the run rate so far (spent / days x days in the
 month), (b) last month's total (the run rate for a user without a last month). A second pass
 forecasts mid-day: today's cost is a random fraction of the day's, and the run rate divides by
-the fractional days elapsed (it knows the clock; Tally's model does not).
+the fractional days elapsed. Both know the clock: Tally's model is given the same fraction of
+today elapsed (`day_fraction`; 1 at the end of the day), so both see exactly the same data.
 
 Anomalies: traces with spikes injected on known days (precision and recall of the rule, every
 day of 8 weeks after 8 weeks of history) and clean weekly-cyclic traces (alerts: should be none).
@@ -149,7 +150,13 @@ def _projections(trace: Trace, day: int, fraction: float) -> dict[str, float]:
     seen = [*trace.daily[: day - 1], round(trace.daily[day - 1] * fraction)]
     spent = sum(seen)
     run_rate = spent / (day - 1 + fraction) * len(trace.daily)
-    tally = forecast(month=trace.month, daily_nanos=seen, today=day, previous_months_nanos=trace.previous)
+    tally = forecast(
+        month=trace.month,
+        daily_nanos=seen,
+        today=day,
+        previous_months_nanos=trace.previous,
+        day_fraction=fraction,  # the clock the run rate divides by
+    )
     return {
         "tally": tally.month_end_nanos,
         "run_rate": run_rate,
@@ -354,8 +361,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Mid-day (today's cost a random 5-95% of the day's)",
         "",
-        "The run rate divides by the fractional days elapsed (it knows the clock); Tally's model is not "
-        "told the time and takes today's cost so far as a lower bound on today's.",
+        "The run rate divides by the fractional days elapsed; Tally's model is told the same fraction of "
+        "today elapsed (`day_fraction`), as it is in production (the time since UTC midnight). At the end "
+        "of the day above, both are told the day is complete.",
         "",
         *_table(results["mape_mid_day"]),
         "",
