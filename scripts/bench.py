@@ -19,12 +19,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import requests
 from google.cloud import firestore
@@ -34,8 +36,9 @@ from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings
 from tally.documents import plans
-from tally.requests import parse_record_request, parse_reserve_request
-from tally.services import mirror
+from tally.forecast import Forecast
+from tally.requests import AnalyticsIn, parse_record_request, parse_reserve_request
+from tally.services import analytics, mirror, projections
 from tally.services.reconcile import reconcile
 from tally.services.recording import record_steps
 from tally.services.reservations import reserve_spend
@@ -52,7 +55,18 @@ console = Console(stderr=True)
 COST = "0.00283"
 COST_NANOS = 2_830_000
 RATES = (1000, 5000)
-SECTIONS = ("http", "design", "census", "analytics", "sizes", "gate", "reconcile", "scopes", "forecast")
+SECTIONS = (
+    "http",
+    "design",
+    "census",
+    "analytics",
+    "analytics-forecast",
+    "sizes",
+    "gate",
+    "reconcile",
+    "scopes",
+    "forecast",
+)
 
 
 def progress(message: str) -> None:
@@ -599,6 +613,121 @@ class CountingStore(FirestoreStore):
         return found
 
 
+class AnalyticsCountingStore(CountingStore):
+    """The counting store, counting the ranking's queries too (a fold with a ranking runs them)."""
+
+    def top_users(self, **kwargs: Any) -> Any:
+        found = super().top_users(**kwargs)
+        self._billed(max(1, len(found)), kwargs.get("read_time"))
+        return found
+
+    def free_tier(self, **kwargs: Any) -> Any:
+        found = super().free_tier(**kwargs)
+        self._billed(max(1, len(found)), kwargs.get("read_time"))
+        return found
+
+    def month_alerts(self, **kwargs: Any) -> Any:
+        found = super().month_alerts(**kwargs)
+        self._billed(max(1, len(found)), None)
+        return found
+
+
+class NoDirectory:
+    """No emails: the directory is Firebase Auth, whose lookups are not Firestore reads."""
+
+    def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+
+STUBBED = Forecast(0, 0, 0, None, "stubbed out by the bench")
+
+
+def analytics_in_process(*, fresh: bool, forecasting: bool, now: datetime) -> dict[str, Any]:
+    """Run usage_analytics in this process on the emulator's data, with forecasting or stubbed out."""
+    store = AnalyticsCountingStore(emulator.db(), shards=emulator.settings().aggregate_shards)
+    with ExitStack() as stack:
+        stubs = []
+        if not forecasting:  # in the bench only: the services' forecasting answers a constant
+            stubs = [
+                stack.enter_context(mock.patch.object(projections, "project", return_value=STUBBED)),
+                stack.enter_context(mock.patch.object(projections, "run_rate_month_end", return_value=0.0)),
+            ]
+        started = time.perf_counter()
+        answer = analytics.usage_analytics(
+            store=store,
+            directory=NoDirectory(),
+            request=AnalyticsIn(top=10, fresh=fresh),
+            settings=emulator.settings(),
+            now=now,
+        )
+        ms = (time.perf_counter() - started) * 1000
+    return {
+        "fresh": fresh,
+        "forecasting": forecasting,
+        "documents_read": answer["meta"]["documentsRead"],
+        "store_documents_read": store.documents_read,
+        "ms": round(ms, 1),
+        "forecast": answer["forecast"],
+        "stub_calls": sum(stub.call_count for stub in stubs),
+    }
+
+
+def analytics_forecast_bench(admin: accounts.User, quick: bool) -> dict[str, Any]:
+    """usage_analytics' documents read with forecasting and with it stubbed out, at the same data."""
+    users = 100 if quick else 1000
+    progress(f"analytics-forecast: seeding {users:,} users")
+    seed_users(emulator.store(), 0, users, with_steps=False)
+    analytics_call(admin, fresh=True)  # fold and rank the month
+    deployed = analytics_call(admin)
+    now = datetime.now(UTC)  # one instant for every in-process call: the same rollup, young
+    progress("analytics-forecast: in process, with forecasting and with it stubbed out")
+    rows = [
+        analytics_in_process(fresh=fresh, forecasting=forecasting, now=now)
+        for fresh in (False, True)
+        for forecasting in (True, False, True)
+    ]
+    pairs = [[r for r in rows if r["fresh"] is fresh] for fresh in (False, True)]
+    return {
+        "users": users,
+        "deployed_documents_read": deployed,
+        "rows": rows,
+        "unchanged": all(
+            len({(r["documents_read"], r["store_documents_read"]) for r in pair}) == 1 for pair in pairs
+        )
+        and deployed == pairs[0][0]["documents_read"],
+    }
+
+
+def analytics_forecast_markdown(result: dict[str, Any]) -> list[str]:
+    """Return the report of usage_analytics' reads with and without forecasting."""
+    lines = [
+        f"`meta.documentsRead` of `usage_analytics` with forecasting and without it, at the same data "
+        f"({result['users']:,} seeded users): the deployed callable (with forecasting) read "
+        f"{result['deployed_documents_read']}; then the service ran in the bench's process against the "
+        "same emulator data, at one instant, with forecasting, with it stubbed out (the bench patches "
+        "`projections.project` and `projections.run_rate_month_end` to return constants: no production "
+        "switch), and with it again. `store reads` counts the documents the store's reads and queries "
+        "returned (a query bills at least one); `fresh` folds the shards and ranks the month first.",
+        "",
+        "| fresh | forecasting | documentsRead | store reads | ms | platform monthEnd |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["rows"]:
+        shown = row["forecast"]["monthEnd"] if row["forecasting"] else f"stubbed ({row['stub_calls']} calls)"
+        lines.append(
+            f"| {'yes' if row['fresh'] else 'no'} | {'with' if row['forecasting'] else 'without'} | "
+            f"{row['documents_read']} | {row['store_documents_read']} | {row['ms']} | {shown} |"
+        )
+    lines += [
+        "",
+        f"documentsRead unchanged by forecasting: {verdict(result['unchanged'])}. The forecasts are "
+        "computed from the rollups the answer reads anyway (the platform's daily breakdown and its months' "
+        "totals, the top users' and teams' month totals), so a build without forecasting reads the same "
+        "documents.",
+    ]
+    return lines
+
+
 def reconcile_bench(quick: bool) -> list[dict[str, Any]]:
     """Reconcile a month of 10,000 and 100,000 users (two steps and an open session each) on the emulator."""
     rows = []
@@ -920,6 +1049,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row.get('sessions_and_steps_read', '-')} | {row.get('sessions_and_steps_ms', '-')} | "
             f"{ratio(row.get('speedup_vs_sessions_and_steps'))} |"
         )
+    if "analytics_forecast" in results:
+        lines += ["", *analytics_forecast_markdown(results["analytics_forecast"])]
     sizes = results["sizes"]
     lines += [
         "",
@@ -1029,8 +1160,17 @@ def targets(results: dict[str, Any]) -> list[str]:
     checks = [r for r in census if r["shards"] != default["shards"]]
     gated = results["census"]["gated"]["writes_per_gated_call"]
     rec = results["reconcile"][-1]
+    forecasting = results.get("analytics_forecast")
     return [
         f"documentsRead the same at every size: {'met' if len(reads) == 1 else 'MISSED'} ({sorted(reads)})",
+        *(
+            [
+                f"documentsRead unchanged by forecasting: {verdict(forecasting['unchanged'])} "
+                f"({', '.join(str(r['documents_read']) for r in forecasting['rows'])})"
+            ]
+            if forecasting
+            else []
+        ),
         f"latency at {largest['users']:,} users within 1.5x of {small['users']:,}: "
         f"{'met' if largest['tally_ms'] <= 1.5 * small['tally_ms'] else 'MISSED'} "
         f"({largest['tally_ms']} ms vs {small['tally_ms']} ms)",
@@ -1085,6 +1225,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quick = args.quick
     only = set(args.only or SECTIONS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     db = emulator.db()
     emulator.wipe()
     user = accounts.make_user()
@@ -1134,6 +1276,22 @@ def main(argv: list[str] | None = None) -> int:
         emulator.wipe_documents(timeout=900)
         sizes = Sizes(users=[100, 1000] if quick else [100, 10_000, 100_000], repeats=5, steps_up_to=10_000)
         results["analytics"] = analytics_bench(admin, sizes)
+    if "analytics-forecast" in only:
+        emulator.wipe_documents(timeout=900)
+        results["analytics_forecast"] = analytics_forecast_bench(admin, quick)
+        (out / "benchmarks-analytics-forecast.json").write_text(
+            json.dumps(results["analytics_forecast"], indent=2) + "\n"
+        )
+        (out / "benchmarks-analytics-forecast.md").write_text(
+            "\n".join(
+                [
+                    "# Tally benchmarks: usage_analytics' reads with and without forecasting",
+                    "",
+                    *analytics_forecast_markdown(results["analytics_forecast"]),
+                    "",
+                ]
+            )
+        )
     if "sizes" in only:
         results["sizes"] = size_bench(quick)
     if "reconcile" in only:
@@ -1148,8 +1306,6 @@ def main(argv: list[str] | None = None) -> int:
         progress("pricing and the gate: interleaved latency, then concurrent reservations")
         results["gate"] = gate_bench(admin, quick)
         receiver.close()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if "forecast" in only:  # pure: synthetic traces with known outcomes, no emulator needed
         progress("forecast: backtest of the month-end projection and the anomaly rule")
         results["forecast"] = backtest.bench()
