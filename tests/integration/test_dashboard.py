@@ -527,9 +527,10 @@ def test_the_admin_page_shows_exactly_what_usage_analytics_returns(page: Page) -
     # Users are shown by email (the uid is the cell's value and the link's title).
     top = expected["topUsers"]
     assert len(top) == 10
-    assert table_rows(page, tid("top-users")) == as_strings(
-        top, ["userId", "cost", "apiCalls", "billableRuns"]
-    )
+    top_keys = ["userId", "cost", "apiCalls", "billableRuns"]
+    assert [{k: row[k] for k in top_keys} for row in table_rows(page, tid("top-users"))] == as_strings(
+        top, top_keys
+    )  # (monthEnd moves with the clock: test_the_admin_page_shows_where_the_month_is_heading checks it)
     shown_emails = page.eval_on_selector_all(
         f"{tid('top-users')} tbody a", "links => links.map(a => a.textContent)"
     )
@@ -1045,6 +1046,134 @@ def test_the_drill_down_assigns_a_plan_and_a_team_and_shows_every_scope(page: Pa
     assert page.is_hidden(tid("u-team", "drilldown"))
 
 
+# ---- forecasts and anomalies (issue 26) ----
+
+
+def put_alert(month: str, **fields: Any) -> dict[str, Any]:
+    """Write an alert document as Tally does (alerts.Alert.document's shape), already delivered."""
+    now = datetime.now(UTC)
+    alert_id = emulator.unique("alert")
+    document = {
+        "alertId": alert_id,
+        "userId": None,
+        "teamId": None,
+        "month": month,
+        "threshold": 100,
+        "createdAt": now,
+        "raisedBy": "test",
+        "late": False,
+        "deliveredAt": now,
+        "attempts": 1,
+        "nextAttemptAt": None,
+        "tallyShard": 0,
+        **fields,
+    }
+    emulator.db().document(f"TallyAlerts/{alert_id}").set(document)
+    return document
+
+
+def money_text(*values: float) -> Any:
+    """The page's money format for amounts shown together (format.js usd and moneyDigits)."""
+    digits = 4 if any(v and abs(v) < 1 for v in values) else 2
+    return lambda v: f"${v:,.{digits}f}"
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def analytics_answers(page: Page) -> list[Any]:
+    """The usage_analytics responses the page receives, from now on (read their JSON later)."""
+    seen: list[Any] = []
+    page.on("response", lambda r: seen.append(r) if r.url.endswith("/usage_analytics") else None)
+    return seen
+
+
+def shown_answer(page: Page, responses: list[Any]) -> dict[str, Any]:
+    """The usage_analytics answer the page shows (the one its as-of says it was generated at)."""
+    generated = page.get_attribute(tid("as-of"), "data-generated-at")
+    for response in reversed(responses):
+        if response.request.method == "POST" and response.ok:
+            result: dict[str, Any] = response.json()["result"]
+            if result["meta"]["generatedAt"] == generated:
+                return result
+    raise AssertionError(f"no usage_analytics answer generated at {generated}")
+
+
+def test_the_admin_page_shows_where_the_month_is_heading(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    now = datetime.now(UTC)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    ada, grace, alan = people(3)
+    accounts.result_of("set_team", admin, {"teamId": "acme", "limits": {"monthlyCostLimit": 10}})
+    accounts.result_of("set_limits", admin, {"userId": grace.uid, "teamId": "acme"})
+    with requests.Session() as http:
+        for index, user in enumerate((ada, grace, alan)):
+            for days_ago in (2, 1, 0):
+                seed_user(user, index, days_ago=days_ago, http=http)
+    day = max(now - timedelta(days=1), now.replace(day=1)).date().isoformat()
+    anomaly = put_alert(month, kind="anomaly", scope="platform.day.cost", window=day, used=2.5, limit=0.4)
+    emulator.wait_for_finalizations()
+    accounts.result_of("usage_analytics", admin, {"month": month, "top": 10, "fresh": True})
+    responses = analytics_answers(page)
+
+    sign_in(page, admin)
+    wait_state(page, "overview-status", "ready")
+    answer = shown_answer(page, responses)
+    forecast = answer["forecast"]
+    assert forecast["monthEnd"] >= answer["totals"]["cost"] > 0
+    # Top users and teams: their projected month-end (the run rate the answer gives).
+    head = page.eval_on_selector_all(f"{tid('top-users')} thead th", "ths => ths.map(t => t.textContent)")
+    assert head[-1] == "Projected month-end"
+    top_keys = ["userId", "cost", "monthEnd"]
+    assert [{k: r[k] for k in top_keys} for r in table_rows(page, tid("top-users"))] == as_strings(
+        answer["topUsers"], top_keys
+    )
+    assert all(row["monthEnd"] >= row["cost"] > 0 for row in answer["topUsers"])
+    assert len(answer["topTeams"]) == 1
+    assert row_keys(page, tid("top-teams")) == ["acme"]
+    team_keys = ["teamId", "cost", "monthEnd"]
+    assert [{k: r[k] for k in team_keys} for r in table_rows(page, tid("top-teams"))] == as_strings(
+        answer["topTeams"], team_keys
+    )
+    # The daily chart: the projection to month end, in words and in its numbers.
+    assert page.is_visible(tid("daily-forecast"))
+    figures = shown_figures(page, tid("daily-forecast"))
+    assert {k: figures[k] for k in ("monthEnd", "low", "high")} == {
+        k: _js(forecast[k]) for k in ("monthEnd", "low", "high")
+    }
+    daily = table_rows(page, tid("daily-data"))
+    today = datetime.fromisoformat(answer["meta"]["generatedAt"]).day
+    spent = sum(d["cost"] for d in answer["daily"][:today])
+    assert abs(float(daily[today - 1]["cumulative"]) - spent) < 1e-6
+    assert all(row["projected"] == "" for row in daily[:today])
+    if today < len(daily):  # (not on the month's last day: no day is left)
+        left = len(daily) - today
+        per_day = (forecast["monthEnd"] - spent) / left
+        assert all(abs(float(row["projected"]) - per_day) < 1e-6 for row in daily[today:])
+        assert abs(float(daily[-1]["cumulative"]) - forecast["monthEnd"]) < 1e-6
+        low, high = (float(v) for v in daily[-1]["range"].split(".."))
+        assert abs(low - forecast["low"]) < 1e-6
+        assert abs(high - forecast["high"]) < 1e-6
+    caption = page.text_content(f"{tid('daily-data')} caption") or ""
+    assert caption.startswith("Projected: ")
+    assert "by month end (80% interval" in caption
+    # An anomaly (written as the backend writes it) reads as one.
+    alerts = table_rows(page, tid("alerts"))
+    shown = next(row for row in alerts if row["kind"] == "anomaly")
+    listed = next(a for a in answer["alerts"] if a["kind"] == "anomaly")
+    fmt = money_text(2.5, 0.4)
+    if "window" in listed:  # (usage_analytics lists an alert's scope and window from v3 on)
+        assert shown["scope"] == anomaly["scope"]
+        assert shown["details"] == f"Anomaly on {day} in the platform's cost: {fmt(2.5)} vs usual {fmt(0.4)}"
+    else:
+        assert shown["details"].startswith("Anomaly")
+        assert shown["details"].endswith(f"{fmt(2.5)} vs usual {fmt(0.4)}")
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+
+
 # ---- the user page ----
 
 
@@ -1181,6 +1310,68 @@ def test_the_user_page_shows_day_feature_and_team_limits(page: Page) -> None:
     page.wait_for_selector(f'{tid("u-scopes-panel", "user-page")}[data-month="2025-01"]', timeout=WAIT)
     assert page.get_attribute(tid("u-scopes", "user-page"), "data-count") == "0"
     assert page.is_hidden(tid("u-team", "user-page"))
+
+
+def test_the_user_page_says_where_the_month_is_heading(page: Page) -> None:
+    month = emulator.settled_month()  # (the test stays in one month)
+    admin = accounts.make_user(claims={"admin": True}, email="admin@example.com")
+    (ada,) = people(1)
+    with requests.Session() as http:
+        for days_ago in (3, 2, 1, 0):
+            seed_user(ada, 4, days_ago=days_ago, http=http)
+    accounts.result_of("set_limits", admin, {"userId": ada.uid, "monthlyCostLimit": 4})
+    emulator.wait_for_finalizations()
+    expected = accounts.result_of("my_usage", ada, {"month": month})
+    forecast, limit = expected["forecast"], expected["limits"]["monthlyCostLimit"]
+    assert limit == 4.0
+    assert forecast["monthEnd"] >= expected["totalCost"] > 0
+    alert = put_alert(
+        month,
+        userId=ada.uid,
+        kind="forecast",
+        scope="user.month.cost",
+        window=month,
+        used=forecast["monthEnd"],
+        limit=limit,
+    )
+
+    sign_in(page, ada)
+    wait_state(page, "user-status", "ready")
+    pace = tid("u-pace", "user-page")
+    page.wait_for_selector(pace, timeout=WAIT)
+    # "At this pace: $X by month end (limit $Y, reached around the 24th)", from my_usage's forecast.
+    fmt = money_text(forecast["monthEnd"], limit)
+    words = f"At this pace: {fmt(forecast['monthEnd'])} by month end (limit {fmt(limit)}"
+    if forecast["exceedsOn"]:
+        day = int(forecast["exceedsOn"][8:])
+        words += f", reached {'on' if day <= datetime.now(UTC).day else 'around'} the {ordinal(day)}"
+    assert page.text_content(pace) == words + ")"
+    figures = shown_figures(page, pace)
+    assert figures["monthEnd"] == _js(forecast["monthEnd"])
+    assert figures["limit"] == _js(limit)
+    assert figures.get("exceedsOn") == (forecast["exceedsOn"] or None)
+    # The daily chart: the month document's days, then the projection.
+    page.wait_for_selector(tid("u-daily-panel", "user-page"), timeout=WAIT)
+    days = emulator.user_month(ada.uid, month)["days"]
+    daily = table_rows(page, tid("u-daily-data", "user-page"))
+    assert {row["label"]: row["value"] for row in daily if row["value"] != "0"} == {
+        date: _js(round(fields["costNanos"] / 1e9, 9)) for date, fields in days.items()
+    }
+    assert shown_figures(page, tid("u-daily-forecast", "user-page"))["limit"] == _js(limit)
+    # The forecast alert, in words.
+    wait_rows(page, tid("u-alerts", "user-page"), len(alerts_of(ada.uid, month)))
+    row = next(r for r in table_rows(page, tid("u-alerts", "user-page")) if r["kind"] == "forecast")
+    fmt = money_text(alert["used"], limit)
+    assert row["details"] == (
+        f"Forecast: user.month.cost — projected {fmt(alert['used'])} by month end vs limit {fmt(limit)}"
+    )
+    check_layout(page)
+    assert_no_serious_accessibility_violation(page)
+
+    # A past month: its forecast is its total, so no "at this pace".
+    page.fill(tid("month"), "2025-01")
+    page.wait_for_selector(f'{pace}[data-month="2025-01"]', state="attached", timeout=WAIT)
+    assert page.is_hidden(pace)
 
 
 # ---- states ----

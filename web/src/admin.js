@@ -2,7 +2,7 @@
 // their sessions and alerts, their limits, plan and team), plans, teams, the price catalog, and
 // the month's CSV export.
 import { BarChart } from "./charts.js";
-import { exportMonthCsv, listTeams, teamMembers, userAlerts, userAssignment } from "./data.js";
+import { dailyOf, exportMonthCsv, listTeams, readUserMonth, teamMembers, userAlerts, userAssignment } from "./data.js";
 import {
   Latest,
   breakable,
@@ -17,7 +17,8 @@ import {
   showFailure,
   submitForm,
 } from "./dom.js";
-import { ago, clock, count, dateTime, duration, monthName, monthShort, percent, plural, usd, usdExact } from "./format.js";
+import { projectMonth, todayIndex } from "./forecast.js";
+import { ago, clock, count, currentMonth, dateTime, duration, monthName, monthShort, percent, plural, toDate, usd, usdExact } from "./format.js";
 import { renderScopes, renderTeamUsage } from "./scopes.js";
 import { ALERT_COLUMNS, USAGE_COLUMNS, UserView } from "./userview.js";
 
@@ -114,6 +115,7 @@ export class AdminPage {
       valueLabel: "Cost",
       valueFormat: usd,
       name: "Daily cost",
+      note: this.h["daily-forecast"],
     });
     this.history = new BarChart({
       box: this.h["history-chart"],
@@ -310,7 +312,15 @@ export class AdminPage {
     fillTable(h.features, USAGE_COLUMNS, result.features, { empty: "No features this month." });
     fillTable(h.providers, USAGE_COLUMNS, result.providers, { empty: "No providers this month." });
     const userColumn = { key: "userId", label: "User", cell: (userId, row) => this.userLink(userId, row.email) };
-    fillTable(h["top-users"], [userColumn, ...USAGE_COLUMNS.slice(1)], result.topUsers, { empty: "No users this month." });
+    // (v3) monthEnd: the row's run rate to month end (its total for a past month).
+    const monthEnd = { key: "monthEnd", label: result.month === currentMonth() ? "Projected month-end" : "Month total", money: true };
+    fillTable(h["top-users"], [userColumn, ...USAGE_COLUMNS.slice(1), monthEnd], result.topUsers, { empty: "No users this month." });
+    fillTable(
+      h["top-teams"],
+      [{ key: "teamId", label: "Team" }, ...USAGE_COLUMNS.slice(1), monthEnd],
+      result.topTeams ?? [],
+      { empty: "No team recorded anything this month.", rowKey: (row) => row.teamId },
+    );
     fillTable(
       h["free-tier"],
       [
@@ -330,8 +340,12 @@ export class AdminPage {
         ALERT_COLUMNS[0],
         {
           key: "userId",
-          label: "User",
-          cell: (userId) => (userId ? this.userLink(userId, this.emails.get(userId)) : document.createTextNode("Platform budget")),
+          label: "Who",
+          cell: (userId, row) => {
+            if (userId) return this.userLink(userId, this.emails.get(userId));
+            if (row.teamId) return document.createTextNode(`Team ${row.teamId}`);
+            return document.createTextNode(row.kind === "cost" ? "Platform budget" : "Platform");
+          },
         },
         ...ALERT_COLUMNS.slice(1),
         { key: "delivered", label: "Webhook", format: (v, r) => (v ? "delivered" : "pending") + (r.late ? " (late)" : "") },
@@ -350,6 +364,10 @@ export class AdminPage {
     h.sessions.replaceChildren(
       ...stats.flatMap(([label, text, value]) => [el("dt", { textContent: label }), el("dd", { textContent: text, dataset: { value } })]),
     );
+    // The month's projection (current month only): usage_analytics does not answer the platform's
+    // budget, so no limit line; the forecast's exceedsOn says when the budget would be reached.
+    const now = toDate(result.meta.generatedAt) ?? new Date();
+    const plan = projectMonth({ costs: result.daily.map((d) => d.cost), today: todayIndex(result.month, now), forecast: result.forecast });
     this.daily.render(
       result.daily.map((d) => ({
         label: d.date,
@@ -359,6 +377,7 @@ export class AdminPage {
         detail: `${count(d.apiCalls)} calls · ${count(d.billableRuns)} billable`,
       })),
       `${usd(totals.cost)} in ${monthName(result.month)}`,
+      { plan, forecast: result.forecast, limit: undefined, limitWord: "budget", month: result.month, now },
     );
     this.history.render(
       result.history.map((m) => ({
@@ -415,14 +434,17 @@ export class AdminPage {
     if (initial) setStatus(h["drill-status"], h["drill-content"], "loading", "Loading this user's month…");
     const assignment = this.assignFormUser !== userId ? userAssignment(this.db, userId) : null;
     try {
-      const [view, alerts, assigned] = await Promise.all([
+      const [view, alerts, assigned, userMonth] = await Promise.all([
         this.api.myUsage({ userId, month }),
         userAlerts(this.db, userId, month),
         assignment,
+        readUserMonth(this.db, userId, month), // its days, for the daily chart
         this.userView.showSessions(userId, { reset: initial }),
       ]);
       if (!current()) return;
-      this.userView.render(view);
+      this.userView.setDaily(month, dailyOf(month, userMonth.days), { show: false });
+      this.userView.setForecast(view, { show: false });
+      this.userView.render(view); // (shows them)
       this.userView.renderScopes(view);
       this.userView.setAlerts(alerts);
       if (assigned) this.fillAssignForm(userId, assigned);

@@ -74,6 +74,9 @@ export function alertRow(data) {
     alertId: data.alertId,
     userId: data.userId ?? null,
     kind: data.kind,
+    scope: data.scope ?? null, // (v3) absent from alerts written before
+    window: data.window ?? null,
+    teamId: data.teamId ?? null,
     threshold: data.threshold,
     used: data.used,
     limit: data.limit,
@@ -167,7 +170,25 @@ export function monthView({ userId, month, user, userMonth, current, defaults })
     },
     lifetime: usdCounts(counts(usage.lifetime)),
     sessions: { active: Math.max(0, Number(sessions.active ?? 0)), completed: Number(sessions.completed ?? 0) },
+    // Day by day (only the month document has the days; my_usage does not answer them).
+    daily: fromMonthDoc || used.apiCalls === 0 ? dailyOf(month, userMonth?.days) : null,
   };
+}
+
+/** A month's days (`days` of a month document: {"YYYY-MM-DD": counters}) as usage_analytics' `daily`. */
+export function dailyOf(month, days) {
+  const [year, number] = month.split("-").map(Number);
+  const length = new Date(Date.UTC(year, number, 0)).getUTCDate();
+  return Array.from({ length }, (_, i) => {
+    const date = `${month}-${String(i + 1).padStart(2, "0")}`;
+    return { date, ...usdCounts(counts(days?.[date])) };
+  });
+}
+
+/** A user's month document (an admin's drill-down: its days), {} when there is none. */
+export async function readUserMonth(db, userId, month) {
+  const snap = await getDoc(doc(db, USER_MONTHS, `${userId}_${month}`));
+  return snap.exists() ? snap.data() : {};
 }
 
 function csvField(value) {

@@ -2,7 +2,7 @@
 // page listens to the user's own documents (TallyUsers/{uid}, TallyMonthlyUsage/{uid}_{month}, their
 // alerts) and recomputes the same numbers whenever one changes, without a reload. Every limited
 // scope (plans, days, features, the team) only my_usage resolves: after a change of the user's
-// document it is asked again, at most once every SCOPES_DELAY ms.
+// document it is asked again, at most once every SCOPES_DELAY ms; so is the month's forecast.
 import { monthView, watchUser, watchUserAlerts, watchUserMonth } from "./data.js";
 import { Latest, describeError, failureText, hooks, setStatus, showFailure } from "./dom.js";
 import { clock, currentMonth, monthName } from "./format.js";
@@ -68,6 +68,7 @@ export class UserPage {
       this.answer = answer;
       // A user without limits of their own has the defaults, which only the server knows.
       this.live.defaults = { costNanos: Math.round(answer.limits.monthlyCostLimit * 1e9), runs: answer.limits.monthlyFreeRuns };
+      this.view.setForecast(answer); // only my_usage projects the month
       // The documents may already be newer than the answer: show them if they are in.
       if (!this.#recompute()) this.#show(answer);
       if (scopesLatest()) this.view.renderScopes(answer);
@@ -186,7 +187,10 @@ export class UserPage {
       const latest = this.scopesRequest.begin();
       try {
         const answer = await this.api.myUsage({ month });
-        if (current() && latest()) this.view.renderScopes(answer);
+        if (current() && latest()) {
+          this.view.renderScopes(answer);
+          this.view.setForecast(answer);
+        }
       } catch {
         // The scopes shown stay; the next change asks again.
       }

@@ -1,7 +1,10 @@
 // One user's month (my_usage's shape): the user page and the admin's drill-down both show it.
-import { Latest, failureText, fillTable, hooks, setNumber } from "./dom.js";
+import { ALERT_COLUMNS } from "./alerts.js";
+import { BarChart } from "./charts.js";
+import { Latest, el, failureText, fillTable, hooks, setNumber } from "./dom.js";
 import { SessionPages } from "./data.js";
-import { count, currentMonth, dateTime, duration, moneyDigits, percent, plural, usd, usdExact } from "./format.js";
+import { forecastParts, projectMonth, todayIndex } from "./forecast.js";
+import { count, currentMonth, dateTime, duration, moneyDigits, monthName, percent, plural, usd, usdExact } from "./format.js";
 import { renderScopes, renderTeamUsage, setBar } from "./scopes.js";
 
 const usage = [
@@ -13,16 +16,7 @@ const usage = [
 
 export const USAGE_COLUMNS = usage;
 
-const alertKind = (kind) => (kind === "cost" ? "Cost" : kind === "runs" ? "Free runs" : String(kind));
-const alertAmount = (value, row) => (row.kind === "cost" ? usd(value) : count(value));
-
-export const ALERT_COLUMNS = [
-  { key: "createdAt", label: "When", value: (r) => r.createdAt?.toISOString() ?? "", format: (_, r) => dateTime(r.createdAt) },
-  { key: "kind", label: "Limit", format: alertKind },
-  { key: "threshold", label: "Reached", num: true, format: (v) => `${v}%` },
-  { key: "used", label: "Used", num: true, format: alertAmount },
-  { key: "limit", label: "Of", num: true, format: alertAmount },
-];
+export { ALERT_COLUMNS } from "./alerts.js";
 
 const SESSION_COLUMNS = [
   { key: "createdAt", label: "Started", value: (r) => r.createdAt?.toISOString() ?? "", format: (_, r) => dateTime(r.createdAt) },
@@ -64,6 +58,16 @@ export class UserView {
     this.pageSize = pageSize;
     this.pages = null;
     this.sessionsRequest = new Latest();
+    this.forecast = null; // {month, forecast, limit}: the latest my_usage answer's
+    this.daily = null; // {month, days}: the month's days (usage_analytics' `daily` shape)
+    this.dailyChart = new BarChart({
+      box: this.h["u-daily-chart"],
+      table: this.h["u-daily-data"],
+      valueLabel: "Cost",
+      valueFormat: usd,
+      name: "Daily cost",
+      note: this.h["u-daily-forecast"],
+    });
     this.h["sessions-newer"].addEventListener("click", () => this.loadSessions(this.pages.index - 1));
     this.h["sessions-older"].addEventListener("click", () => this.loadSessions(this.pages.index + 1));
   }
@@ -109,6 +113,60 @@ export class UserView {
     fillTable(h["u-providers"], usage, view.providers, { empty: "No providers this month." });
     setNumber(h["u-sessions-active"], view.sessions.active, count(view.sessions.active));
     setNumber(h["u-sessions-completed"], view.sessions.completed, count(view.sessions.completed));
+    if (view.daily) this.daily = { month: view.month, days: view.daily };
+    this.#renderForecast();
+  }
+
+  /** Keep a my_usage answer's forecast (only my_usage answers one) and show it. */
+  setForecast(answer, { show = true } = {}) {
+    this.forecast = answer.forecast ? { month: answer.month, forecast: answer.forecast, limit: answer.limits?.monthlyCostLimit } : null;
+    if (show) this.#renderForecast();
+  }
+
+  /** Show a month's days (from its month document: my_usage does not answer them). */
+  setDaily(month, days, { show = true } = {}) {
+    this.daily = { month, days };
+    if (show) this.#renderForecast();
+  }
+
+  /**
+   * "At this pace" (the current month only: a past month's forecast is its total) and the daily
+   * chart with its projection, for the month shown.
+   */
+  #renderForecast() {
+    const h = this.h;
+    const month = this.view?.month;
+    if (!month) return;
+    const forecast = this.forecast?.month === month ? this.forecast : null;
+    const current = month === currentMonth();
+    const pace = h["u-pace"];
+    pace.hidden = !(forecast && current);
+    pace.dataset.month = month;
+    if (forecast && current) {
+      const parts = forecastParts(forecast.forecast, { limit: forecast.limit, month, interval: false });
+      pace.replaceChildren(
+        "At this pace: ",
+        ...parts.map((part) => (Array.isArray(part) ? el("strong", { dataset: { key: part[1], value: part[2] }, textContent: part[0] }) : part)),
+      );
+    } else {
+      pace.replaceChildren();
+    }
+    const daily = this.daily?.month === month ? this.daily.days : null;
+    h["u-daily-panel"].hidden = !daily;
+    if (!daily) return;
+    const plan = forecast ? projectMonth({ costs: daily.map((d) => d.cost), today: todayIndex(month), forecast: forecast.forecast }) : null;
+    const total = daily.reduce((sum, d) => sum + d.cost, 0);
+    this.dailyChart.render(
+      daily.map((d) => ({
+        label: d.date,
+        tick: String(Number(d.date.slice(8))),
+        value: d.cost,
+        calls: d.apiCalls,
+        detail: `${count(d.apiCalls)} calls · ${count(d.billableRuns)} billable`,
+      })),
+      `${usd(total)} in ${monthName(month)}`,
+      plan ? { plan, forecast: forecast.forecast, limit: forecast.limit, limitWord: "limit", month } : null,
+    );
   }
 
   /**
