@@ -68,6 +68,7 @@ class MonthDelta:
     providers: defaultdict[str, Counts] = field(default_factory=_counts_map)
     days: defaultdict[str, Counts] = field(default_factory=_counts_map)
     teams: defaultdict[str, Counts] = field(default_factory=_counts_map)
+    feature_days: dict[tuple[str, str], int] = field(default_factory=dict)  # (feature, DD) -> cost
 
     def add(self, step: Step) -> None:
         """Count one step in every breakdown (under the names it is counted as)."""
@@ -82,6 +83,9 @@ class MonthDelta:
         self.days[day_key(step.timestamp)].add(step)
         if step.team_key is not None:
             self.teams[step.team_key].add(step)
+        if step.cost_nanos:  # (v3) a feature's cost per day: what its anomalies are judged on
+            key = (step.feature_bucket, day_key(step.timestamp)[-2:])
+            self.feature_days[key] = self.feature_days.get(key, 0) + step.cost_nanos
 
 
 def aggregate(steps: Iterable[Step]) -> dict[str, MonthDelta]:

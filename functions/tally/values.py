@@ -259,6 +259,8 @@ class UserMonthState:
     active: bool
     version: Version = None
     limit_percent: float | None = None  # the stored free-tier entry, if any
+    day_costs: Mapping[str, int] = field(default_factory=dict)  # (v3) YYYY-MM-DD -> cost, as read
+    forecast_alerted: bool = False  # (v3) the month's forecast alert is raised
 
 
 @dataclass(frozen=True)

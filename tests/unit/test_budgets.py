@@ -173,7 +173,11 @@ def test_concurrent_requests_crossing_80_and_100_percent_raise_one_alert_each() 
         list(pool.map(lambda n: spend(store, "0.3", op=f"op{n}"), range(20)))
 
     found = sorted((d["kind"], d["threshold"], d["raisedBy"]) for d in alert_docs(store))
-    assert found == [("cost", 80, "record_steps"), ("cost", 100, "record_steps")]
+    assert found == [
+        ("cost", 80, "record_steps"),
+        ("cost", 100, "record_steps"),
+        ("forecast", 100, "record_steps"),
+    ]
 
 
 def test_lowering_a_limit_below_usage_raises_the_alert_once() -> None:
@@ -190,7 +194,7 @@ def test_lowering_a_limit_below_usage_raises_the_alert_once() -> None:
             now=NOW,
         )
 
-    assert sorted((d["threshold"], d["raisedBy"]) for d in alert_docs(store)) == [
+    assert sorted((d["threshold"], d["raisedBy"]) for d in alert_docs(store) if d["kind"] == "cost") == [
         (80, "set_limits"),
         (100, "set_limits"),
     ]
@@ -306,8 +310,8 @@ def test_the_platform_budget_alerts_once() -> None:
             shards=plans.ShardPicker(seed=2),
         )
 
-    platform = sorted((d["threshold"], d["userId"]) for d in alert_docs(store) if d["userId"] is None)
-    assert platform == [(80, None), (100, None)]
+    platform = sorted((d["kind"], d["threshold"]) for d in alert_docs(store) if d["userId"] is None)
+    assert platform == [("cost", 80), ("cost", 100), ("forecast", 100)]
 
 
 def reserve_units(store: MemoryStore, rid: str, **estimate: Any) -> dict[str, Any]:
@@ -348,7 +352,11 @@ def test_an_admin_price_lets_an_estimate_through() -> None:
 
 def test_a_gated_call_writes_the_users_documents_twice_in_all() -> None:
     store = MemoryStore()
-    spend(store, "0.10")
+    admin = Caller("a", admin=True)
+    set_limits(
+        store=store, caller=admin, data={"userId": "u1", "monthlyCostLimit": 100}, settings=SETTINGS, now=NOW
+    )
+    spend(store, "0.10")  # on a pace well under the limit: no forecast alert (its flag is one more write)
     store.commits.clear()
 
     reserve(store, "r1", "0.5")

@@ -261,7 +261,7 @@ def test_the_commit_itself_carries_the_free_tier_entry() -> None:
     recording = [c for c in store.commits if any(w.path.startswith("SessionUsage/") for w in c)]
     alerts = [c for c in store.commits if any(w.path.startswith(layout.ALERTS) for w in c)]
     assert len(store.commits) == len(recording) + len(alerts) + 3  # 3: admitting the names f and p
-    assert len(alerts) == 2  # the commit reached 80 % and 100 % of the cost limit
+    assert len(alerts) == 3  # the commit reached 80 % and 100 % of the cost limit, and its forecast
 
 
 def test_a_failure_after_the_commit_still_answers() -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 from tally import layout
 from tally.documents import counters, limits
-from tally.timeutil import MAX_AGE, month_end
+from tally.timeutil import MAX_AGE, days_of, month_end
 from tally.usage import WARNING_PERCENT, Counts, MonthDelta
 from tally.values import Document
-from tally.writes import DELETE, Increment, Op, Replace, Write, merge_payload
+from tally.writes import DELETE, CommitResult, Increment, Op, Replace, Write, merge_payload
 
 MONTH = "month"  # queried: a month's documents of every kind
 UNPRICED, BY_TYPE = counters.UNPRICED, counters.BY_TYPE
@@ -28,6 +28,7 @@ UNPRICED_MODELS = "unpricedModels"
 FEATURES, PROVIDERS, DAYS, TEAMS = "features", "providers", "days", "teams"
 # -> MonthDelta (teams: at most MAX_TEAMS, set_team's bound)
 NAMED = {BY_TYPE: "by_type", FEATURES: "features", PROVIDERS: "providers", DAYS: "days", TEAMS: "teams"}
+FEATURE_DAYS = "featureDays"  # (v3) featureDays.{feature}.{DD}: a feature's cost that day, nano-USD
 ACTIVE_USERS = "activeUsers"  # a shard's count; a user's month has the flag `active`
 ACTIVE = "active"
 SESSIONS = "sessions"
@@ -78,6 +79,7 @@ class MonthAggregate:
     days: dict[str, Counts] = field(default_factory=dict)
     teams: dict[str, Counts] = field(default_factory=dict)
     sessions: dict[str, int] = field(default_factory=dict)
+    feature_days: dict[str, dict[str, int]] = field(default_factory=dict)  # feature -> DD -> cost
 
     def add(self, doc: Mapping[str, Any]) -> None:
         """Add one stored shard (or rollup) document."""
@@ -93,6 +95,10 @@ class MonthAggregate:
         _add(self.providers, doc.get(PROVIDERS))
         _add(self.days, doc.get(DAYS))
         _add(self.teams, doc.get(TEAMS))
+        for feature, days in (doc.get(FEATURE_DAYS) or {}).items():
+            into = self.feature_days.setdefault(feature, {})
+            for day, cost in (days or {}).items():
+                into[day] = into.get(day, 0) + int(cost)
         for key, value in (doc.get(SESSIONS) or {}).items():
             if key in SESSION_FIELDS:
                 self.sessions[key] = self.sessions.get(key, 0) + int(value)
@@ -121,7 +127,13 @@ class MonthAggregate:
             DAYS: counters.plain_map(self.days),
             TEAMS: counters.plain_map(self.teams),
             SESSIONS: dict(self.sessions),
+            FEATURE_DAYS: {name: dict(days) for name, days in self.feature_days.items()},
         }
+
+    def feature_daily(self, feature: str, month: str) -> list[int]:
+        """Return a feature's cost on each day of the month (zeros where it cost nothing)."""
+        days = self.feature_days.get(feature, {})
+        return [days.get(day[-2:], 0) for day in days_of(month)]
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> MonthAggregate:
@@ -134,7 +146,20 @@ class MonthAggregate:
 RANKING_FIELDS = ("topUsers", "freeTier", "latestAlerts")
 # The month's latest alerts as usage_analytics lists them, kept with the ranking (no query per call).
 ALERT_ROWS = 20
-ALERT_FIELDS = ("alertId", "userId", "kind", "threshold", "used", "limit", "createdAt", "late", "deliveredAt")
+ALERT_FIELDS = (
+    "alertId",
+    "userId",
+    "kind",
+    "threshold",
+    "used",
+    "limit",
+    "createdAt",
+    "late",
+    "deliveredAt",
+    "scope",
+    "window",
+    "teamId",
+)
 
 
 def _kept(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +242,30 @@ def counters_change(delta: MonthDelta) -> dict[str, Any]:
         DAYS: counters.increment_map(delta.days),
         TEAMS: counters.increment_map(delta.teams),
         UNPRICED_MODELS: unpriced_models_change(delta),
+        FEATURE_DAYS: _feature_days(delta, Increment),
     }
+
+
+def _feature_days(delta: MonthDelta, wrap: Any = int) -> dict[str, dict[str, Any]]:
+    """Return a month's feature costs per day as featureDays.{feature}.{DD} (values wrapped by `wrap`)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for (feature, day), cost in sorted(delta.feature_days.items()):
+        nested.setdefault(feature, {})[day] = wrap(cost)
+    return nested
+
+
+def committed_day(result: CommitResult, path: str, delta: MonthDelta, day: str) -> tuple[int, dict[str, int]]:
+    """Return a month document's cost on `day` (YYYY-MM-DD) and its features' there, as a commit left them.
+
+    Only what the commit incremented: the day's total if it has steps that day, and each of
+    their features.
+    """
+    dd = day[-2:]
+    features = {
+        feature: result.value(path, FEATURE_DAYS, feature, dd) for feature, d in delta.feature_days if d == dd
+    }
+    total = result.value(path, DAYS, day, counters.COST) if day in delta.days else 0
+    return total, features
 
 
 def counters_of(delta: MonthDelta) -> dict[str, Any]:
@@ -231,6 +279,7 @@ def counters_of(delta: MonthDelta) -> dict[str, Any]:
         DAYS: counters.plain_map(delta.days),
         TEAMS: counters.plain_map(delta.teams),
         UNPRICED_MODELS: nested_counts(delta.unpriced_models),
+        FEATURE_DAYS: _feature_days(delta),
     }
 
 
@@ -341,6 +390,9 @@ def flat_month(doc: Mapping[str, Any]) -> Flat:
     for provider, models in (doc.get(UNPRICED_MODELS) or {}).items():
         for model, steps in (models or {}).items():
             found[(UNPRICED_MODELS, provider, model)] += int(steps)
+    for feature, days in (doc.get(FEATURE_DAYS) or {}).items():
+        for day, cost in (days or {}).items():
+            found[(FEATURE_DAYS, feature, day)] += int(cost)
     if ACTIVE_USERS in doc:
         found[(ACTIVE_USERS,)] += int(doc[ACTIVE_USERS])
     elif doc.get(ACTIVE) is True:

@@ -86,6 +86,8 @@ class SliceView:
     month: Mapping[str, int] = field(default_factory=dict)  # costNanos, runs
     day: Mapping[str, int] = field(default_factory=dict)
     held: Held = field(default_factory=Held)
+    days: Mapping[str, int] = field(default_factory=dict)  # this month's cost per day (YYYY-MM-DD)
+    last_month_cost: int = 0
 
     def window(self, window: str) -> Mapping[str, int]:
         """Return the counters of `months` (this month) or `days` (today)."""
@@ -119,6 +121,8 @@ def slice_of(doc: Any, k: int, now: datetime) -> SliceView:
         {name: int(month.get(name, 0)) for name in NAMES},
         {name: int(day.get(name, 0)) for name in NAMES},
         Held(int(held.get(COST, 0)), int(held.get(RUNS, 0))),
+        days_of_slice(doc, month_key(now)),
+        month_cost(doc, months_back(month_key(now), 2)[0]),
     )
 
 

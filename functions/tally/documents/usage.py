@@ -48,6 +48,11 @@ def month_usage(usage: Mapping[str, Any], month: str) -> Counts:
     return counters.counts_of(months_of(usage).get(month))
 
 
+def previous_costs(usage: Mapping[str, Any], month: str) -> list[int]:
+    """Return the cost of the two months before `month` that `usage.months` keeps, most recent first."""
+    return [month_usage(usage, m).cost_nanos for m in reversed(months_back(month, 3)[:-1])]
+
+
 def month_of(usage: Mapping[str, Any], month: str) -> tuple[Counts, dict[str, Counts], int]:
     """Return one month's totals, its totals by type, and its unpriced steps."""
     return counters.totals_of(months_of(usage).get(month))

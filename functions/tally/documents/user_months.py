@@ -12,19 +12,37 @@ from collections.abc import Mapping
 from typing import Any
 
 from tally import layout
+from tally.documents import counters, months
 from tally.documents import limits as limits_doc
-from tally.documents import months
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
 from tally.values import Document, UserMonthState
 from tally.writes import Op, Write, merge_payload
 
 FREE_TIER_STEP = 5.0  # percent: an entry is rewritten after the commit only past a step of this
+FORECAST_ALERTED = "forecastAlerted"  # (v3) the month's forecast alert exists: no request tries again
 
 
 def state_of(doc: Document) -> UserMonthState:
     """Return what the write path needs of a user's month document."""
     return UserMonthState(
-        doc.exists, doc.fields.get(months.ACTIVE) is True, doc.version, limits_doc.percent_of(doc.fields)
+        doc.exists,
+        doc.fields.get(months.ACTIVE) is True,
+        doc.version,
+        limits_doc.percent_of(doc.fields),
+        day_costs={
+            day: counters.counts_of(stored).cost_nanos
+            for day, stored in (doc.fields.get(months.DAYS) or {}).items()
+        },
+        forecast_alerted=doc.fields.get(FORECAST_ALERTED) is True,
+    )
+
+
+def forecast_alerted_write(user_id: str, month: str) -> Write:
+    """Return the write marking a user's month as having its forecast alert."""
+    return Write(
+        layout.user_month_path(user_id, month),
+        Op.MERGE,
+        {"userId": user_id, months.MONTH: month, FORECAST_ALERTED: True},
     )
 
 

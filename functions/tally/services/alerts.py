@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 from tally import layout, ports
 from tally.config import Settings
 from tally.money import nanos_to_usd
-from tally.services import folding
 from tally.usage import Counts, Limits
 from tally.values import Contention
 from tally.writes import Increment, Op, Write
@@ -50,6 +49,8 @@ class AlertKind(StrEnum):
 
     COST = "cost"
     RUNS = "runs"
+    FORECAST = "forecast"  # (v3) the projected month-end (`used`) reached the monthly cost limit
+    ANOMALY = "anomaly"  # (v3) a day's cost (`used`) far above its usual level (`limit`)
 
 
 class AlertStore(ports.DocumentStore, Protocol):
@@ -95,7 +96,7 @@ class Alert:
 
     def document(self, now: datetime) -> dict[str, Any]:
         """Return the alert document."""
-        money = self.kind is AlertKind.COST
+        money = self.kind is not AlertKind.RUNS
         scope = self.scope or (f"user.month.{self.kind.value}" if self.user_id else "platform.month.cost")
         return {
             "alertId": self.alert_id,
@@ -210,25 +211,11 @@ def shard_marks_crossed(before: int, after: int, budget: int, shards: int) -> bo
     return _mark(after, budget, shards) > _mark(before, budget, shards)
 
 
-def check_platform(store: AlertStore, month: str, settings: Settings, now: datetime, raised_by: str) -> int:
-    """Fold the month and raise the platform alerts its total reached (none without a budget)."""
-    budget = settings.platform_budget_nanos
-    if budget is None:
-        return 0
-    rollup = folding.fold(store, month, now=now)
-    return ensure(
-        store,
-        platform_alerts(
-            month=month, total=rollup.aggregate.total.cost_nanos, budget=budget, raised_by=raised_by
-        ),
-        now,
-    )
-
-
 # Delivery
 
 
 PAYLOAD_FIELDS = ("alertId", "month", "kind", "threshold", "used", "limit")  # what a webhook needs
+SCOPE_FIELDS = ("scope", "window", "teamId")
 
 
 def payload(alert: Mapping[str, Any]) -> bytes:
@@ -245,6 +232,9 @@ def payload(alert: Mapping[str, Any]) -> bytes:
         "createdAt": created.isoformat().replace("+00:00", "Z") if isinstance(created, datetime) else created,
         "late": bool(alert.get("late", False)),
     }
+    for name in SCOPE_FIELDS:  # (v3) which scope and window; absent from v2 alerts
+        if alert.get(name) is not None:
+            body[name] = alert[name]
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -370,4 +360,5 @@ def document_view(data: Mapping[str, Any]) -> dict[str, Any]:
         "createdAt": created.isoformat().replace("+00:00", "Z") if isinstance(created, datetime) else created,
         "late": bool(data.get("late", False)),
         "delivered": data.get(DELIVERED) is not None,
+        **{name: data.get(name) for name in SCOPE_FIELDS},
     }

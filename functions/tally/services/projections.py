@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any
 
 from tally.forecast import Forecast, actual, forecast
@@ -43,7 +44,11 @@ def project(
     previous_months_nanos: Sequence[int] = (),
     limit_nanos: int | None = None,
 ) -> Forecast:
-    """Return a month's forecast from its daily costs (projected for the current month, else its total)."""
+    """Return a month's forecast from its daily costs (projected for the current month, else its total).
+
+    `previous_months_nanos` (most recent first) counts only back to the first month without
+    cost: a user or a platform new this month, or back after a pause, is not blended with $0.
+    """
     current = month_key(now)
     if month < current:
         return actual(
@@ -56,7 +61,7 @@ def project(
         month=month,
         daily_nanos=_daily(days, month, now.day),
         today=now.day,
-        previous_months_nanos=previous_months_nanos,
+        previous_months_nanos=list(takewhile(lambda cost: cost > 0, previous_months_nanos)),
         limit_nanos=limit_nanos,
         day_fraction=(clock.hour * 3600 + clock.minute * 60 + clock.second) / 86400,
     )

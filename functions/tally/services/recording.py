@@ -22,9 +22,9 @@ from tally.documents.plan_catalog import catalog_of
 from tally.documents.teams import SliceView, Team
 from tally.errors import Unavailable
 from tally.limits import LimitSet
-from tally.services import admission, alerts, answers, mirror, planning, scope_alerts, teams
+from tally.services import admission, alerts, answers, mirror, pace, planning, scope_alerts, teams
 from tally.timeutil import month_key
-from tally.usage import Counts, aggregate
+from tally.usage import Counts, Limits, MonthDelta, aggregate
 from tally.values import Caller, Contention, Document, RecordingState, RecordRequest, Step
 from tally.writes import CommitResult
 
@@ -280,11 +280,43 @@ def after_commit(
     alerts.create(store, raised, now)
     if team is not None and commit is not None and commit.steps:
         scope_alerts.team_alerts(store, team, now=now, raised_by="record_steps", views=team_views)
-    budget = settings.platform_budget_nanos
-    if budget is not None and commit is not None and result is not None:
+    if commit is not None and result is not None:
+        _pace(store, user_id=user_id, state=state, result=result, deltas=deltas, limits=limits_now, now=now)
+        budget = settings.platform_budget_nanos
         for month, delta in deltas.items():
             after_shard = month_doc.shard_cost(result, month, commit.shard)
-            if alerts.shard_marks_crossed(
+            budget_mark = budget is not None and alerts.shard_marks_crossed(
                 after_shard - delta.total.cost_nanos, after_shard, budget, store.shards
-            ):
-                alerts.check_platform(store, month, settings, now, raised_by="record_steps")
+            )
+            if budget_mark or pace.shard_crossed(result, month, commit.shard, delta, now):
+                pace.watch_platform(store, month, settings, now, raised_by="record_steps")
+
+
+def _pace(
+    store: RecordingStore,
+    *,
+    user_id: str,
+    state: RecordingState,
+    result: CommitResult,
+    deltas: Mapping[str, MonthDelta],
+    limits: Limits,
+    now: datetime,
+) -> None:
+    """Raise the user's forecast and anomaly alerts this recording calls for (from what it read)."""
+    month = month_key(now)
+    if month not in deltas or month not in state.user_months:
+        return
+    projected, spike = pace.user_alerts(
+        user_id=user_id,
+        state=state.user_months[month],
+        delta=deltas[month],
+        result=result,
+        previous_months_nanos=usage_doc.previous_costs(state.usage, month),
+        limit_nanos=limits.monthly_cost_limit_nanos,
+        now=now,
+        raised_by="record_steps",
+    )
+    if spike is not None:
+        alerts.create(store, [spike], now)
+    if projected is not None:
+        pace.raise_forecast(store, projected, now)

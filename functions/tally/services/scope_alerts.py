@@ -18,7 +18,7 @@ from tally.documents import counters
 from tally.documents import windows as window_doc
 from tally.documents.teams import SliceView, Team
 from tally.limits import LimitSet, Scope, Windows, scopes
-from tally.services import alerts, teams
+from tally.services import alerts, pace, teams
 from tally.services.alerts import Alert, AlertKind, AlertStore
 from tally.timeutil import day_key, month_key
 from tally.usage import Counts
@@ -109,4 +109,12 @@ def team_alerts(
         for scope in teams.team_scopes(team, views)
         for t in alerts.reached(scope.used, scope.limit)
     ]
-    return alerts.ensure(store, wanted, now)
+    projected = pace.forecast_alert(
+        projected=teams.team_forecast(team, views, now),
+        limit_nanos=team.limits.monthly_cost_nanos,
+        now=now,
+        scope="team.month.cost",
+        raised_by=raised_by,
+        team_id=team.team_id,
+    )
+    return alerts.ensure(store, wanted + ([projected] if projected is not None else []), now)

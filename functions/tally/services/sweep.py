@@ -18,7 +18,7 @@ from tally import layout, ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import limits as limits_doc
-from tally.services import alerts, reservations, sessions
+from tally.services import alerts, pace, reservations, sessions
 from tally.timeutil import month_key
 from tally.usage import Counts
 from tally.values import Document
@@ -85,7 +85,9 @@ def late_alerts(store: SweepStore, settings: Settings, now: datetime) -> int:
                     late=True,
                 )
             raised += alerts.ensure(store, found, now)
-    return raised + alerts.check_platform(store, month_key(now), settings, now, raised_by="sweep")
+    if settings.platform_budget_nanos is None:  # no fold while nobody records: recordings watch the platform
+        return raised
+    return raised + pace.watch_platform(store, month_key(now), settings, now, raised_by="sweep")
 
 
 def redeliver(

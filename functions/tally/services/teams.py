@@ -24,11 +24,12 @@ from tally.documents import teams as team_doc
 from tally.documents.plans import ShardPicker
 from tally.documents.teams import COST, DAYS, MONTHS, RUNS, SliceView, Team
 from tally.errors import InvalidArgument
+from tally.forecast import Forecast
 from tally.limits import Scope, TeamLimits, team_limits_view
 from tally.money import nanos_to_usd
 from tally.requests import SetTeamIn
 from tally.services import projections
-from tally.timeutil import month_key, months_back
+from tally.timeutil import month_key
 from tally.usage import Counts, Held
 from tally.values import Document
 
@@ -133,22 +134,24 @@ def read_team(
     return team
 
 
-def team_view(store: ports.DocumentStore, team: Team, now: datetime) -> dict[str, Any]:
-    """Return a team as `my_usage` shows it: month and day, limits, scopes, forecast (one read per slice)."""
-    paths = [layout.team_slice_path(team.team_id, k) for k in range(team.slices)]
-    docs = store.read(paths)
-    views = [team_doc.slice_of(docs[path], k, now) for k, path in enumerate(paths)]
-    month_now, days = month_key(now), Counter[str]()
-    for path in paths:
-        days.update(team_doc.days_of_slice(docs[path], month_now))
-    last = months_back(month_now, 2)[0]
-    projected = projections.project(
-        month=month_now,
+def team_forecast(team: Team, views: Sequence[SliceView], now: datetime) -> Forecast:
+    """Return the team's forecast of this month from its slices (their days and last month's cost)."""
+    days = Counter[str]()
+    for view in views:
+        days.update(view.days)
+    return projections.project(
+        month=month_key(now),
         days={day: Counts(cost) for day, cost in days.items()},
         now=now,
-        previous_months_nanos=[sum(team_doc.month_cost(docs[path], last) for path in paths)],
+        previous_months_nanos=[sum(view.last_month_cost for view in views)],
         limit_nanos=team.limits.monthly_cost_nanos,
     )
+
+
+def team_view(store: ports.DocumentStore, team: Team, now: datetime) -> dict[str, Any]:
+    """Return a team as `my_usage` shows it: month and day, limits, scopes, forecast (one read per slice)."""
+    views = read_slices(store, team, now)
+    projected = team_forecast(team, views, now)
     month = sum(v.month.get(COST, 0) for v in views)
     day = sum(v.day.get(COST, 0) for v in views)
     return {

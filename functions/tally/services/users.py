@@ -20,7 +20,7 @@ from tally.limits import DEFAULT_PLAN, MAX_FEATURES, MAX_PLANS, LimitSet, limits
 from tally.money import nanos_to_usd
 from tally.requests import MyUsageIn, SetLimitsIn, SetPlanIn
 from tally.services import alerts, mirror, projections, teams
-from tally.timeutil import month_key, months_back
+from tally.timeutil import month_key
 from tally.usage import Counts, Held, limit_percent, limits_status
 from tally.values import Caller, UsageType
 from tally.writes import DELETE
@@ -80,9 +80,7 @@ def month_view(
                 month=month,
                 days=stored.days,
                 now=now or datetime.now(UTC),
-                previous_months_nanos=[
-                    usage_doc.month_usage(usage, m).cost_nanos for m in reversed(months_back(month, 3)[:-1])
-                ],
+                previous_months_nanos=usage_doc.previous_costs(usage, month),
                 limit_nanos=limits.month.monthly_cost_limit_nanos,
             )
         ),

@@ -1,0 +1,229 @@
+"""(v3) Forecast and anomaly alerts: once per (scope, month) and per (scope, day), however many requests."""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from entrypoints.callables import set_limits
+from tally import layout, names
+from tally.config import Settings
+from tally.documents import months as month_doc
+from tally.documents import plans
+from tally.requests import parse_record_request
+from tally.services import pace, projections
+from tally.services.recording import record_steps
+from tally.timeutil import days_of
+from tally.usage import Counts, aggregate
+from tally.values import Caller, Step, UsageType
+from tally.writes import CommitResult
+from tally_dev.memory import MemoryStore
+
+ADMIN = Caller("admin", admin=True)
+SETTINGS = Settings()
+
+
+def at(day: int, hour: int = 12) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+def spend(
+    store: MemoryStore, user: str, usd: str, when: datetime, *, op: str | None = None, feature: str = "chat"
+) -> dict[str, Any]:
+    step = {
+        "operationId": op or f"op-{user}-{len(store.commits)}-{when:%d%H}",
+        "usageType": "AI",
+        "feature": feature,
+        "provider": "openai",
+        "cost": usd,
+        "timestamp": when.isoformat(),
+    }
+    return record_steps(
+        store=store,
+        caller=Caller(user),
+        request=parse_record_request({"steps": [step]}, now=when),
+        settings=SETTINGS,
+        now=when,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    ).body
+
+
+def alerts_of(store: MemoryStore, kind: str) -> list[dict[str, Any]]:
+    return sorted(
+        (
+            doc
+            for path, doc in store.docs.items()
+            if path.startswith(layout.ALERTS + "/") and doc["kind"] == kind
+        ),
+        key=lambda doc: str(doc["alertId"]),
+    )
+
+
+def limit(store: MemoryStore, user: str, usd: float) -> None:
+    set_limits(
+        store=store,
+        caller=ADMIN,
+        data={"userId": user, "monthlyCostLimit": usd},
+        settings=SETTINGS,
+        now=at(1),
+    )
+
+
+def test_marks_step_by_a_factor_of_root_two_from_a_cent() -> None:
+    assert [pace.mark(n) for n in (0, 9_999_999, 10_000_000, 14_142_136, 20_000_000, 40_000_000)] == [
+        -1,
+        -1,
+        0,
+        1,
+        2,
+        4,
+    ]
+
+
+def test_a_forecast_alert_waits_for_the_third_day_and_the_limit() -> None:
+    found = projections.project(month="2026-11", days={"2026-11-01": Counts(5 * 10**9)}, now=at(2))
+
+    early = pace.forecast_alert(
+        projected=found, limit_nanos=10**9, now=at(2), scope="user.month.cost", raised_by="t"
+    )
+    under = pace.forecast_alert(
+        projected=found, limit_nanos=10**15, now=at(3), scope="user.month.cost", raised_by="t"
+    )
+    over = pace.forecast_alert(
+        projected=found, limit_nanos=10**9, now=at(3), scope="user.month.cost", raised_by="t"
+    )
+
+    assert (early, under) == (None, None)
+    assert over is not None
+    assert (over.kind.value, over.threshold, over.window) == ("forecast", 100, "2026-11")
+
+
+def test_a_pace_past_the_limit_raises_one_forecast_alert_even_for_twenty_concurrent_requests() -> None:
+    store = MemoryStore()
+    limit(store, "u1", 10)
+    for day in range(1, 5):
+        spend(store, "u1", "0.30", at(day, 23))  # $9 a month: under the limit
+    assert alerts_of(store, "forecast") == []
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(
+            pool.map(lambda n: spend(store, "u1", "0.10", at(5), op=f"burst-{n}"), range(20))
+        )  # $3.20 spent by noon on the 5th: at least $0.30 a day after that ends past $10
+    spend(store, "u1", "0.10", at(5, 13))
+
+    (alert,) = alerts_of(store, "forecast")
+    assert (alert["userId"], alert["scope"], alert["window"], alert["limit"]) == (
+        "u1",
+        "user.month.cost",
+        "2026-11",
+        10,
+    )
+    assert alert["used"] >= 10
+    assert store.docs[layout.user_month_path("u1", "2026-11")]["forecastAlerted"] is True
+
+
+def test_once_flagged_a_month_tries_no_forecast_alert_again() -> None:
+    store = MemoryStore()
+    limit(store, "u1", 1)
+    spend(store, "u1", "2", at(5))
+    before = len(store.commits)
+
+    spend(store, "u1", "0.01", at(5, 13))
+
+    assert len(alerts_of(store, "forecast")) == 1
+    assert len(store.commits) - before == 1  # the recording only: no alert tried, no flag written
+
+
+def test_a_spike_day_raises_one_anomaly_alert_for_the_user_and_ordinary_days_none() -> None:
+    store = MemoryStore()
+    for day in range(1, 15):
+        spend(store, "u1", "0.20" if day % 7 in (1, 2) else "0.10", at(day))  # weekly: two dearer days
+    assert alerts_of(store, "anomaly") == []
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(lambda n: spend(store, "u1", "0.10", at(15), op=f"spike-{n}"), range(20)))  # $2.10
+
+    (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
+    assert (alert["scope"], alert["window"], alert["threshold"]) == ("user.day.cost", "2026-11-15", 250)
+    assert alert["limit"] < 0.25  # the usual cost of that day
+
+
+def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate:
+    docs = []
+    for day in days_of("2026-11")[:15]:
+        cost = spike if day == "2026-11-15" else daily.get(day, 50_000_000)
+        steps = [
+            Step(
+                f"op-{day}",
+                UsageType.AI,
+                "img",
+                "p",
+                cost,
+                False,
+                timestamp=datetime.fromisoformat(day + "T09:00:00+00:00"),
+            )
+        ]
+        docs.append(month_doc.counters_of(aggregate(steps)["2026-11"]))
+    return month_doc.MonthAggregate.fold(docs)
+
+
+def test_the_platform_and_a_feature_raise_their_anomaly_on_a_spike_day() -> None:
+    calm, spiked = feature_month({}, 50_000_000), feature_month({}, 2_000_000_000)
+
+    quiet = pace.platform_alerts(
+        current=calm, previous=month_doc.MonthAggregate(), settings=SETTINGS, now=at(15, 20), raised_by="t"
+    )
+    found = pace.platform_alerts(
+        current=spiked, previous=month_doc.MonthAggregate(), settings=SETTINGS, now=at(15, 20), raised_by="t"
+    )
+
+    assert quiet == []
+    assert sorted((a.kind.value, a.scope, a.window) for a in found) == [
+        ("anomaly", "feature:img.day.cost", "2026-11-15"),
+        ("anomaly", "platform.day.cost", "2026-11-15"),
+    ]
+
+
+def test_watching_the_platform_raises_each_alert_once() -> None:
+    store = MemoryStore(shards=1)
+    for day in range(1, 15):
+        spend(store, f"u{day}", "0.05", at(day), feature="img")
+    spend(store, "u99", "2", at(15), feature="img")
+
+    pace.watch_platform(store, "2026-11", SETTINGS, at(15, 13), raised_by="t")
+    pace.watch_platform(store, "2026-11", SETTINGS, at(15, 14), raised_by="t")
+
+    scopes = sorted(a["scope"] for a in alerts_of(store, "anomaly") if a["userId"] is None)
+    assert scopes == ["feature:img.day.cost", "platform.day.cost"]
+
+
+def test_a_recording_on_shard_zero_watches_the_platform_only_past_a_mark() -> None:
+    steps = [Step("op", UsageType.AI, "img", "p", 5_000_000, False, timestamp=at(15))]
+    delta = aggregate(steps)["2026-11"]
+    path = layout.shard_path("2026-11", 0)
+
+    def result(day_cost: int, feature_cost: int) -> CommitResult:
+        return CommitResult(
+            {
+                path: {
+                    ("days", "2026-11-15", "costNanos"): day_cost,
+                    ("featureDays", "img", "15"): feature_cost,
+                }
+            }
+        )
+
+    assert pace.shard_crossed(
+        result(12_000_000, 7_000_000), "2026-11", 0, delta, at(15)
+    )  # the day: past $0.01
+    assert pace.shard_crossed(result(9_000_000, 11_000_000), "2026-11", 0, delta, at(15))  # the feature's
+    assert not pace.shard_crossed(result(9_000_000, 9_000_000), "2026-11", 0, delta, at(15))
+    assert not pace.shard_crossed(result(12_000_000, 7_000_000), "2026-11", 1, delta, at(15))  # shard 1
+
+
+def test_a_new_user_is_not_blended_with_months_of_nothing() -> None:
+    days = {f"2026-11-{d:02d}": Counts(10**9) for d in range(1, 14)}
+
+    fresh = projections.project(month="2026-11", days=days, now=at(14), previous_months_nanos=[])
+    zeros = projections.project(month="2026-11", days=days, now=at(14), previous_months_nanos=[0, 0])
+
+    assert zeros == fresh
