@@ -151,7 +151,7 @@ def test_twenty_concurrent_requests_across_80_and_100_percent_raise_one_alert_ea
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(lambda _: spend(user, "0.3"), range(20)))
 
-    raised = alerts_of(user.uid)
+    raised = [a for a in alerts_of(user.uid) if a["kind"] != "forecast"]  # past the limit: also its forecast
     assert sorted((a["kind"], a["threshold"]) for a in raised) == [("cost", 80), ("cost", 100)]
     for threshold in (80, 100):
         alert_id = layout.alert_id(user.uid, month, "cost", threshold)

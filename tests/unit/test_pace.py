@@ -17,6 +17,8 @@ from tally.usage import Counts, aggregate
 from tally.values import Caller, Step, UsageType
 from tally.writes import CommitResult
 from tally_dev.memory import MemoryStore
+from tally_dev.projection import worst_ranking
+from tally_dev.sizing import MAX_DOCUMENT_BYTES, document_size
 
 ADMIN = Caller("admin", admin=True)
 SETTINGS = Settings()
@@ -227,3 +229,24 @@ def test_a_new_user_is_not_blended_with_months_of_nothing() -> None:
     zeros = projections.project(month="2026-11", days=days, now=at(14), previous_months_nanos=[0, 0])
 
     assert zeros == fresh
+
+
+def test_a_rollup_with_every_name_on_every_day_stays_under_60_percent_of_a_mebibyte() -> None:
+    name = "n" * 100
+    every = {f"{n:03d}{name}"[:100]: Counts(2**62, 2**62, 2**62) for n in range(501)}
+    days = {day: Counts(2**62, 2**62, 2**62) for day in days_of("2026-12")}
+    aggregate = month_doc.MonthAggregate(
+        total=Counts(2**62, 2**62, 2**62),
+        unpriced_models={(f"{n:03d}{name}"[:100], f"{n:03d}{name}"[:100]): 2**62 for n in range(501)},
+        by_type={"API": Counts(1, 1, 1), "AI": Counts(1, 1, 1)},
+        features=every,
+        providers=dict(every),
+        days=days,
+        teams={f"team-{n:03d}".ljust(64, "t"): Counts(2**62, 2**62, 2**62) for n in range(500)},
+        feature_days={feature: {day[-2:]: 2**62 for day in days} for feature in every},
+    )
+    document = aggregate.document(month="2026-12", as_of=at(1), shards=64) | worst_ranking()
+
+    size = document_size(layout.rollup_path("2026-12"), document)
+
+    assert size < 0.6 * MAX_DOCUMENT_BYTES  # 587,042 bytes, of which featureDays ~237 kB

@@ -31,11 +31,12 @@ from tally import forecast, layout
 from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import user_months
+from tally.documents.months import Rollup
 from tally.services import alerts, folding, projections
 from tally.services.alerts import Alert, AlertKind, AlertStore
 from tally.timeutil import day_key, month_key, months_back
 from tally.usage import Counts, MonthDelta
-from tally.values import UserMonthState
+from tally.values import UserMonthState, Version
 from tally.writes import CommitResult, Op, Write
 
 FORECAST_FROM_DAY = 3  # SPEC: from the 3rd UTC day of the month
@@ -282,18 +283,35 @@ def platform_alerts(
 
 
 def watch_platform(store: AlertStore, month: str, settings: Settings, now: datetime, raised_by: str) -> int:
-    """Fold the month and raise the alerts it calls for (budget, forecast, anomaly); return the new ones."""
-    rollup = folding.fold(store, month, now=now)
+    """Fold the month and raise the alerts it calls for (budget, forecast, anomaly); return the new ones.
+
+    The current month's anomalies also look at the month before (its rollup, folded again
+    only if stale): a day early in a month has its usual level there.
+    """
+    versions: dict[str, Version] = {month: None}
+    last = months_back(month, 2)[0]
+    current = month == month_key(now)
+    previous: Rollup | None = None
+    if current:
+        paths = [layout.rollup_path(last), layout.rollup_path(month)]
+        docs = store.read(paths)
+        previous = month_doc.rollup_of(last, docs[paths[0]])
+        versions[month] = docs[paths[1]].version
+        if folding.needs_fold(previous, now):
+            versions[last] = previous.version
+    folded = folding.fold_months(store, versions, now=now)
+    previous = folded.get(last, previous)
     wanted: list[Alert] = []
     budget = settings.platform_budget_nanos
     if budget is not None:
-        wanted += alerts.platform_alerts(
-            month=month, total=rollup.aggregate.total.cost_nanos, budget=budget, raised_by=raised_by
-        )
-    if month == month_key(now):
-        last = layout.rollup_path(months_back(month, 2)[0])
-        previous = month_doc.MonthAggregate.from_document(store.read([last])[last].fields)
+        total = folded[month].aggregate.total.cost_nanos
+        wanted += alerts.platform_alerts(month=month, total=total, budget=budget, raised_by=raised_by)
+    if previous is not None:
         wanted += platform_alerts(
-            current=rollup.aggregate, previous=previous, settings=settings, now=now, raised_by=raised_by
+            current=folded[month].aggregate,
+            previous=previous.aggregate,
+            settings=settings,
+            now=now,
+            raised_by=raised_by,
         )
     return alerts.ensure(store, wanted, now)
