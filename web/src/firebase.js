@@ -22,22 +22,31 @@ function hostPort(value) {
   return [host, Number(port)];
 }
 
+/** Where this run's emulators listen (scripts/with-emulators writes it: their ports can be free ones). */
+async function emulatorHosts() {
+  const response = await fetch("/emulators.json", { cache: "no-store" });
+  return {
+    auth: "127.0.0.1:9099",
+    functions: "127.0.0.1:5001",
+    firestore: "127.0.0.1:8080",
+    ...(response.ok ? await response.json() : {}),
+  };
+}
+
 /** Start Firebase; return the Auth, Firestore and callable clients. */
 export async function connect() {
-  const app = initializeApp(await firebaseConfig());
+  // Everything to wait for comes first: Auth starts restoring a signed-in user (a request to
+  // accounts:lookup) as soon as it exists, and once it has made a request it refuses
+  // connectAuthEmulator (auth/emulator-config-failed). Waiting between getAuth and
+  // connectAuthEmulator made a reload of a signed-in page fail whenever that request came first.
+  const config = await firebaseConfig();
+  const hosts = LOCAL ? await emulatorHosts() : null;
+  const app = initializeApp(config);
   const auth = getAuth(app);
+  if (hosts) connectAuthEmulator(auth, `http://${hosts.auth}`, { disableWarnings: true });
   const functions = getFunctions(app, "us-central1");
   const db = getFirestore(app);
-  if (LOCAL) {
-    // scripts/with-emulators writes where this run's emulators listen (their ports can be free ones).
-    const response = await fetch("/emulators.json", { cache: "no-store" });
-    const hosts = {
-      auth: "127.0.0.1:9099",
-      functions: "127.0.0.1:5001",
-      firestore: "127.0.0.1:8080",
-      ...(response.ok ? await response.json() : {}),
-    };
-    connectAuthEmulator(auth, `http://${hosts.auth}`, { disableWarnings: true });
+  if (hosts) {
     connectFunctionsEmulator(functions, ...hostPort(hosts.functions));
     connectFirestoreEmulator(db, ...hostPort(hosts.firestore));
   }
