@@ -25,6 +25,7 @@ import pytest
 import requests
 from google.cloud.firestore import FieldFilter
 from playwright.sync_api import Browser, Page, Request, Route, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tally_dev import accounts, emulator
 from tally_dev.steps import step
@@ -91,11 +92,20 @@ def sign_in(page: Page, user: accounts.User, query: str = "") -> None:
 
 def wait_state(page: Page, test_id: str, *states: str) -> str:
     """Wait until a view's status element is in one of `states`; return it."""
-    page.wait_for_function(
-        '([id, states]) => states.includes(document.querySelector(`[data-testid="${id}"]`)?.dataset.state)',
-        arg=[test_id, list(states)],
-        timeout=WAIT,
-    )
+    try:
+        page.wait_for_function(
+            "([id, states]) => states.includes("
+            'document.querySelector(`[data-testid="${id}"]`)?.dataset.state)',
+            arg=[test_id, list(states)],
+            timeout=WAIT,
+        )
+    except PlaywrightTimeoutError:
+        shown = page.evaluate(
+            "ids => ids.map(id => { const e = document.querySelector(`[data-testid='${id}']`);"
+            " return `${id}: ${e?.dataset.state} ${JSON.stringify(e?.textContent ?? '')}`; })",
+            [test_id, "app-status"],
+        )
+        raise AssertionError(f"not {' or '.join(states)} in time: {'; '.join(shown)}") from None
     state = page.get_attribute(f'[data-testid="{test_id}"]', "data-state")
     assert state is not None
     return state
