@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud.firestore import FieldFilter
@@ -70,10 +71,14 @@ def test_a_team_is_admin_only_and_holds_no_features() -> None:
     assert layout.TEAMS == "TallyTeams"
 
 
-def scope_alerts(field: str, value: str) -> list[tuple[str, str | None, int]]:
+def alert_docs(field: str, value: str) -> list[dict[str, Any]]:
     docs = emulator.db().collection(layout.ALERTS).where(filter=FieldFilter(field, "==", value)).stream()
-    found = [doc.to_dict() or {} for doc in docs]
-    return sorted((a["scope"], a.get("teamId"), a["threshold"]) for a in found)
+    return [doc.to_dict() or {} for doc in docs]
+
+
+def scope_alerts(field: str, value: str) -> list[tuple[str, str | None, int]]:
+    found = alert_docs(field, value)
+    return sorted((a["scope"], a.get("teamId"), a["threshold"]) for a in found if a["kind"] == "cost")
 
 
 def test_twenty_concurrent_crossings_raise_each_scope_alert_once() -> None:
@@ -90,6 +95,8 @@ def test_twenty_concurrent_crossings_raise_each_scope_alert_once() -> None:
         ("team.month.cost", team_id, 100),
     ]
     assert scope_alerts("userId", loner.uid) == [("user.day.cost", None, 80), ("user.day.cost", None, 100)]
+    forecasts = [a for a in alert_docs("teamId", team_id) if a["kind"] == "forecast"]
+    assert len(forecasts) == (1 if datetime.now(UTC).day >= 3 else 0)  # past the limit: its pace too
 
 
 def test_usage_analytics_lists_the_months_top_teams() -> None:
