@@ -261,6 +261,7 @@ class UserMonthState:
     limit_percent: float | None = None  # the stored free-tier entry, if any
     day_costs: Mapping[str, int] = field(default_factory=dict)  # (v3) YYYY-MM-DD -> cost, as read
     forecast_alerted: bool = False  # (v3) the month's forecast alert is raised
+    anomaly_day: str | None = None  # (v3) the last day (YYYY-MM-DD) whose anomaly alert is raised
 
 
 @dataclass(frozen=True)

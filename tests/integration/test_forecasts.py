@@ -93,8 +93,10 @@ def test_a_spike_day_raises_one_anomaly_alert_per_scope() -> None:
     now = datetime.now(UTC)
     user = accounts.make_user()
     feature = emulator.unique("spiky")
-    history = earlier_days(now, 14)
-    record(user, [step(cost="0.05", feature=feature, when=day) for day in history])  # two usual weeks
+    history = earlier_days(now, 16)
+    record(
+        user, [step(cost="0.05", feature=feature, when=day) for day in history]
+    )  # two usual weeks, and more
 
     for _ in range(16):  # $3.20 today: every aggregate shard takes two of these
         record(user, [step(cost="0.20", feature=feature)])
@@ -105,7 +107,7 @@ def test_a_spike_day_raises_one_anomaly_alert_per_scope() -> None:
     assert (platform["window"], by_feature["window"], by_feature["threshold"]) == (today, today, 250)
     assert by_feature["used"] > 5 * by_feature["limit"]  # the day so far, against its usual $0.05
     mine = alerts("anomaly", userId=user.uid)
-    if now.day >= 8:  # a user's usual level is read from this month's days: at least 7 of them
+    if now.day >= 16:  # a user's usual level comes from this month's days: 14 after the first
         assert [(a["scope"], a["window"]) for a in mine] == [("user.day.cost", today)]
     else:
         assert mine == []

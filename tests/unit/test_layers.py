@@ -52,6 +52,9 @@ OWNERS = {
     "unpricedModels": "tally/documents/months.py",
     "totalCostNanos": "tally/documents/sessions.py",
     "firstStepAt": "tally/documents/sessions.py",
+    "featureDays": "tally/documents/months.py",
+    "forecastAlerted": "tally/documents/user_months.py",
+    "anomalyAlertedDay": "tally/documents/user_months.py",
 }
 # Names the SPEC also gives a request or a response field: besides their owner, only these say them.
 SPEC_NAMES = {

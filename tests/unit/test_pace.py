@@ -138,22 +138,22 @@ def test_once_flagged_a_month_tries_no_forecast_alert_again() -> None:
 
 def test_a_spike_day_raises_one_anomaly_alert_for_the_user_and_ordinary_days_none() -> None:
     store = MemoryStore()
-    for day in range(1, 15):
+    for day in range(1, 16):
         spend(store, "u1", "0.20" if day % 7 in (1, 2) else "0.10", at(day))  # weekly: two dearer days
     assert alerts_of(store, "anomaly") == []
 
     with ThreadPoolExecutor(max_workers=20) as pool:
-        list(pool.map(lambda n: spend(store, "u1", "0.10", at(15), op=f"spike-{n}"), range(20)))  # $2.10
+        list(pool.map(lambda n: spend(store, "u1", "0.10", at(16), op=f"spike-{n}"), range(20)))  # $2.00
 
     (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
-    assert (alert["scope"], alert["window"], alert["threshold"]) == ("user.day.cost", "2026-11-15", 250)
+    assert (alert["scope"], alert["window"], alert["threshold"]) == ("user.day.cost", "2026-11-16", 250)
     assert alert["limit"] < 0.25  # the usual cost of that day
 
 
 def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate:
     docs = []
-    for day in days_of("2026-11")[:15]:
-        cost = spike if day == "2026-11-15" else daily.get(day, 50_000_000)
+    for day in days_of("2026-11")[:17]:
+        cost = spike if day == "2026-11-17" else daily.get(day, 50_000_000)
         steps = [
             Step(
                 f"op-{day}",
@@ -172,42 +172,41 @@ def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate
 def test_the_platform_and_a_feature_raise_their_anomaly_on_a_spike_day() -> None:
     calm, spiked = feature_month({}, 50_000_000), feature_month({}, 2_000_000_000)
 
-    quiet = pace.platform_alerts(
-        current=calm, previous=month_doc.MonthAggregate(), settings=SETTINGS, now=at(15, 20), raised_by="t"
+    quiet = pace.platform_pace_alerts(
+        current=calm, previous=[], settings=SETTINGS, now=at(17, 20), raised_by="t"
     )
-    found = pace.platform_alerts(
-        current=spiked, previous=month_doc.MonthAggregate(), settings=SETTINGS, now=at(15, 20), raised_by="t"
+    found = pace.platform_pace_alerts(
+        current=spiked, previous=[], settings=SETTINGS, now=at(17, 20), raised_by="t"
     )
 
     assert quiet == []
     assert sorted((a.kind.value, a.scope, a.window) for a in found) == [
-        ("anomaly", "feature:img.day.cost", "2026-11-15"),
-        ("anomaly", "platform.day.cost", "2026-11-15"),
+        ("anomaly", "feature:img.day.cost", "2026-11-17"),
+        ("anomaly", "platform.day.cost", "2026-11-17"),
     ]
 
 
 def test_watching_the_platform_raises_each_alert_once() -> None:
     store = MemoryStore(shards=1)
-    for day in range(1, 15):
+    for day in range(1, 17):
         spend(store, f"u{day}", "0.05", at(day), feature="img")
-    spend(store, "u99", "2", at(15), feature="img")
+    spend(store, "u99", "2", at(17), feature="img")
 
-    pace.watch_platform(store, "2026-11", SETTINGS, at(15, 13), raised_by="t")
-    pace.watch_platform(store, "2026-11", SETTINGS, at(15, 14), raised_by="t")
+    pace.watch_platform(store, "2026-11", SETTINGS, at(17, 13), raised_by="t")
+    pace.watch_platform(store, "2026-11", SETTINGS, at(17, 14), raised_by="t")
 
     scopes = sorted(a["scope"] for a in alerts_of(store, "anomaly") if a["userId"] is None)
     assert scopes == ["feature:img.day.cost", "platform.day.cost"]
 
 
-def test_a_recording_on_shard_zero_watches_the_platform_only_past_a_mark() -> None:
+def test_a_recording_watches_the_platform_only_when_its_shard_passes_a_mark() -> None:
     steps = [Step("op", UsageType.AI, "img", "p", 5_000_000, False, timestamp=at(15))]
     delta = aggregate(steps)["2026-11"]
-    path = layout.shard_path("2026-11", 0)
 
-    def result(day_cost: int, feature_cost: int) -> CommitResult:
+    def result(day_cost: int, feature_cost: int, shard: int = 0) -> CommitResult:
         return CommitResult(
             {
-                path: {
+                layout.shard_path("2026-11", shard): {
                     ("days", "2026-11-15", "costNanos"): day_cost,
                     ("featureDays", "img", "15"): feature_cost,
                 }
@@ -219,7 +218,7 @@ def test_a_recording_on_shard_zero_watches_the_platform_only_past_a_mark() -> No
     )  # the day: past $0.01
     assert pace.shard_crossed(result(9_000_000, 11_000_000), "2026-11", 0, delta, at(15))  # the feature's
     assert not pace.shard_crossed(result(9_000_000, 9_000_000), "2026-11", 0, delta, at(15))
-    assert not pace.shard_crossed(result(12_000_000, 7_000_000), "2026-11", 1, delta, at(15))  # shard 1
+    assert pace.shard_crossed(result(12_000_000, 7_000_000, 1), "2026-11", 1, delta, at(15))  # any shard
 
 
 def test_a_new_user_is_not_blended_with_months_of_nothing() -> None:

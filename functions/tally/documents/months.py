@@ -17,7 +17,7 @@ from typing import Any
 
 from tally import layout
 from tally.documents import counters, limits
-from tally.timeutil import MAX_AGE, days_of, month_end
+from tally.timeutil import MAX_AGE, month_end
 from tally.usage import WARNING_PERCENT, Counts, MonthDelta
 from tally.values import Document
 from tally.writes import DELETE, CommitResult, Increment, Op, Replace, Write, merge_payload
@@ -129,11 +129,6 @@ class MonthAggregate:
             SESSIONS: dict(self.sessions),
             FEATURE_DAYS: {name: dict(days) for name, days in self.feature_days.items()},
         }
-
-    def feature_daily(self, feature: str, month: str) -> list[int]:
-        """Return a feature's cost on each day of the month (zeros where it cost nothing)."""
-        days = self.feature_days.get(feature, {})
-        return [days.get(day[-2:], 0) for day in days_of(month)]
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> MonthAggregate:

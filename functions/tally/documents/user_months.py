@@ -20,6 +20,7 @@ from tally.writes import Op, Write, merge_payload
 
 FREE_TIER_STEP = 5.0  # percent: an entry is rewritten after the commit only past a step of this
 FORECAST_ALERTED = "forecastAlerted"  # (v3) the month's forecast alert exists: no request tries again
+ANOMALY_DAY = "anomalyAlertedDay"  # (v3) the last day whose anomaly alert exists (one field: bounded)
 
 
 def state_of(doc: Document) -> UserMonthState:
@@ -34,6 +35,7 @@ def state_of(doc: Document) -> UserMonthState:
             for day, stored in (doc.fields.get(months.DAYS) or {}).items()
         },
         forecast_alerted=doc.fields.get(FORECAST_ALERTED) is True,
+        anomaly_day=doc.fields.get(ANOMALY_DAY) if isinstance(doc.fields.get(ANOMALY_DAY), str) else None,
     )
 
 
@@ -43,6 +45,15 @@ def forecast_alerted_write(user_id: str, month: str) -> Write:
         layout.user_month_path(user_id, month),
         Op.MERGE,
         {"userId": user_id, months.MONTH: month, FORECAST_ALERTED: True},
+    )
+
+
+def anomaly_alerted_write(user_id: str, day: str) -> Write:
+    """Return the write marking a user's day (YYYY-MM-DD) as having its anomaly alert."""
+    return Write(
+        layout.user_month_path(user_id, day[:7]),
+        Op.MERGE,
+        {"userId": user_id, months.MONTH: day[:7], ANOMALY_DAY: day},
     )
 
 

@@ -149,12 +149,24 @@ def create(store: AlertStore, alerts: Sequence[Alert], now: datetime) -> int:
     return sum(store.commit_each(groups))
 
 
-def ensure(store: AlertStore, alerts: Sequence[Alert], now: datetime) -> int:
-    """Create the alerts that are missing (read first: most exist); return how many were late."""
+_EXISTING: set[tuple[int, str]] = set()  # (store, alert) seen to exist (Tally never deletes an alert)
+
+
+def ensure(store: AlertStore, alerts: Sequence[Alert], now: datetime, *, remember: bool = False) -> int:
+    """Create the alerts that are missing (read first: most exist); return how many were late.
+
+    `remember`: skip the alerts this instance already saw exist, and remember those it sees,
+    for callers that would otherwise read the same alert on every request (a team's).
+    """
+    alerts = [a for a in alerts if not (remember and (id(store), a.alert_id) in _EXISTING)]
     if not alerts:
         return 0
     docs = store.read([layout.alert_path(a.alert_id) for a in alerts])
     missing = [a for a in alerts if not docs[layout.alert_path(a.alert_id)].exists]
+    if remember:
+        if len(_EXISTING) > 100_000:
+            _EXISTING.clear()
+        _EXISTING.update((id(store), a.alert_id) for a in alerts)  # those missing exist once created below
     return create(store, missing, now)
 
 

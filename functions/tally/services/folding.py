@@ -113,6 +113,13 @@ def fold_months(
     return {month: Rollup(month, agg, as_of, None, rankings.get(month)) for month, agg in folded.items()}
 
 
+def aggregate_now(store: FoldStore, month: str) -> MonthAggregate:
+    """Return a month's shards summed as they are now (one read per shard; no rollup is stored)."""
+    paths = [layout.shard_path(month, shard) for shard in range(store.shards)]
+    docs = store.read(paths)
+    return MonthAggregate.fold(docs[path].fields for path in paths if docs[path].exists)
+
+
 def fold(store: FoldStore, month: str, *, now: datetime, version: Version = None) -> Rollup:
     """Fold one month now and store its rollup, without a ranking (the next reader ranks it)."""
     return fold_months(store, {month: version}, now=now)[month]

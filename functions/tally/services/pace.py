@@ -31,17 +31,17 @@ from tally import forecast, layout
 from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import user_months
-from tally.documents.months import Rollup
 from tally.services import alerts, folding, projections
 from tally.services.alerts import Alert, AlertKind, AlertStore
-from tally.timeutil import day_key, month_key, months_back
+from tally.timeutil import day_key, month_end, month_key, months_back
 from tally.usage import Counts, MonthDelta
-from tally.values import UserMonthState, Version
+from tally.values import UserMonthState
 from tally.writes import CommitResult, Op, Write
 
 FORECAST_FROM_DAY = 3  # SPEC: from the 3rd UTC day of the month
 ANOMALY_THRESHOLD = round(forecast.ANOMALY_RATIO * 100)  # an anomaly alert's `threshold`: percent of usual
 HISTORY_DAYS = 7 * (forecast.ANOMALY_WEEKS + 1)  # days before today the anomaly rule looks at
+MIN_HISTORY = 14  # days of history an anomaly needs here: two of each weekday
 MARK_UNIT = 10_000_000  # $0.01: the first mark of a day's cost
 
 
@@ -52,44 +52,51 @@ def mark(cost_nanos: int) -> int:
     return (cost_nanos * cost_nanos // (MARK_UNIT * MARK_UNIT)).bit_length() - 1
 
 
-def _history(daily: Mapping[str, int], today: date) -> list[int]:
-    """Return the costs of the `HISTORY_DAYS` days before today, most recent last (absent days: 0)."""
-    first = today - timedelta(days=HISTORY_DAYS)
-    known = [day for day, cost in daily.items() if cost > 0 and day < today.isoformat()]
-    start = max(first, date.fromisoformat(min(known))) if known else today
-    return [daily.get((start + timedelta(days=i)).isoformat(), 0) for i in range((today - start).days)]
+def _history(daily: Mapping[str, int], day: date) -> list[int]:
+    """Return the costs of the days before `day` the rule reads, most recent last (absent days: 0).
+
+    From the day after the first day with a cost (that one is likely partial), at most
+    `HISTORY_DAYS` back.
+    """
+    known = [d for d, cost in daily.items() if cost > 0 and d < day.isoformat()]
+    if not known:
+        return []
+    start = max(day - timedelta(days=HISTORY_DAYS), date.fromisoformat(min(known)) + timedelta(days=1))
+    return [daily.get((start + timedelta(days=i)).isoformat(), 0) for i in range((day - start).days)]
 
 
 def anomaly_alert(
     *,
     daily: Mapping[str, int],
-    today_cost: int,
-    now: datetime,
+    day: date,
     scope: str,
     raised_by: str,
     user_id: str | None = None,
+    late: bool = False,
 ) -> Alert | None:
-    """Return the anomaly alert of today's cost so far against the days before (`daily`), if any.
+    """Return the anomaly alert of a day's cost (`daily[day]`; today's: so far) against the days before.
 
-    History starts at the first day with a cost: a user's or feature's first days are not
-    read as a usual level of zero.
+    At least `MIN_HISTORY` days (two of each weekday) are needed: with one, a single day is
+    "usual" and ordinary noise fires.
     """
-    today = now.date()
-    found = forecast.anomaly(
-        history_nanos=_history(daily, today), today_nanos=today_cost, weekday=today.weekday()
-    )
+    history = _history(daily, day)
+    if len(history) < MIN_HISTORY:
+        return None
+    cost = daily.get(day.isoformat(), 0)
+    found = forecast.anomaly(history_nanos=history, today_nanos=cost, weekday=day.weekday())
     if found is None:
         return None
     return Alert(
         user_id,
-        month_key(now),
+        day.isoformat()[:7],
         AlertKind.ANOMALY,
         ANOMALY_THRESHOLD,
-        today_cost,
+        cost,
         found.expected_nanos,
         raised_by,
+        late=late,
         scope=scope,
-        window=day_key(now),
+        window=day.isoformat(),
     )
 
 
@@ -152,8 +159,8 @@ def user_alerts(
 ) -> tuple[Alert | None, Alert | None]:
     """Return the (forecast, anomaly) alerts a recording of this month raises for its user.
 
-    The forecast alert only while the month is not flagged; the anomaly alert only when this
-    commit took the day past the rule.
+    Each only while the month document does not say it is raised (`forecastAlerted`, the
+    day in `anomalyAlertedDay`): the one commit that creates the alert also writes the flag.
     """
     month, today = month_key(now), day_key(now)
     days = user_days_after(state=state, delta=delta, result=result, user_id=user_id, month=month)
@@ -175,32 +182,24 @@ def user_alerts(
             user_id=user_id,
         )
     spike = None
-    if today in delta.days:
-        after = days.get(today, 0)
-        before = after - delta.days[today].cost_nanos
+    if today in delta.days and state.anomaly_day != today:
         spike = anomaly_alert(
-            daily=days, today_cost=after, now=now, scope="user.day.cost", raised_by=raised_by, user_id=user_id
+            daily=days, day=now.date(), scope="user.day.cost", raised_by=raised_by, user_id=user_id
         )
-        if spike is not None and anomaly_alert(
-            daily=days,
-            today_cost=before,
-            now=now,
-            scope="user.day.cost",
-            raised_by=raised_by,
-            user_id=user_id,
-        ):
-            spike = None  # an earlier commit took the day past the rule: it raised the alert
     return found, spike
 
 
-def raise_forecast(store: AlertStore, alert: Alert, now: datetime) -> bool:
-    """Create a user's forecast alert and flag their month, in one commit; return whether it was new."""
+def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
+    """Create a user's forecast or anomaly alert and its flag, in one commit; return whether it was new."""
     assert alert.user_id is not None
-    flag = user_months.forecast_alerted_write(alert.user_id, alert.month)
+    if alert.kind is AlertKind.FORECAST:
+        flag = user_months.forecast_alerted_write(alert.user_id, alert.month)
+    else:
+        flag = user_months.anomaly_alerted_write(alert.user_id, str(alert.window))
     create = Write(layout.alert_path(alert.alert_id), Op.CREATE, alert.document(now))
     if store.commit_each([[create, flag]])[0]:
         return True
-    store.commit([flag])  # it exists (a concurrent request, or the sweep): stop trying
+    store.commit([flag])  # it exists (a concurrent request, or an earlier attempt): stop trying
     return False
 
 
@@ -208,9 +207,9 @@ def raise_forecast(store: AlertStore, alert: Alert, now: datetime) -> bool:
 
 
 def shard_crossed(result: CommitResult, month: str, shard: int, delta: MonthDelta, now: datetime) -> bool:
-    """Return whether a commit took shard 0's cost of today, or a feature's there, past a mark."""
+    """Return whether a commit took its shard's cost of today, or a feature's there, past a mark."""
     today = day_key(now)
-    if shard != 0 or month != month_key(now) or today not in delta.days:
+    if month != month_key(now) or today not in delta.days:
         return False
     path = layout.shard_path(month, shard)
     total, features = month_doc.committed_day(result, path, delta, today)
@@ -218,10 +217,6 @@ def shard_crossed(result: CommitResult, month: str, shard: int, delta: MonthDelt
         return True
     dd = today[-2:]
     return any(mark(after) > mark(after - delta.feature_days[(f, dd)]) for f, after in features.items())
-
-
-def _daily(aggregate: month_doc.MonthAggregate, month: str) -> dict[str, int]:
-    return {day: counts.cost_nanos for day, counts in aggregate.days.items() if day.startswith(month)}
 
 
 def _feature_daily(aggregates: Mapping[str, month_doc.MonthAggregate], feature: str) -> dict[str, int]:
@@ -232,86 +227,72 @@ def _feature_daily(aggregates: Mapping[str, month_doc.MonthAggregate], feature: 
     return found
 
 
-def platform_alerts(
+def platform_pace_alerts(
     *,
     current: month_doc.MonthAggregate,
-    previous: month_doc.MonthAggregate,
+    previous: Sequence[month_doc.MonthAggregate],
     settings: Settings,
     now: datetime,
     raised_by: str,
 ) -> list[Alert]:
-    """Return the platform's forecast alert (with a budget) and the platform's and features' anomalies."""
-    month, last = month_key(now), months_back(month_key(now), 2)[0]
-    found: list[Alert | None] = []
+    """Return the platform's forecast alert (with a budget) and the platform's and features' anomalies.
+
+    `previous`: the months before, most recent first (the forecast blends their totals as
+    usage_analytics does; the anomalies read the last one's days). Yesterday is judged too
+    (late): a day that passed the rule after the last check of it is not lost.
+    """
+    month = month_key(now)
+    last = months_back(month, 2)[0]
+    before = previous[0] if previous else month_doc.MonthAggregate()
     budget = settings.platform_budget_nanos
     projected = projections.project(
         month=month,
         days=current.days,
         now=now,
-        previous_months_nanos=[previous.total.cost_nanos],
+        previous_months_nanos=[m.total.cost_nanos for m in previous],
         limit_nanos=budget,
     )
-    found.append(
+    found = [
         forecast_alert(
             projected=projected, limit_nanos=budget, now=now, scope="platform.month.cost", raised_by=raised_by
         )
-    )
-    today = day_key(now)
-    daily = {**_daily(previous, last), **_daily(current, month)}
-    found.append(
-        anomaly_alert(
-            daily=daily,
-            today_cost=daily.get(today, 0),
-            now=now,
-            scope="platform.day.cost",
-            raised_by=raised_by,
-        )
-    )
-    both = {last: previous, month: current}
-    for feature in sorted(current.feature_days):
-        days = _feature_daily(both, feature)
-        found.append(
-            anomaly_alert(
-                daily=days,
-                today_cost=days.get(today, 0),
-                now=now,
-                scope=f"feature:{feature}.day.cost",
-                raised_by=raised_by,
-            )
-        )
+    ]
+    both = {last: before, month: current}
+    daily = {day: counts.cost_nanos for aggregate in both.values() for day, counts in aggregate.days.items()}
+    judged = [("platform.day.cost", daily)] + [
+        (f"feature:{feature}.day.cost", _feature_daily(both, feature))
+        for feature in sorted(current.feature_days)
+    ]
+    today = now.date()
+    for scope, days in judged:
+        for day, late in ((today, False), (today - timedelta(days=1), True)):
+            found.append(anomaly_alert(daily=days, day=day, scope=scope, raised_by=raised_by, late=late))
     return [alert for alert in found if alert is not None]
 
 
 def watch_platform(store: AlertStore, month: str, settings: Settings, now: datetime, raised_by: str) -> int:
-    """Fold the month and raise the alerts it calls for (budget, forecast, anomaly); return the new ones.
+    """Sum the month's shards and raise the alerts they call for (budget, forecast, anomaly); count new ones.
 
-    The current month's anomalies also look at the month before (its rollup, folded again
-    only if stale): a day early in a month has its usual level there.
+    The month's rollup is not written (a reader's ranked rollup stays); the months before
+    are read from their rollups (three reads), the last one folded once more (and stored) if
+    it was folded before it ended.
     """
-    versions: dict[str, Version] = {month: None}
-    last = months_back(month, 2)[0]
-    current = month == month_key(now)
-    previous: Rollup | None = None
-    if current:
-        paths = [layout.rollup_path(last), layout.rollup_path(month)]
-        docs = store.read(paths)
-        previous = month_doc.rollup_of(last, docs[paths[0]])
-        versions[month] = docs[paths[1]].version
-        if folding.needs_fold(previous, now):
-            versions[last] = previous.version
-    folded = folding.fold_months(store, versions, now=now)
-    previous = folded.get(last, previous)
+    current = folding.aggregate_now(store, month)
     wanted: list[Alert] = []
     budget = settings.platform_budget_nanos
     if budget is not None:
-        total = folded[month].aggregate.total.cost_nanos
+        total = current.total.cost_nanos
         wanted += alerts.platform_alerts(month=month, total=total, budget=budget, raised_by=raised_by)
-    if previous is not None:
-        wanted += platform_alerts(
-            current=folded[month].aggregate,
-            previous=previous.aggregate,
-            settings=settings,
-            now=now,
-            raised_by=raised_by,
+    if month == month_key(now):
+        earlier = list(reversed(months_back(month, 4)[:-1]))  # most recent first
+        paths = [layout.rollup_path(m) for m in earlier]
+        docs = store.read(paths)
+        stored = [month_doc.rollup_of(m, docs[path]) for m, path in zip(earlier, paths, strict=True)]
+        last = stored[0]
+        if last.as_of is None or last.as_of < month_end(last.month):  # folded before it ended: once more
+            stored[0] = folding.fold(store, last.month, now=now, version=last.version)
+        previous = [rollup.aggregate for rollup in stored]
+        wanted += platform_pace_alerts(
+            current=current, previous=previous, settings=settings, now=now, raised_by=raised_by
         )
     return alerts.ensure(store, wanted, now)

@@ -316,7 +316,6 @@ def _pace(
         now=now,
         raised_by="record_steps",
     )
-    if spike is not None:
-        alerts.create(store, [spike], now)
-    if projected is not None:
-        pace.raise_forecast(store, projected, now)
+    for alert in (projected, spike):
+        if alert is not None:
+            pace.raise_flagged(store, alert, now)

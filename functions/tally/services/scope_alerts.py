@@ -117,4 +117,4 @@ def team_alerts(
         raised_by=raised_by,
         team_id=team.team_id,
     )
-    return alerts.ensure(store, wanted + ([projected] if projected is not None else []), now)
+    return alerts.ensure(store, wanted + ([projected] if projected is not None else []), now, remember=True)
