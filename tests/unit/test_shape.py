@@ -66,7 +66,8 @@ def test_enough_shards_keep_every_shared_document_under_one_write_a_second() -> 
 def test_racing_first_requests_admit_each_name_once_per_racer() -> None:
     census = census_of(Workload(users=25, sessions_per_user=2, per_session=4), shards=8)
 
-    assert max(census.admissions().values()) <= 4  # each name counter: once per racing first request
+    # each name counter: once per racing first request, so at most once per thread (16), not per request (200)
+    assert max(census.admissions().values()) <= 16
 
 
 def test_no_document_kind_approaches_one_mebibyte_and_none_grows_with_users() -> None:
