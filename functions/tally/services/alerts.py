@@ -94,6 +94,10 @@ class Alert:
         owner = f"team:{self.team_id}" if self.team_id is not None else self.user_id
         return layout.alert_id(owner, f"{self.window}|{self.scope}", self.kind.value, self.threshold)
 
+    def creation(self, now: datetime) -> Write:
+        """Return the write creating the alert document (only if it does not exist)."""
+        return Write(layout.alert_path(self.alert_id), Op.CREATE, self.document(now))
+
     def document(self, now: datetime) -> dict[str, Any]:
         """Return the alert document."""
         money = self.kind is not AlertKind.RUNS
@@ -145,7 +149,7 @@ def create(store: AlertStore, alerts: Sequence[Alert], now: datetime) -> int:
     """Create alert documents (each only if it does not exist yet); return how many were new."""
     if not alerts:
         return 0
-    groups = [[Write(layout.alert_path(a.alert_id), Op.CREATE, a.document(now))] for a in alerts]
+    groups = [[a.creation(now)] for a in alerts]
     return sum(store.commit_each(groups))
 
 

@@ -36,7 +36,7 @@ from tally.services.alerts import Alert, AlertKind, AlertStore
 from tally.timeutil import day_key, month_end, month_key, months_back
 from tally.usage import Counts, MonthDelta
 from tally.values import UserMonthState
-from tally.writes import CommitResult, Op, Write
+from tally.writes import CommitResult
 
 FORECAST_FROM_DAY = 3  # SPEC: from the 3rd UTC day of the month
 ANOMALY_THRESHOLD = round(forecast.ANOMALY_RATIO * 100)  # an anomaly alert's `threshold`: percent of usual
@@ -100,6 +100,11 @@ def anomaly_alert(
     )
 
 
+def forecast_due(limit_nanos: int | None, now: datetime) -> bool:
+    """Return whether a month with this limit can have its forecast alert now (a limit, the 3rd day on)."""
+    return limit_nanos is not None and now.day >= FORECAST_FROM_DAY
+
+
 def forecast_alert(
     *,
     projected: forecast.Forecast,
@@ -111,9 +116,9 @@ def forecast_alert(
     team_id: str | None = None,
 ) -> Alert | None:
     """Return the forecast alert of a month whose projection reached its limit (from the 3rd day on)."""
-    if limit_nanos is None or now.day < FORECAST_FROM_DAY or projected.month_end_nanos <= 0:
+    if not forecast_due(limit_nanos, now) or projected.month_end_nanos <= 0:
         return None
-    if projected.month_end_nanos < limit_nanos:
+    if limit_nanos is None or projected.month_end_nanos < limit_nanos:
         return None
     month = month_key(now)
     return Alert(
@@ -165,7 +170,7 @@ def user_alerts(
     month, today = month_key(now), day_key(now)
     days = user_days_after(state=state, delta=delta, result=result, user_id=user_id, month=month)
     found = None
-    if not state.forecast_alerted:
+    if not state.forecast_alerted and forecast_due(limit_nanos, now):  # projecting costs ~0.3 ms
         projected = projections.project(
             month=month,
             days={day: Counts(cost) for day, cost in days.items()},
@@ -196,8 +201,7 @@ def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
         flag = user_months.forecast_alerted_write(alert.user_id, alert.month)
     else:
         flag = user_months.anomaly_alerted_write(alert.user_id, str(alert.window))
-    create = Write(layout.alert_path(alert.alert_id), Op.CREATE, alert.document(now))
-    if store.commit_each([[create, flag]])[0]:
+    if store.commit_each([[alert.creation(now), flag]])[0]:
         return True
     store.commit([flag])  # it exists (a concurrent request, or an earlier attempt): stop trying
     return False

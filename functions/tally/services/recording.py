@@ -281,7 +281,12 @@ def after_commit(
     if team is not None and commit is not None and commit.steps:
         scope_alerts.team_alerts(store, team, now=now, raised_by="record_steps", views=team_views)
     if commit is not None and result is not None:
-        _pace(store, user_id=user_id, state=state, result=result, deltas=deltas, limits=limits_now, now=now)
+        try:  # its own part: a failure here must not keep the platform's alerts from being checked
+            _pace(
+                store, user_id=user_id, state=state, result=result, deltas=deltas, limits=limits_now, now=now
+            )
+        except Exception:
+            log.exception("the forecast and anomaly alerts of %s failed (the next request retries)", user_id)
         budget = settings.platform_budget_nanos
         for month, delta in deltas.items():
             after_shard = month_doc.shard_cost(result, month, commit.shard)

@@ -109,12 +109,17 @@ def team_alerts(
         for scope in teams.team_scopes(team, views)
         for t in alerts.reached(scope.used, scope.limit)
     ]
-    projected = pace.forecast_alert(
-        projected=teams.team_forecast(team, views, now),
-        limit_nanos=team.limits.monthly_cost_nanos,
-        now=now,
-        scope="team.month.cost",
-        raised_by=raised_by,
-        team_id=team.team_id,
+    limit = team.limits.monthly_cost_nanos
+    projected = (
+        pace.forecast_alert(
+            projected=teams.team_forecast(team, views, now),
+            limit_nanos=limit,
+            now=now,
+            scope="team.month.cost",
+            raised_by=raised_by,
+            team_id=team.team_id,
+        )
+        if pace.forecast_due(limit, now)
+        else None
     )
     return alerts.ensure(store, wanted + ([projected] if projected is not None else []), now, remember=True)
