@@ -118,4 +118,4 @@ fold: $(BIN)/.installed ## Fold a month's platform shards into its rollup now (M
 	$(BIN)/python -m entrypoints.cli fold $(if $(MONTH),--month $(MONTH))
 
 clean: ## Remove installed tools and caches
-	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules $(JS)/dist $(JS)/dist-test
+	rm -rf $(VENV) $(FUNCS_VENV) node_modules web/dist .emulators .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules $(JS)/dist $(JS)/dist-test $(JS)/dist-emulator
