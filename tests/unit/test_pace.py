@@ -1,5 +1,6 @@
 """(v3) Forecast and anomaly alerts: once per (scope, month) and per (scope, day), however many requests."""
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from tally.services import pace, projections
 from tally.services.recording import record_steps
 from tally.timeutil import days_of
 from tally.usage import Counts, aggregate
-from tally.values import Caller, Step, UsageType
+from tally.values import Caller, Document, Step, UsageType
 from tally.writes import CommitResult
 from tally_dev.memory import MemoryStore
 from tally_dev.projection import worst_ranking
@@ -148,6 +149,48 @@ def test_a_spike_day_raises_one_anomaly_alert_for_the_user_and_ordinary_days_non
     (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
     assert (alert["scope"], alert["window"], alert["threshold"]) == ("user.day.cost", "2026-11-16", 250)
     assert alert["limit"] < 0.25  # the usual cost of that day
+
+
+class ReadCounting(MemoryStore):
+    """A memory store that counts the reads of each path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def read(self, paths: Sequence[str], **options: Any) -> dict[str, Document]:
+        for path in paths:
+            self.reads[path] = self.reads.get(path, 0) + 1
+        return super().read(paths, **options)
+
+
+def test_early_in_a_month_a_users_spike_is_judged_with_the_previous_months_days() -> None:
+    store, newcomer = ReadCounting(), ReadCounting()
+    for day in range(1, 32):
+        spend(store, "u1", "0.10", datetime(2026, 10, day, 12, tzinfo=UTC))
+    for day in range(1, 5):
+        spend(store, "u1", "0.10", at(day))
+        spend(newcomer, "u1", "0.10", at(day))
+
+    spend(store, "u1", "1.00", at(5))
+    spend(newcomer, "u1", "1.00", at(5))
+
+    (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
+    assert (alert["scope"], alert["window"]) == ("user.day.cost", "2026-11-05")
+    assert [a for a in alerts_of(newcomer, "anomaly") if a["userId"] == "u1"] == []  # 4 days: too few
+
+
+def test_the_previous_month_is_read_only_past_the_floor_and_once_an_hour() -> None:
+    store = ReadCounting()
+    october = layout.user_month_path("u1", "2026-10")
+    spend(store, "u1", "0.10", at(5, 9))  # not past the floor ($0.10): no anomaly possible
+    assert store.reads.get(october, 0) == 0
+
+    spend(store, "u1", "0.05", at(5, 10))
+    spend(store, "u1", "0.05", at(5, 10))
+    spend(store, "u1", "0.05", at(5, 11))
+
+    assert store.reads[october] == 2  # at 10:00, then again after an hour
 
 
 def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate:

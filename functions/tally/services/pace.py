@@ -8,7 +8,8 @@ far above its usual level by the rule of `tally.forecast.anomaly`; its `limit` i
 
 - A user's are judged after each of their recordings, from what the request already read
   (their month document: its days; their own document: the previous months) and the days
-  the commit touched as its fetch-and-add left them: no read is added. The forecast alert is
+  the commit touched as its fetch-and-add left them: no read is added (but for the anomaly,
+  early in a month, the previous month's days: `previous_days`). The forecast alert is
   created together with the flag `forecastAlerted` of the month document, only if absent, so
   of any number of concurrent requests one raises it, and once the flag is read nobody tries
   again. The anomaly rule is monotone in the day's cost, so exactly one commit takes the day
@@ -24,7 +25,10 @@ far above its usual level by the rule of `tally.forecast.anomaly`; its `limit` i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 
 from tally import forecast, layout
@@ -43,6 +47,8 @@ ANOMALY_THRESHOLD = round(forecast.ANOMALY_RATIO * 100)  # an anomaly alert's `t
 HISTORY_DAYS = 7 * (forecast.ANOMALY_WEEKS + 1)  # days before today the anomaly rule looks at
 MIN_HISTORY = 14  # days of history an anomaly needs here: two of each weekday
 MARK_UNIT = 10_000_000  # $0.01: the first mark of a day's cost
+PREVIOUS_FRESH = timedelta(hours=1)  # a user's previous month is read again after this (late steps)
+PREVIOUS_REMEMBERED = 10_000  # users' previous months one instance keeps
 
 
 def mark(cost_nanos: int) -> int:
@@ -161,11 +167,14 @@ def user_alerts(
     limit_nanos: int | None,
     now: datetime,
     raised_by: str,
+    previous_days: Callable[[], Mapping[str, int]] = dict,
 ) -> tuple[Alert | None, Alert | None]:
     """Return the (forecast, anomaly) alerts a recording of this month raises for its user.
 
     Each only while the month document does not say it is raised (`forecastAlerted`, the
     day in `anomalyAlertedDay`): the one commit that creates the alert also writes the flag.
+    While this month holds under `MIN_HISTORY` days, a day past the rule's floor ($0.10) is
+    judged with the previous month's days too (`previous_days`, called only then).
     """
     month, today = month_key(now), day_key(now)
     days = user_days_after(state=state, delta=delta, result=result, user_id=user_id, month=month)
@@ -188,10 +197,38 @@ def user_alerts(
         )
     spike = None
     if today in delta.days and state.anomaly_day != today:
+        daily: Mapping[str, int] = days
+        if days[today] > forecast.ANOMALY_FLOOR_NANOS and len(_history(days, now.date())) < MIN_HISTORY:
+            daily = {**previous_days(), **days}  # this month alone is too short a history
         spike = anomaly_alert(
-            daily=days, day=now.date(), scope="user.day.cost", raised_by=raised_by, user_id=user_id
+            daily=daily, day=now.date(), scope="user.day.cost", raised_by=raised_by, user_id=user_id
         )
     return found, spike
+
+
+_PREVIOUS: weakref.WeakKeyDictionary[
+    AlertStore, OrderedDict[tuple[str, str], tuple[datetime, Mapping[str, int]]]
+]
+_PREVIOUS = weakref.WeakKeyDictionary()  # per store: (user, month) -> (read at, its days), oldest first
+_PREVIOUS_LOCK = threading.Lock()
+
+
+def previous_days(store: AlertStore, user_id: str, now: datetime) -> Mapping[str, int]:
+    """Return a user's cost per day of the month before now's, read at most hourly per instance."""
+    month = months_back(month_key(now), 2)[0]
+    with _PREVIOUS_LOCK:
+        kept = _PREVIOUS.setdefault(store, OrderedDict()).get((user_id, month))
+    if kept is not None and now - kept[0] < PREVIOUS_FRESH:
+        return kept[1]
+    path = layout.user_month_path(user_id, month)
+    days = user_months.state_of(store.read([path], fields=[month_doc.DAYS])[path]).day_costs
+    with _PREVIOUS_LOCK:
+        remembered = _PREVIOUS.setdefault(store, OrderedDict())
+        remembered[(user_id, month)] = (now, days)
+        remembered.move_to_end((user_id, month))
+        while len(remembered) > PREVIOUS_REMEMBERED:
+            remembered.popitem(last=False)
+    return days
 
 
 def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:

@@ -320,6 +320,7 @@ def _pace(
         limit_nanos=limits.monthly_cost_limit_nanos,
         now=now,
         raised_by="record_steps",
+        previous_days=lambda: pace.previous_days(store, user_id, now),
     )
     for alert in (projected, spike):
         if alert is not None:
