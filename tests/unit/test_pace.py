@@ -12,6 +12,7 @@ from tally.documents import months as month_doc
 from tally.documents import plans
 from tally.requests import parse_record_request
 from tally.services import pace, projections
+from tally.services.reconcile import reconcile
 from tally.services.recording import record_steps
 from tally.timeutil import days_of
 from tally.usage import Counts, aggregate
@@ -191,6 +192,44 @@ def test_the_previous_month_is_read_only_past_the_floor_and_once_an_hour() -> No
     spend(store, "u1", "0.05", at(5, 11))
 
     assert store.reads[october] == 2  # at 10:00, then again after an hour
+
+
+def reconciled(store: MemoryStore, now: datetime, *, fix: bool = False) -> list[str]:
+    report = reconcile(store=store, month="2026-11", settings=SETTINGS, now=now, fix=fix)
+    return [d.line() for d in report.differences]
+
+
+def test_reconcile_raises_a_forecast_alert_a_lowered_limit_calls_for() -> None:
+    store = MemoryStore()
+    limit(store, "u1", 100)
+    for day in range(1, 6):
+        spend(store, "u1", "1.00", at(day, 9))  # $30 a month: under $100
+    assert alerts_of(store, "forecast") == []
+    limit(store, "u1", 20)
+
+    found = reconciled(store, at(6), fix=True)
+
+    (alert,) = alerts_of(store, "forecast")
+    assert found == [f"{layout.alert_path(alert['alertId'])} alert: stored None, recomputed forecast 100%"]
+    assert (alert["userId"], alert["late"], alert["raisedBy"]) == ("u1", True, "reconcile")
+    assert reconciled(store, at(6, 13)) == []
+
+
+def test_reconcile_raises_yesterdays_anomaly_alert_a_crash_lost() -> None:
+    store = MemoryStore()
+    for day in range(1, 16):
+        spend(store, "u1", "0.10", at(day))
+    spend(store, "u1", "2.00", at(16))
+    (lost,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
+    del store.docs[layout.alert_path(lost["alertId"])]  # the commit after the step's was lost
+    del store.docs[layout.user_month_path("u1", "2026-11")]["anomalyAlertedDay"]
+
+    found = reconciled(store, at(17, 1), fix=True)
+
+    (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
+    assert found == [f"{layout.alert_path(lost['alertId'])} alert: stored None, recomputed anomaly 250%"]
+    assert (alert["window"], alert["late"], alert["raisedBy"]) == ("2026-11-16", True, "reconcile")
+    assert reconciled(store, at(17, 2)) == []
 
 
 def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate:

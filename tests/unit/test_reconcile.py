@@ -72,6 +72,19 @@ def test_the_product_leaves_nothing_to_reconcile() -> None:
     assert reconcile(store=store, month="2026-10", settings=Settings(), now=NOW, fix=False).differences == []
 
 
+def test_fix_creates_missing_alerts_even_when_no_counter_needs_repair() -> None:
+    store = MemoryStore()
+    traffic(store)
+    (lost,) = [path for path, doc in store.docs.items() if path.endswith("-cost-80")]  # ada's, at $8
+    del store.docs[lost]  # lost after the commit that called for it
+
+    found = run(store, fix=True)
+
+    assert found == [f"{lost} alert: stored None, recomputed cost 80%"]
+    assert store.docs[lost]["raisedBy"] == "reconcile"
+    assert run(store) == []
+
+
 def damage_usage_erased(store: MemoryStore) -> None:
     store.put(layout.user_path("ada"), {"displayName": "Ada"})  # an app's set() without merge
 

@@ -14,6 +14,8 @@ far above its usual level by the rule of `tally.forecast.anomaly`; its `limit` i
   of any number of concurrent requests one raises it, and once the flag is read nobody tries
   again. The anomaly rule is monotone in the day's cost, so exactly one commit takes the day
   past it (its own share subtracted from the day's total after it): that request raises it.
+- `reconcile` judges a user's current month again (`late_user_alerts`) and raises what is
+  missing, late: the alerts of a request that crashed after its commit, or of a lowered limit.
 - A team's forecast is judged from its slices, read after a member's recording for the
   team's threshold alerts anyway, and ensured with them.
 - The platform's and each feature's are judged on a fold of the month (`watch_platform`),
@@ -29,6 +31,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from tally import forecast, layout
@@ -120,6 +123,7 @@ def forecast_alert(
     raised_by: str,
     user_id: str | None = None,
     team_id: str | None = None,
+    late: bool = False,
 ) -> Alert | None:
     """Return the forecast alert of a month whose projection reached its limit (from the 3rd day on)."""
     if not forecast_due(limit_nanos, now) or projected.month_end_nanos <= 0:
@@ -135,6 +139,7 @@ def forecast_alert(
         projected.month_end_nanos,
         limit_nanos,
         raised_by,
+        late=late,
         scope=scope,
         window=month,
         team_id=team_id,
@@ -157,53 +162,84 @@ def user_days_after(
     return days
 
 
-def user_alerts(
-    *,
-    user_id: str,
-    state: UserMonthState,
-    delta: MonthDelta,
-    result: CommitResult,
-    previous_months_nanos: Sequence[int],
-    limit_nanos: int | None,
-    now: datetime,
-    raised_by: str,
-    previous_days: Callable[[], Mapping[str, int]] = dict,
-) -> tuple[Alert | None, Alert | None]:
-    """Return the (forecast, anomaly) alerts a recording of this month raises for its user.
+@dataclass(frozen=True)
+class UserPace:
+    """What a user's pace alerts are judged from: the month's cost per day, earlier months, the limit."""
 
-    Each only while the month document does not say it is raised (`forecastAlerted`, the
-    day in `anomalyAlertedDay`): the one commit that creates the alert also writes the flag.
+    user_id: str
+    days: Mapping[str, int]  # YYYY-MM-DD -> cost, this month's
+    previous_months_nanos: Sequence[int]  # most recent first
+    limit_nanos: int | None
+    previous_days: Callable[[], Mapping[str, int]] = dict  # the month before's days, asked only if needed
+
+
+def user_forecast(user: UserPace, now: datetime, raised_by: str, *, late: bool = False) -> Alert | None:
+    """Return the user's forecast alert if their month's projection reaches their limit now."""
+    if not forecast_due(user.limit_nanos, now):  # projecting costs ~0.3 ms
+        return None
+    projected = projections.project(
+        month=month_key(now),
+        days={day: Counts(cost) for day, cost in user.days.items()},
+        now=now,
+        previous_months_nanos=user.previous_months_nanos,
+        limit_nanos=user.limit_nanos,
+    )
+    return forecast_alert(
+        projected=projected,
+        limit_nanos=user.limit_nanos,
+        now=now,
+        scope="user.month.cost",
+        raised_by=raised_by,
+        user_id=user.user_id,
+        late=late,
+    )
+
+
+def user_anomaly(user: UserPace, day: date, raised_by: str, *, late: bool = False) -> Alert | None:
+    """Return the user's anomaly alert of a day (so far).
+
     While this month holds under `MIN_HISTORY` days, a day past the rule's floor ($0.10) is
     judged with the previous month's days too (`previous_days`, called only then).
     """
-    month, today = month_key(now), day_key(now)
-    days = user_days_after(state=state, delta=delta, result=result, user_id=user_id, month=month)
-    found = None
-    if not state.forecast_alerted and forecast_due(limit_nanos, now):  # projecting costs ~0.3 ms
-        projected = projections.project(
-            month=month,
-            days={day: Counts(cost) for day, cost in days.items()},
-            now=now,
-            previous_months_nanos=previous_months_nanos,
-            limit_nanos=limit_nanos,
-        )
-        found = forecast_alert(
-            projected=projected,
-            limit_nanos=limit_nanos,
-            now=now,
-            scope="user.month.cost",
-            raised_by=raised_by,
-            user_id=user_id,
-        )
+    daily = user.days
+    cost = daily.get(day.isoformat(), 0)
+    if cost > forecast.ANOMALY_FLOOR_NANOS and len(_history(daily, day)) < MIN_HISTORY:
+        daily = {**user.previous_days(), **daily}  # this month alone is too short a history
+    return anomaly_alert(
+        daily=daily, day=day, scope="user.day.cost", raised_by=raised_by, user_id=user.user_id, late=late
+    )
+
+
+def user_alerts(
+    *, user: UserPace, state: UserMonthState, delta: MonthDelta, now: datetime, raised_by: str
+) -> tuple[Alert | None, Alert | None]:
+    """Return the (forecast, anomaly) alerts a recording of this month raises for its user.
+
+    `user.days`: as the recording's commit left them (`user_days_after`). Each alert only
+    while the month document does not say it is raised (`forecastAlerted`, the day in
+    `anomalyAlertedDay`): the one commit that creates the alert also writes the flag.
+    """
+    today = day_key(now)
+    found = None if state.forecast_alerted else user_forecast(user, now, raised_by)
     spike = None
     if today in delta.days and state.anomaly_day != today:
-        daily: Mapping[str, int] = days
-        if days[today] > forecast.ANOMALY_FLOOR_NANOS and len(_history(days, now.date())) < MIN_HISTORY:
-            daily = {**previous_days(), **days}  # this month alone is too short a history
-        spike = anomaly_alert(
-            daily=daily, day=now.date(), scope="user.day.cost", raised_by=raised_by, user_id=user_id
-        )
+        spike = user_anomaly(user, now.date(), raised_by)
     return found, spike
+
+
+def late_user_alerts(user: UserPace, *, month: str, state: UserMonthState, now: datetime) -> list[Alert]:
+    """Return the forecast and anomaly alerts (today's, yesterday's) a user's month calls for now, late.
+
+    For `reconcile`, from the month's steps: a request whose alerts were lost after its
+    commit is repaired by the user's next request, or by this if there is none.
+    """
+    if month != month_key(now):
+        return []
+    found = [None if state.forecast_alerted else user_forecast(user, now, "reconcile", late=True)]
+    for day in (now.date() - timedelta(days=1), now.date()):
+        if day.isoformat()[:7] == month and state.anomaly_day != day.isoformat():
+            found.append(user_anomaly(user, day, "reconcile", late=True))
+    return [alert for alert in found if alert is not None]
 
 
 _PREVIOUS: weakref.WeakKeyDictionary[

@@ -311,16 +311,18 @@ def _pace(
     month = month_key(now)
     if month not in deltas or month not in state.user_months:
         return
-    projected, spike = pace.user_alerts(
-        user_id=user_id,
-        state=state.user_months[month],
-        delta=deltas[month],
-        result=result,
-        previous_months_nanos=usage_doc.previous_costs(state.usage, month),
-        limit_nanos=limits.monthly_cost_limit_nanos,
-        now=now,
-        raised_by="record_steps",
+    month_state = state.user_months[month]
+    user = pace.UserPace(
+        user_id,
+        pace.user_days_after(
+            state=month_state, delta=deltas[month], result=result, user_id=user_id, month=month
+        ),
+        usage_doc.previous_costs(state.usage, month),
+        limits.monthly_cost_limit_nanos,
         previous_days=lambda: pace.previous_days(store, user_id, now),
+    )
+    projected, spike = pace.user_alerts(
+        user=user, state=month_state, delta=deltas[month], now=now, raised_by="record_steps"
     )
     for alert in (projected, spike):
         if alert is not None:

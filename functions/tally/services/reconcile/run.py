@@ -95,8 +95,11 @@ class _Run:
             check = checked(self.deep)
             if check.suspect:  # which of the two is right? only the steps and sessions can say
                 check = checked(True)
-            if not self.fix or not (check.repairs.data or check.mirror_rewrite):
+            if not self.fix or not (check.repairs.data or check.mirror_rewrite or check.repairs.alerts):
                 return UserResult(check.repairs.differences, check.correction)
+            if not (check.repairs.data or check.mirror_rewrite):  # only alerts are missing
+                alerts.create(self.store, check.repairs.alerts, self.now)
+                return UserResult(check.repairs.differences, check.correction, True, [])
             committed = self._commit(check)
             if committed is not None:
                 return UserResult(check.repairs.differences, check.correction, True, committed)

@@ -18,7 +18,7 @@ from tally.documents import usage as usage_doc
 from tally.documents import user_months
 from tally.documents.months import Flat
 from tally.documents.plan_catalog import PlanCatalog
-from tally.services import alerts, mirror
+from tally.services import alerts, mirror, pace
 from tally.services.reconcile.reads import ReconcileStore
 from tally.services.reconcile.report import Difference, Repairs, applied
 from tally.usage import WARNING_PERCENT, Counts, Limits, MonthDelta, limit_percent
@@ -247,6 +247,16 @@ def check_user(
         limits=limits,
         raised_by="reconcile",
         late=True,
+    )
+    pace_of = pace.UserPace(
+        user_id,
+        {day: counts.cost_nanos for day, counts in delta.days.items()},
+        usage_doc.previous_costs(usage, month),
+        limits.monthly_cost_limit_nanos,
+        previous_days=lambda: pace.previous_days(store, user_id, now),
+    )
+    wanted += pace.late_user_alerts(
+        pace_of, month=month, state=user_months.state_of(docs[user_month]), now=now
     )
     repairs.missing_alerts(store, wanted, read_time)
     # The mirror, users/{uid}.usage: the truth as repaired.
