@@ -215,6 +215,17 @@ def test_reconcile_raises_a_forecast_alert_a_lowered_limit_calls_for() -> None:
     assert reconciled(store, at(6, 13)) == []
 
 
+def test_reconcile_judges_as_of_the_last_recording_not_as_the_projection_moves_after_it() -> None:
+    store = MemoryStore()
+    limit(store, "u1", 39)
+    for day in range(1, 6):
+        spend(store, "u1", "1.00", at(day, 9))
+    spend(store, "u1", "5.00", at(6, 10))  # projected $37.26 at 10:00, $40.46 at noon (today joins the fit)
+    assert alerts_of(store, "forecast") == []
+
+    assert reconciled(store, at(6, 12)) == []
+
+
 def test_reconcile_raises_yesterdays_anomaly_alert_a_crash_lost() -> None:
     store = MemoryStore()
     for day in range(1, 16):

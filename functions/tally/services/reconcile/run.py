@@ -12,6 +12,7 @@ from tally import layout, ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import months as month_doc
+from tally.documents import steps as step_doc
 from tally.documents.months import Flat, MonthAggregate
 from tally.documents.plan_catalog import catalog_of
 from tally.services import alerts
@@ -84,6 +85,7 @@ class _Run:
                     user_id=user_id,
                     month=self.month,
                     delta=delta_of(steps),
+                    recorded_until=step_doc.last_recorded(doc.fields for doc in steps),
                     seen=read,
                     settings=self.settings,
                     read_time=read_time,

@@ -208,12 +208,16 @@ def check_user(
     read_time: datetime | None,
     catalog: PlanCatalog,
     now: datetime,
+    recorded_until: datetime | None = None,
     deep: bool = False,
 ) -> UserCheck:
     """Compare one user's documents with their month's steps, both read at `read_time`.
 
     With `deep`, also the user's lifetime totals and completed sessions against all their
-    steps and sessions (aggregation queries: a few reads per user, one query each).
+    steps and sessions (aggregation queries: a few reads per user, one query each). The
+    forecast and anomaly alerts are judged as of `recorded_until` (the last of the steps'
+    recordings): as that recording judged them, so clean data shows no difference however
+    the projection moves with the clock after it.
     """
     truth, user, user_month, copy = user_paths(user_id, month)
     docs = seen.docs
@@ -255,9 +259,9 @@ def check_user(
         limits.monthly_cost_limit_nanos,
         previous_days=lambda: pace.previous_days(store, user_id, now),
     )
-    wanted += pace.late_user_alerts(
-        pace_of, month=month, state=user_months.state_of(docs[user_month]), now=now
-    )
+    as_of = min(now, recorded_until) if recorded_until is not None else now
+    state = user_months.state_of(docs[user_month])
+    wanted += pace.late_user_alerts(pace_of, month=month, state=state, now=as_of)
     repairs.missing_alerts(store, wanted, read_time)
     # The mirror, users/{uid}.usage: the truth as repaired.
     expected_usage = applied(usage, (repairs.data.get(truth) or {}).get(usage_doc.USAGE) or {})
