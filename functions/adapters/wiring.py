@@ -25,8 +25,9 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+@functools.cache
 def store() -> FirestoreStore:
-    """Return the Firestore store with the configured shard count."""
+    """Return the Firestore store with the configured shard count (one per instance: caches key on it)."""
     return FirestoreStore(firestore_client(), shards=settings().aggregate_shards)
 
 

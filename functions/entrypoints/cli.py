@@ -21,12 +21,13 @@ from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
-from tally.services import export, folding, sweep
+from tally.services import export, folding, plan_claims, sweep
 from tally.services.legacy import ImportStalled, check_csv_header, import_legacy
 from tally.services.migrate import migrate
 from tally.services.reconcile import ShardCountMismatch, reconcile
 from tally.services.sessions import SWEEP_PAGE_SIZE
 from tally.timeutil import month_key, parse_month, utc_now
+from tally.values import Caller
 
 Command = Callable[[argparse.Namespace, FirestoreStore, Settings], int]
 
@@ -101,12 +102,19 @@ def run_reconcile(args: argparse.Namespace, store: FirestoreStore, settings: Set
         fix=args.fix,
         progress=bar,
         deep=args.deep,
+        claimed_plan=plan_claims.resolver(
+            caller=Caller(""),
+            settings=settings,
+            directory=wiring.directory(),  # no caller: Auth says
+        ),
     )
     bar.close()
     for difference in report.differences:
         sys.stdout.write(difference.line() + "\n")
     for line in report.unrepaired:
         sys.stdout.write(f"not repaired: {line}\n")
+    for line in report.due:
+        sys.stdout.write(f"{'raised late' if report.fixed else 'alert'}: {line}\n")
     sys.stdout.write(report.summary() + "\n")
     return 0 if not report.differences or (report.fixed and not report.unrepaired) else 1
 

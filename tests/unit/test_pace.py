@@ -5,6 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from adapters import wiring
 from entrypoints.callables import set_limits
 from tally import layout, names
 from tally.config import Settings
@@ -165,6 +168,16 @@ class ReadCounting(MemoryStore):
         return super().read(paths, **options)
 
 
+def test_an_instance_has_one_store_so_its_memories_outlive_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wiring, "firestore_client", object)
+    wiring.store.cache_clear()
+
+    first, second = wiring.store(), wiring.store()
+    wiring.store.cache_clear()
+
+    assert first is second
+
+
 def test_early_in_a_month_a_users_spike_is_judged_with_the_previous_months_days() -> None:
     store, newcomer = ReadCounting(), ReadCounting()
     for day in range(1, 32):
@@ -194,28 +207,46 @@ def test_the_previous_month_is_read_only_past_the_floor_and_once_an_hour() -> No
     assert store.reads[october] == 2  # at 10:00, then again after an hour
 
 
-def reconciled(store: MemoryStore, now: datetime, *, fix: bool = False) -> list[str]:
+def reconciled(store: MemoryStore, now: datetime, *, fix: bool = False) -> tuple[list[str], list[str]]:
     report = reconcile(store=store, month="2026-11", settings=SETTINGS, now=now, fix=fix)
-    return [d.line() for d in report.differences]
+    return [d.line() for d in report.differences], report.due
 
 
-def test_reconcile_raises_a_forecast_alert_a_lowered_limit_calls_for() -> None:
+def test_lowering_a_limit_raises_the_forecast_alert_it_calls_for() -> None:
     store = MemoryStore()
     limit(store, "u1", 100)
     for day in range(1, 6):
         spend(store, "u1", "1.00", at(day, 9))  # $30 a month: under $100
     assert alerts_of(store, "forecast") == []
-    limit(store, "u1", 20)
 
-    found = reconciled(store, at(6), fix=True)
+    set_limits(
+        store=store, caller=ADMIN, data={"userId": "u1", "monthlyCostLimit": 20}, settings=SETTINGS, now=at(6)
+    )
 
     (alert,) = alerts_of(store, "forecast")
-    assert found == [f"{layout.alert_path(alert['alertId'])} alert: stored None, recomputed forecast 100%"]
+    assert (alert["userId"], alert["limit"], alert["raisedBy"]) == ("u1", 20, "set_limits")
+    assert store.docs[layout.user_month_path("u1", "2026-11")]["forecastAlerted"] is True
+
+
+def test_reconcile_raises_a_lost_forecast_alert_late_as_due_not_as_a_difference() -> None:
+    store = MemoryStore()
+    limit(store, "u1", 20)
+    for day in range(1, 6):
+        spend(store, "u1", "1.00", at(day, 9))  # $30 a month: past $20
+    (lost,) = alerts_of(store, "forecast")
+    del store.docs[layout.alert_path(lost["alertId"])]  # the commit after the step's was lost
+    del store.docs[layout.user_month_path("u1", "2026-11")]["forecastAlerted"]
+
+    differences, due = reconciled(store, at(6), fix=True)
+
+    (alert,) = alerts_of(store, "forecast")
+    assert differences == []
+    assert due == [f"{layout.alert_path(lost['alertId'])} forecast user.month.cost 2026-11: due, not raised"]
     assert (alert["userId"], alert["late"], alert["raisedBy"]) == ("u1", True, "reconcile")
-    assert reconciled(store, at(6, 13)) == []
+    assert reconciled(store, at(6, 13)) == ([], [])
 
 
-def test_reconcile_judges_as_of_the_last_recording_not_as_the_projection_moves_after_it() -> None:
+def test_a_projection_that_reaches_the_limit_with_the_clock_is_due_in_reconcile_not_a_difference() -> None:
     store = MemoryStore()
     limit(store, "u1", 39)
     for day in range(1, 6):
@@ -223,7 +254,10 @@ def test_reconcile_judges_as_of_the_last_recording_not_as_the_projection_moves_a
     spend(store, "u1", "5.00", at(6, 10))  # projected $37.26 at 10:00, $40.46 at noon (today joins the fit)
     assert alerts_of(store, "forecast") == []
 
-    assert reconciled(store, at(6, 12)) == []
+    differences, due = reconciled(store, at(6, 12))
+
+    assert differences == []
+    assert [line.split(" ")[1] for line in due] == ["forecast"]
 
 
 def test_reconcile_raises_yesterdays_anomaly_alert_a_crash_lost() -> None:
@@ -235,12 +269,49 @@ def test_reconcile_raises_yesterdays_anomaly_alert_a_crash_lost() -> None:
     del store.docs[layout.alert_path(lost["alertId"])]  # the commit after the step's was lost
     del store.docs[layout.user_month_path("u1", "2026-11")]["anomalyAlertedDay"]
 
-    found = reconciled(store, at(17, 1), fix=True)
+    differences, due = reconciled(store, at(17, 1), fix=True)
 
     (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
-    assert found == [f"{layout.alert_path(lost['alertId'])} alert: stored None, recomputed anomaly 250%"]
+    assert differences == []
+    assert due == [f"{layout.alert_path(lost['alertId'])} anomaly user.day.cost 2026-11-16: due, not raised"]
     assert (alert["window"], alert["late"], alert["raisedBy"]) == ("2026-11-16", True, "reconcile")
-    assert reconciled(store, at(17, 2)) == []
+    assert reconciled(store, at(17, 2)) == ([], [])
+
+
+def test_a_step_recorded_after_midnight_for_the_day_before_raises_that_days_anomaly() -> None:
+    store = MemoryStore()
+    for day in range(1, 17):
+        spend(store, "u1", "0.10", at(day))
+    late_step = datetime(2026, 11, 16, 23, 59, tzinfo=UTC)
+
+    spend_at = datetime(2026, 11, 17, 0, 1, tzinfo=UTC)
+    record_steps(
+        store=store,
+        caller=Caller("u1"),
+        request=parse_record_request(
+            {
+                "steps": [
+                    {
+                        "operationId": "late",
+                        "usageType": "AI",
+                        "feature": "chat",
+                        "provider": "openai",
+                        "cost": "2.00",
+                        "timestamp": late_step.isoformat(),
+                    }
+                ]
+            },
+            now=spend_at,
+        ),
+        settings=SETTINGS,
+        now=spend_at,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    )
+
+    (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
+    assert (alert["window"], alert["late"], alert["raisedBy"]) == ("2026-11-16", True, "record_steps")
+    assert reconciled(store, datetime(2026, 11, 17, 1, tzinfo=UTC)) == ([], [])
 
 
 def feature_month(daily: dict[str, int], spike: int) -> month_doc.MonthAggregate:

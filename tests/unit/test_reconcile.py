@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from entrypoints.callables import set_limits
+from entrypoints.callables import set_limits, set_plan
 from tally import layout, names
 from tally.config import Settings
 from tally.documents import plans
@@ -83,6 +83,38 @@ def test_fix_creates_missing_alerts_even_when_no_counter_needs_repair() -> None:
     assert found == [f"{lost} alert: stored None, recomputed cost 80%"]
     assert store.docs[lost]["raisedBy"] == "reconcile"
     assert run(store) == []
+
+
+def test_a_claimed_plan_is_reconciled_against_its_own_limits() -> None:
+    store, settings = MemoryStore(), Settings(plan_claim="stripeRole")
+    set_plan(
+        store=store,
+        caller=Caller("a", admin=True),
+        data={"plan": "pro", "limits": {"monthlyCostLimit": 100}},
+        settings=settings,
+        now=NOW,
+    )
+    for n in range(3):  # $6 by the 14th: past the $5 default, 6 % of pro's $100
+        record_steps(
+            store=store,
+            caller=BACKEND,
+            request=RecordRequest(
+                "ada", None, (Step(f"p{n}", UsageType.AI, "chat", "p", 2_000_000_000, True, NOW),)
+            ),
+            settings=settings,
+            now=NOW,
+            admitted_cache=names.AdmittedNames(),
+            shards=plans.ShardPicker(seed=5),
+            claimed_plan=lambda _user_id: "pro",
+        )
+
+    claimed = reconcile(
+        store=store, month=MONTH, settings=settings, now=NOW, fix=False, claimed_plan=lambda _user_id: "pro"
+    )
+    unclaimed = reconcile(store=store, month=MONTH, settings=settings, now=NOW, fix=False)
+
+    assert (claimed.differences, claimed.due) == ([], [])
+    assert unclaimed.differences != []  # against the $5 default: alerts the user never had
 
 
 def damage_usage_erased(store: MemoryStore) -> None:

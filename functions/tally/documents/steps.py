@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,6 @@ MONTH = "month"  # queried: a month's steps, a user's steps of a month
 COST = counters.COST  # summed: a user's lifetime cost
 BILLABLE = "isBillableRun"  # counted: a user's lifetime billable runs
 TEAM_KEY = "teamKey"  # (v3) the team the step counts in (its user's when recorded)
-RECORDED_AT = "recordedAt"
 
 
 def document(
@@ -41,7 +40,7 @@ def document(
         MONTH: month_key(step.timestamp),
         "day": day_key(step.timestamp),
         "metadata": step.metadata,
-        RECORDED_AT: now,
+        "recordedAt": now,
         "requestId": request_id,
     }
 
@@ -51,12 +50,6 @@ def stored(data: Mapping[str, Any]) -> StoredStep:
     return StoredStep(
         data.get("requestId"), data.get("featureKey"), data.get("providerKey"), data.get("modelKey")
     )
-
-
-def last_recorded(steps: Iterable[Mapping[str, Any]]) -> datetime | None:
-    """Return when the last of these steps was recorded (None: none says)."""
-    times = [found for data in steps if isinstance(found := data.get(RECORDED_AT), datetime)]
-    return max(times, default=None)
 
 
 def request_id(data: Mapping[str, Any]) -> str | None:

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from tally import forecast, layout
 from tally.config import Settings
@@ -210,28 +211,39 @@ def user_anomaly(user: UserPace, day: date, raised_by: str, *, late: bool = Fals
     )
 
 
+class UserPaceAlerts(NamedTuple):
+    """The pace alerts a recording raises for its user: each created with its month flag, but `yesterday`."""
+
+    forecast: Alert | None
+    anomaly: Alert | None  # today's
+    yesterday: Alert | None  # late: a step backdated to yesterday, or recorded after its midnight
+
+
 def user_alerts(
     *, user: UserPace, state: UserMonthState, delta: MonthDelta, now: datetime, raised_by: str
-) -> tuple[Alert | None, Alert | None]:
-    """Return the (forecast, anomaly) alerts a recording of this month raises for its user.
+) -> UserPaceAlerts:
+    """Return the alerts a recording of this month raises for its user.
 
-    `user.days`: as the recording's commit left them (`user_days_after`). Each alert only
-    while the month document does not say it is raised (`forecastAlerted`, the day in
-    `anomalyAlertedDay`): the one commit that creates the alert also writes the flag.
+    `user.days`: as the recording's commit left them (`user_days_after`). The forecast and
+    today's anomaly only while the month document does not say they are raised
+    (`forecastAlerted`, the day in `anomalyAlertedDay`): the one commit that creates the alert
+    also writes the flag. Yesterday's anomaly (this month's) only when the commit touched it.
     """
-    today = day_key(now)
+    today, yesterday = now.date(), now.date() - timedelta(days=1)
     found = None if state.forecast_alerted else user_forecast(user, now, raised_by)
-    spike = None
-    if today in delta.days and state.anomaly_day != today:
-        spike = user_anomaly(user, now.date(), raised_by)
-    return found, spike
+    spike = late = None
+    if today.isoformat() in delta.days and state.anomaly_day != today.isoformat():
+        spike = user_anomaly(user, today, raised_by)
+    if yesterday.isoformat() in delta.days and state.anomaly_day != yesterday.isoformat():
+        late = user_anomaly(user, yesterday, raised_by, late=True)
+    return UserPaceAlerts(found, spike, late)
 
 
 def late_user_alerts(user: UserPace, *, month: str, state: UserMonthState, now: datetime) -> list[Alert]:
     """Return the forecast and anomaly alerts (today's, yesterday's) a user's month calls for now, late.
 
-    For `reconcile`, from the month's steps: a request whose alerts were lost after its
-    commit is repaired by the user's next request, or by this if there is none.
+    For `reconcile`: a request's alerts lost after its commit, a lowered limit's, a
+    projection that reached the limit since the user's last request.
     """
     if month != month_key(now):
         return []
@@ -253,9 +265,11 @@ def previous_days(store: AlertStore, user_id: str, now: datetime) -> Mapping[str
     """Return a user's cost per day of the month before now's, read at most hourly per instance."""
     month = months_back(month_key(now), 2)[0]
     with _PREVIOUS_LOCK:
-        kept = _PREVIOUS.setdefault(store, OrderedDict()).get((user_id, month))
-    if kept is not None and now - kept[0] < PREVIOUS_FRESH:
-        return kept[1]
+        remembered = _PREVIOUS.setdefault(store, OrderedDict())
+        kept = remembered.get((user_id, month))
+        if kept is not None and now - kept[0] < PREVIOUS_FRESH:
+            remembered.move_to_end((user_id, month))
+            return kept[1]
     path = layout.user_month_path(user_id, month)
     days = user_months.state_of(store.read([path], fields=[month_doc.DAYS])[path]).day_costs
     with _PREVIOUS_LOCK:

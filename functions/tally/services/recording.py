@@ -321,9 +321,11 @@ def _pace(
         limits.monthly_cost_limit_nanos,
         previous_days=lambda: pace.previous_days(store, user_id, now),
     )
-    projected, spike = pace.user_alerts(
+    raised = pace.user_alerts(
         user=user, state=month_state, delta=deltas[month], now=now, raised_by="record_steps"
     )
-    for alert in (projected, spike):
+    for alert in (raised.forecast, raised.anomaly):
         if alert is not None:
             pace.raise_flagged(store, alert, now)
+    if raised.yesterday is not None:  # a step past midnight: no flag; each instance reads it once
+        alerts.ensure(store, [raised.yesterday], now, remember=True)

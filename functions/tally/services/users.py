@@ -19,10 +19,10 @@ from tally.errors import InvalidArgument
 from tally.limits import DEFAULT_PLAN, MAX_FEATURES, MAX_PLANS, LimitSet, limits_view, scopes
 from tally.money import nanos_to_usd
 from tally.requests import MyUsageIn, SetLimitsIn, SetPlanIn
-from tally.services import alerts, mirror, projections, teams
+from tally.services import alerts, mirror, pace, projections, teams
 from tally.timeutil import month_key
-from tally.usage import Counts, Held, limit_percent, limits_status
-from tally.values import Caller, UsageType
+from tally.usage import Counts, Held, Limits, limit_percent, limits_status
+from tally.values import Caller, Document, UsageType
 from tally.writes import DELETE
 
 
@@ -121,6 +121,29 @@ def my_usage(
     return {"userId": user_id, **view, "team": shown}
 
 
+def _forecast(
+    store: UserStore,
+    user_id: str,
+    month_doc: Document,
+    usage: Mapping[str, Any],
+    limits: Limits,
+    now: datetime,
+) -> None:
+    """Raise the forecast alert a changed limit calls for now (from what set_limits read)."""
+    state = user_months.state_of(month_doc)
+    if state.forecast_alerted:
+        return
+    user = pace.UserPace(
+        user_id,
+        state.day_costs,
+        usage_doc.previous_costs(usage, month_key(now)),
+        limits.monthly_cost_limit_nanos,
+    )
+    found = pace.user_forecast(user, now, "set_limits")
+    if found is not None:
+        pace.raise_flagged(store, found, now)
+
+
 def set_limits(
     *,
     store: UserStore,
@@ -186,6 +209,7 @@ def set_limits(
         raised_by="set_limits",
     )
     alerts.ensure(store, raised, now)
+    _forecast(store, request.user_id, docs[user_month], usage, limits, now)
     held = usage_doc.held_of(usage)
     status = limits_status(used, limits, held)
     view = window_doc.windows_of(docs[user].fields, now, month=used, held=held)

@@ -45,6 +45,7 @@ class Report:
     differences: list[Difference] = field(default_factory=list)
     fixed: bool = False
     unrepaired: list[str] = field(default_factory=list)  # what a fix could not repair, and why
+    due: list[str] = field(default_factory=list)  # (v3) forecast and anomaly alerts due now, not raised
 
     def summary(self) -> str:
         """Return the summary line."""
@@ -53,6 +54,8 @@ class Report:
             line += f", {len(self.differences) - len(self.unrepaired)} repaired"
         if self.unrepaired:
             line += f", {len(self.unrepaired)} not repaired"
+        if self.due:
+            line += f", {len(self.due)} alerts due{' (raised late)' if self.fixed else ''}"
         return f"{line} ({self.month}: {self.steps} steps of {self.users} users)"
 
 
@@ -69,22 +72,36 @@ class Repairs:
         self.absolute = absolute
         self.differences: list[Difference] = []
         self.alerts: list[alerts.Alert] = []  # missing alerts, to create
+        self.due: list[str] = []  # missing alerts judged from a projection or a usual level
         self.data: dict[str, dict[str, Any]] = {}
 
     def missing_alerts(
-        self, store: ReconcileStore, wanted: Sequence[alerts.Alert], read_time: datetime | None
+        self,
+        store: ReconcileStore,
+        wanted: Sequence[alerts.Alert],
+        read_time: datetime | None,
+        *,
+        judged: bool = False,
     ) -> None:
-        """Note the alerts that should exist and do not."""
+        """Note the alerts that should exist and do not.
+
+        `judged` (forecast, anomaly): due by a judgement that moves with the clock and the
+        days before, not by a total, so a missing one is reported as due, not as a difference.
+        """
         if not wanted:
             return
         docs = store.read([layout.alert_path(a.alert_id) for a in wanted], read_time=read_time)
         for alert in wanted:
             path = layout.alert_path(alert.alert_id)
-            if not docs[path].exists:
+            if docs[path].exists:
+                continue
+            self.alerts.append(alert)
+            if judged:
+                self.due.append(f"{path} {alert.kind.value} {alert.scope} {alert.window}: due, not raised")
+            else:
                 self.differences.append(
                     Difference(path, "alert", None, f"{alert.kind.value} {alert.threshold}%")
                 )
-                self.alerts.append(alert)
 
     def _put(self, path: str, keys: Sequence[str], value: Any) -> None:
         node = self.data.setdefault(path, {})

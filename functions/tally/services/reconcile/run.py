@@ -12,10 +12,9 @@ from tally import layout, ports
 from tally.config import Settings
 from tally.documents import counters
 from tally.documents import months as month_doc
-from tally.documents import steps as step_doc
 from tally.documents.months import Flat, MonthAggregate
 from tally.documents.plan_catalog import catalog_of
-from tally.services import alerts
+from tally.services import alerts, plan_claims
 from tally.services.reconcile import reads
 from tally.services.reconcile.reads import (
     ReconcileStore,
@@ -40,6 +39,7 @@ class UserResult:
     correction: Flat  # what the user's month document lacked when checked (expected - stored)
     repaired: bool = False  # the correction was committed
     unrepaired: list[str] = field(default_factory=list)
+    due: list[str] = field(default_factory=list)  # forecast and anomaly alerts due, not raised
 
 
 class _Run:
@@ -56,9 +56,11 @@ class _Run:
         progress: Callable[[int, int], None] | None,
         workers: int,
         deep: bool,
+        claimed_plan: plan_claims.ClaimedPlan,
     ) -> None:
         self.store, self.month, self.settings, self.now, self.fix = store, month, settings, now, fix
         self.deep = deep
+        self.claimed_plan = claimed_plan
         self.progress = progress
         self.workers = workers
         self.report = Report(month=month)
@@ -85,11 +87,11 @@ class _Run:
                     user_id=user_id,
                     month=self.month,
                     delta=delta_of(steps),
-                    recorded_until=step_doc.last_recorded(doc.fields for doc in steps),
                     seen=read,
                     settings=self.settings,
                     read_time=read_time,
                     catalog=self.catalog,
+                    claimed=self.claimed_plan(user_id),
                     now=self.now,
                     deep=deep,
                 )
@@ -98,13 +100,15 @@ class _Run:
             if check.suspect:  # which of the two is right? only the steps and sessions can say
                 check = checked(True)
             if not self.fix or not (check.repairs.data or check.mirror_rewrite or check.repairs.alerts):
-                return UserResult(check.repairs.differences, check.correction)
+                return UserResult(check.repairs.differences, check.correction, due=check.repairs.due)
             if not (check.repairs.data or check.mirror_rewrite):  # only alerts are missing
                 alerts.create(self.store, check.repairs.alerts, self.now)
-                return UserResult(check.repairs.differences, check.correction, True, [])
+                return UserResult(check.repairs.differences, check.correction, True, [], check.repairs.due)
             committed = self._commit(check)
             if committed is not None:
-                return UserResult(check.repairs.differences, check.correction, True, committed)
+                return UserResult(
+                    check.repairs.differences, check.correction, True, committed, check.repairs.due
+                )
             steps, read_time = user_steps(self.store, user_id, self.month, None, None)
             seen = None
         note = f"{user_id}: changed {MAX_CHECKS} times while reconcile ran; run it again"
@@ -153,6 +157,7 @@ class _Run:
         for result in results:
             self.report.differences += result.differences
             self.report.unrepaired += result.unrepaired
+            self.report.due += result.due
             if after_snapshot or not result.repaired:
                 self.pending.update(result.correction)
 
@@ -249,11 +254,13 @@ def reconcile(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 8,
     deep: bool = False,
+    claimed_plan: plan_claims.ClaimedPlan = plan_claims.no_claim,
 ) -> Report:
     """Recompute a month's aggregates from its steps; with `fix`, repair what differs as it goes.
 
     With `deep`, each user's lifetime totals and completed sessions are recomputed too, from
-    all their steps and sessions (a few aggregation queries per user).
+    all their steps and sessions (a few aggregation queries per user). `claimed_plan`: the
+    plan a user's custom claim names (TALLY_PLAN_CLAIM), as the functions apply it.
 
     Refuses to run with fewer shards than the platform has (`ShardCountMismatch`): it would
     miss the others' counts and "repair" them into shard 0, counting them twice.
@@ -272,6 +279,7 @@ def reconcile(
         progress=progress,
         workers=workers,
         deep=deep,
+        claimed_plan=claimed_plan,
     )
     run.users()
     repairs = platform(run)

@@ -208,23 +208,21 @@ def check_user(
     read_time: datetime | None,
     catalog: PlanCatalog,
     now: datetime,
-    recorded_until: datetime | None = None,
+    claimed: str | None = None,
     deep: bool = False,
 ) -> UserCheck:
     """Compare one user's documents with their month's steps, both read at `read_time`.
 
     With `deep`, also the user's lifetime totals and completed sessions against all their
-    steps and sessions (aggregation queries: a few reads per user, one query each). The
-    forecast and anomaly alerts are judged as of `recorded_until` (the last of the steps'
-    recordings): as that recording judged them, so clean data shows no difference however
-    the projection moves with the clock after it.
+    steps and sessions (aggregation queries: a few reads per user, one query each).
     """
     truth, user, user_month, copy = user_paths(user_id, month)
     docs = seen.docs
     repairs = Repairs(absolute=True)  # committed conditional on every document's update time
     usage = usage_doc.usage_of(docs[truth].fields)
     kept = limits_doc.copy_settings(docs[copy])
-    limits = catalog.limits_of(kept if kept is not None else usage_doc.limit_settings(usage), settings).month
+    own = kept if kept is not None else usage_doc.limit_settings(usage)
+    limits = catalog.limits_of(own, settings, claimed=claimed).month
     expected_month, stored_flat = _check_user_month(
         repairs, user_month, docs[user_month].fields, delta, limits
     )
@@ -252,6 +250,7 @@ def check_user(
         raised_by="reconcile",
         late=True,
     )
+    repairs.missing_alerts(store, wanted, read_time)
     pace_of = pace.UserPace(
         user_id,
         {day: counts.cost_nanos for day, counts in delta.days.items()},
@@ -259,10 +258,10 @@ def check_user(
         limits.monthly_cost_limit_nanos,
         previous_days=lambda: pace.previous_days(store, user_id, now),
     )
-    as_of = min(now, recorded_until) if recorded_until is not None else now
-    state = user_months.state_of(docs[user_month])
-    wanted += pace.late_user_alerts(pace_of, month=month, state=state, now=as_of)
-    repairs.missing_alerts(store, wanted, read_time)
+    judged = pace.late_user_alerts(
+        pace_of, month=month, state=user_months.state_of(docs[user_month]), now=now
+    )
+    repairs.missing_alerts(store, judged, read_time, judged=True)
     # The mirror, users/{uid}.usage: the truth as repaired.
     expected_usage = applied(usage, (repairs.data.get(truth) or {}).get(usage_doc.USAGE) or {})
     found = _mirror_leaves(usage_doc.usage_of(docs[user].fields))
