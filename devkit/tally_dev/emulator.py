@@ -20,10 +20,12 @@ import requests
 from dotenv import dotenv_values
 from google.cloud import firestore
 
+from adapters.directory import AuthDirectory
 from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings, deployed_environment
 from tally.documents.months import MonthAggregate
+from tally.services.reconcile import Report, reconcile
 from tally.timeutil import month_end, month_key
 from tally.values import SessionStatus
 
@@ -254,3 +256,10 @@ def document(path: str) -> dict[str, Any]:
     """Return a document's fields, {} if it does not exist."""
     snap = db().document(path).get()
     return (snap.to_dict() or {}) if snap.exists else {}
+
+
+def reconcile_month(month: str, *, fix: bool = False) -> Report:
+    """Reconcile a month in-process, as `make reconcile` does: the suite's settings, Auth's plan claims."""
+    return reconcile(
+        store=store(), month=month, settings=settings(), now=utc_now(), fix=fix, claims=AuthDirectory()
+    )

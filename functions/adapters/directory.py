@@ -7,10 +7,12 @@ from typing import Any
 
 import firebase_admin
 import firebase_admin.exceptions
+import google.auth.exceptions
 from firebase_admin import auth
 from firebase_functions import logger
 
 from adapters.firebase_app import admin_app
+from tally.services.plan_claims import ClaimsUnavailable
 
 
 class AuthDirectory:
@@ -27,6 +29,22 @@ class AuthDirectory:
                 logger.warn("email lookup failed", error=repr(exc))
                 continue
             found.update({user.uid: user.email for user in result.users if user.email})
+        return found
+
+    def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """Return the custom claims of each user Auth knows (100 a lookup); raise ClaimsUnavailable."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for start in range(0, len(user_ids), 100):
+            batch = [auth.UidIdentifier(uid) for uid in user_ids[start : start + 100]]
+            try:
+                result = auth.get_users(batch, app=admin_app())
+            except (
+                ValueError,
+                firebase_admin.exceptions.FirebaseError,
+                google.auth.exceptions.GoogleAuthError,
+            ) as exc:
+                raise ClaimsUnavailable(repr(exc)) from exc
+            found.update({user.uid: user.custom_claims or {} for user in result.users})
         return found
 
     def custom_claims(self, user_id: str) -> Mapping[str, Any]:

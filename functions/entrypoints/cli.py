@@ -21,13 +21,12 @@ from adapters.firestore import FirestoreStore
 from tally import layout
 from tally.config import Settings, deployed_environment
 from tally.errors import InvalidArgument
-from tally.services import export, folding, plan_claims, sweep
+from tally.services import export, folding, sweep
 from tally.services.legacy import ImportStalled, check_csv_header, import_legacy
 from tally.services.migrate import migrate
 from tally.services.reconcile import ShardCountMismatch, reconcile
 from tally.services.sessions import SWEEP_PAGE_SIZE
 from tally.timeutil import month_key, parse_month, utc_now
-from tally.values import Caller
 
 Command = Callable[[argparse.Namespace, FirestoreStore, Settings], int]
 
@@ -102,11 +101,7 @@ def run_reconcile(args: argparse.Namespace, store: FirestoreStore, settings: Set
         fix=args.fix,
         progress=bar,
         deep=args.deep,
-        claimed_plan=plan_claims.resolver(
-            caller=Caller(""),
-            settings=settings,
-            directory=wiring.directory(),  # no caller: Auth says
-        ),
+        claims=wiring.directory(),
     )
     bar.close()
     for difference in report.differences:
@@ -281,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "idle_minutes", 0) < 0 or getattr(args, "page_size", 1) < 1:
         parser(settings).error("--idle-minutes must be >= 0 and --page-size >= 1")
     store = FirestoreStore(firestore.Client(project=args.project), shards=settings.aggregate_shards)
+    if args.project:  # the Admin SDK (Auth: emails, plan claims) of the same project
+        os.environ["GCLOUD_PROJECT"] = args.project
     run: Command = args.run
     try:
         return run(args, store, settings)

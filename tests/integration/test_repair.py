@@ -15,7 +15,7 @@ from google.cloud.firestore_v1.batch import WriteBatch
 
 from tally import layout
 from tally.services.legacy import ALREADY_RECORDED
-from tally.services.reconcile import Report, reconcile
+from tally.services.reconcile import Report
 from tally.services.sessions import sweep_sessions
 from tally.timeutil import month_key
 from tally_dev import accounts, commands, emulator
@@ -25,9 +25,7 @@ from tally_dev.steps import step
 
 def reconcile_now(month: str, *, fix: bool = False) -> Report:
     """Reconcile a month in-process, as `make reconcile` does (the command line is tested below)."""
-    return reconcile(
-        store=emulator.store(), month=month, settings=emulator.settings(), now=emulator.utc_now(), fix=fix
-    )
+    return emulator.reconcile_month(month, fix=fix)
 
 
 def test_the_reconcile_command_reports_repairs_and_exits_by_what_it_found(
@@ -83,6 +81,18 @@ def test_a_failure_after_the_commit_still_answers_with_what_was_recorded(this_mo
     assert body["usage"]["totalCost"] == 5.0
     assert body["usage"]["limits"]["warning"] is True
     assert emulator.user_month(user.uid, this_month)["costNanos"] == 5_000_000_000
+
+
+def test_reconcile_measures_a_user_against_the_plan_their_claim_names(this_month: str) -> None:
+    boss = accounts.make_user(claims={"admin": True})
+    plan = emulator.unique("pro")
+    accounts.result_of("set_plan", boss, {"plan": plan, "limits": {"monthlyCostLimit": 100}})
+    user = accounts.make_user(claims={"tallyPlan": plan})
+    record(user, {"steps": [step(cost="4.5"), step(cost="1.5")]})  # $6: past the $5 default, 6 % of $100
+
+    report = reconcile_now(this_month)
+
+    assert (report.differences, report.unmeasured) == ([], 0)
 
 
 DAMAGE = {

@@ -8,7 +8,6 @@ import requests
 from google.cloud import firestore
 
 from tally import layout
-from tally.services.reconcile import reconcile
 from tally.timeutil import months_back
 from tally_dev import accounts, commands, emulator
 from tally_dev.steps import step
@@ -50,13 +49,7 @@ def test_a_user_who_fills_their_own_document_is_still_metered_and_gated(this_mon
     view = accounts.result_of("my_usage", user, {})
     refused = reserve(user, "res_big", cost="0.6")
     allowed = reserve(user, "res_fits", cost="0.4")
-    report = reconcile(
-        store=emulator.store(),
-        month=this_month,
-        settings=emulator.settings(),
-        now=emulator.utc_now(),
-        fix=True,
-    )
+    report = emulator.reconcile_month(this_month, fix=True)
 
     assert (body["recorded"], body["usage"]["totalCost"]) == (2, 0.5)
     assert body["warnings"][-1]["field"] == f"users/{user.uid}"
@@ -121,13 +114,7 @@ def test_a_session_completed_outside_tally_is_counted_once(db: firestore.Client,
     assert view["sessions"] == {"active": 0, "completed": 1}
     platform = emulator.platform_month(this_month).sessions
     assert (platform["completed"], platform["active"]) == (1, 0)
-    report = reconcile(
-        store=emulator.store(),
-        month=this_month,
-        settings=emulator.settings(),
-        now=emulator.utc_now(),
-        fix=False,
-    )
+    report = emulator.reconcile_month(this_month, fix=False)
     assert report.differences == []
 
 

@@ -19,8 +19,8 @@ from tally.services.reconcile import reconcile
 from tally.services.recording import record_steps
 from tally.timeutil import days_of
 from tally.usage import Counts, aggregate
-from tally.values import Caller, Document, Step, UsageType
-from tally.writes import CommitResult
+from tally.values import Caller, Contention, Document, Step, UsageType
+from tally.writes import CommitResult, Write
 from tally_dev.memory import MemoryStore
 from tally_dev.projection import worst_ranking
 from tally_dev.sizing import MAX_DOCUMENT_BYTES, document_size
@@ -127,6 +127,32 @@ def test_a_pace_past_the_limit_raises_one_forecast_alert_even_for_twenty_concurr
     )
     assert alert["used"] >= 10
     assert store.docs[layout.user_month_path("u1", "2026-11")]["forecastAlerted"] is True
+
+
+def test_a_forecast_alert_whose_commit_failed_leaves_no_flag_so_it_is_tried_again() -> None:
+    store = MemoryStore()
+    alert = pace.forecast_alert(
+        projected=projections.project(month="2026-11", days={"2026-11-01": Counts(5 * 10**9)}, now=at(3)),
+        limit_nanos=10**9,
+        now=at(3),
+        scope="user.month.cost",
+        raised_by="t",
+        user_id="u1",
+    )
+    assert alert is not None
+
+    def unavailable(writes: Sequence[Write]) -> None:
+        raise Contention("unavailable")
+
+    store.before_commit = unavailable
+    failed = pace.raise_flagged(store, alert, at(3))
+    store.before_commit = None
+    month = layout.user_month_path("u1", "2026-11")
+    flagged_after_failure = "forecastAlerted" in store.docs.get(month, {})
+    again = pace.raise_flagged(store, alert, at(3, 13))
+
+    assert (failed, flagged_after_failure, again) == (False, False, True)
+    assert store.docs[month]["forecastAlerted"] is True
 
 
 def test_once_flagged_a_month_tries_no_forecast_alert_again() -> None:

@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -8,7 +8,7 @@ from entrypoints.callables import set_limits, set_plan
 from tally import layout, names
 from tally.config import Settings
 from tally.documents import plans
-from tally.services import folding
+from tally.services import folding, plan_claims
 from tally.services.reconcile import ShardCountMismatch, reconcile
 from tally.services.reconcile import reads as reconcile_reads
 from tally.services.recording import record_steps
@@ -85,36 +85,74 @@ def test_fix_creates_missing_alerts_even_when_no_counter_needs_repair() -> None:
     assert run(store) == []
 
 
-def test_a_claimed_plan_is_reconciled_against_its_own_limits() -> None:
+class Claims:
+    """Firebase Auth's claims, as a test gives them (None: Auth fails)."""
+
+    def __init__(self, claims: dict[str, dict[str, Any]] | None) -> None:
+        self.claims = claims
+
+    def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        if self.claims is None:
+            raise plan_claims.ClaimsUnavailable("quota exceeded")
+        return {user_id: self.claims[user_id] for user_id in user_ids if user_id in self.claims}
+
+
+def claimed_traffic() -> tuple[MemoryStore, Settings]:
+    """Ada on pro by her claim, $6 by the 14th (past the $5 default); bo on pro by assignment."""
     store, settings = MemoryStore(), Settings(plan_claim="stripeRole")
+    admin = Caller("a", admin=True)
     set_plan(
         store=store,
-        caller=Caller("a", admin=True),
+        caller=admin,
         data={"plan": "pro", "limits": {"monthlyCostLimit": 100}},
         settings=settings,
         now=NOW,
     )
-    for n in range(3):  # $6 by the 14th: past the $5 default, 6 % of pro's $100
+    set_limits(store=store, caller=admin, data={"userId": "bo", "plan": "pro"}, settings=settings, now=NOW)
+    for n, user in enumerate(["ada", "ada", "ada", "bo"]):
         record_steps(
             store=store,
             caller=BACKEND,
             request=RecordRequest(
-                "ada", None, (Step(f"p{n}", UsageType.AI, "chat", "p", 2_000_000_000, True, NOW),)
+                user, None, (Step(f"p{n}", UsageType.AI, "chat", "p", 2_000_000_000, True, NOW),)
             ),
             settings=settings,
             now=NOW,
             admitted_cache=names.AdmittedNames(),
             shards=plans.ShardPicker(seed=5),
-            claimed_plan=lambda _user_id: "pro",
+            claimed_plan=lambda user_id: "pro" if user_id == "ada" else None,
         )
+    return store, settings
 
-    claimed = reconcile(
-        store=store, month=MONTH, settings=settings, now=NOW, fix=False, claimed_plan=lambda _user_id: "pro"
+
+def test_a_claimed_plan_is_reconciled_against_its_own_limits() -> None:
+    store, settings = claimed_traffic()
+
+    report = reconcile(
+        store=store,
+        month=MONTH,
+        settings=settings,
+        now=NOW,
+        fix=True,
+        claims=Claims({"ada": {"stripeRole": "pro"}, "bo": {}}),
     )
-    unclaimed = reconcile(store=store, month=MONTH, settings=settings, now=NOW, fix=False)
 
-    assert (claimed.differences, claimed.due) == ([], [])
-    assert unclaimed.differences != []  # against the $5 default: alerts the user never had
+    assert (report.differences, report.due, report.unmeasured) == ([], [], 0)
+
+
+@pytest.mark.parametrize("claims", [None, {"bo": {}}], ids=["Auth fails", "Auth does not know ada"])
+def test_a_user_whose_claim_auth_cannot_say_has_no_limit_checks(
+    claims: dict[str, dict[str, Any]] | None,
+) -> None:
+    store, settings = claimed_traffic()
+
+    report = reconcile(store=store, month=MONTH, settings=settings, now=NOW, fix=True, claims=Claims(claims))
+
+    assert (report.differences, report.due, report.unmeasured) == ([], [], 1)  # ada: not against $5
+    assert "limits of 1 users not checked (their plan may be claimed)" in report.summary()
+    assert {doc["raisedBy"] for path, doc in store.docs.items() if path.startswith(layout.ALERTS + "/")} <= {
+        "record_steps"
+    }
 
 
 def damage_usage_erased(store: MemoryStore) -> None:

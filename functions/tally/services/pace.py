@@ -282,7 +282,11 @@ def previous_days(store: AlertStore, user_id: str, now: datetime) -> Mapping[str
 
 
 def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
-    """Create a user's forecast or anomaly alert and its flag, in one commit; return whether it was new."""
+    """Create a user's forecast or anomaly alert and its flag, in one commit; return whether it was new.
+
+    A flag is written only with its alert, or once the alert is read to exist, so a flag
+    means the alert exists (reconcile trusts it).
+    """
     assert alert.user_id is not None
     if alert.kind is AlertKind.FORECAST:
         flag = user_months.forecast_alerted_write(alert.user_id, alert.month)
@@ -290,8 +294,10 @@ def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
         flag = user_months.anomaly_alerted_write(alert.user_id, str(alert.window))
     if store.commit_each([[alert.creation(now), flag]])[0]:
         return True
-    store.commit([flag])  # it exists (a concurrent request, or an earlier attempt): stop trying
-    return False
+    path = layout.alert_path(alert.alert_id)
+    if store.read([path])[path].exists:  # a concurrent request, or an earlier attempt: stop trying
+        store.commit([flag])
+    return False  # (else the commit failed: no flag, so the next request, or reconcile, tries again)
 
 
 # The platform's and the features'

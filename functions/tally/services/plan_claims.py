@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tally.config import Settings
@@ -75,3 +75,39 @@ def resolver(
         return value if isinstance(value, str) and value else None
 
     return claimed
+
+
+class ClaimsUnavailable(Exception):
+    """Firebase Auth could not say users' custom claims (refused, failed, or not reachable)."""
+
+
+class ClaimsLookup(Protocol):
+    """Firebase Auth's custom claims of many users at once (for reconcile)."""
+
+    def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """Return the claims of each user Auth knows (the unknown left out); raise ClaimsUnavailable."""
+        ...
+
+
+def claimed_plans(
+    settings: Settings, lookup: ClaimsLookup | None, user_ids: Sequence[str]
+) -> dict[str, str | None]:
+    """Return the plan each user's claim names (None: no claim); a user left out is not known.
+
+    Without TALLY_PLAN_CLAIM every user is known to claim nothing. With it, a user is known
+    only if Auth says their claims: not without a lookup, nor when it fails, nor for a user
+    Auth does not know (a deleted user, or another project's).
+    """
+    claim = settings.plan_claim
+    if claim is None:
+        return dict.fromkeys(user_ids)
+    if lookup is None or not user_ids:
+        return {}
+    try:
+        found = lookup.claims_of(user_ids)
+    except ClaimsUnavailable:
+        return {}
+    return {
+        user_id: value if isinstance(value := claims.get(claim), str) and value else None
+        for user_id, claims in found.items()
+    }

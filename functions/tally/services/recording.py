@@ -327,5 +327,5 @@ def _pace(
     for alert in (raised.forecast, raised.anomaly):
         if alert is not None:
             pace.raise_flagged(store, alert, now)
-    if raised.yesterday is not None:  # a step past midnight: no flag; each instance reads it once
-        alerts.ensure(store, [raised.yesterday], now, remember=True)
+    if raised.yesterday is not None:  # a step past midnight (rare): no flag, a read first
+        alerts.ensure(store, [raised.yesterday], now)

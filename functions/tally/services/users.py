@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,6 +25,8 @@ from tally.timeutil import month_key
 from tally.usage import Counts, Held, Limits, limit_percent, limits_status
 from tally.values import Caller, Document, UsageType
 from tally.writes import DELETE
+
+log = logging.getLogger("tally.users")
 
 
 class UserStore(alerts.AlertStore, Protocol):
@@ -209,7 +212,10 @@ def set_limits(
         raised_by="set_limits",
     )
     alerts.ensure(store, raised, now)
-    _forecast(store, request.user_id, docs[user_month], usage, limits, now)
+    try:  # the limits are set: a failure here must not say otherwise (the next request retries)
+        _forecast(store, request.user_id, docs[user_month], usage, limits, now)
+    except Exception:
+        log.exception("the forecast alert of %s failed after set_limits", request.user_id)
     held = usage_doc.held_of(usage)
     status = limits_status(used, limits, held)
     view = window_doc.windows_of(docs[user].fields, now, month=used, held=held)

@@ -46,6 +46,7 @@ class Report:
     fixed: bool = False
     unrepaired: list[str] = field(default_factory=list)  # what a fix could not repair, and why
     due: list[str] = field(default_factory=list)  # (v3) forecast and anomaly alerts due now, not raised
+    unmeasured: int = 0  # (v3) users whose limits may come from a plan claim: limit checks skipped
 
     def summary(self) -> str:
         """Return the summary line."""
@@ -56,6 +57,8 @@ class Report:
             line += f", {len(self.unrepaired)} not repaired"
         if self.due:
             line += f", {len(self.due)} alerts due{' (raised late)' if self.fixed else ''}"
+        if self.unmeasured:
+            line += f", limits of {self.unmeasured} users not checked (their plan may be claimed)"
         return f"{line} ({self.month}: {self.steps} steps of {self.users} users)"
 
 
@@ -73,6 +76,7 @@ class Repairs:
         self.differences: list[Difference] = []
         self.alerts: list[alerts.Alert] = []  # missing alerts, to create
         self.due: list[str] = []  # missing alerts judged from a projection or a usual level
+        self.unmeasured = False  # the user's limits are unknown: nothing that depends on them is checked
         self.data: dict[str, dict[str, Any]] = {}
 
     def missing_alerts(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +40,33 @@ class UserResult:
     repaired: bool = False  # the correction was committed
     unrepaired: list[str] = field(default_factory=list)
     due: list[str] = field(default_factory=list)  # forecast and anomaly alerts due, not raised
+    unmeasured: bool = False  # the user's limits are not known here (a plan claim may set them)
+
+    @classmethod
+    def of(cls, check: UserCheck, *, repaired: bool = False, unrepaired: Sequence[str] = ()) -> UserResult:
+        """Return what one check of a user came to."""
+        repairs = check.repairs
+        return cls(
+            repairs.differences, check.correction, repaired, list(unrepaired), repairs.due, repairs.unmeasured
+        )
+
+
+def _commit(store: ReconcileStore, check: UserCheck, now: datetime) -> list[str] | None:
+    """Commit a user's repair; return what it could not repair (None: a document changed meanwhile)."""
+    unrepaired = []
+    try:
+        try:
+            store.commit(check.commit_writes(with_mirror=True))
+        except Rejected:
+            store.commit(check.commit_writes(with_mirror=False))
+            unrepaired.append(
+                f"{layout.user_path(check.user_id)}: the usage map does not fit in the document; "
+                "it is rewritten once it fits"
+            )
+    except Contention:
+        return None
+    alerts.create(store, check.repairs.alerts, now)
+    return unrepaired
 
 
 class _Run:
@@ -56,11 +83,11 @@ class _Run:
         progress: Callable[[int, int], None] | None,
         workers: int,
         deep: bool,
-        claimed_plan: plan_claims.ClaimedPlan,
+        claims: plan_claims.ClaimsLookup | None,
     ) -> None:
         self.store, self.month, self.settings, self.now, self.fix = store, month, settings, now, fix
         self.deep = deep
-        self.claimed_plan = claimed_plan
+        self.claims = claims
         self.progress = progress
         self.workers = workers
         self.report = Report(month=month)
@@ -70,7 +97,12 @@ class _Run:
         self.catalog = catalog_of(store.read([layout.plan_catalog_path()])[layout.plan_catalog_path()])
 
     def check(
-        self, user_id: str, steps: Sequence[Document], read_time: datetime | None, seen: Seen | None = None
+        self,
+        user_id: str,
+        steps: Sequence[Document],
+        read_time: datetime | None,
+        seen: Seen | None = None,
+        plans: Mapping[str, str | None] | None = None,
     ) -> UserResult:
         """Check one user (and with `fix`, repair them), again from a fresh read while they keep changing."""
         for _ in range(MAX_CHECKS):
@@ -91,7 +123,8 @@ class _Run:
                     settings=self.settings,
                     read_time=read_time,
                     catalog=self.catalog,
-                    claimed=self.claimed_plan(user_id),
+                    claimed=(plans or {}).get(user_id),
+                    claim_known=plans is not None and user_id in plans,
                     now=self.now,
                     deep=deep,
                 )
@@ -100,36 +133,17 @@ class _Run:
             if check.suspect:  # which of the two is right? only the steps and sessions can say
                 check = checked(True)
             if not self.fix or not (check.repairs.data or check.mirror_rewrite or check.repairs.alerts):
-                return UserResult(check.repairs.differences, check.correction, due=check.repairs.due)
+                return UserResult.of(check)
             if not (check.repairs.data or check.mirror_rewrite):  # only alerts are missing
                 alerts.create(self.store, check.repairs.alerts, self.now)
-                return UserResult(check.repairs.differences, check.correction, True, [], check.repairs.due)
-            committed = self._commit(check)
+                return UserResult.of(check, repaired=True)
+            committed = _commit(self.store, check, self.now)
             if committed is not None:
-                return UserResult(
-                    check.repairs.differences, check.correction, True, committed, check.repairs.due
-                )
+                return UserResult.of(check, repaired=True, unrepaired=committed)
             steps, read_time = user_steps(self.store, user_id, self.month, None, None)
             seen = None
         note = f"{user_id}: changed {MAX_CHECKS} times while reconcile ran; run it again"
-        return UserResult(check.repairs.differences, check.correction, unrepaired=[note])
-
-    def _commit(self, check: UserCheck) -> list[str] | None:
-        """Commit a user's repair; return what it could not repair (None: a document changed meanwhile)."""
-        unrepaired = []
-        try:
-            try:
-                self.store.commit(check.commit_writes(with_mirror=True))
-            except Rejected:
-                self.store.commit(check.commit_writes(with_mirror=False))
-                unrepaired.append(
-                    f"{layout.user_path(check.user_id)}: the usage map does not fit in the document; "
-                    "it is rewritten once it fits"
-                )
-        except Contention:
-            return None
-        alerts.create(self.store, check.repairs.alerts, self.now)
-        return unrepaired
+        return UserResult.of(check, unrepaired=[note])
 
     def check_all(
         self,
@@ -146,8 +160,10 @@ class _Run:
         """
         self.seen.update(user_id for user_id, _, _ in users)
 
+        plans = plan_claims.claimed_plans(self.settings, self.claims, [user_id for user_id, _, _ in users])
+
         def one(user: tuple[str, Sequence[Document], datetime | None]) -> UserResult:
-            return self.check(*user, seen=seen)
+            return self.check(*user, seen=seen, plans=plans)
 
         if self.workers <= 1 or len(users) <= 1:
             results = [one(user) for user in users]
@@ -158,6 +174,7 @@ class _Run:
             self.report.differences += result.differences
             self.report.unrepaired += result.unrepaired
             self.report.due += result.due
+            self.report.unmeasured += result.unmeasured
             if after_snapshot or not result.repaired:
                 self.pending.update(result.correction)
 
@@ -254,13 +271,14 @@ def reconcile(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 8,
     deep: bool = False,
-    claimed_plan: plan_claims.ClaimedPlan = plan_claims.no_claim,
+    claims: plan_claims.ClaimsLookup | None = None,
 ) -> Report:
     """Recompute a month's aggregates from its steps; with `fix`, repair what differs as it goes.
 
     With `deep`, each user's lifetime totals and completed sessions are recomputed too, from
-    all their steps and sessions (a few aggregation queries per user). `claimed_plan`: the
-    plan a user's custom claim names (TALLY_PLAN_CLAIM), as the functions apply it.
+    all their steps and sessions (a few aggregation queries per user). `claims`: Firebase
+    Auth's, with TALLY_PLAN_CLAIM (a plan claimed, as the functions apply it); a user whose
+    claims it cannot say has nothing checked that depends on their limits.
 
     Refuses to run with fewer shards than the platform has (`ShardCountMismatch`): it would
     miss the others' counts and "repair" them into shard 0, counting them twice.
@@ -279,7 +297,7 @@ def reconcile(
         progress=progress,
         workers=workers,
         deep=deep,
-        claimed_plan=claimed_plan,
+        claims=claims,
     )
     run.users()
     repairs = platform(run)
