@@ -12,7 +12,6 @@ from firebase_admin import auth
 from firebase_functions import logger
 
 from adapters.firebase_app import admin_app
-from tally.services.plan_claims import ClaimsUnavailable
 
 
 class AuthDirectory:
@@ -32,18 +31,23 @@ class AuthDirectory:
         return found
 
     def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-        """Return the custom claims of each user Auth knows (100 a lookup); raise ClaimsUnavailable."""
+        """Return the custom claims of users (100 a lookup; a user Auth does not know has none).
+
+        The users of a lookup that failed are left out (logged): their claims are not known.
+        """
         found: dict[str, Mapping[str, Any]] = {}
         for start in range(0, len(user_ids), 100):
-            batch = [auth.UidIdentifier(uid) for uid in user_ids[start : start + 100]]
+            batch = user_ids[start : start + 100]
             try:
-                result = auth.get_users(batch, app=admin_app())
+                result = auth.get_users([auth.UidIdentifier(uid) for uid in batch], app=admin_app())
             except (
                 ValueError,
                 firebase_admin.exceptions.FirebaseError,
                 google.auth.exceptions.GoogleAuthError,
             ) as exc:
-                raise ClaimsUnavailable(repr(exc)) from exc
+                logger.warn("claims lookup failed", users=len(batch), error=repr(exc))
+                continue
+            found.update({uid: {} for uid in batch})  # not found: no claim, as the functions read it
             found.update({user.uid: user.custom_claims or {} for user in result.users})
         return found
 

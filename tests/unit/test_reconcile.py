@@ -8,7 +8,7 @@ from entrypoints.callables import set_limits, set_plan
 from tally import layout, names
 from tally.config import Settings
 from tally.documents import plans
-from tally.services import folding, plan_claims
+from tally.services import folding
 from tally.services.reconcile import ShardCountMismatch, reconcile
 from tally.services.reconcile import reads as reconcile_reads
 from tally.services.recording import record_steps
@@ -93,7 +93,7 @@ class Claims:
 
     def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         if self.claims is None:
-            raise plan_claims.ClaimsUnavailable("quota exceeded")
+            return {}  # the lookup failed (quota exceeded, say): nobody's claims are known
         return {user_id: self.claims[user_id] for user_id in user_ids if user_id in self.claims}
 
 
@@ -140,13 +140,10 @@ def test_a_claimed_plan_is_reconciled_against_its_own_limits() -> None:
     assert (report.differences, report.due, report.unmeasured) == ([], [], 0)
 
 
-@pytest.mark.parametrize("claims", [None, {"bo": {}}], ids=["Auth fails", "Auth does not know ada"])
-def test_a_user_whose_claim_auth_cannot_say_has_no_limit_checks(
-    claims: dict[str, dict[str, Any]] | None,
-) -> None:
+def test_a_user_whose_claim_auth_cannot_say_has_no_limit_checks() -> None:
     store, settings = claimed_traffic()
 
-    report = reconcile(store=store, month=MONTH, settings=settings, now=NOW, fix=True, claims=Claims(claims))
+    report = reconcile(store=store, month=MONTH, settings=settings, now=NOW, fix=True, claims=Claims(None))
 
     assert (report.differences, report.due, report.unmeasured) == ([], [], 1)  # ada: not against $5
     assert "limits of 1 users not checked (their plan may be claimed)" in report.summary()

@@ -26,6 +26,7 @@ from tally.config import Settings
 from tally.documents import limits as limits_doc
 from tally.documents import sessions as session_doc
 from tally.documents import usage as usage_doc
+from tally.services import plan_claims
 from tally.services.mirror import MirrorState
 from tally.services.reconcile import ReconcileStore, reconcile
 from tally.values import Contention, Document
@@ -143,9 +144,14 @@ def adopt(store: MigrateStore, users: Sequence[Document], report: MigrationRepor
 
 
 def migrate(
-    *, store: MigrateStore, settings: Settings, now: datetime, progress: Callable[[str], None] | None = None
+    *,
+    store: MigrateStore,
+    settings: Settings,
+    now: datetime,
+    progress: Callable[[str], None] | None = None,
+    claims: plan_claims.ClaimsLookup | None = None,
 ) -> MigrationReport:
-    """Bring data written before v2 to the v2 layout."""
+    """Bring data written before v2 to the v2 layout (`claims`: Auth's, for reconcile's rebuild)."""
     report = MigrationReport()
     say = progress or (lambda _: None)
     upgrades = []
@@ -193,7 +199,7 @@ def migrate(
     months = sorted({str(doc.fields["month"]) for doc in old if isinstance(doc.fields.get("month"), str)})
     for month in months:
         say(f"rebuilding {month} from its steps")
-        result = reconcile(store=store, month=month, settings=settings, now=now, fix=True)
+        result = reconcile(store=store, month=month, settings=settings, now=now, fix=True, claims=claims)
         report.repaired += len(result.differences)
         report.months.append(month)
     for start in range(0, len(old), 400):

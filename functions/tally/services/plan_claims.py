@@ -77,15 +77,11 @@ def resolver(
     return claimed
 
 
-class ClaimsUnavailable(Exception):
-    """Firebase Auth could not say users' custom claims (refused, failed, or not reachable)."""
-
-
 class ClaimsLookup(Protocol):
     """Firebase Auth's custom claims of many users at once (for reconcile)."""
 
     def claims_of(self, user_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-        """Return the claims of each user Auth knows (the unknown left out); raise ClaimsUnavailable."""
+        """Return the claims of users (a user Auth does not know: none); those it cannot say left out."""
         ...
 
 
@@ -95,18 +91,15 @@ def claimed_plans(
     """Return the plan each user's claim names (None: no claim); a user left out is not known.
 
     Without TALLY_PLAN_CLAIM every user is known to claim nothing. With it, a user is known
-    only if Auth says their claims: not without a lookup, nor when it fails, nor for a user
-    Auth does not know (a deleted user, or another project's).
+    only if Auth says their claims (none, for a user it does not know, as the functions read
+    it): not without a lookup, nor when the lookup fails.
     """
     claim = settings.plan_claim
     if claim is None:
         return dict.fromkeys(user_ids)
     if lookup is None or not user_ids:
         return {}
-    try:
-        found = lookup.claims_of(user_ids)
-    except ClaimsUnavailable:
-        return {}
+    found = lookup.claims_of(user_ids)
     return {
         user_id: value if isinstance(value := claims.get(claim), str) and value else None
         for user_id, claims in found.items()

@@ -211,11 +211,11 @@ def set_limits(
         limits=limits,
         raised_by="set_limits",
     )
-    alerts.ensure(store, raised, now)
     try:  # the limits are set: a failure here must not say otherwise (the next request retries)
+        alerts.ensure(store, raised, now)
         _forecast(store, request.user_id, docs[user_month], usage, limits, now)
     except Exception:
-        log.exception("the forecast alert of %s failed after set_limits", request.user_id)
+        log.exception("the alerts of %s failed after set_limits", request.user_id)
     held = usage_doc.held_of(usage)
     status = limits_status(used, limits, held)
     view = window_doc.windows_of(docs[user].fields, now, month=used, held=held)
