@@ -194,6 +194,19 @@ class ReadCounting(MemoryStore):
         return super().read(paths, **options)
 
 
+def test_an_instance_remembers_a_bounded_number_of_previous_months(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pace, "PREVIOUS_REMEMBERED", 2)
+    store = ReadCounting()
+    store.put(layout.user_month_path("u1", "2026-10"), {"days": {"2026-10-30": {"costNanos": 7}}})
+
+    first = pace.previous_days(store, "u1", at(5))
+    for user in ("u2", "u3", "u1"):  # u1 was the least recently used: forgotten
+        pace.previous_days(store, user, at(5))
+
+    assert first == {"2026-10-30": 7}
+    assert store.reads[layout.user_month_path("u1", "2026-10")] == 2
+
+
 def test_an_instance_has_one_store_so_its_memories_outlive_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wiring, "firestore_client", object)
     wiring.store.cache_clear()

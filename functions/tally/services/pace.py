@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from tally.documents import months as month_doc
 from tally.documents import user_months
 from tally.services import alerts, folding, projections
 from tally.services.alerts import Alert, AlertKind, AlertStore
-from tally.timeutil import day_key, month_end, month_key, months_back
+from tally.timeutil import day_key, days_of, month_end, month_key, months_back
 from tally.usage import Counts, MonthDelta
 from tally.values import UserMonthState
 from tally.writes import CommitResult
@@ -254,31 +255,36 @@ def late_user_alerts(user: UserPace, *, month: str, state: UserMonthState, now: 
     return [alert for alert in found if alert is not None]
 
 
-_PREVIOUS: weakref.WeakKeyDictionary[
-    AlertStore, OrderedDict[tuple[str, str], tuple[datetime, Mapping[str, int]]]
-]
-_PREVIOUS = weakref.WeakKeyDictionary()  # per store: (user, month) -> (read at, its days), oldest first
+_PREVIOUS: weakref.WeakKeyDictionary[AlertStore, OrderedDict[tuple[str, str], tuple[datetime, array[int]]]]
+_PREVIOUS = (
+    weakref.WeakKeyDictionary()
+)  # per store: (user, month) -> (read at, cost of day 1..31), oldest first
 _PREVIOUS_LOCK = threading.Lock()
 
 
 def previous_days(store: AlertStore, user_id: str, now: datetime) -> Mapping[str, int]:
-    """Return a user's cost per day of the month before now's, read at most hourly per instance."""
+    """Return a user's cost per day of the month before now's, read at most hourly per instance.
+
+    Kept as 31 machine integers a user (about 0.5 MB per 1,000 users; as a dict, 4 MB).
+    """
     month = months_back(month_key(now), 2)[0]
+    key = (user_id, month)
     with _PREVIOUS_LOCK:
         remembered = _PREVIOUS.setdefault(store, OrderedDict())
-        kept = remembered.get((user_id, month))
+        kept = remembered.get(key)
         if kept is not None and now - kept[0] < PREVIOUS_FRESH:
-            remembered.move_to_end((user_id, month))
-            return kept[1]
-    path = layout.user_month_path(user_id, month)
-    days = user_months.state_of(store.read([path], fields=[month_doc.DAYS])[path]).day_costs
-    with _PREVIOUS_LOCK:
-        remembered = _PREVIOUS.setdefault(store, OrderedDict())
-        remembered[(user_id, month)] = (now, days)
-        remembered.move_to_end((user_id, month))
-        while len(remembered) > PREVIOUS_REMEMBERED:
-            remembered.popitem(last=False)
-    return days
+            remembered.move_to_end(key)
+    if kept is None or now - kept[0] >= PREVIOUS_FRESH:
+        path = layout.user_month_path(user_id, month)
+        read = user_months.state_of(store.read([path], fields=[month_doc.DAYS])[path]).day_costs
+        kept = (now, array("q", (read.get(day, 0) for day in days_of(month))))
+        with _PREVIOUS_LOCK:
+            remembered = _PREVIOUS.setdefault(store, OrderedDict())
+            remembered[key] = kept
+            remembered.move_to_end(key)
+            while len(remembered) > PREVIOUS_REMEMBERED:
+                remembered.popitem(last=False)
+    return {day: cost for day, cost in zip(days_of(month), kept[1], strict=True) if cost}
 
 
 def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
