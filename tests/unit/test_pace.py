@@ -317,6 +317,25 @@ def test_reconcile_raises_yesterdays_anomaly_alert_a_crash_lost() -> None:
     assert reconciled(store, at(17, 2)) == ([], [])
 
 
+def test_reconcile_raises_the_platforms_and_a_features_lost_anomaly_alerts_late() -> None:
+    store = MemoryStore()
+    for day in range(1, 16):
+        spend(store, "u1", "0.10", at(day))
+    spend(store, "u1", "2.00", at(16))
+    lost = [a for a in alerts_of(store, "anomaly") if a["userId"] is None]
+    for alert in lost:
+        del store.docs[layout.alert_path(alert["alertId"])]  # the check after the commit was lost
+
+    differences, due = reconciled(store, at(16, 13), fix=True)
+
+    assert sorted(a["scope"] for a in lost) == ["feature:chat.day.cost", "platform.day.cost"]
+    assert differences == []
+    assert sorted(line.split(" ")[2] for line in due) == ["feature:chat.day.cost", "platform.day.cost"]
+    raised = [a for a in alerts_of(store, "anomaly") if a["userId"] is None]
+    assert [(a["late"], a["raisedBy"]) for a in raised] == [(True, "reconcile")] * 2
+    assert reconciled(store, at(16, 14)) == ([], [])
+
+
 def test_a_step_recorded_after_midnight_for_the_day_before_raises_that_days_anomaly() -> None:
     store = MemoryStore()
     for day in range(1, 17):

@@ -19,7 +19,7 @@ far above its usual level by the rule of `tally.forecast.anomaly`; its `limit` i
 - A team's forecast is judged from its slices, read after a member's recording for the
   team's threshold alerts anyway, and ensured with them.
 - The platform's and each feature's are judged on a fold of the month (`watch_platform`),
-  which a recording runs when its commit takes shard 0's cost of the day, or a feature's
+  which a recording runs when its commit takes its shard's cost of today or yesterday, or a feature's
   there, past a mark (every factor of sqrt 2 from $0.01), or past a budget mark; the sweep
   runs it every 15 minutes when a platform budget is set. So nothing is read while nobody
   records, and a check costs one read per shard, a few times per day and feature.
@@ -32,7 +32,7 @@ import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
@@ -310,16 +310,21 @@ def raise_flagged(store: AlertStore, alert: Alert, now: datetime) -> bool:
 
 
 def shard_crossed(result: CommitResult, month: str, shard: int, delta: MonthDelta, now: datetime) -> bool:
-    """Return whether a commit took its shard's cost of today, or a feature's there, past a mark."""
-    today = day_key(now)
-    if month != month_key(now) or today not in delta.days:
-        return False
+    """Return whether a commit took its shard's cost of today or yesterday, or a feature's there, past a mark.
+
+    Yesterday's: a step recorded after its midnight (the check judges yesterday too).
+    """
     path = layout.shard_path(month, shard)
-    total, features = month_doc.committed_day(result, path, delta, today)
-    if mark(total) > mark(total - delta.days[today].cost_nanos):
-        return True
-    dd = today[-2:]
-    return any(mark(after) > mark(after - delta.feature_days[(f, dd)]) for f, after in features.items())
+    for day in (day_key(now), day_key(now - timedelta(days=1))):
+        if day[:7] != month_key(now) or day[:7] != month or day not in delta.days:
+            continue
+        total, features = month_doc.committed_day(result, path, delta, day)
+        if mark(total) > mark(total - delta.days[day].cost_nanos):
+            return True
+        added = {f: cost for (f, dd), cost in delta.feature_days.items() if dd == day[-2:]}
+        if any(mark(after) > mark(after - added.get(f, 0)) for f, after in features.items()):
+            return True
+    return False
 
 
 def _feature_daily(aggregates: Mapping[str, month_doc.MonthAggregate], feature: str) -> dict[str, int]:
@@ -373,6 +378,28 @@ def platform_pace_alerts(
     return [alert for alert in found if alert is not None]
 
 
+def _previous_rollups(store: AlertStore, month: str) -> list[month_doc.Rollup]:
+    """Read the stored rollups of the three months before `month`, most recent first."""
+    earlier = list(reversed(months_back(month, 4)[:-1]))
+    paths = [layout.rollup_path(m) for m in earlier]
+    docs = store.read(paths)
+    return [month_doc.rollup_of(m, docs[path]) for m, path in zip(earlier, paths, strict=True)]
+
+
+def late_platform_alerts(
+    store: AlertStore, current: month_doc.MonthAggregate, settings: Settings, now: datetime
+) -> list[Alert]:
+    """Return the platform's and features' forecast and anomaly alerts its figures call for now, late.
+
+    For `reconcile` (nothing is written: the rollups before are read as stored).
+    """
+    previous = [rollup.aggregate for rollup in _previous_rollups(store, month_key(now))]
+    found = platform_pace_alerts(
+        current=current, previous=previous, settings=settings, now=now, raised_by="reconcile"
+    )
+    return [replace(alert, late=True) for alert in found]
+
+
 def watch_platform(store: AlertStore, month: str, settings: Settings, now: datetime, raised_by: str) -> int:
     """Sum the month's shards and raise the alerts they call for (budget, forecast, anomaly); count new ones.
 
@@ -387,10 +414,7 @@ def watch_platform(store: AlertStore, month: str, settings: Settings, now: datet
         total = current.total.cost_nanos
         wanted += alerts.platform_alerts(month=month, total=total, budget=budget, raised_by=raised_by)
     if month == month_key(now):
-        earlier = list(reversed(months_back(month, 4)[:-1]))  # most recent first
-        paths = [layout.rollup_path(m) for m in earlier]
-        docs = store.read(paths)
-        stored = [month_doc.rollup_of(m, docs[path]) for m, path in zip(earlier, paths, strict=True)]
+        stored = _previous_rollups(store, month)
         last = stored[0]
         if last.as_of is None or last.as_of < month_end(last.month):  # folded before it ended: once more
             stored[0] = folding.fold(store, last.month, now=now, version=last.version)

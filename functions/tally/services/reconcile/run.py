@@ -14,7 +14,7 @@ from tally.documents import counters
 from tally.documents import months as month_doc
 from tally.documents.months import Flat, MonthAggregate
 from tally.documents.plan_catalog import catalog_of
-from tally.services import alerts, plan_claims
+from tally.services import alerts, pace, plan_claims
 from tally.services.reconcile import reads
 from tally.services.reconcile.reads import (
     ReconcileStore,
@@ -25,6 +25,7 @@ from tally.services.reconcile.reads import (
 )
 from tally.services.reconcile.report import Difference, Repairs, Report, ShardCountMismatch
 from tally.services.reconcile.users import MAX_CHECKS, Seen, UserCheck, check_user, read_users
+from tally.timeutil import month_key
 from tally.values import Contention, Document, Rejected
 from tally.writes import batches
 
@@ -258,6 +259,9 @@ def platform(run: _Run) -> Repairs:
             late=True,
         )
         repairs.missing_alerts(store, wanted, read_time)
+    if month == month_key(run.now):
+        judged = pace.late_platform_alerts(store, folded, run.settings, run.now)
+        repairs.missing_alerts(store, judged, read_time, judged=True)
     return repairs
 
 
@@ -303,6 +307,7 @@ def reconcile(
     repairs = platform(run)
     run.report.users = len(run.seen)
     run.report.differences += repairs.differences
+    run.report.due += repairs.due
     if fix:
         context = {layout.shard_path(month, REPAIR_SHARD): {"month": month, "shard": REPAIR_SHARD}}
         for commit in batches(repairs.writes({}, context)):
