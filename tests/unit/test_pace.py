@@ -14,7 +14,7 @@ from tally.config import Settings
 from tally.documents import months as month_doc
 from tally.documents import plans
 from tally.requests import parse_record_request
-from tally.services import pace, projections
+from tally.services import folding, pace, projections
 from tally.services.reconcile import reconcile
 from tally.services.recording import record_steps
 from tally.timeutil import days_of
@@ -334,6 +334,23 @@ def test_reconcile_raises_the_platforms_and_a_features_lost_anomaly_alerts_late(
     raised = [a for a in alerts_of(store, "anomaly") if a["userId"] is None]
     assert [(a["late"], a["raisedBy"]) for a in raised] == [(True, "reconcile")] * 2
     assert reconciled(store, at(16, 14)) == ([], [])
+
+
+def test_reconcile_judges_the_platform_on_the_whole_last_month_even_if_its_rollup_was_folded_early() -> None:
+    store = MemoryStore()
+    for day in range(1, 8):
+        spend(store, "u1", "0.10", datetime(2026, 10, day, 12, tzinfo=UTC))
+    folding.fold(store, "2026-10", now=datetime(2026, 10, 7, 13, tzinfo=UTC))  # read mid-month: 7 days
+    early = dict(store.docs[layout.rollup_path("2026-10")])
+    for day in range(8, 32):
+        spend(store, "u1", "0.10", datetime(2026, 10, day, 12, tzinfo=UTC))
+    for day, usd in ((1, "0.10"), (2, "0.10"), (3, "0.15")):  # the 3rd: ordinary against all of October
+        spend(store, "u1", usd, at(day))
+    store.docs[layout.rollup_path("2026-10")] = early  # as if November's checks had not stored it again
+
+    _, due = reconciled(store, at(3, 13))
+
+    assert [line for line in due if "platform" in line or "feature" in line] == []
 
 
 def test_a_step_recorded_after_midnight_for_the_day_before_raises_that_days_anomaly() -> None:

@@ -54,6 +54,7 @@ MIN_HISTORY = 14  # days of history an anomaly needs here: two of each weekday
 MARK_UNIT = 10_000_000  # $0.01: the first mark of a day's cost
 PREVIOUS_FRESH = timedelta(hours=1)  # a user's previous month is read again after this (late steps)
 PREVIOUS_REMEMBERED = 10_000  # users' previous months one instance keeps
+INT64_MAX = 2**63 - 1  # what a machine integer of the memory holds (Firestore's integers too)
 
 
 def mark(cost_nanos: int) -> int:
@@ -277,7 +278,7 @@ def previous_days(store: AlertStore, user_id: str, now: datetime) -> Mapping[str
     if kept is None or now - kept[0] >= PREVIOUS_FRESH:
         path = layout.user_month_path(user_id, month)
         read = user_months.state_of(store.read([path], fields=[month_doc.DAYS])[path]).day_costs
-        kept = (now, array("q", (read.get(day, 0) for day in days_of(month))))
+        kept = (now, array("q", (min(read.get(day, 0), INT64_MAX) for day in days_of(month))))
         with _PREVIOUS_LOCK:
             remembered = _PREVIOUS.setdefault(store, OrderedDict())
             remembered[key] = kept
@@ -386,6 +387,11 @@ def _previous_rollups(store: AlertStore, month: str) -> list[month_doc.Rollup]:
     return [month_doc.rollup_of(m, docs[path]) for m, path in zip(earlier, paths, strict=True)]
 
 
+def _folded_early(rollup: month_doc.Rollup) -> bool:
+    """Return whether a past month's rollup was folded before the month ended (or never)."""
+    return rollup.as_of is None or rollup.as_of < month_end(rollup.month)
+
+
 def late_platform_alerts(
     store: AlertStore, current: month_doc.MonthAggregate, settings: Settings, now: datetime
 ) -> list[Alert]:
@@ -393,7 +399,10 @@ def late_platform_alerts(
 
     For `reconcile` (nothing is written: the rollups before are read as stored).
     """
-    previous = [rollup.aggregate for rollup in _previous_rollups(store, month_key(now))]
+    stored = _previous_rollups(store, month_key(now))
+    previous = [rollup.aggregate for rollup in stored]
+    if _folded_early(stored[0]):  # as watch_platform judges it: the whole month (summed, not stored)
+        previous[0] = folding.aggregate_now(store, stored[0].month)
     found = platform_pace_alerts(
         current=current, previous=previous, settings=settings, now=now, raised_by="reconcile"
     )
@@ -416,7 +425,7 @@ def watch_platform(store: AlertStore, month: str, settings: Settings, now: datet
     if month == month_key(now):
         stored = _previous_rollups(store, month)
         last = stored[0]
-        if last.as_of is None or last.as_of < month_end(last.month):  # folded before it ended: once more
+        if _folded_early(last):  # once more
             stored[0] = folding.fold(store, last.month, now=now, version=last.version)
         previous = [rollup.aggregate for rollup in stored]
         wanted += platform_pace_alerts(
