@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import requests
 
+from tally import layout
 from tally.requests import parse_record_request
 from tally.services.recording import record_steps
+from tally.timeutil import months_back
 from tally.values import Caller
 from tally_dev import accounts, commands, emulator
 from tally_dev.steps import step as one_step
@@ -167,6 +169,8 @@ def test_analytics_equal_the_workload_to_the_nano(this_month: str) -> None:
     emulator.wait_for_finalizations()
     month = this_month
     expected: Expected = workload["months"][month]
+    for earlier in months_back(month, 3)[:-1]:  # folded by the platform's check while steps still came
+        emulator.db().document(layout.rollup_path(earlier)).delete()  # (an answer may be 60 s old)
 
     result = analytics(admin, {"month": month, "top": 3})
 
