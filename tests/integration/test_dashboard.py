@@ -1352,16 +1352,16 @@ def test_the_user_page_says_where_the_month_is_heading(page: Page) -> None:
     wait_state(page, "user-status", "ready")
     pace = tid("u-pace", "user-page")
     page.wait_for_selector(pace, timeout=WAIT)
-    # "At this pace: $X by month end (limit $Y, reached around the 24th)", from my_usage's forecast.
-    fmt = money_text(forecast["monthEnd"], limit)
-    words = f"At this pace: {fmt(forecast['monthEnd'])} by month end (limit {fmt(limit)}"
-    if forecast["exceedsOn"]:
-        day = int(forecast["exceedsOn"][8:])
-        words += f", reached {'on' if day <= datetime.now(UTC).day else 'around'} the {ordinal(day)}"
-    assert page.text_content(pace) == words + ")"
     figures = shown_figures(page, pace)
     # the page asked my_usage a moment later: the projection moved with the time of day
     assert float(figures["monthEnd"]) == pytest.approx(forecast["monthEnd"], rel=1e-3)
+    # "At this pace: $X by month end (limit $Y, reached around the 24th)", from the page's forecast.
+    fmt = money_text(float(figures["monthEnd"]), limit)
+    words = f"At this pace: {fmt(float(figures['monthEnd']))} by month end (limit {fmt(limit)}"
+    if figures.get("exceedsOn"):
+        day = int(figures["exceedsOn"][8:])
+        words += f", reached {'on' if day <= datetime.now(UTC).day else 'around'} the {ordinal(day)}"
+    assert page.text_content(pace) == words + ")"
     assert figures["limit"] == _js(limit)
     assert figures.get("exceedsOn") == (forecast["exceedsOn"] or None)
     # The daily chart: the month document's days, then the projection.
