@@ -18,7 +18,8 @@ from tally import layout, names
 from tally.config import Settings
 from tally.documents import plans
 from tally.documents import sessions as session_doc
-from tally.services.recording import record_steps
+from tally.requests import parse_record_request
+from tally.services.recording import RecordOutcome, record_steps
 from tally.timeutil import month_key
 from tally.usage import Counts, Held
 from tally.values import (
@@ -428,6 +429,26 @@ def record_one(
         caller=Caller("svc", recorder=True),
         request=RecordRequest(user, SessionRequest(f"s-{step.operation_id}", None, True), (step,)),
         settings=Settings(),
+        now=now,
+        admitted_cache=names.AdmittedNames(),
+        shards=plans.ShardPicker(seed=1),
+    )
+
+
+def record_body(
+    store: MemoryStore,
+    body: Mapping[str, Any],
+    *,
+    caller: Caller,
+    now: datetime,
+    settings: Settings | None = None,
+) -> RecordOutcome:
+    """Record a request body (as a client sends it) through record_steps, as of `now`."""
+    return record_steps(
+        store=store,
+        caller=caller,
+        request=parse_record_request(dict(body), now=now),
+        settings=settings or Settings(),
         now=now,
         admitted_cache=names.AdmittedNames(),
         shards=plans.ShardPicker(seed=1),

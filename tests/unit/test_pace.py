@@ -9,19 +9,16 @@ import pytest
 
 from adapters import wiring
 from entrypoints.callables import set_limits
-from tally import layout, names
+from tally import layout
 from tally.config import Settings
 from tally.documents import months as month_doc
-from tally.documents import plans
-from tally.requests import parse_record_request
 from tally.services import folding, pace, projections
 from tally.services.reconcile import reconcile
-from tally.services.recording import record_steps
 from tally.timeutil import days_of
 from tally.usage import Counts, aggregate
 from tally.values import Caller, Contention, Document, Step, UsageType
 from tally.writes import CommitResult, Write
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_body
 from tally_dev.projection import worst_ranking
 from tally_dev.sizing import MAX_DOCUMENT_BYTES, document_size
 
@@ -34,8 +31,16 @@ def at(day: int, hour: int = 12) -> datetime:
 
 
 def spend(
-    store: MemoryStore, user: str, usd: str, when: datetime, *, op: str | None = None, feature: str = "chat"
+    store: MemoryStore,
+    user: str,
+    usd: str,
+    when: datetime,
+    *,
+    op: str | None = None,
+    feature: str = "chat",
+    now: datetime | None = None,
 ) -> dict[str, Any]:
+    """Record one step of `user` stamped `when`, recorded at `now` (default: then)."""
     step = {
         "operationId": op or f"op-{user}-{len(store.commits)}-{when:%d%H}",
         "usageType": "AI",
@@ -44,15 +49,7 @@ def spend(
         "cost": usd,
         "timestamp": when.isoformat(),
     }
-    return record_steps(
-        store=store,
-        caller=Caller(user),
-        request=parse_record_request({"steps": [step]}, now=when),
-        settings=SETTINGS,
-        now=when,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    ).body
+    return record_body(store, {"steps": [step]}, caller=Caller(user), now=now or when, settings=SETTINGS).body
 
 
 def alerts_of(store: MemoryStore, kind: str) -> list[dict[str, Any]]:
@@ -357,32 +354,9 @@ def test_a_step_recorded_after_midnight_for_the_day_before_raises_that_days_anom
     store = MemoryStore()
     for day in range(1, 17):
         spend(store, "u1", "0.10", at(day))
-    late_step = datetime(2026, 11, 16, 23, 59, tzinfo=UTC)
+    late_step, recorded = datetime(2026, 11, 16, 23, 59, tzinfo=UTC), datetime(2026, 11, 17, 0, 1, tzinfo=UTC)
 
-    spend_at = datetime(2026, 11, 17, 0, 1, tzinfo=UTC)
-    record_steps(
-        store=store,
-        caller=Caller("u1"),
-        request=parse_record_request(
-            {
-                "steps": [
-                    {
-                        "operationId": "late",
-                        "usageType": "AI",
-                        "feature": "chat",
-                        "provider": "openai",
-                        "cost": "2.00",
-                        "timestamp": late_step.isoformat(),
-                    }
-                ]
-            },
-            now=spend_at,
-        ),
-        settings=SETTINGS,
-        now=spend_at,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+    spend(store, "u1", "2.00", late_step, op="late", now=recorded)
 
     (alert,) = [a for a in alerts_of(store, "anomaly") if a["userId"] == "u1"]
     assert (alert["window"], alert["late"], alert["raisedBy"]) == ("2026-11-16", True, "record_steps")

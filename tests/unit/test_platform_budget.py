@@ -4,14 +4,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from tally import layout, names
+from tally import layout
 from tally.config import Settings
-from tally.documents import plans
-from tally.requests import parse_record_request, parse_reserve_request
-from tally.services.recording import record_steps
+from tally.requests import parse_reserve_request
 from tally.services.reservations import release_spend, reserve_spend
 from tally.values import Caller
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_body
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
 ENFORCED = Settings(platform_budget_nanos=2_000_000_000, platform_budget_enforced=True)
@@ -33,16 +31,7 @@ def spend(store: MemoryStore, user: str, usd: str, **extra: Any) -> None:
         "cost": usd,
         **extra,
     }
-    request = parse_record_request({"steps": [step]}, now=NOW)
-    record_steps(
-        store=store,
-        caller=Caller(user),
-        request=request,
-        settings=ENFORCED,
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+    record_body(store, {"steps": [step]}, caller=Caller(user), now=NOW, settings=ENFORCED)
 
 
 def platform_held(store: MemoryStore) -> int:

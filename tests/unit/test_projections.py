@@ -5,13 +5,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from entrypoints.callables import my_usage, set_limits, set_team, usage_analytics
-from tally import names
 from tally.config import Settings
-from tally.documents import plans
-from tally.requests import parse_record_request
-from tally.services.recording import record_steps
 from tally.values import Caller
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_body
 
 NOW = datetime(2026, 11, 14, 12, tzinfo=UTC)
 ADMIN = Caller("admin", admin=True)
@@ -33,16 +29,7 @@ def spend(store: MemoryStore, user: str, usd: str, day: int) -> None:
         "cost": usd,
         "timestamp": when.isoformat(),
     }
-    request = parse_record_request({"steps": [step]}, now=NOW)
-    record_steps(
-        store=store,
-        caller=Caller(user),
-        request=request,
-        settings=SETTINGS,
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+    record_body(store, {"steps": [step]}, caller=Caller(user), now=NOW, settings=SETTINGS)
 
 
 def steady(store: MemoryStore, user: str = "u1") -> None:

@@ -5,13 +5,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from entrypoints.callables import set_limits, set_team
-from tally import layout, names
+from tally import layout
 from tally.config import Settings
-from tally.documents import plans
-from tally.requests import parse_record_request
-from tally.services.recording import record_steps
 from tally.values import Caller
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_body
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
 ADMIN = Caller("admin", admin=True)
@@ -20,16 +17,7 @@ SETTINGS = Settings(team_slices=4)
 
 def spend(store: MemoryStore, user: str, usd: str, op: str, *, feature: str = "f") -> None:
     step = {"operationId": op, "usageType": "API", "feature": feature, "provider": "p", "cost": usd}
-    request = parse_record_request({"steps": [step]}, now=NOW)
-    record_steps(
-        store=store,
-        caller=Caller(user),
-        request=request,
-        settings=SETTINGS,
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    )
+    record_body(store, {"steps": [step]}, caller=Caller(user), now=NOW, settings=SETTINGS)
 
 
 def alerts(store: MemoryStore) -> list[dict[str, Any]]:

@@ -9,18 +9,17 @@ from typing import Any
 import pytest
 
 from entrypoints.callables import my_usage, set_limits, set_team, usage_analytics
-from tally import layout, names
+from tally import layout
 from tally.config import Settings
 from tally.documents import plans
 from tally.errors import InvalidArgument
-from tally.requests import parse_record_request, parse_reserve_request
+from tally.requests import parse_reserve_request
 from tally.services import teams
 from tally.services.reconcile import reconcile
-from tally.services.recording import record_steps
 from tally.services.reservations import expire_holds, release_spend, reserve_spend
 from tally.usage import Held
 from tally.values import Caller, HoldState, HoldStatus, Step, UsageType
-from tally_dev.memory import MemoryStore
+from tally_dev.memory import MemoryStore, record_body
 
 NOW = datetime(2026, 11, 14, 10, tzinfo=UTC)
 ADMIN = Caller("admin", admin=True)
@@ -59,16 +58,7 @@ def spend(store: MemoryStore, user: str, usd: str, **extra: Any) -> dict[str, An
         "cost": usd,
         **extra,
     }
-    request = parse_record_request({"steps": [step]}, now=NOW)
-    return record_steps(
-        store=store,
-        caller=Caller(user),
-        request=request,
-        settings=SETTINGS,
-        now=NOW,
-        admitted_cache=names.AdmittedNames(),
-        shards=plans.ShardPicker(seed=1),
-    ).body
+    return record_body(store, {"steps": [step]}, caller=Caller(user), now=NOW, settings=SETTINGS).body
 
 
 def team_of(store: MemoryStore, user: str = "m1") -> dict[str, Any]:
